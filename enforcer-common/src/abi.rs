@@ -1,0 +1,248 @@
+//! `#[repr(C)]` types exchanged between the BPF programs and userspace through maps,
+//! globals and the event ring buffer. Field order and sizes are an ABI: both sides are
+//! built from this file, so they always agree.
+
+/// Arguments after argv[0] that the engine scans before it gives up (Undecidable).
+pub const MAX_ARGS: u32 = 64;
+/// Bytes of one argument the kernel reads (including its NUL). A longer argument is
+/// "truncated"; that only matters where the command word should be.
+pub const ARG_BUF: usize = 256;
+/// Longest word of the grammar (flag name or command word) plus room for a NUL.
+pub const TOKEN_LEN: usize = 32;
+/// Most characters in one group of short options (`-Dl`) the engine walks.
+pub const MAX_SHORT_GROUP: usize = 16;
+/// Rules one policy may hold: rule sets are `u32` bitmasks in the kernel.
+pub const MAX_RULES: usize = 32;
+/// Commands the grammar can name: a rule's command set is a bitmap of this many bits.
+pub const MAX_COMMANDS: usize = 256;
+/// Bytes of argv (NUL-separated) copied into a denial event for the audit log.
+pub const EVENT_ARGV_LEN: usize = 512;
+/// Bytes of the executed path copied into a denial event.
+pub const EVENT_PATH_LEN: usize = 256;
+
+/// x86_64 syscall numbers (as `orig_ax` holds them) of the exec paths whose argv the
+/// kernel program knows how to find. Any other exec path of a restricted user running a
+/// vetted binary is undecidable and denied.
+pub const NR_EXECVE: u64 = 59;
+pub const NR_EXECVEAT: u64 = 322;
+
+/// Identity of a file as the kernel sees it: the superblock's `s_dev` (kernel encoding)
+/// and the inode number. Userspace learns it from the kernel itself (see the identity
+/// probe), never from `stat()`, whose `st_dev` differs on btrfs subvolumes and overlayfs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A grammar word (flag name such as `--host` or `-H`, or a command word), NUL padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token {
+    pub bytes: [u8; TOKEN_LEN],
+}
+
+impl Token {
+    pub const fn empty() -> Self {
+        Token { bytes: [0; TOKEN_LEN] }
+    }
+
+    /// The token for `word`, or None when it does not fit (and so is no grammar word).
+    pub fn from_bytes(word: &[u8]) -> Option<Self> {
+        if word.len() >= TOKEN_LEN || word.contains(&0) {
+            return None;
+        }
+        let mut token = Token::empty();
+        token.bytes[..word.len()].copy_from_slice(word);
+        Some(token)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        let len = self.bytes.iter().position(|&b| b == 0).unwrap_or(TOKEN_LEN);
+        &self.bytes[..len]
+    }
+}
+
+/// What a grammar word is. Stored as the value of the kernel's grammar map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub kind: u32,
+    /// Command id for `TOKEN_COMMAND`, 0 otherwise.
+    pub command: u32,
+}
+
+/// A global option that takes no value (`--debug`, `-D`).
+pub const TOKEN_GLOBAL_BOOL: u32 = 1;
+/// A global option that takes a value (`--host h`, `--host=h`, `-Hh`, `-H h`).
+pub const TOKEN_GLOBAL_VALUE: u32 = 2;
+/// A top-level command word (`exec`, `ps`, `container`, `compose`).
+pub const TOKEN_COMMAND: u32 = 3;
+
+/// A rule denies the commands in its set (everything else allowed).
+pub const RULE_DENY_LIST: u32 = 0;
+/// A rule allows only the commands in its set (everything else denied).
+pub const RULE_ALLOW_LIST: u32 = 1;
+/// Audit mode: record what would be denied, deny nothing.
+pub const RULE_FLAG_AUDIT: u32 = 1 << 8;
+
+/// One compiled rule, indexed by its position in the policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleConfig {
+    /// Bitmap of command ids (see `grammar::COMMANDS`).
+    pub commands: [u64; MAX_COMMANDS / 64],
+    /// `RULE_DENY_LIST` or `RULE_ALLOW_LIST`, or'ed with `RULE_FLAG_*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+impl RuleConfig {
+    pub fn set_command(&mut self, id: u32) {
+        let id = id as usize % MAX_COMMANDS;
+        self.commands[id / 64] |= 1u64 << (id % 64);
+    }
+
+    #[inline(always)]
+    pub fn has_command(&self, id: u32) -> bool {
+        // Masking keeps the index provably in bounds for the verifier.
+        let id = (id as usize) & (MAX_COMMANDS - 1);
+        let word = self.commands[(id >> 6) & (MAX_COMMANDS / 64 - 1)];
+        (word >> (id & 63)) & 1 == 1
+    }
+
+    pub fn is_allow_list(&self) -> bool {
+        self.flags & 0xff == RULE_ALLOW_LIST
+    }
+
+    pub fn is_audit(&self) -> bool {
+        self.flags & RULE_FLAG_AUDIT != 0
+    }
+}
+
+/// Byte offsets of the kernel struct fields the BPF programs read. Computed by userspace
+/// from the running kernel's BTF and handed to the programs as a load-time global, so
+/// nothing kernel-specific is compiled into the object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub binprm_file: u32,
+    pub binprm_argc: u32,
+    pub binprm_filename: u32,
+    pub binprm_interp: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub regs_orig_ax: u32,
+    pub regs_si: u32,
+    pub regs_dx: u32,
+    /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
+    pub valid: u32,
+}
+
+/// Indices of the per-CPU counters map.
+pub const COUNTER_CHECKED: u32 = 0;
+pub const COUNTER_ALLOWED: u32 = 1;
+pub const COUNTER_DENIED: u32 = 2;
+pub const COUNTER_UNDECIDABLE: u32 = 3;
+pub const COUNTER_AUDITED: u32 = 4;
+pub const COUNTER_EVENTS_DROPPED: u32 = 5;
+pub const COUNTER_COUNT: u32 = 6;
+
+/// What the kernel did about one exec.
+pub const ACTION_DENIED: u32 = 1;
+/// Audit mode: would have been denied, was allowed.
+pub const ACTION_AUDITED: u32 = 2;
+
+/// One record in the events ring buffer: an exec that a rule denied (or, in audit mode,
+/// would have denied).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DenialEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the exec was decided.
+    pub ktime_ns: u64,
+    pub file: FileId,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Index of the rule that decided.
+    pub rule: u32,
+    /// `ACTION_*`.
+    pub action: u32,
+    /// `Reason` as u32.
+    pub reason: u32,
+    /// Command id when `reason` is `Reason::Command`.
+    pub command: u32,
+    /// argc as the kernel counted it.
+    pub argc: u32,
+    /// Bytes used in `argv` (each argument NUL-terminated).
+    pub argv_len: u32,
+    /// 1 when not all of argv fit into `argv`.
+    pub argv_truncated: u32,
+    pub _pad: u32,
+    /// `bprm->filename`: the path as the caller passed it.
+    pub path: [u8; EVENT_PATH_LEN],
+    /// argv[0..], NUL-separated. Extra `ARG_BUF` bytes of slack let the kernel copy a whole
+    /// argument at any offset below `EVENT_ARGV_LEN` with bounds the verifier can prove.
+    pub argv: [u8; EVENT_ARGV_LEN + ARG_BUF],
+}
+
+/// Per-CPU scratch space of the BPF program (its stack is only 512 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub arg: ArgBuf,
+    pub event: DenialEvent,
+}
+
+/// One argument as read by the kernel: up to `ARG_BUF - 1` bytes and a NUL.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArgBuf {
+    pub bytes: [u8; ARG_BUF],
+    /// Bytes before the NUL.
+    pub len: u32,
+    /// 0 when the argument was longer than the buffer (so `bytes` holds only its start).
+    pub complete: u32,
+}
+
+impl ArgBuf {
+    pub const fn new() -> Self {
+        ArgBuf { bytes: [0; ARG_BUF], len: 0, complete: 1 }
+    }
+
+    /// Fill from a userspace argument (host side: `enforcer check`, tests). Mirrors what the
+    /// kernel's `bpf_probe_read_user_str` into `ARG_BUF` bytes yields.
+    pub fn set(&mut self, arg: &[u8]) {
+        let arg = match arg.iter().position(|&b| b == 0) {
+            Some(nul) => &arg[..nul],
+            None => arg,
+        };
+        let n = if arg.len() >= ARG_BUF { ARG_BUF - 1 } else { arg.len() };
+        self.bytes[..n].copy_from_slice(&arg[..n]);
+        self.bytes[n] = 0;
+        self.len = n as u32;
+        // The kernel cannot tell an argument of exactly ARG_BUF-1 bytes from a longer one.
+        self.complete = (n < ARG_BUF - 1) as u32;
+    }
+}
+
+impl Default for ArgBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain `#[repr(C)]` data with no padding holes that matter and no pointers.
+    unsafe impl aya::Pod for FileId {}
+    unsafe impl aya::Pod for Token {}
+    unsafe impl aya::Pod for TokenInfo {}
+    unsafe impl aya::Pod for RuleConfig {}
+    unsafe impl aya::Pod for KernelOffsets {}
+}

@@ -1,0 +1,433 @@
+//! The enforcer's BPF LSM programs.
+//!
+//! `enforcer_bprm` runs at `bprm_check_security` for every exec on the machine. The cost
+//! for everyone but a restricted user is one uid lookup. For a restricted user executing
+//! one of a rule's vetted docker binaries (matched by file identity), it finds the docker
+//! command in argv with the shared engine and returns -EPERM when a rule denies it or the
+//! engine cannot decide.
+//!
+//! `enforcer_fopen` runs at `file_open` only while the loader resolves binary paths: it
+//! reports the identity the kernel itself uses for a file the loader opened.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    Global,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_loop, bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str,
+            bpf_probe_read_user_str, bpf_task_pt_regs,
+        },
+    },
+    macros::{lsm, map},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::LsmContext,
+};
+use enforcer_common::{
+    grammar::Grammar, judge, ArgBuf, ArgSource, ArgvScan, Scan, DenialEvent, FileId, KernelOffsets,
+    Reason, RuleConfig, Scratch, Token, TokenInfo, Verdict, ACTION_AUDITED,
+    ACTION_DENIED, ARG_BUF, COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_COUNT,
+    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE, EVENT_ARGV_LEN,
+    EVENT_PATH_LEN, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT,
+};
+
+const EPERM: i32 = 1;
+
+/// Kernel struct offsets, filled in by the loader from the running kernel's BTF.
+#[unsafe(no_mangle)]
+static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    binprm_file: 0,
+    binprm_argc: 0,
+    binprm_filename: 0,
+    binprm_interp: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    regs_orig_ax: 0,
+    regs_si: 0,
+    regs_dx: 0,
+    valid: 0,
+});
+
+/// Thread group whose file opens `enforcer_fopen` reports (the loader), 0 for none.
+#[unsafe(no_mangle)]
+static PROBE_TGID: Global<u32> = Global::new(0);
+
+/// Restricted real uid -> bitmask of the rules that name it.
+#[map]
+static USERS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Vetted binary identity -> bitmask of the rules that list it.
+#[map]
+static BINARIES: HashMap<FileId, u32> = HashMap::with_max_entries(256, 0);
+
+/// Rule index -> compiled rule.
+#[map]
+static RULES: Array<RuleConfig> = Array::with_max_entries(MAX_RULES as u32, 0);
+
+/// The docker CLI grammar: global option spellings and command words.
+#[map]
+static GRAMMAR: HashMap<Token, TokenInfo> = HashMap::with_max_entries(512, 0);
+
+/// Denials (and audit-mode would-be denials) for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Exact per-CPU counters (`COUNTER_*`), exact even when events are dropped.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Thread id -> identity of the file it last opened (identity probe results).
+#[map]
+static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
+
+struct MapGrammar;
+
+impl Grammar for MapGrammar {
+    #[inline(always)]
+    fn lookup(&self, token: &Token) -> Option<TokenInfo> {
+        unsafe { GRAMMAR.get(token) }.copied()
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+unsafe fn read_kernel<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+}
+
+/// The identity of `file` (a `struct file *`).
+#[inline(always)]
+unsafe fn file_identity(file: u64, off: &KernelOffsets) -> Result<FileId, i32> {
+    unsafe {
+        let inode: u64 = read_kernel(file, off.file_inode)?;
+        let ino: u64 = read_kernel(inode, off.inode_ino)?;
+        let sb: u64 = read_kernel(inode, off.inode_sb)?;
+        let dev: u32 = read_kernel(sb, off.sb_dev)?;
+        Ok(FileId { dev: dev as u64, ino })
+    }
+}
+
+/// Reads argv[i] from the exec caller's memory, and copies each argument it reads into
+/// the event's argv log.
+struct UserArgv {
+    argv: u64,
+    event: *mut DenialEvent,
+}
+
+impl UserArgv {
+    #[inline(always)]
+    fn log(&mut self, buf: &ArgBuf) {
+        let event = unsafe { &mut *self.event };
+        let offset = event.argv_len as usize;
+        if offset >= EVENT_ARGV_LEN {
+            event.argv_truncated = 1;
+            return;
+        }
+        let size = (buf.len as usize + 1) & (ARG_BUF - 1);
+        // The event's argv has ARG_BUF bytes of slack past EVENT_ARGV_LEN, so any offset
+        // below EVENT_ARGV_LEN plus any size below ARG_BUF stays inside it.
+        let dst = unsafe { event.argv.as_mut_ptr().add(offset & (EVENT_ARGV_LEN - 1)) };
+        let copied = unsafe {
+            probe_read_kernel_raw(dst as *mut _, size as u32, buf.bytes.as_ptr() as *const _)
+        };
+        if copied == 0 {
+            event.argv_len = (offset + size) as u32;
+        }
+    }
+}
+
+impl ArgSource for UserArgv {
+    #[inline(always)]
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()> {
+        let index = index & 0xffff;
+        let ptr: u64 =
+            unsafe { bpf_probe_read_user((self.argv + 8 * index as u64) as *const u64) }
+                .map_err(|_| ())?;
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                buf.bytes.as_mut_ptr() as *mut _,
+                ARG_BUF as u32,
+                ptr as *const _,
+            )
+        };
+        if n <= 0 {
+            return Err(());
+        }
+        let n = (n as u32).min(ARG_BUF as u32);
+        buf.len = n - 1;
+        // A full buffer cannot tell "exactly fits" from "cut short": treat as cut short.
+        buf.complete = (n < ARG_BUF as u32) as u32;
+        self.log(buf);
+        Ok(())
+    }
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let uid = bpf_get_current_uid_gid() as u32;
+    // The path everyone but a restricted user takes: one lookup.
+    let user_rules = match unsafe { USERS.get(&uid) } {
+        Some(rules) => *rules,
+        None => return 0,
+    };
+    let bprm: u64 = ctx.arg(0);
+    unsafe { check_restricted(bprm, uid, user_rules) }
+}
+
+#[inline(always)]
+unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
+    let off = OFFSETS.load();
+    let scratch = match SCRATCH.get_ptr_mut(0) {
+        Some(ptr) => unsafe { &mut *ptr },
+        None => return -EPERM,
+    };
+    let event = &mut scratch.event;
+    event.argv_len = 0;
+    event.argv_truncated = 0;
+    event.argc = 0;
+    event.file = FileId::default();
+    event.command = u32::MAX;
+    event.action = 0;
+    event.path[0] = 0;
+
+    if off.valid == 0 {
+        return unsafe { finish(event, uid, user_rules, Verdict::Undecidable(Reason::NotConfigured)) };
+    }
+    let identity = match unsafe { read_kernel::<u64>(bprm, off.binprm_file) }
+        .and_then(|file| unsafe { file_identity(file, &off) })
+    {
+        Ok(identity) => identity,
+        Err(_) => {
+            return unsafe {
+                finish(event, uid, user_rules, Verdict::Undecidable(Reason::UnreadableFile))
+            };
+        }
+    };
+    let rules = match unsafe { BINARIES.get(&identity) } {
+        Some(binary_rules) => *binary_rules & user_rules,
+        None => return 0,
+    };
+    if rules == 0 {
+        return 0;
+    }
+    count(COUNTER_CHECKED);
+    event.file = identity;
+    if let Ok(filename) = unsafe { read_kernel::<u64>(bprm, off.binprm_filename) } {
+        unsafe {
+            bpf_probe_read_kernel_str(
+                event.path.as_mut_ptr() as *mut _,
+                EVENT_PATH_LEN as u32,
+                filename as *const _,
+            )
+        };
+    }
+    let verdict = unsafe { decide(bprm, &off, rules) };
+    unsafe { finish(&mut scratch.event, uid, rules, verdict) }
+}
+
+/// State shared between the program and its `bpf_loop` callbacks (on the program's stack).
+struct LoopState {
+    argv: u64,
+    argc: u32,
+    /// Next argument index to read.
+    next: u32,
+    scan: ArgvScan,
+    result: Option<Scan>,
+}
+
+/// The per-CPU argument buffer, and an argv reader that logs into the per-CPU event.
+#[inline(always)]
+fn scratch_source(state: &LoopState) -> Option<(&'static mut ArgBuf, UserArgv)> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
+    unsafe { Some((&mut (*scratch).arg, UserArgv { argv: state.argv, event: &mut (*scratch).event })) }
+}
+
+/// bpf_loop callback: scans one more argument; stops the loop once the scan is decided.
+#[inline(never)]
+extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = unsafe { &mut *(ctx as *mut LoopState) };
+    let Some((buf, mut source)) = scratch_source(state) else {
+        state.result = Some(Scan::Undecidable(Reason::NotConfigured));
+        return 1;
+    };
+    let index = state.next;
+    state.next = index + 1;
+    match state.scan.step(&mut source, state.argc, index, buf, &MapGrammar) {
+        Some(result) => {
+            state.result = Some(result);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// bpf_loop callback: after a denial, reads the arguments the scan did not need into
+/// the event's log, until argv or the log ends.
+#[inline(never)]
+extern "C" fn log_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = unsafe { &mut *(ctx as *mut LoopState) };
+    let Some((buf, mut source)) = scratch_source(state) else { return 1 };
+    let index = state.next;
+    let logged = unsafe { (*source.event).argv_len } as usize;
+    if index >= state.argc || index > MAX_ARGS || logged >= EVENT_ARGV_LEN {
+        return 1;
+    }
+    state.next = index + 1;
+    if source.read(index, buf).is_err() { 1 } else { 0 }
+}
+
+/// Scans argv and judges it against every rule in `rules`; the first rule (lowest index)
+/// that does not allow decides, and is recorded in the event.
+#[inline(always)]
+unsafe fn decide(bprm: u64, off: &KernelOffsets, rules: u32) -> Verdict {
+    let argc: i32 = match unsafe { read_kernel(bprm, off.binprm_argc) } {
+        Ok(argc) => argc,
+        Err(_) => return Verdict::Undecidable(Reason::UnreadableArgv),
+    };
+    // A `#!` script or binfmt_misc handler rewrote argv: the caller's argv is not what
+    // the binary will receive.
+    let filename: u64 = unsafe { read_kernel(bprm, off.binprm_filename) }.unwrap_or(0);
+    let interp: u64 = unsafe { read_kernel(bprm, off.binprm_interp) }.unwrap_or(1);
+    let argv = match unsafe { caller_argv(off) } {
+        Ok(argv) => argv,
+        Err(reason) => return Verdict::Undecidable(reason),
+    };
+    let mut state = LoopState { argv, argc: argc as u32, next: 0, scan: ArgvScan::new(), result: None };
+    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        unsafe { (*scratch).event.argc = argc as u32 };
+    }
+    // argv[0] goes to the log only.
+    unsafe { bpf_loop(1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0) };
+    state.next = 1;
+    let scan = if filename != interp {
+        Scan::Undecidable(Reason::Interpreter)
+    } else {
+        unsafe {
+            bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
+        };
+        state.result.unwrap_or(Scan::Undecidable(Reason::TooManyArgs))
+    };
+    let mut i = 0u32;
+    while i < MAX_RULES as u32 {
+        if rules & (1 << i) != 0 {
+            let Some(rule) = RULES.get(i) else {
+                return Verdict::Undecidable(Reason::NotConfigured);
+            };
+            let verdict = judge(scan, rule);
+            if verdict != Verdict::Allow {
+                if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+                    let event = unsafe { &mut (*scratch).event };
+                    event.rule = i;
+                    event.action = if rule.is_audit() { ACTION_AUDITED } else { ACTION_DENIED };
+                }
+                unsafe {
+                    bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
+                };
+                return verdict;
+            }
+        }
+        i += 1;
+    }
+    Verdict::Allow
+}
+
+/// The user address of argv in the exec syscall that is running, from its saved registers.
+#[inline(always)]
+unsafe fn caller_argv(off: &KernelOffsets) -> Result<u64, Reason> {
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as u64;
+    if regs == 0 {
+        return Err(Reason::UnsupportedExecPath);
+    }
+    let nr: u64 = unsafe { read_kernel(regs, off.regs_orig_ax) }.map_err(|_| Reason::UnreadableArgv)?;
+    let argv_reg = if nr == NR_EXECVE {
+        off.regs_si
+    } else if nr == NR_EXECVEAT {
+        off.regs_dx
+    } else {
+        return Err(Reason::UnsupportedExecPath);
+    };
+    unsafe { read_kernel(regs, argv_reg) }.map_err(|_| Reason::UnreadableArgv)
+}
+
+/// Counts, records and returns the LSM verdict.
+#[inline(always)]
+unsafe fn finish(event: &mut DenialEvent, uid: u32, rules: u32, verdict: Verdict) -> i32 {
+    if verdict == Verdict::Allow {
+        count(COUNTER_ALLOWED);
+        return 0;
+    }
+    if event.action == 0 {
+        // Undecidable before any rule was judged: blame the lowest rule that applies.
+        event.rule = rules.trailing_zeros();
+        event.action = ACTION_DENIED;
+    }
+    let audit = event.action == ACTION_AUDITED;
+    if audit {
+        count(COUNTER_AUDITED);
+    } else if let Verdict::Undecidable(_) = verdict {
+        count(COUNTER_UNDECIDABLE);
+    } else {
+        count(COUNTER_DENIED);
+    }
+    if let Verdict::Deny { command } = verdict {
+        event.command = command;
+    }
+    event.reason = verdict.reason() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    event.pid = pid_tgid as u32;
+    event.tgid = (pid_tgid >> 32) as u32;
+    let uid_gid = bpf_get_current_uid_gid();
+    event.uid = uid;
+    event.gid = (uid_gid >> 32) as u32;
+    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    if EVENTS.output::<DenialEvent>(&*event, 0).is_err() {
+        count(COUNTER_EVENTS_DROPPED);
+    }
+    if audit { 0 } else { -EPERM }
+}
+
+#[lsm(hook = "file_open")]
+pub fn enforcer_fopen(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != PROBE_TGID.load() {
+        return previous;
+    }
+    let off = OFFSETS.load();
+    let file: u64 = ctx.arg(0);
+    if let Ok(identity) = unsafe { file_identity(file, &off) } {
+        let _ = PROBED.insert(&(pid_tgid as u32), &identity, 0);
+    }
+    previous
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

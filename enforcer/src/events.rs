@@ -1,0 +1,237 @@
+//! Denial records: decoding kernel events, the structured log line, the JSON log.
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use enforcer_common::{
+    ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason, grammar,
+};
+use serde::{Deserialize, Serialize};
+
+pub const DENIALS_FILE: &str = "denials.jsonl";
+
+/// One denial, as logged and as `enforcer status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Denial {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub pid: u32,
+    /// The vetted binary that was executed (as the policy resolved it).
+    pub binary: Option<String>,
+    /// The path the caller executed.
+    pub path: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub rule: String,
+    /// The docker command, when a rule denied it by name.
+    pub command: Option<String>,
+    /// Why: `command`, or why the engine could not decide.
+    pub reason: String,
+    /// `denied`, or `audited` in audit mode (allowed, recorded).
+    pub action: String,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Wall-clock time of a `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) timestamp.
+fn wall_time(ktime_ns: u64) -> SystemTime {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let mono_now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    SystemTime::now() - Duration::from_nanos(mono_now.saturating_sub(ktime_ns))
+}
+
+/// Turns a kernel event into a record. `rule_names` and `binaries` map indices and
+/// identities back to what the policy called them.
+pub fn decode(
+    event: &DenialEvent,
+    rule_names: &[String],
+    binaries: &BTreeMap<FileId, PathBuf>,
+) -> Denial {
+    let argv_len = (event.argv_len as usize).min(event.argv.len());
+    let bytes = &event.argv[..argv_len];
+    // Each argument ends with its NUL; drop the last one so split yields no phantom "".
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    let argv: Vec<String> = if argv_len == 0 {
+        Vec::new()
+    } else {
+        bytes
+            .split(|&b| b == 0)
+            .take(event.argc as usize)
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect()
+    };
+    let reason = Reason::from_u32(event.reason).map_or("unknown", Reason::as_str).to_string();
+    Denial {
+        time: humantime::format_rfc3339_millis(wall_time(event.ktime_ns)).to_string(),
+        uid: event.uid,
+        user: crate::users::name_of(event.uid),
+        pid: event.tgid,
+        binary: binaries.get(&event.file).map(|p| p.display().to_string()),
+        path: c_string(&event.path[..EVENT_PATH_LEN]),
+        argv_truncated: event.argv_truncated != 0 || (argv.len() as u32) < event.argc,
+        argv,
+        rule: rule_names.get(event.rule as usize).cloned().unwrap_or_else(|| format!("#{}", event.rule)),
+        command: grammar::command_name(event.command).map(str::to_string),
+        reason,
+        action: if event.action == ACTION_AUDITED { "audited" } else { "denied" }.to_string(),
+    }
+}
+
+impl Denial {
+    /// The one-line structured log form (for the journal).
+    pub fn log_line(&self) -> String {
+        let mut line = format!(
+            "enforcer: {} uid={} user={} pid={} rule={:?} reason={}",
+            self.action,
+            self.uid,
+            self.user.as_deref().unwrap_or("?"),
+            self.pid,
+            self.rule,
+            self.reason
+        );
+        if let Some(command) = &self.command {
+            line.push_str(&format!(" command={command}"));
+        }
+        line.push_str(&format!(
+            " binary={} argv={}",
+            self.binary.as_deref().unwrap_or(&self.path),
+            serde_json::to_string(&self.argv).unwrap_or_default()
+        ));
+        line
+    }
+}
+
+/// The JSON-lines denial log under the state directory.
+pub struct DenialLog {
+    path: PathBuf,
+}
+
+impl DenialLog {
+    pub fn new(state_dir: &Path) -> DenialLog {
+        DenialLog { path: state_dir.join(DENIALS_FILE) }
+    }
+
+    pub fn append(&self, denial: &Denial) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut line = serde_json::to_string(denial)?;
+        line.push('\n');
+        // One write per record, so concurrent readers never see half a line.
+        file.write_all(line.as_bytes()).with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// The most recent `limit` records, oldest first. Lines that do not parse are skipped.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Denial>> {
+        let file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+        };
+        let mut records = std::collections::VecDeque::new();
+        for line in BufReader::new(file).lines() {
+            let line = line?;
+            if let Ok(record) = serde_json::from_str::<Denial>(&line) {
+                if records.len() == limit {
+                    records.pop_front();
+                }
+                records.push_back(record);
+            }
+        }
+        Ok(records.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforcer_common::{ACTION_DENIED, ARG_BUF, EVENT_ARGV_LEN};
+
+    fn event(argv: &[&str]) -> DenialEvent {
+        let mut event = DenialEvent {
+            ktime_ns: 0,
+            file: FileId { dev: 8, ino: 42 },
+            pid: 10,
+            tgid: 10,
+            uid: 1001,
+            gid: 1001,
+            rule: 0,
+            action: ACTION_DENIED,
+            reason: Reason::Command as u32,
+            command: grammar::command_id("exec").unwrap(),
+            argc: argv.len() as u32,
+            argv_len: 0,
+            argv_truncated: 0,
+            _pad: 0,
+            path: [0; EVENT_PATH_LEN],
+            argv: [0; EVENT_ARGV_LEN + ARG_BUF],
+        };
+        let mut offset = 0;
+        for arg in argv {
+            event.argv[offset..offset + arg.len()].copy_from_slice(arg.as_bytes());
+            offset += arg.len() + 1;
+        }
+        event.argv_len = offset as u32;
+        event.path[..6].copy_from_slice(b"docker");
+        event
+    }
+
+    #[test]
+    fn decodes_an_event() {
+        let binaries = BTreeMap::from([(FileId { dev: 8, ino: 42 }, PathBuf::from("/usr/bin/docker"))]);
+        let denial = decode(&event(&["docker", "exec", "", "web"]), &["r".into()], &binaries);
+        assert_eq!(denial.argv, ["docker", "exec", "", "web"]);
+        assert!(!denial.argv_truncated);
+        assert_eq!(denial.command.as_deref(), Some("exec"));
+        assert_eq!(denial.reason, "command");
+        assert_eq!(denial.rule, "r");
+        assert_eq!(denial.binary.as_deref(), Some("/usr/bin/docker"));
+        assert_eq!(denial.path, "docker");
+        assert_eq!(denial.action, "denied");
+        let line = denial.log_line();
+        assert!(line.starts_with("enforcer: denied uid=1001"), "{line}");
+        assert!(line.contains("command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"), "{line}");
+    }
+
+    #[test]
+    fn short_log_is_marked_truncated() {
+        let mut short = event(&["docker", "exec"]);
+        short.argc = 5;
+        let denial = decode(&short, &[], &BTreeMap::new());
+        assert!(denial.argv_truncated);
+        assert_eq!(denial.rule, "#0");
+        assert_eq!(denial.binary, None);
+    }
+
+    #[test]
+    fn log_round_trips_and_keeps_the_most_recent() {
+        let dir = std::env::temp_dir().join(format!("enforcer-log-test-{}", std::process::id()));
+        let log = DenialLog::new(&dir);
+        for pid in 0..5 {
+            let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], &BTreeMap::new());
+            denial.pid = pid;
+            log.append(&denial).unwrap();
+        }
+        let recent = log.recent(2).unwrap();
+        assert_eq!(recent.iter().map(|d| d.pid).collect::<Vec<_>>(), [3, 4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! What the running kernel must offer, and the struct offsets the BPF programs need,
+//! read from its BTF.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use enforcer_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Fails with the fix when the kernel cannot run BPF LSM programs.
+pub fn check_bpf_lsm() -> Result<()> {
+    if !Path::new(VMLINUX_BTF).exists() {
+        bail!(
+            "this kernel has no BTF ({VMLINUX_BTF} is missing): enforcer needs a kernel built \
+             with CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    if !Path::new(LSM_LIST).exists() {
+        // securityfs is not mounted everywhere (minimal systems, containers).
+        mount_securityfs();
+    }
+    let lsms = std::fs::read_to_string(LSM_LIST).with_context(|| {
+        format!("cannot read {LSM_LIST} to check that the BPF LSM is active (is securityfs mounted?)")
+    })?;
+    if !lsms.trim().split(',').any(|lsm| lsm == "bpf") {
+        bail!(
+            "the BPF LSM is not active (active LSMs: {}). Boot the kernel with \"bpf\" added to \
+             the lsm= parameter, keeping the others, e.g. lsm={},bpf (on NixOS: \
+             boot.kernelParams = [ \"lsm={},bpf\" ]; the NixOS module does this)",
+            lsms.trim(),
+            lsms.trim(),
+            lsms.trim()
+        );
+    }
+    Ok(())
+}
+
+fn mount_securityfs() {
+    let target = c"/sys/kernel/security";
+    // SAFETY: constant, NUL-terminated arguments. Failure is reported by the read after.
+    unsafe {
+        libc::mount(c"securityfs".as_ptr(), target.as_ptr(), c"securityfs".as_ptr(), 0, std::ptr::null());
+    }
+}
+
+/// Byte offset of `member` in struct `name`, looking through anonymous unions and
+/// structs, and the byte size of the member's type when it is an integer.
+fn member(btf: &Btf, name: &str, member: &str) -> Result<(u32, Option<usize>)> {
+    let types = btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
+    let strukt = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("struct {name} has no definition in BTF"))?;
+    find_member(btf, &strukt, member, 0)?
+        .ok_or_else(|| anyhow!("struct {name} has no member {member} in this kernel's BTF"))
+}
+
+fn find_member(
+    btf: &Btf,
+    strukt: &btf_rs::Struct,
+    wanted: &str,
+    base_bits: u32,
+) -> Result<Option<(u32, Option<usize>)>> {
+    for m in &strukt.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        let bits = base_bits + m.bit_offset();
+        if name == wanted {
+            if bits % 8 != 0 {
+                bail!("member {wanted} is a bitfield");
+            }
+            return Ok(Some((bits / 8, int_size(btf, btf.resolve_chained_type(m)?))));
+        }
+        if name.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)? {
+                if let Some(found) = find_member(btf, &inner, wanted, bits)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Size of an integer type, seen through typedefs and qualifiers.
+fn int_size(btf: &Btf, mut ty: Type) -> Option<usize> {
+    for _ in 0..16 {
+        match ty {
+            Type::Int(i) => return Some(i.size()),
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => {
+                let next = ty.as_btf_type()?;
+                ty = btf.resolve_chained_type(next).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Offsets for the BPF programs from a BTF file (the running kernel's by default).
+pub fn offsets_from_btf(path: &Path) -> Result<KernelOffsets> {
+    let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF {}", path.display()))?;
+    let field = |s: &str, m: &str, size: Option<usize>| -> Result<u32> {
+        let (offset, actual) = member(&btf, s, m)?;
+        if size.is_some() && actual != size {
+            bail!("{s}.{m} has size {actual:?} in this kernel, expected {size:?}");
+        }
+        Ok(offset)
+    };
+    Ok(KernelOffsets {
+        binprm_file: field("linux_binprm", "file", None)?,
+        binprm_argc: field("linux_binprm", "argc", Some(4))?,
+        binprm_filename: field("linux_binprm", "filename", None)?,
+        binprm_interp: field("linux_binprm", "interp", None)?,
+        file_inode: field("file", "f_inode", None)?,
+        inode_ino: field("inode", "i_ino", Some(8))?,
+        inode_sb: field("inode", "i_sb", None)?,
+        sb_dev: field("super_block", "s_dev", Some(4))?,
+        regs_orig_ax: field("pt_regs", "orig_ax", Some(8))?,
+        regs_si: field("pt_regs", "si", Some(8))?,
+        regs_dx: field("pt_regs", "dx", Some(8))?,
+        valid: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's own BTF is a real kernel's: every offset must resolve, and the ones
+    /// that are ABI (pt_regs) must have their x86_64 values.
+    #[test]
+    fn offsets_resolve_from_host_btf() {
+        let offsets = offsets_from_btf(Path::new(VMLINUX_BTF)).expect("host BTF parses");
+        assert_eq!(offsets.regs_orig_ax, 120);
+        assert_eq!(offsets.regs_si, 104);
+        assert_eq!(offsets.regs_dx, 96);
+        assert_eq!(offsets.valid, 1);
+    }
+
+    #[test]
+    fn missing_member_is_a_clear_error() {
+        let btf = Btf::from_file(VMLINUX_BTF).unwrap();
+        let error = member(&btf, "linux_binprm", "no_such_field").unwrap_err().to_string();
+        assert_eq!(error, "struct linux_binprm has no member no_such_field in this kernel's BTF");
+    }
+}

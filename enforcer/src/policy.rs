@@ -1,0 +1,610 @@
+//! The policy file: parsing with exact error positions, validation, and compilation into
+//! what the kernel maps hold.
+//!
+//! ```toml
+//! mode = "enforce"            # or "audit"
+//!
+//! [[rule]]
+//! name = "ai-worker-docker"
+//! users = ["ai-worker"]       # names or numeric uids
+//! binaries = ["/usr/bin/docker"]
+//! deny = ["exec", "cp"]       # or allow = [...]
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use enforcer_common::{
+    MAX_RULES, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig, grammar,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The policy used when neither `--config` nor the system policy file exists.
+pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
+/// Name shown for the embedded default in messages.
+pub const DEFAULT_POLICY_NAME: &str = "<embedded default policy>";
+/// The system policy file.
+pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
+
+/// Where docker is looked for when a rule lists no binaries: PATH, then these.
+pub const USUAL_DOCKER_DIRS: &[&str] = &[
+    "/run/current-system/sw/bin",
+    "/nix/var/nix/profiles/default/bin",
+    "/usr/local/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/snap/bin",
+];
+
+/// A policy problem, with the place in the file it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based line and column, when the problem has a place.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{}:{}: {}", self.file, line, col, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// A user as the policy names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSpec {
+    Name(String),
+    Uid(u32),
+}
+
+impl fmt::Display for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserSpec::Name(name) => f.write_str(name),
+            UserSpec::Uid(uid) => write!(f, "{uid}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Deny,
+    Allow,
+}
+
+/// A validated rule; users and binaries are not resolved against the system yet.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub users: Vec<(UserSpec, Place)>,
+    /// None: look for docker in PATH and the usual places.
+    pub binaries: Option<Vec<(PathBuf, Place)>>,
+    pub kind: ListKind,
+    /// Command ids, in policy order.
+    pub commands: Vec<u32>,
+}
+
+/// A position in the policy file, for messages about resolution (unknown user, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from, or `DEFAULT_POLICY_NAME`.
+    pub source: String,
+    pub mode: Mode,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    users: Spanned<Vec<Spanned<RawUser>>>,
+    binaries: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Spanned<Vec<Spanned<String>>>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawUser {
+    Uid(i64),
+    Name(String),
+}
+
+fn place_of(text: &str, offset: usize) -> Place {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Place { line, col }
+}
+
+impl Policy {
+    /// Parses and validates policy text. `source` names it in errors.
+    pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
+        let error = |span: Option<Range<usize>>, message: String| {
+            let position = span.map(|s| {
+                let p = place_of(text, s.start);
+                (p.line, p.col)
+            });
+            PolicyError { file: source.to_string(), position, message }
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            // toml's message repeats the position in its own layout; keep its first line.
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            error(e.span(), message)
+        })?;
+
+        let mode = match &raw.mode {
+            None => Mode::Enforce,
+            Some(mode) => match mode.get_ref().as_str() {
+                "enforce" => Mode::Enforce,
+                "audit" => Mode::Audit,
+                other => {
+                    return Err(error(
+                        Some(mode.span()),
+                        format!("unknown mode {other:?}: expected \"enforce\" or \"audit\""),
+                    ));
+                }
+            },
+        };
+        if raw.rule.is_empty() {
+            return Err(error(None, "the policy has no [[rule]]: it would restrict nobody".into()));
+        }
+        if raw.rule.len() > MAX_RULES {
+            return Err(error(
+                Some(raw.rule[MAX_RULES].span()),
+                format!("too many rules: at most {MAX_RULES}"),
+            ));
+        }
+
+        let mut rules = Vec::new();
+        let mut names = BTreeMap::new();
+        for spanned in &raw.rule {
+            let rule = spanned.get_ref();
+            let name = rule.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(error(Some(rule.name.span()), "rule name is empty".into()));
+            }
+            if let Some(first) = names.insert(name.clone(), rule.name.span()) {
+                let first = place_of(text, first.start);
+                return Err(error(
+                    Some(rule.name.span()),
+                    format!("duplicate rule name {name:?} (first at line {})", first.line),
+                ));
+            }
+
+            let mut users = Vec::new();
+            if rule.users.get_ref().is_empty() {
+                return Err(error(Some(rule.users.span()), format!("rule {name:?}: users is empty")));
+            }
+            for user in rule.users.get_ref() {
+                let place = place_of(text, user.span().start);
+                let spec = match user.get_ref() {
+                    RawUser::Uid(uid) => match u32::try_from(*uid) {
+                        Ok(uid) if uid != u32::MAX => UserSpec::Uid(uid),
+                        _ => {
+                            return Err(error(Some(user.span()), format!("invalid uid {uid}")));
+                        }
+                    },
+                    RawUser::Name(n) if n.is_empty() => {
+                        return Err(error(Some(user.span()), "empty user name".into()));
+                    }
+                    RawUser::Name(n) => match n.parse::<u32>() {
+                        Ok(uid) => UserSpec::Uid(uid),
+                        Err(_) => UserSpec::Name(n.clone()),
+                    },
+                };
+                users.push((spec, place));
+            }
+
+            let binaries = match &rule.binaries {
+                None => None,
+                Some(list) => {
+                    if list.get_ref().is_empty() {
+                        return Err(error(
+                            Some(list.span()),
+                            format!("rule {name:?}: binaries is empty (omit it to search for docker)"),
+                        ));
+                    }
+                    let mut paths = Vec::new();
+                    for path in list.get_ref() {
+                        if !Path::new(path.get_ref()).is_absolute() {
+                            return Err(error(
+                                Some(path.span()),
+                                format!("binary path {:?} is not absolute", path.get_ref()),
+                            ));
+                        }
+                        paths.push((PathBuf::from(path.get_ref()), place_of(text, path.span().start)));
+                    }
+                    Some(paths)
+                }
+            };
+
+            let (kind, list) = match (&rule.deny, &rule.allow) {
+                (Some(deny), None) => (ListKind::Deny, deny),
+                (None, Some(allow)) => (ListKind::Allow, allow),
+                (Some(_), Some(allow)) => {
+                    return Err(error(
+                        Some(allow.span()),
+                        format!("rule {name:?} has both deny and allow: give one"),
+                    ));
+                }
+                (None, None) => {
+                    return Err(error(
+                        Some(spanned.span()),
+                        format!("rule {name:?} has neither deny nor allow"),
+                    ));
+                }
+            };
+            let mut commands = Vec::new();
+            for command in list.get_ref() {
+                let word = command.get_ref().trim();
+                match grammar::command_id(word) {
+                    Some(id) => {
+                        if !commands.contains(&id) {
+                            commands.push(id);
+                        }
+                    }
+                    None => {
+                        return Err(error(
+                            Some(command.span()),
+                            format!("unknown docker command {word:?}"),
+                        ));
+                    }
+                }
+            }
+            rules.push(Rule { name, users, binaries, kind, commands });
+        }
+        Ok(Policy { source: source.to_string(), mode, rules })
+    }
+
+    /// Reads and parses a policy file.
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.display().to_string(),
+            position: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Policy::parse(&path.display().to_string(), &text)
+    }
+
+    /// The embedded default policy.
+    pub fn default_policy() -> Policy {
+        Policy::parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY).expect("embedded default policy is valid")
+    }
+
+    /// `--config FILE`, else the system file when present, else the embedded default.
+    pub fn load(config: Option<&Path>) -> Result<Policy, PolicyError> {
+        match config {
+            Some(path) => Policy::from_file(path),
+            None if Path::new(SYSTEM_POLICY_PATH).exists() => {
+                Policy::from_file(Path::new(SYSTEM_POLICY_PATH))
+            }
+            None => Ok(Policy::default_policy()),
+        }
+    }
+
+    /// The kernel's view of each rule, in rule order.
+    pub fn rule_configs(&self) -> Vec<RuleConfig> {
+        self.rules
+            .iter()
+            .map(|rule| {
+                let mut config = RuleConfig::default();
+                for &id in &rule.commands {
+                    config.set_command(id);
+                }
+                config.flags = match rule.kind {
+                    ListKind::Deny => RULE_DENY_LIST,
+                    ListKind::Allow => RULE_ALLOW_LIST,
+                };
+                if self.mode == Mode::Audit {
+                    config.flags |= RULE_FLAG_AUDIT;
+                }
+                config
+            })
+            .collect()
+    }
+}
+
+/// How the system answers the questions resolution asks; the real one reads the user
+/// database and the file system, tests use fakes.
+pub trait System {
+    fn uid_of(&self, name: &str) -> Option<u32>;
+    fn search_path(&self) -> Vec<PathBuf>;
+    /// The path with symlinks resolved, if it exists and is a regular file.
+    fn resolve_file(&self, path: &Path) -> Option<PathBuf>;
+}
+
+/// Users and binaries of a policy, resolved on this system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// uid -> bitmask of rules naming it.
+    pub users: BTreeMap<u32, u32>,
+    /// Resolved binary path -> bitmask of rules listing it (paths as given, and targets).
+    pub binaries: BTreeMap<PathBuf, u32>,
+    pub warnings: Vec<String>,
+}
+
+impl Policy {
+    /// Resolves user names to uids and binary paths to existing files. An unknown user
+    /// is an error (a typo must not silently restrict nobody); a missing binary is a
+    /// warning, but a rule with no binary found at all is an error.
+    pub fn resolve(&self, system: &dyn System) -> Result<Resolved, PolicyError> {
+        let mut resolved =
+            Resolved { users: BTreeMap::new(), binaries: BTreeMap::new(), warnings: Vec::new() };
+        let error = |place: Option<Place>, message: String| PolicyError {
+            file: self.source.clone(),
+            position: place.map(|p| (p.line, p.col)),
+            message,
+        };
+        for (index, rule) in self.rules.iter().enumerate() {
+            let bit = 1u32 << index;
+            for (user, place) in &rule.users {
+                let uid = match user {
+                    UserSpec::Uid(uid) => *uid,
+                    UserSpec::Name(name) => system.uid_of(name).ok_or_else(|| {
+                        error(Some(*place), format!("rule {:?}: unknown user {name:?}", rule.name))
+                    })?,
+                };
+                *resolved.users.entry(uid).or_default() |= bit;
+            }
+            let candidates: Vec<(PathBuf, Option<Place>)> = match &rule.binaries {
+                Some(list) => list.iter().map(|(p, place)| (p.clone(), Some(*place))).collect(),
+                None => {
+                    let mut dirs = system.search_path();
+                    dirs.extend(USUAL_DOCKER_DIRS.iter().map(PathBuf::from));
+                    dirs.into_iter().map(|d| (d.join("docker"), None)).collect()
+                }
+            };
+            let mut found = 0;
+            for (path, place) in candidates {
+                match system.resolve_file(&path) {
+                    Some(target) => {
+                        found += 1;
+                        *resolved.binaries.entry(target).or_default() |= bit;
+                    }
+                    None => {
+                        if let Some(place) = place {
+                            resolved.warnings.push(format!(
+                                "{}:{}:{}: rule {:?}: binary {} not found, skipped",
+                                self.source,
+                                place.line,
+                                place.col,
+                                rule.name,
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+            }
+            if found == 0 {
+                let what = match &rule.binaries {
+                    Some(_) => "none of its binaries exists".to_string(),
+                    None => format!(
+                        "no docker binary found in PATH or in {}",
+                        USUAL_DOCKER_DIRS.join(", ")
+                    ),
+                };
+                return Err(error(
+                    rule.binaries.as_ref().and_then(|b| b.first().map(|(_, p)| *p)),
+                    format!("rule {:?}: {what}", rule.name),
+                ));
+            }
+        }
+        Ok(resolved)
+    }
+}
+
+/// The real system.
+pub struct HostSystem;
+
+impl System for HostSystem {
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        crate::users::uid_of(name)
+    }
+
+    fn search_path(&self) -> Vec<PathBuf> {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).filter(|p| p.is_absolute()).collect())
+            .unwrap_or_default()
+    }
+
+    fn resolve_file(&self, path: &Path) -> Option<PathBuf> {
+        let target = std::fs::canonicalize(path).ok()?;
+        target.is_file().then_some(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse("policy.toml", text)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_policy_is_the_seed_blacklist() {
+        let policy = Policy::default_policy();
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.rules.len(), 1);
+        let rule = &policy.rules[0];
+        assert_eq!(rule.kind, ListKind::Deny);
+        assert!(rule.binaries.is_none());
+        assert_eq!(rule.users[0].0, UserSpec::Name("ai-worker".into()));
+        let words: Vec<_> =
+            rule.commands.iter().map(|&id| grammar::command_name(id).unwrap()).collect();
+        assert_eq!(
+            words,
+            ["exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag"]
+        );
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let policy = parse(
+            r#"
+mode = "audit"
+
+[[rule]]
+name = "ai-worker-docker"
+users = ["ai-worker", 1002, "1003"]
+binaries = ["/usr/bin/docker", "/run/current-system/sw/bin/docker"]
+deny = ["exec", "cp"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(policy.mode, Mode::Audit);
+        let rule = &policy.rules[0];
+        let users: Vec<_> = rule.users.iter().map(|(u, _)| u.clone()).collect();
+        assert_eq!(
+            users,
+            [UserSpec::Name("ai-worker".into()), UserSpec::Uid(1002), UserSpec::Uid(1003)]
+        );
+        assert_eq!(rule.binaries.as_ref().unwrap().len(), 2);
+        let config = &policy.rule_configs()[0];
+        assert!(config.is_audit());
+        assert!(config.has_command(grammar::command_id("exec").unwrap()));
+        assert!(!config.has_command(grammar::command_id("ps").unwrap()));
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let text = "mode = \"enforce\"\n\n[[rule]]\nname = \"r\"\nusers = [\"ai-worker\"]\ndeny = [\"exec\", \"exce\"]\n";
+        assert_eq!(err(text), "policy.toml:6:17: unknown docker command \"exce\"");
+        assert_eq!(
+            err("mode = \"strict\"\n"),
+            "policy.toml:1:8: unknown mode \"strict\": expected \"enforce\" or \"audit\""
+        );
+        let syntax = err("[[rule]]\nname = \"r\nusers = []\n");
+        assert!(syntax.starts_with("policy.toml:2:"), "{syntax}");
+        let unknown_field = err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\ndeny = [\"exec\"]\nbinary = [\"/x\"]\n");
+        assert!(unknown_field.starts_with("policy.toml:5:1: unknown field `binary`"), "{unknown_field}");
+        let wrong_type = err("[[rule]]\nname = \"r\"\nusers = \"ai-worker\"\ndeny = [\"exec\"]\n");
+        assert!(wrong_type.starts_with("policy.toml:3:9:"), "{wrong_type}");
+    }
+
+    #[test]
+    fn rule_shape_is_checked() {
+        assert!(err("").contains("no [[rule]]"));
+        assert!(err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\n").contains("neither deny nor allow"));
+        assert!(
+            err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\ndeny = []\nallow = [\"ps\"]\n")
+                .starts_with("policy.toml:5:9: rule \"r\" has both deny and allow")
+        );
+        assert!(err("[[rule]]\nname = \"r\"\nusers = []\ndeny = []\n").contains("users is empty"));
+        assert!(
+            err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\nbinaries = [\"docker\"]\ndeny = []\n")
+                .contains("is not absolute")
+        );
+        assert!(err("[[rule]]\nname = \"r\"\nusers = [-1]\ndeny = []\n").contains("invalid uid -1"));
+        let dup = "[[rule]]\nname = \"r\"\nusers = [\"u\"]\ndeny = []\n[[rule]]\nname = \"r\"\nusers = [\"v\"]\ndeny = []\n";
+        assert_eq!(err(dup), "policy.toml:6:8: duplicate rule name \"r\" (first at line 2)");
+    }
+
+    #[test]
+    fn allow_list_compiles_to_allow_flag() {
+        let policy = parse("[[rule]]\nname = \"r\"\nusers = [7]\nallow = [\"ps\", \"version\"]\n").unwrap();
+        let config = policy.rule_configs()[0];
+        assert!(config.is_allow_list());
+        assert!(!config.is_audit());
+        assert!(config.has_command(grammar::command_id("ps").unwrap()));
+    }
+
+    struct FakeSystem {
+        users: Vec<(&'static str, u32)>,
+        files: Vec<(&'static str, &'static str)>,
+        path: Vec<&'static str>,
+    }
+
+    impl System for FakeSystem {
+        fn uid_of(&self, name: &str) -> Option<u32> {
+            self.users.iter().find(|(n, _)| *n == name).map(|(_, u)| *u)
+        }
+        fn search_path(&self) -> Vec<PathBuf> {
+            self.path.iter().map(PathBuf::from).collect()
+        }
+        fn resolve_file(&self, path: &Path) -> Option<PathBuf> {
+            self.files.iter().find(|(p, _)| Path::new(p) == path).map(|(_, t)| PathBuf::from(t))
+        }
+    }
+
+    #[test]
+    fn resolution_finds_docker_and_users() {
+        let system = FakeSystem {
+            users: vec![("ai-worker", 1001)],
+            files: vec![
+                ("/opt/bin/docker", "/nix/store/x-docker/bin/docker"),
+                ("/usr/bin/docker", "/usr/bin/docker"),
+            ],
+            path: vec!["/opt/bin"],
+        };
+        let resolved = Policy::default_policy().resolve(&system).unwrap();
+        assert_eq!(resolved.users, BTreeMap::from([(1001, 1)]));
+        assert_eq!(
+            resolved.binaries,
+            BTreeMap::from([
+                (PathBuf::from("/nix/store/x-docker/bin/docker"), 1),
+                (PathBuf::from("/usr/bin/docker"), 1)
+            ])
+        );
+    }
+
+    #[test]
+    fn resolution_errors_and_warnings() {
+        let system = FakeSystem { users: vec![], files: vec![("/usr/bin/docker", "/usr/bin/docker")], path: vec![] };
+        let unknown = Policy::default_policy().resolve(&system).unwrap_err().to_string();
+        assert!(unknown.contains("unknown user \"ai-worker\""), "{unknown}");
+
+        let text = "[[rule]]\nname = \"r\"\nusers = [5]\nbinaries = [\"/usr/bin/docker\", \"/nope/docker\"]\ndeny = [\"exec\"]\n";
+        let resolved = parse(text).unwrap().resolve(&system).unwrap();
+        assert_eq!(resolved.warnings.len(), 1);
+        assert!(resolved.warnings[0].contains("policy.toml:4:32"), "{:?}", resolved.warnings);
+
+        let none = "[[rule]]\nname = \"r\"\nusers = [5]\nbinaries = [\"/nope/docker\"]\ndeny = [\"exec\"]\n";
+        let message = parse(none).unwrap().resolve(&system).unwrap_err().to_string();
+        assert_eq!(message, "policy.toml:4:13: rule \"r\": none of its binaries exists");
+
+        let empty = FakeSystem { users: vec![("ai-worker", 1)], files: vec![], path: vec![] };
+        let message = Policy::default_policy().resolve(&empty).unwrap_err().to_string();
+        assert!(message.contains("no docker binary found in PATH"), "{message}");
+    }
+}

@@ -1,0 +1,3 @@
+pub mod cpio;
+pub mod scenarios;
+pub mod vm;

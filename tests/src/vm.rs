@@ -1,0 +1,343 @@
+//! The VM bench: builds an initramfs around the freshly built enforcer, the real docker
+//! CLI and the mock docker API, boots it in QEMU on a Debian kernel, and collects what
+//! the scenario script reports over the serial console.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::cpio::Archive;
+
+/// A Debian kernel package unpacked under the kernel cache.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// Short name used in reports, e.g. `6.1`.
+    pub label: String,
+    /// Full release, e.g. `6.1.0-56-cloud-amd64`.
+    pub release: String,
+    /// The unpacked package root (holds `boot/` and `lib/modules/`).
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root.join("boot").join(format!("vmlinuz-{}", self.release))
+    }
+
+    /// An uncompressed copy of a module from the package (the initramfs has no xz).
+    pub fn module(&self, relative: &str, work: &Path) -> Result<PathBuf> {
+        let base = self.root.join("lib/modules").join(&self.release).join("kernel").join(relative);
+        let out = work.join(format!("{}-{}", self.label, base.file_name().unwrap().to_string_lossy()));
+        if base.exists() {
+            std::fs::copy(&base, &out)?;
+            return Ok(out);
+        }
+        let xz = PathBuf::from(format!("{}.xz", base.display()));
+        let output = Command::new("xz")
+            .arg("-dc")
+            .arg(&xz)
+            .output()
+            .with_context(|| format!("cannot run xz on {}", xz.display()))?;
+        if !output.status.success() {
+            bail!("xz -dc {} failed", xz.display());
+        }
+        std::fs::write(&out, output.stdout)?;
+        Ok(out)
+    }
+}
+
+/// Host programs that go into every VM.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub enforcer: PathBuf,
+    pub mock_api: PathBuf,
+    pub docker: PathBuf,
+}
+
+pub const AI_WORKER_UID: u32 = 1001;
+pub const OTHER_UID: u32 = 1002;
+pub const DOCKER_GID: u32 = 998;
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh
+ai-worker:x:1001:1001:AI agent:/home/ai-worker:/bin/sh
+bob:x:1002:1002:Another docker user:/home/bob:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+";
+const GROUP: &str = "root:x:0:
+docker:x:998:ai-worker,bob
+ai-worker:x:1001:
+bob:x:1002:
+nogroup:x:65534:
+";
+
+const INIT: &str = include_str!("../vm/init.sh");
+const HELPERS: &str = include_str!("../vm/helpers.sh");
+
+fn which(program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{program} not found in PATH (run `cargo xtask setup`)"))
+}
+
+/// Shared libraries a dynamic binary needs, from `ldd`.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new("ldd").arg(binary).output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let candidate = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = candidate.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// Adds a host binary (and its shared libraries) to the archive at `dest`.
+fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
+    archive.copy(dest, 0o755, source)?;
+    for lib in shared_libraries(source)? {
+        let dest = lib.to_string_lossy().to_string();
+        let real = std::fs::canonicalize(&lib)?;
+        archive.copy(&dest, 0o755, &real)?;
+    }
+    Ok(())
+}
+
+/// Builds the initramfs every scenario shares. Scenario files go in a second archive
+/// appended to it (the kernel unpacks concatenated archives in order).
+pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
+    let mut archive = Archive::new();
+    for dir in ["proc", "sys", "dev", "tmp", "run", "root", "etc/enforcer", "var/lib", "mnt", "usr/local/bin"] {
+        archive.dir(dir);
+    }
+    archive.symlink("var/run", "/run");
+    archive.dir_with("home/ai-worker", 0o700, AI_WORKER_UID, AI_WORKER_UID);
+    archive.dir_with("home/bob", 0o700, OTHER_UID, OTHER_UID);
+
+    let busybox = which("busybox")?;
+    archive.copy("bin/busybox", 0o755, &busybox)?;
+    let applets = Command::new(&busybox).arg("--list-full").output().context("busybox --list-full")?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if !applet.is_empty() && applet != "bin/busybox" {
+            archive.symlink(applet, "/bin/busybox");
+        }
+    }
+    // util-linux setpriv: busybox's lacks --reuid/--init-groups. Called by absolute path.
+    add_binary(&mut archive, "usr/lib/util-linux/setpriv", Path::new("/usr/bin/setpriv"))?;
+    add_binary(&mut archive, "usr/bin/docker", &artifacts.docker)?;
+    add_binary(&mut archive, "usr/local/sbin/enforcer", &artifacts.enforcer)?;
+    add_binary(&mut archive, "usr/local/sbin/mock-docker-api", &artifacts.mock_api)?;
+    archive.file("etc/passwd", 0o644, PASSWD.as_bytes());
+    archive.file("etc/group", 0o644, GROUP.as_bytes());
+    archive.file("etc/nsswitch.conf", 0o644, b"passwd: files\ngroup: files\n");
+    archive.file("init", 0o755, INIT.as_bytes());
+    archive.file("lib/enforcer-test.sh", 0o644, HELPERS.as_bytes());
+    archive.write_to(out)
+}
+
+/// What one boot reported.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Step name -> (exit code, combined stdout and stderr).
+    pub steps: BTreeMap<String, (i32, String)>,
+    /// File name -> contents (None when the file did not exist in the VM).
+    pub files: BTreeMap<String, Option<String>>,
+    /// The scenario script ran to its end.
+    pub done: bool,
+    pub console: String,
+}
+
+impl Report {
+    pub fn parse(console: &str) -> Result<Report> {
+        let mut report = Report { console: console.to_string(), ..Default::default() };
+        for line in console.lines() {
+            let line = line.trim_end_matches('\r');
+            // Kernel messages may share the line start; markers are found anywhere.
+            let Some(start) = line.find("@@") else { continue };
+            let mut fields = line[start..].splitn(4, ' ');
+            match fields.next() {
+                Some("@@step") => {
+                    let name = fields.next().unwrap_or_default().to_string();
+                    let rc: i32 = fields.next().unwrap_or("-1").parse().unwrap_or(-1);
+                    let output = decode_base64(fields.next().unwrap_or(""))?;
+                    report.steps.insert(name, (rc, output));
+                }
+                Some("@@file") => {
+                    let name = fields.next().unwrap_or_default().to_string();
+                    let body = fields.next().unwrap_or("-");
+                    let contents = if body == "-" { None } else { Some(decode_base64(body)?) };
+                    report.files.insert(name, contents);
+                }
+                Some("@@done") => report.done = true,
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+
+    pub fn step(&self, name: &str) -> Option<&(i32, String)> {
+        self.steps.get(name)
+    }
+
+    pub fn file(&self, name: &str) -> Option<&str> {
+        self.files.get(name).and_then(|f| f.as_deref())
+    }
+}
+
+fn decode_base64(text: &str) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in text.trim().as_bytes() {
+        if c == b'=' {
+            break;
+        }
+        let value = ALPHABET.iter().position(|&a| a == c).ok_or_else(|| anyhow!("bad base64 byte {c}"))?;
+        acc = (acc << 6) | value as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// How to boot one VM.
+pub struct Boot<'a> {
+    pub kernel: &'a Kernel,
+    /// Concatenated in order into the initrd.
+    pub initrds: Vec<PathBuf>,
+    /// The `lsm=` list; must include `bpf` for enforcement.
+    pub lsm: &'a str,
+    pub timeout: Duration,
+    /// Where the console transcript and initrd go.
+    pub work: PathBuf,
+    /// Echo the console to stderr as it arrives (for `xtask demo`).
+    pub echo: bool,
+}
+
+pub const DEFAULT_LSM: &str = "landlock,lockdown,yama,integrity,apparmor,bpf";
+
+/// Boots the VM and returns what its scenario reported. The VM powers itself off at
+/// the end of the scenario; a boot that runs past the timeout is killed and fails.
+pub fn boot(boot: &Boot) -> Result<Report> {
+    std::fs::create_dir_all(&boot.work)?;
+    let initrd = boot.work.join("initrd.cpio");
+    let mut data = Vec::new();
+    for part in &boot.initrds {
+        data.extend(std::fs::read(part).with_context(|| format!("cannot read {}", part.display()))?);
+    }
+    std::fs::write(&initrd, data)?;
+    let append = format!("console=ttyS0 quiet loglevel=1 panic=-1 lsm={} rdinit=/init", boot.lsm);
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .args(["-no-reboot", "-m", "2048", "-smp", "1"])
+        .args(accelerator())
+        .arg("-kernel")
+        .arg(boot.kernel.vmlinuz())
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let echo = boot.echo;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if echo && !line.contains("@@") {
+                eprintln!("  | {}", line.trim_end_matches('\r'));
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + boot.timeout;
+    let mut console = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                console.push_str(&line);
+                console.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let status = child.wait()?;
+    std::fs::write(boot.work.join("console.log"), &console)?;
+    let _ = std::fs::remove_file(&initrd);
+    if timed_out {
+        bail!(
+            "VM on {} did not finish within {:?}; console in {}",
+            boot.kernel.label,
+            boot.timeout,
+            boot.work.join("console.log").display()
+        );
+    }
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            use std::io::Read;
+            let _ = err.read_to_string(&mut stderr);
+        }
+        bail!("qemu exited with {status}: {stderr}");
+    }
+    Report::parse(&console)
+}
+
+/// TCG always works here; KVM is an opt-in speed-up (ENFORCER_VM_KVM=1) because nested
+/// KVM is broken on the machines this runs on, and it falls back to TCG if it cannot start.
+fn accelerator() -> Vec<&'static str> {
+    let want_kvm = std::env::var("ENFORCER_VM_KVM").is_ok_and(|v| v == "1");
+    if want_kvm && Path::new("/dev/kvm").exists() {
+        vec!["-accel", "kvm", "-accel", "tcg", "-cpu", "max"]
+    } else {
+        vec!["-accel", "tcg", "-cpu", "max"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_parsing() {
+        let console = "booting\n[  1.0] x @@step ps 0 aGVsbG8K\r\n@@file log -\n@@file j eyJhIjoxfQ==\n@@done\n";
+        let report = Report::parse(console).unwrap();
+        assert_eq!(report.step("ps"), Some(&(0, "hello\n".to_string())));
+        assert_eq!(report.files.get("log"), Some(&None));
+        assert_eq!(report.file("j"), Some("{\"a\":1}"));
+        assert!(report.done);
+        assert!(!Report::parse("@@step a 1 \n").unwrap().done);
+    }
+}

@@ -1,0 +1,69 @@
+# Helpers for VM scenario scripts. Every observation goes to the console as one line:
+#   @@step NAME EXIT BASE64(stdout+stderr)    @@file NAME BASE64|-
+# The host decodes them and asserts; the VM itself judges nothing.
+
+SETPRIV=/usr/lib/util-linux/setpriv
+
+# as USER CMD...: run CMD as USER (root, or a user of /etc/passwd with their groups).
+as() {
+    user=$1
+    shift
+    if [ "$user" = root ]; then
+        "$@"
+    else
+        $SETPRIV --reuid="$user" --regid="$user" --init-groups --reset-env "$@"
+    fi
+}
+
+# step NAME USER CMD...: run CMD as USER and report its exit code and output.
+step() {
+    name=$1
+    user=$2
+    shift 2
+    as "$user" "$@" </dev/null >/tmp/step.out 2>&1
+    rc=$?
+    echo "@@step $name $rc $(base64 -w 0 /tmp/step.out)"
+}
+
+# report_file NAME PATH: report a file's contents ("-" when it does not exist).
+report_file() {
+    if [ -f "$2" ]; then
+        echo "@@file $1 $(base64 -w 0 "$2")"
+    else
+        echo "@@file $1 -"
+    fi
+}
+
+# start_mock_api: the mock docker daemon on /run/docker.sock (root:docker 0660).
+start_mock_api() {
+    /usr/local/sbin/mock-docker-api /run/docker.sock /tmp/mock-api.log 998 >/tmp/mock-api.out 2>&1 &
+    i=0
+    while [ ! -S /run/docker.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+}
+
+# start_enforcer ARGS...: `enforcer run ARGS` in the background, waiting until it
+# enforces (status exits 0) or dies. Reports the start as step "enforcer-start".
+start_enforcer() {
+    /usr/local/sbin/enforcer run "$@" >/tmp/enforcer.log 2>&1 &
+    ENFORCER_PID=$!
+    i=0
+    while [ $i -lt 600 ]; do
+        if ! kill -0 $ENFORCER_PID 2>/dev/null; then
+            break
+        fi
+        if /usr/local/sbin/enforcer status >/dev/null 2>&1; then
+            break
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    step enforcer-start root /usr/local/sbin/enforcer status
+}
+
+# stop_enforcer: SIGTERM the daemon and wait for it; its log becomes file "enforcer-log".
+stop_enforcer() {
+    kill -TERM $ENFORCER_PID 2>/dev/null
+    wait $ENFORCER_PID
+    echo "@@step enforcer-exit $? $(echo | base64 -w 0)"
+    report_file enforcer-log /tmp/enforcer.log
+}

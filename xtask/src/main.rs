@@ -1,0 +1,378 @@
+//! Developer and CI commands. `cargo xtask demo` and `cargo xtask test` do all set-up
+//! themselves on a fresh machine (Debian 12, root); every step is skipped when done.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use tests::vm::{self, Artifacts, Boot, Kernel};
+
+#[derive(Parser)]
+#[command(about = "enforcer developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and the VM tests need (idempotent).
+    Setup,
+    /// Build enforcer (with its BPF object) and the test helpers, release mode.
+    Build,
+    /// Boot a VM, enforce the embedded default policy, replay the incident as ai-worker.
+    Demo {
+        /// Kernel to boot: 6.1 or 6.12.
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+    /// Boot a VM that runs a scenario script of your own and print its console (debugging).
+    Vm {
+        /// Shell script run as root inside the VM (helpers: tests/vm/helpers.sh).
+        script: PathBuf,
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+    /// Unit tests on the host, then every VM scenario on both kernels.
+    Test {
+        /// Run only the VM scenario group with this name.
+        #[arg(long)]
+        group: Option<String>,
+        /// Run only on this kernel (6.1 or 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Skip the host unit tests.
+        #[arg(long)]
+        vm_only: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
+        Cmd::Build => setup().and_then(|_| build()).map(|_| ExitCode::SUCCESS),
+        Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Vm { script, kernel } => vm_shell(&script, &kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn say(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command.output().with_context(|| format!("cannot run {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+/// Debian packages the VM bench needs: (package, a file it provides).
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("util-linux", "/usr/bin/setpriv"),
+    ("e2fsprogs", "/sbin/mkfs.ext4"),
+    ("xz-utils", "/usr/bin/xz"),
+];
+
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn update(&mut self) -> Result<()> {
+        if !self.updated {
+            say("apt-get update");
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            self.updated = true;
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        if !is_root() {
+            bail!(
+                "missing packages; run as root: apt-get update && apt-get install -y {}",
+                packages.join(" ")
+            );
+        }
+        self.update()?;
+        say(&format!("apt-get install {}", packages.join(" ")));
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+}
+
+fn setup() -> Result<Vec<Kernel>> {
+    let mut apt = Apt { updated: false };
+    let missing: Vec<&str> =
+        APT_PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| *p).collect();
+    if missing.is_empty() {
+        say("Debian packages: present");
+    } else {
+        apt.install(&missing)?;
+    }
+    if docker_cli().is_err() {
+        apt.install(&["docker.io"])?;
+    }
+    setup_rust_src()?;
+    setup_bpf_linker()?;
+    kernels(&mut apt)
+}
+
+fn setup_rust_src() -> Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the BPF programs")?;
+    if Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core").exists() {
+        say("rust-src (nightly): present");
+        return Ok(());
+    }
+    say("rustup component add rust-src --toolchain nightly");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker must use the same LLVM as the nightly rustc that emits the bitcode. Debian
+/// has no matching LLVM, so it links against the libLLVM that ships inside the nightly
+/// toolchain (rustup puts that toolchain's lib/ on the library path when it runs rustc).
+fn setup_bpf_linker() -> Result<()> {
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .ok_or_else(|| anyhow!("cannot find the LLVM version in `rustc +nightly -vV`"))?
+        .to_string();
+    // It loads the toolchain's libLLVM by soname, so it only runs when the LLVM matches.
+    let works = Command::new("rustup")
+        .args(["run", "nightly", "bpf-linker", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        say(&format!("bpf-linker (LLVM {llvm_major}): present"));
+        return Ok(());
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("libLLVM.so.{llvm_major}"))))
+        .ok_or_else(|| anyhow!("no libLLVM.so.{llvm_major}* in {} (rustup component add llvm-tools?)", lib_dir.display()))?;
+    let prefix = target_dir().join("tools").join("llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib").join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)?;
+    say(&format!("building bpf-linker against {} (about a minute)", libllvm.display()));
+    run(Command::new("cargo")
+        .args(["install", "--locked", "bpf-linker", "--no-default-features", "--features"])
+        .arg(format!("llvm-{llvm_major}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    Ok(())
+}
+
+/// The docker CLI the VM runs: the machine's own (/usr/local/bin/docker), else Debian's.
+fn docker_cli() -> Result<PathBuf> {
+    ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("no docker CLI found"))
+}
+
+/// The kernel series the tests boot: (label, apt-cache pattern of the package).
+const KERNEL_SERIES: &[(&str, &str)] = &[
+    ("6.1", r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$"),
+    ("6.12", r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$"),
+];
+
+/// Downloads (once) and unpacks the newest Debian cloud kernel of each series.
+fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
+    let cache = target_dir().join("vm").join("kernels");
+    std::fs::create_dir_all(&cache)?;
+    let mut kernels = Vec::new();
+    for (label, pattern) in KERNEL_SERIES {
+        let dir = cache.join(label);
+        if let Some(kernel) = unpacked_kernel(label, &dir)? {
+            say(&format!("kernel {label}: {} (cached)", kernel.release));
+            kernels.push(kernel);
+            continue;
+        }
+        apt.update()?;
+        let search = output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+        let mut names: Vec<String> = search.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        let package = names.pop().ok_or_else(|| anyhow!("no Debian package matches {pattern}"))?;
+        say(&format!("kernel {label}: downloading {package}"));
+        let download = cache.join("download");
+        std::fs::create_dir_all(&download)?;
+        run(Command::new("apt-get").args(["download", "-q", &package]).current_dir(&download))?;
+        let deb = std::fs::read_dir(&download)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_"))))
+            .ok_or_else(|| anyhow!("apt-get download left no .deb for {package}"))?;
+        let staging = cache.join(format!("{label}.partial"));
+        let _ = std::fs::remove_dir_all(&staging);
+        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+        std::fs::remove_file(&deb)?;
+        std::fs::rename(&staging, &dir)?;
+        kernels.push(unpacked_kernel(label, &dir)?.ok_or_else(|| anyhow!("{package} holds no vmlinuz"))?);
+    }
+    Ok(kernels)
+}
+
+/// Numeric parts of a package name, for "newest" ordering (6.1.0-9 < 6.1.0-54).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+}
+
+fn unpacked_kernel(label: &str, dir: &Path) -> Result<Option<Kernel>> {
+    let boot = dir.join("boot");
+    if !boot.is_dir() {
+        return Ok(None);
+    }
+    for entry in std::fs::read_dir(&boot)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Ok(Some(Kernel { label: label.to_string(), release: release.to_string(), root: dir.to_path_buf() }));
+        }
+    }
+    Ok(None)
+}
+
+fn build() -> Result<Artifacts> {
+    say("cargo build --release (enforcer + BPF object, mock docker API)");
+    run(Command::new(env!("CARGO")).args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"]).current_dir(workspace_root()))?;
+    let release = target_dir().join("release");
+    Ok(Artifacts { enforcer: release.join("enforcer"), mock_api: release.join("mock-docker-api"), docker: docker_cli()? })
+}
+
+fn unit_tests() -> Result<()> {
+    say("host unit tests: cargo test --workspace (BPF crate excluded: it only builds for BPF)");
+    run(Command::new(env!("CARGO")).args(["test", "--workspace", "--exclude", "enforcer-ebpf"]).current_dir(workspace_root()))
+}
+
+fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<ExitCode> {
+    let kernels = setup()?;
+    let kernels: Vec<Kernel> = kernels.into_iter().filter(|k| kernel.is_none_or(|l| k.label == l)).collect();
+    if kernels.is_empty() {
+        bail!("no kernel matches {kernel:?} (known: 6.1, 6.12)");
+    }
+    if !vm_only {
+        unit_tests()?;
+    }
+    let artifacts = build()?;
+    let work = target_dir().join("vm").join("runs");
+    let (passed, failed) = tests::scenarios::run_suite(&kernels, &artifacts, &work, group)?;
+    if passed + failed == 0 {
+        bail!("no VM scenario ran");
+    }
+    println!("vm: {passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+const DEMO_SCRIPT: &str = r#"
+start_mock_api
+start_enforcer
+echo "@@say enforcer is running with the embedded default policy"
+step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
+step ps ai-worker docker ps
+step status root /usr/local/sbin/enforcer status
+"#;
+
+/// Builds everything and boots `kernel_label` running `script`.
+fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<vm::Report> {
+    let kernels = setup()?;
+    let kernel = kernels
+        .iter()
+        .find(|k| k.label == kernel_label)
+        .ok_or_else(|| anyhow!("unknown kernel {kernel_label} (known: 6.1, 6.12)"))?;
+    let artifacts = build()?;
+    let work = target_dir().join("vm").join(name);
+    std::fs::create_dir_all(&work)?;
+    let base = work.join("base.cpio");
+    vm::build_base_initramfs(&artifacts, &base)?;
+    let mut scenario = tests::cpio::Archive::new();
+    scenario.file("scenario.sh", 0o644, script.as_bytes());
+    let scenario_path = work.join("scenario.cpio");
+    scenario.write_to(&scenario_path)?;
+    say(&format!("booting Debian {} ({}) in QEMU with lsm=...,bpf", kernel.label, kernel.release));
+    vm::boot(&Boot {
+        kernel,
+        initrds: vec![base, scenario_path],
+        lsm: vm::DEFAULT_LSM,
+        timeout: Duration::from_secs(600),
+        work,
+        echo,
+    })
+}
+
+fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
+    let text = std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
+    let report = boot_script(kernel_label, &text, "shell", true)?;
+    for (name, (rc, out)) in &report.steps {
+        println!("--- step {name}: exit {rc}\n{out}");
+    }
+    for (name, contents) in &report.files {
+        println!("--- file {name}:\n{}", contents.as_deref().unwrap_or("(missing)"));
+    }
+    Ok(())
+}
+
+fn demo(kernel_label: &str) -> Result<()> {
+    let report = boot_script(kernel_label, DEMO_SCRIPT, "demo", false)?;
+    let show = |title: &str, step: &str| {
+        let (rc, out) = report.step(step).cloned().unwrap_or((-1, "(did not run)".into()));
+        println!("\n$ {title}\n{}[exit {rc}]", out);
+    };
+    show("enforcer status   # as root, daemon just started", "enforcer-start");
+    show("docker exec -u git gitea gitea admin user generate-access-token -u admin   # as ai-worker", "incident");
+    show("docker ps   # as ai-worker", "ps");
+    show("enforcer status   # as root", "status");
+    let (incident_rc, incident_out) = report.step("incident").cloned().unwrap_or_default();
+    let (ps_rc, _) = report.step("ps").cloned().unwrap_or((-1, String::new()));
+    if report.done && incident_rc != 0 && incident_out.contains("Operation not permitted") && ps_rc == 0 {
+        println!("\ndemo: the kernel refused ai-worker's docker exec (EPERM); docker ps still works.");
+        Ok(())
+    } else {
+        bail!("the demo did not go as expected; console in {}", target_dir().join("vm/demo/console.log").display())
+    }
+}
