@@ -369,3 +369,214 @@ pub fn scan_argv<A: ArgSource, G: Grammar>(
         index += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{string::String, vec, vec::Vec};
+
+    use super::*;
+    use crate::grammar::{StaticGrammar, command_id};
+
+    struct VecArgv<'a>(&'a [String]);
+
+    impl ArgSource for VecArgv<'_> {
+        fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()> {
+            buf.set(self.0.get(index as usize).ok_or(())?.as_bytes());
+            Ok(())
+        }
+    }
+
+    /// Scans `docker ARGS...`.
+    fn scan(args: &[&str]) -> Scan {
+        let argv: Vec<String> = core::iter::once("docker").chain(args.iter().copied()).map(String::from).collect();
+        scan_argv(&mut VecArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &StaticGrammar)
+    }
+
+    fn command(name: &str) -> Scan {
+        Scan::Command(command_id(name).unwrap())
+    }
+
+    const UNDECIDABLE_GLOBAL: Scan = Scan::Undecidable(Reason::UnknownGlobalOption);
+    const UNKNOWN_COMMAND: Scan = Scan::Undecidable(Reason::UnknownCommand);
+
+    #[test]
+    fn finds_the_command_after_global_options() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["exec", "-it", "web", "sh"], "exec"),
+            (&["-D", "exec", "web"], "exec"),
+            (&["--debug", "exec"], "exec"),
+            (&["-H", "unix:///x.sock", "exec"], "exec"),
+            (&["--host", "tcp://h:2375", "exec"], "exec"),
+            (&["--host=tcp://h:2375", "exec"], "exec"),
+            (&["-Htcp://h", "exec"], "exec"),
+            (&["-H=tcp://h", "exec"], "exec"),
+            (&["-l", "debug", "exec"], "exec"),
+            (&["-ldebug", "exec"], "exec"),
+            (&["--log-level=debug", "exec"], "exec"),
+            (&["-c", "ctx", "exec"], "exec"),
+            (&["--context", "ctx", "exec"], "exec"),
+            (&["--config", "/tmp/cfg", "exec"], "exec"),
+            (&["--tls", "--tlsverify", "--tlscacert", "a", "--tlscert=b", "--tlskey", "c", "exec"], "exec"),
+            // Grouped short options: booleans, then one that takes the rest or the next arg.
+            (&["-Dl", "debug", "exec"], "exec"),
+            (&["-DlH", "exec"], "exec"),
+            (&["-Dv", "exec"], "exec"),
+            (&["-D=true", "exec"], "exec"),
+            // A value is consumed whatever it looks like.
+            (&["--host", "exec", "ps"], "ps"),
+            (&["-H", "--", "exec"], "exec"),
+            (&["-l", "-D", "exec"], "exec"),
+            // `--` ends the options; the next word is the command.
+            (&["--", "exec"], "exec"),
+            (&["-D", "--", "cp", "a", "b"], "cp"),
+            // Repeated flags and empty values.
+            (&["-D", "-D", "--debug", "exec"], "exec"),
+            (&["--host=", "exec"], "exec"),
+            (&["-H=", "exec"], "exec"),
+            // Look-alikes that are not exec.
+            (&["ps", "--filter", "name=exec"], "ps"),
+            (&["run", "alpine", "exec"], "run"),
+            (&["logs", "exec"], "logs"),
+            (&["container", "exec", "web"], "container"),
+            (&["compose", "exec", "web"], "compose"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(scan(args), command(expected), "docker {}", args.join(" "));
+        }
+    }
+
+    #[test]
+    fn no_command_is_harmless() {
+        for args in [&[][..], &["--version"], &["-v"], &["-h"], &["--host"], &["-D", "-l"], &["--"]] {
+            assert_eq!(scan(args), Scan::NoCommand, "docker {}", args.join(" "));
+        }
+    }
+
+    #[test]
+    fn what_docker_would_not_accept_is_undecidable() {
+        let cases: &[(&[&str], Scan)] = &[
+            (&["--foo", "exec"], UNDECIDABLE_GLOBAL),
+            (&["-x", "exec"], UNDECIDABLE_GLOBAL),
+            (&["-Dx", "exec"], UNDECIDABLE_GLOBAL),
+            (&["---host", "x", "exec"], UNDECIDABLE_GLOBAL),
+            (&["--=x", "exec"], UNDECIDABLE_GLOBAL),
+            (&["-D=", "exec"], UNDECIDABLE_GLOBAL),
+            (&["--Host", "x", "exec"], UNDECIDABLE_GLOBAL),
+            (&["frobnicate"], UNKNOWN_COMMAND),
+            (&["EXEC"], UNKNOWN_COMMAND),
+            (&[""], UNKNOWN_COMMAND),
+            (&["-"], UNKNOWN_COMMAND),
+            (&["--", "--help"], UNKNOWN_COMMAND),
+            (&["exe"], UNKNOWN_COMMAND),
+            (&["exec "], UNKNOWN_COMMAND),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(scan(args), *expected, "docker {}", args.join(" "));
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_exactly() {
+        // 31 bytes fit a token, 32 do not.
+        let long_word = "a".repeat(TOKEN_LEN);
+        assert_eq!(scan(&[&long_word]), Scan::Undecidable(Reason::CommandTooLong));
+        assert_eq!(scan(&[&"a".repeat(TOKEN_LEN - 1)]), UNKNOWN_COMMAND);
+        let huge = "e".repeat(ARG_BUF * 2);
+        assert_eq!(scan(&[&huge]), Scan::Undecidable(Reason::CommandTooLong));
+        // A long option name is no option docker has; a long value is fine.
+        assert_eq!(scan(&[&std::format!("--{}", "a".repeat(40)), "exec"]), UNDECIDABLE_GLOBAL);
+        let long_value = std::format!("--host={}", "h".repeat(ARG_BUF * 2));
+        assert_eq!(scan(&[&long_value, "exec"]), command("exec"));
+        // Short groups: MAX_SHORT_GROUP-1 letters are walked, more are undecidable.
+        let group_ok = std::format!("-{}", "D".repeat(MAX_SHORT_GROUP - 1));
+        assert_eq!(scan(&[&group_ok, "exec"]), command("exec"));
+        let group_long = std::format!("-{}", "D".repeat(MAX_SHORT_GROUP));
+        assert_eq!(scan(&[&group_long, "exec"]), Scan::Undecidable(Reason::ShortGroupTooLong));
+        // The command may be argument MAX_ARGS, not MAX_ARGS + 1.
+        let mut args = vec!["-D"; MAX_ARGS as usize - 1];
+        args.push("exec");
+        assert_eq!(scan(&args), command("exec"));
+        let mut args = vec!["-D"; MAX_ARGS as usize];
+        args.push("exec");
+        assert_eq!(scan(&args), Scan::Undecidable(Reason::TooManyArgs));
+        // Exactly MAX_ARGS options and nothing else: argv is fully scanned.
+        assert_eq!(scan(&vec!["-D"; MAX_ARGS as usize]), Scan::NoCommand);
+    }
+
+    #[test]
+    fn unreadable_argv_is_undecidable() {
+        struct Broken;
+        impl ArgSource for Broken {
+            fn read(&mut self, _: u32, _: &mut ArgBuf) -> Result<(), ()> {
+                Err(())
+            }
+        }
+        assert_eq!(scan_argv(&mut Broken, 3, &mut ArgBuf::new(), &StaticGrammar), Scan::Undecidable(Reason::UnreadableArgv));
+        assert_eq!(scan_argv(&mut Broken, 1, &mut ArgBuf::new(), &StaticGrammar), Scan::NoCommand);
+    }
+
+    #[test]
+    fn judging_deny_and_allow_lists() {
+        let exec = command_id("exec").unwrap();
+        let ps = command_id("ps").unwrap();
+        let mut deny = RuleConfig::default();
+        deny.set_command(exec);
+        assert_eq!(judge(Scan::Command(exec), &deny), Verdict::Deny { command: exec });
+        assert_eq!(judge(Scan::Command(ps), &deny), Verdict::Allow);
+        assert_eq!(judge(Scan::NoCommand, &deny), Verdict::Allow);
+        assert_eq!(judge(UNKNOWN_COMMAND, &deny), Verdict::Undecidable(Reason::UnknownCommand));
+        let mut allow = RuleConfig { flags: RULE_ALLOW_LIST, ..Default::default() };
+        allow.set_command(ps);
+        assert_eq!(judge(Scan::Command(ps), &allow), Verdict::Allow);
+        assert_eq!(judge(Scan::Command(exec), &allow), Verdict::Deny { command: exec });
+        assert_eq!(judge(Scan::NoCommand, &allow), Verdict::Allow);
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for value in 0..20 {
+            if let Some(reason) = Reason::from_u32(value) {
+                assert_eq!(reason as u32, value);
+                assert!(!reason.as_str().is_empty());
+            }
+        }
+    }
+
+    /// Random argv drawn from grammar words, flag shapes and junk: the engine never
+    /// panics, and once it finds a command, what follows the command cannot change it.
+    #[test]
+    fn random_argv_never_panics_and_suffixes_do_not_matter() {
+        const WORDS: &[&str] = &[
+            "exec", "ps", "-D", "-H", "-l", "--host", "--host=x", "-Dl", "--", "-", "", "--debug",
+            "-x", "container", "=", "-H=", "--tls", "a", "-DDDDDDDDDDDDDDDDDDD", "--config",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let mut args: Vec<String> = Vec::new();
+            for _ in 0..len {
+                let r = next();
+                if r % 5 == 0 {
+                    let n = (r >> 8) as usize % (ARG_BUF + 40);
+                    args.push((0..n).map(|i| (b' ' + ((r >> (i % 50)) % 90) as u8) as char).collect());
+                } else {
+                    args.push(String::from(WORDS[(r >> 8) as usize % WORDS.len()]));
+                }
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let result = scan(&refs);
+            if let Scan::Command(_) = result {
+                let mut longer = refs.clone();
+                longer.extend(["exec", "--foo", "-x"]);
+                assert_eq!(scan(&longer), result, "{refs:?}");
+            }
+        }
+    }
+}

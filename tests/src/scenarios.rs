@@ -109,6 +109,14 @@ step exec-sh ai-worker sh -c 'docker exec gitea true'
 step exec-env ai-worker env docker exec gitea true
 step exec-procfd ai-worker sh -c 'exec 3</usr/bin/docker; exec /proc/self/fd/3 exec gitea true'
 step exec-globals ai-worker docker -D --log-level=debug -H unix:///run/docker.sock exec gitea true
+step exec-fexecve ai-worker /usr/local/bin/exec-helper fexecve /usr/bin/docker docker exec gitea true
+step exec-execveat ai-worker /usr/local/bin/exec-helper execveat /usr/bin docker docker exec gitea true
+printf '#!/usr/bin/docker\n' > /tmp/docker-script
+chmod 755 /tmp/docker-script
+step exec-as-interpreter ai-worker /tmp/docker-script
+step unprivileged bob /usr/local/sbin/enforcer run
+step other-binary ai-worker ls /
+step fexecve-ps ai-worker /usr/local/bin/exec-helper fexecve /usr/bin/docker docker ps
 step ps ai-worker docker ps
 step version ai-worker docker version
 step ps-lookalike ai-worker docker ps --filter name=exec
@@ -121,11 +129,12 @@ step ps-lookalike ai-worker docker ps --filter name=exec
         r#"
 step root-exec root docker exec gitea true
 step other-exec bob docker exec gitea true
-step status root /usr/local/sbin/enforcer status --json
-step status-table root /usr/local/sbin/enforcer status
+step status root /usr/local/sbin/enforcer status --json --limit 100
+step status-table root /usr/local/sbin/enforcer status --limit 100
+step status-limit root /usr/local/sbin/enforcer status --json --limit 2
 cp /tmp/mock-api.log /tmp/mock-api-enforced.log
 stop_enforcer
-step status-after root /usr/local/sbin/enforcer status --json
+step status-after root /usr/local/sbin/enforcer status --json --limit 100
 step exec-after-stop ai-worker docker exec gitea true
 report_file mock-api /tmp/mock-api-enforced.log
 report_file mock-api-after /tmp/mock-api.log
@@ -147,9 +156,17 @@ fn check_default_policy(c: &mut Checks) {
     c.check("status before start: not enforcing, exit 1", rc == 1 && out.contains("\"enforcing\": false"), || format!("exit {rc}: {out}"));
     c.succeeded("enforcer-start");
 
-    for step in ["incident", "exec-absolute", "exec-symlink", "exec-sh", "exec-env", "exec-procfd", "exec-globals"] {
+    const DENIED_SPELLINGS: &[&str] = &[
+        "incident", "exec-absolute", "exec-symlink", "exec-sh", "exec-env", "exec-procfd", "exec-globals",
+        "exec-fexecve", "exec-execveat", "exec-as-interpreter",
+    ];
+    for step in DENIED_SPELLINGS {
         c.denied(step);
     }
+    c.succeeded("other-binary");
+    c.succeeded("fexecve-ps");
+    let (rc, out) = c.step("unprivileged");
+    c.check("unprivileged start fails and says what privilege is needed", rc != 0 && out.contains("needs root"), || format!("exit {rc}: {out}"));
     for command in SEED_DENY_LIST {
         c.denied(&format!("blocked-{command}"));
     }
@@ -186,12 +203,17 @@ fn check_default_policy(c: &mut Checks) {
             && d["reason"] == "command" && d["action"] == "denied" && d["binary"] == "/usr/bin/docker"
             && d["argv"][0] == "docker" && d["argv"].as_array().map(|a| a.len()) == Some(11)
     }), || format!("denials: {denials:#?}"));
+    let (_, limited) = c.step("status-limit");
+    let limited: serde_json::Value = serde_json::from_str(&limited).unwrap_or_default();
+    c.check("status --limit 2 shows the two most recent denials", limited["denials"].as_array().is_some_and(|d| {
+        d.len() == 2 && d[1]["command"] == "tag" && d[0]["command"] == "push"
+    }), || format!("{limited:#}"));
     let (_, table) = c.step("status-table");
     c.check("status table shows enforcing and the denial", table.contains("enforcing: yes") && table.contains("generate-access-token"), || table.clone());
 
     let log = c.report.file("denials").unwrap_or("").to_string();
     let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let expected = 7 + SEED_DENY_LIST.len();
+    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len();
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
     });
@@ -201,8 +223,14 @@ fn check_default_policy(c: &mut Checks) {
             && r["reason"].is_string() && r["time"].as_str().is_some_and(|t| t.ends_with('Z'))
     }), || log.clone());
     let paths: Vec<&str> = records.iter().filter_map(|r| r["path"].as_str()).collect();
-    c.check("the log keeps the path each denial was called by", paths.contains(&"/tmp/dk") && paths.iter().any(|p| p.starts_with("/proc/self/fd/")), || format!("{paths:?}"));
+    c.check("the log keeps the path each denial was called by", paths.contains(&"/tmp/dk") && paths.iter().any(|p| p.starts_with("/proc/self/fd/"))
+        && paths.iter().any(|p| p.starts_with("/dev/fd/")), || format!("{paths:?}"));
+    let interpreter = records.iter().find(|r| r["reason"] == "interpreter");
+    c.check("docker as a #! interpreter is denied as undecidable (reason interpreter)", interpreter.is_some_and(|r| r["command"].is_null()), || log.clone());
 
+    let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
+    c.check("daemon logs one structured line per denial", daemon_log.matches("enforcer: denied uid=1001 user=ai-worker").count() == expected
+        && daemon_log.contains("rule=\"ai-worker-docker\" reason=command command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"-u\""), || daemon_log.clone());
     let (rc, _) = c.step("enforcer-exit");
     c.check("daemon exits 0 on SIGTERM", rc == 0, || format!("exit {rc}"));
     let (rc, out) = c.step("status-after");
@@ -264,6 +292,45 @@ fn check_filesystems(c: &mut Checks) {
     c.check("two denials logged", records == 2, || format!("{records} records"));
 }
 
+fn audit_mode_script() -> String {
+    r#"
+start_mock_api
+cat > /tmp/audit.toml <<'POLICY'
+mode = "audit"
+
+[[rule]]
+name = "watch-only"
+users = ["ai-worker"]
+deny = ["exec"]
+POLICY
+start_enforcer --config /tmp/audit.toml
+step audit-exec ai-worker docker exec gitea true
+step audit-ps ai-worker docker ps
+step status root /usr/local/sbin/enforcer status --json
+stop_enforcer
+report_file mock-api /tmp/mock-api.log
+report_file denials /var/lib/enforcer/denials.jsonl
+"#
+    .to_string()
+}
+
+fn check_audit_mode(c: &mut Checks) {
+    c.finished();
+    c.succeeded("enforcer-start");
+    let (rc, out) = c.step("audit-exec");
+    c.check("audit mode denies nothing", !out.contains("Operation not permitted") && rc != 126, || format!("exit {rc}: {out}"));
+    let worker = c.api_requests(vm::AI_WORKER_UID);
+    c.check("audited exec reaches the API", worker.iter().any(|r| r.contains("/containers/gitea/exec")), || format!("{worker:?}"));
+    c.succeeded("audit-ps");
+    let log = c.report.file("denials").unwrap_or("").to_string();
+    let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    c.check("the would-be denial is recorded as audited", records.len() == 1
+        && records[0]["action"] == "audited" && records[0]["command"] == "exec" && records[0]["rule"] == "watch-only", || log.clone());
+    let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
+    c.check("daemon logs one structured line for it", daemon_log.contains("enforcer: audited uid=1001 user=ai-worker")
+        && daemon_log.contains("command=exec"), || daemon_log.clone());
+}
+
 fn no_bpf_lsm_script() -> String {
     "step run-without-bpf-lsm root /usr/local/sbin/enforcer run\nstep status root /usr/local/sbin/enforcer status\n".to_string()
 }
@@ -291,6 +358,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             lsm: vm::DEFAULT_LSM,
             check: check_filesystems,
         },
+        Group { name: "audit-mode", script: audit_mode_script(), files: vec![], lsm: vm::DEFAULT_LSM, check: check_audit_mode },
         Group { name: "no-bpf-lsm", script: no_bpf_lsm_script(), files: vec![], lsm: LSM_WITHOUT_BPF, check: check_no_bpf_lsm },
     ])
 }

@@ -58,6 +58,8 @@ impl Kernel {
 pub struct Artifacts {
     pub enforcer: PathBuf,
     pub mock_api: PathBuf,
+    /// exec-helper: execveat/fexecve from the command line.
+    pub exec_helper: PathBuf,
     pub docker: PathBuf,
 }
 
@@ -142,6 +144,7 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     add_binary(&mut archive, "usr/bin/docker", &artifacts.docker)?;
     add_binary(&mut archive, "usr/local/sbin/enforcer", &artifacts.enforcer)?;
     add_binary(&mut archive, "usr/local/sbin/mock-docker-api", &artifacts.mock_api)?;
+    add_binary(&mut archive, "usr/local/bin/exec-helper", &artifacts.exec_helper)?;
     archive.file("etc/passwd", 0o644, PASSWD.as_bytes());
     archive.file("etc/group", 0o644, GROUP.as_bytes());
     archive.file("etc/nsswitch.conf", 0o644, b"passwd: files\ngroup: files\n");

@@ -282,7 +282,12 @@ fn build() -> Result<Artifacts> {
     say("cargo build --release (enforcer + BPF object, mock docker API)");
     run(Command::new(env!("CARGO")).args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"]).current_dir(workspace_root()))?;
     let release = target_dir().join("release");
-    Ok(Artifacts { enforcer: release.join("enforcer"), mock_api: release.join("mock-docker-api"), docker: docker_cli()? })
+    Ok(Artifacts {
+        enforcer: release.join("enforcer"),
+        mock_api: release.join("mock-docker-api"),
+        exec_helper: release.join("exec-helper"),
+        docker: docker_cli()?,
+    })
 }
 
 fn unit_tests() -> Result<()> {
