@@ -111,6 +111,8 @@ step exec-procfd ai-worker sh -c 'exec 3</usr/bin/docker; exec /proc/self/fd/3 e
 step exec-globals ai-worker docker -D --log-level=debug -H unix:///run/docker.sock exec gitea true
 step exec-fexecve ai-worker /usr/local/bin/exec-helper fexecve /usr/bin/docker docker exec gitea true
 step exec-execveat ai-worker /usr/local/bin/exec-helper execveat /usr/bin docker docker exec gitea true
+step exec-int80 ai-worker /usr/local/bin/exec-helper int80 /usr/bin/docker docker exec gitea true
+step int80-other-binary ai-worker /usr/local/bin/exec-helper int80 /bin/ls ls /
 printf '#!/usr/bin/docker\n' > /tmp/docker-script
 chmod 755 /tmp/docker-script
 step exec-as-interpreter ai-worker /tmp/docker-script
@@ -158,12 +160,13 @@ fn check_default_policy(c: &mut Checks) {
 
     const DENIED_SPELLINGS: &[&str] = &[
         "incident", "exec-absolute", "exec-symlink", "exec-sh", "exec-env", "exec-procfd", "exec-globals",
-        "exec-fexecve", "exec-execveat", "exec-as-interpreter",
+        "exec-fexecve", "exec-execveat", "exec-as-interpreter", "exec-int80",
     ];
     for step in DENIED_SPELLINGS {
         c.denied(step);
     }
     c.succeeded("other-binary");
+    c.succeeded("int80-other-binary");
     c.succeeded("fexecve-ps");
     let (rc, out) = c.step("unprivileged");
     c.check("unprivileged start fails and says what privilege is needed", rc != 0 && out.contains("needs root"), || format!("exit {rc}: {out}"));
@@ -227,6 +230,8 @@ fn check_default_policy(c: &mut Checks) {
         && paths.iter().any(|p| p.starts_with("/dev/fd/")), || format!("{paths:?}"));
     let interpreter = records.iter().find(|r| r["reason"] == "interpreter");
     c.check("docker as a #! interpreter is denied as undecidable (reason interpreter)", interpreter.is_some_and(|r| r["command"].is_null()), || log.clone());
+    let compat = records.iter().find(|r| r["reason"] == "unsupported_exec_path");
+    c.check("the i386 execve is denied as undecidable (reason unsupported_exec_path)", compat.is_some(), || log.clone());
 
     let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
     c.check("daemon logs one structured line per denial", daemon_log.matches("enforcer: denied uid=1001 user=ai-worker").count() == expected

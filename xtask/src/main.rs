@@ -321,6 +321,7 @@ echo "@@say enforcer is running with the embedded default policy"
 step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
 step ps ai-worker docker ps
 step status root /usr/local/sbin/enforcer status
+stop_enforcer
 "#;
 
 /// Builds everything and boots `kernel_label` running `script`.
@@ -372,6 +373,13 @@ fn demo(kernel_label: &str) -> Result<()> {
     show("docker exec -u git gitea gitea admin user generate-access-token -u admin   # as ai-worker", "incident");
     show("docker ps   # as ai-worker", "ps");
     show("enforcer status   # as root", "status");
+    let denials: Vec<&str> = report
+        .file("enforcer-log")
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.starts_with("enforcer: denied"))
+        .collect();
+    println!("\n# the daemon's log (journald in production):\n{}", denials.join("\n"));
     let (incident_rc, incident_out) = report.step("incident").cloned().unwrap_or_default();
     let (ps_rc, _) = report.step("ps").cloned().unwrap_or((-1, String::new()));
     if report.done && incident_rc != 0 && incident_out.contains("Operation not permitted") && ps_rc == 0 {

@@ -2,6 +2,8 @@
 //!
 //!   exec-helper fexecve PATH ARGV...          open PATH, execveat(fd, "", AT_EMPTY_PATH)
 //!   exec-helper execveat DIR NAME ARGV...     execveat(dirfd of DIR, NAME)
+//!   exec-helper int80 PATH ARGV...            the i386 execve (int 0x80), as a 32-bit
+//!                                             program would call it
 //!
 //! ARGV includes argv[0]. On failure it prints the error (strerror) and exits 126.
 
@@ -19,8 +21,9 @@ fn main() {
             let fd = unsafe { libc_open(cstr(&args[1]).as_ptr(), 0o200000 | 0o2000000 /* O_DIRECTORY|O_CLOEXEC */) };
             (fd, args[2].clone(), &args[3..])
         }
+        Some("int80") if args.len() >= 3 => int80_execve(&args[1], &args[2..]),
         _ => {
-            eprintln!("usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV...");
+            eprintln!("usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV...");
             std::process::exit(2);
         }
     };
@@ -39,7 +42,53 @@ fn main() {
     std::process::exit(126);
 }
 
+/// execve through the 32-bit compat entry: strings and the pointer array must live below
+/// 4 GiB, so they go into a MAP_32BIT page.
+fn int80_execve(path: &str, argv: &[String]) -> ! {
+    const MAP_32BIT: i32 = 0x40;
+    let page = unsafe { mmap(std::ptr::null_mut(), 65536, 3 /* RW */, 0x22 | MAP_32BIT /* PRIVATE|ANON */, -1, 0) };
+    if page as isize == -1 {
+        eprintln!("exec-helper: mmap: {}", std::io::Error::last_os_error());
+        std::process::exit(126);
+    }
+    let base = page as *mut u8;
+    let mut offset = 4096usize; // pointer array in the first 4 KiB, strings after
+    let mut put = |s: &str| -> u32 {
+        let at = unsafe { base.add(offset) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), at, s.len());
+            *at.add(s.len()) = 0;
+        }
+        offset += s.len() + 1;
+        at as u32
+    };
+    let path_ptr = put(path);
+    let pointers = base as *mut u32;
+    for (i, arg) in argv.iter().enumerate() {
+        let p = put(arg);
+        unsafe { *pointers.add(i) = p };
+    }
+    unsafe { *pointers.add(argv.len()) = 0 };
+    let envp = unsafe { pointers.add(argv.len()) } as u32; // an empty list
+    let result: i32;
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {path:e}",
+            "int 0x80",
+            "pop rbx",
+            path = in(reg) path_ptr,
+            inlateout("eax") 11i32 => result,
+            in("ecx") pointers as u32,
+            in("edx") envp,
+        );
+    }
+    eprintln!("exec-helper: int 0x80 execve: {}", std::io::Error::from_raw_os_error(-result));
+    std::process::exit(126);
+}
+
 unsafe extern "C" {
+    fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, offset: i64) -> *mut u8;
     #[link_name = "open"]
     fn libc_open(path: *const i8, flags: i32, ...) -> i32;
     fn syscall(number: i64, ...) -> i64;
