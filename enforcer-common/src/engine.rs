@@ -91,7 +91,9 @@ pub enum Scan {
 pub enum Verdict {
     Allow,
     /// The rule's command set denies this command.
-    Deny { command: u32 },
+    Deny {
+        command: u32,
+    },
     /// The engine could not decide; the kernel denies.
     Undecidable(Reason),
 }
@@ -260,11 +262,7 @@ impl Scanner {
             }
             j += 1;
         }
-        if j >= len {
-            Step::Continue
-        } else {
-            Step::Done(Scan::Undecidable(Reason::ShortGroupTooLong))
-        }
+        if j >= len { Step::Continue } else { Step::Done(Scan::Undecidable(Reason::ShortGroupTooLong)) }
     }
 }
 
@@ -354,12 +352,7 @@ impl ArgvScan {
 }
 
 /// Scans argv[1..argc] and returns the command. `buf` is scratch space for one argument.
-pub fn scan_argv<A: ArgSource, G: Grammar>(
-    source: &mut A,
-    argc: u32,
-    buf: &mut ArgBuf,
-    grammar: &G,
-) -> Scan {
+pub fn scan_argv<A: ArgSource, G: Grammar>(source: &mut A, argc: u32, buf: &mut ArgBuf, grammar: &G) -> Scan {
     let mut scan = ArgvScan::new();
     let mut index = 1;
     loop {
@@ -389,7 +382,8 @@ mod tests {
 
     /// Scans `docker ARGS...`.
     fn scan(args: &[&str]) -> Scan {
-        let argv: Vec<String> = core::iter::once("docker").chain(args.iter().copied()).map(String::from).collect();
+        let argv: Vec<String> =
+            core::iter::once("docker").chain(args.iter().copied()).map(String::from).collect();
         scan_argv(&mut VecArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &StaticGrammar)
     }
 
@@ -512,7 +506,10 @@ mod tests {
                 Err(())
             }
         }
-        assert_eq!(scan_argv(&mut Broken, 3, &mut ArgBuf::new(), &StaticGrammar), Scan::Undecidable(Reason::UnreadableArgv));
+        assert_eq!(
+            scan_argv(&mut Broken, 3, &mut ArgBuf::new(), &StaticGrammar),
+            Scan::Undecidable(Reason::UnreadableArgv)
+        );
         assert_eq!(scan_argv(&mut Broken, 1, &mut ArgBuf::new(), &StaticGrammar), Scan::NoCommand);
     }
 
@@ -548,8 +545,26 @@ mod tests {
     #[test]
     fn random_argv_never_panics_and_suffixes_do_not_matter() {
         const WORDS: &[&str] = &[
-            "exec", "ps", "-D", "-H", "-l", "--host", "--host=x", "-Dl", "--", "-", "", "--debug",
-            "-x", "container", "=", "-H=", "--tls", "a", "-DDDDDDDDDDDDDDDDDDD", "--config",
+            "exec",
+            "ps",
+            "-D",
+            "-H",
+            "-l",
+            "--host",
+            "--host=x",
+            "-Dl",
+            "--",
+            "-",
+            "",
+            "--debug",
+            "-x",
+            "container",
+            "=",
+            "-H=",
+            "--tls",
+            "a",
+            "-DDDDDDDDDDDDDDDDDDD",
+            "--config",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

@@ -16,8 +16,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_loop, bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str,
             bpf_probe_read_user_str, bpf_task_pt_regs,
@@ -28,11 +28,10 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    grammar::Grammar, judge, ArgBuf, ArgSource, ArgvScan, Scan, DenialEvent, FileId, KernelOffsets,
-    Reason, RuleConfig, Scratch, Token, TokenInfo, Verdict, ACTION_AUDITED,
-    ACTION_DENIED, ARG_BUF, COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_COUNT,
-    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE, EVENT_ARGV_LEN,
-    EVENT_PATH_LEN, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT,
+    ACTION_AUDITED, ACTION_DENIED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, COUNTER_ALLOWED, COUNTER_AUDITED,
+    COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE, DenialEvent,
+    EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, KernelOffsets, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT,
+    Reason, RuleConfig, Scan, Scratch, Token, TokenInfo, Verdict, grammar::Grammar, judge,
 };
 
 const EPERM: i32 = 1;
@@ -142,9 +141,8 @@ impl UserArgv {
         // The event's argv has ARG_BUF bytes of slack past EVENT_ARGV_LEN, so any offset
         // below EVENT_ARGV_LEN plus any size below ARG_BUF stays inside it.
         let dst = unsafe { event.argv.as_mut_ptr().add(offset & (EVENT_ARGV_LEN - 1)) };
-        let copied = unsafe {
-            probe_read_kernel_raw(dst as *mut _, size as u32, buf.bytes.as_ptr() as *const _)
-        };
+        let copied =
+            unsafe { probe_read_kernel_raw(dst as *mut _, size as u32, buf.bytes.as_ptr() as *const _) };
         if copied == 0 {
             event.argv_len = (offset + size) as u32;
         }
@@ -156,14 +154,9 @@ impl ArgSource for UserArgv {
     fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()> {
         let index = index & 0xffff;
         let ptr: u64 =
-            unsafe { bpf_probe_read_user((self.argv + 8 * index as u64) as *const u64) }
-                .map_err(|_| ())?;
+            unsafe { bpf_probe_read_user((self.argv + 8 * index as u64) as *const u64) }.map_err(|_| ())?;
         let n = unsafe {
-            bpf_probe_read_user_str(
-                buf.bytes.as_mut_ptr() as *mut _,
-                ARG_BUF as u32,
-                ptr as *const _,
-            )
+            bpf_probe_read_user_str(buf.bytes.as_mut_ptr() as *mut _, ARG_BUF as u32, ptr as *const _)
         };
         if n <= 0 {
             return Err(());
@@ -217,9 +210,7 @@ unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
     {
         Ok(identity) => identity,
         Err(_) => {
-            return unsafe {
-                finish(event, uid, user_rules, Verdict::Undecidable(Reason::UnreadableFile))
-            };
+            return unsafe { finish(event, uid, user_rules, Verdict::Undecidable(Reason::UnreadableFile)) };
         }
     };
     let rules = match unsafe { BINARIES.get(&identity) } {
@@ -296,37 +287,46 @@ extern "C" fn log_one(_: u64, ctx: *mut c_void) -> i64 {
     if source.read(index, buf).is_err() { 1 } else { 0 }
 }
 
-/// Scans argv and judges it against every rule in `rules`; the first rule (lowest index)
-/// that does not allow decides, and is recorded in the event.
+/// What argv says, as the engine reads it. Every failure is an undecidable scan, so it
+/// is judged by the rules like any other result (audit mode then records, not denies).
 #[inline(always)]
-unsafe fn decide(bprm: u64, off: &KernelOffsets, rules: u32) -> Verdict {
+unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Scan {
     let argc: i32 = match unsafe { read_kernel(bprm, off.binprm_argc) } {
         Ok(argc) => argc,
-        Err(_) => return Verdict::Undecidable(Reason::UnreadableArgv),
+        Err(_) => return Scan::Undecidable(Reason::UnreadableArgv),
     };
+    state.argc = argc as u32;
+    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        unsafe { (*scratch).event.argc = argc as u32 };
+    }
+    state.argv = match unsafe { caller_argv(off) } {
+        Ok(argv) => argv,
+        Err(reason) => return Scan::Undecidable(reason),
+    };
+    // argv[0] goes to the log only.
+    unsafe { bpf_loop(1, log_one as *mut c_void, state as *mut _ as *mut c_void, 0) };
+    state.next = 1;
     // A `#!` script or binfmt_misc handler rewrote argv: the caller's argv is not what
     // the binary will receive.
     let filename: u64 = unsafe { read_kernel(bprm, off.binprm_filename) }.unwrap_or(0);
     let interp: u64 = unsafe { read_kernel(bprm, off.binprm_interp) }.unwrap_or(1);
-    let argv = match unsafe { caller_argv(off) } {
-        Ok(argv) => argv,
-        Err(reason) => return Verdict::Undecidable(reason),
-    };
-    let mut state = LoopState { argv, argc: argc as u32, next: 0, scan: ArgvScan::new(), result: None };
-    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
-        unsafe { (*scratch).event.argc = argc as u32 };
+    if filename != interp {
+        return Scan::Undecidable(Reason::Interpreter);
     }
-    // argv[0] goes to the log only.
-    unsafe { bpf_loop(1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0) };
-    state.next = 1;
-    let scan = if filename != interp {
-        Scan::Undecidable(Reason::Interpreter)
-    } else {
-        unsafe {
-            bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
-        };
-        state.result.unwrap_or(Scan::Undecidable(Reason::TooManyArgs))
-    };
+    let ran = unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, state as *mut _ as *mut c_void, 0) };
+    match state.result {
+        Some(result) if ran >= 0 => result,
+        // `step` always decides by index MAX_ARGS + 1, so this is a failed bpf_loop.
+        _ => Scan::Undecidable(Reason::NotConfigured),
+    }
+}
+
+/// Judges the exec against every rule in `rules`; the first rule (lowest index) that
+/// does not allow decides, and is recorded in the event with the rest of argv.
+#[inline(always)]
+unsafe fn decide(bprm: u64, off: &KernelOffsets, rules: u32) -> Verdict {
+    let mut state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(), result: None };
+    let scan = unsafe { scan_exec(bprm, off, &mut state) };
     let mut i = 0u32;
     while i < MAX_RULES as u32 {
         if rules & (1 << i) != 0 {
@@ -340,9 +340,11 @@ unsafe fn decide(bprm: u64, off: &KernelOffsets, rules: u32) -> Verdict {
                     event.rule = i;
                     event.action = if rule.is_audit() { ACTION_AUDITED } else { ACTION_DENIED };
                 }
-                unsafe {
-                    bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
-                };
+                if state.argv != 0 {
+                    unsafe {
+                        bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
+                    };
+                }
                 return verdict;
             }
         }

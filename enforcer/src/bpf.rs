@@ -1,11 +1,7 @@
 //! Loading the BPF object, learning file identities from the kernel, filling the policy
 //! maps and attaching the LSM programs.
 
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -13,9 +9,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::Lsm,
 };
-use enforcer_common::{
-    COUNTER_COUNT, FileId, KernelOffsets, RuleConfig, Token, TokenInfo, grammar,
-};
+use enforcer_common::{COUNTER_COUNT, FileId, KernelOffsets, RuleConfig, Token, TokenInfo, grammar};
 
 use crate::policy::Resolved;
 
@@ -93,9 +87,9 @@ impl Programs {
         let mut identities = BTreeMap::new();
         for path in paths {
             let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let identity = probed.get(&tid, 0).with_context(|| {
-                format!("the kernel reported no identity for {}", path.display())
-            })?;
+            let identity = probed
+                .get(&tid, 0)
+                .with_context(|| format!("the kernel reported no identity for {}", path.display()))?;
             drop(file);
             identities.insert(path.clone(), identity);
         }
@@ -132,9 +126,8 @@ impl Programs {
         let mut binaries: HashMap<&mut MapData, FileId, u32> =
             HashMap::try_from(self.ebpf.map_mut("BINARIES").context("map BINARIES missing")?)?;
         for (path, rule_mask) in &resolved.binaries {
-            let identity = identities
-                .get(path)
-                .ok_or_else(|| anyhow!("no kernel identity for {}", path.display()))?;
+            let identity =
+                identities.get(path).ok_or_else(|| anyhow!("no kernel identity for {}", path.display()))?;
             // Two paths may share an inode (hard links): their rule sets add up.
             let mask = binaries.get(identity, 0).unwrap_or(0) | rule_mask;
             binaries.insert(identity, mask, 0).context("cannot fill the binaries map")?;
@@ -199,12 +192,7 @@ pub fn exec_hook_attached() -> bool {
     let Ok(programs): Result<Vec<_>, _> = aya::programs::loaded_programs().collect() else {
         return false;
     };
-    let ours: Vec<u32> = programs
-        .iter()
-        .filter(|p| p.name_as_str() == Some(EXEC_PROGRAM))
-        .map(|p| p.id())
-        .collect();
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .any(|link| ours.contains(&link.program_id()))
+    let ours: Vec<u32> =
+        programs.iter().filter(|p| p.name_as_str() == Some(EXEC_PROGRAM)).map(|p| p.id()).collect();
+    aya::programs::loaded_links().filter_map(Result::ok).any(|link| ours.contains(&link.program_id()))
 }

@@ -9,9 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use enforcer_common::{
-    ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason, grammar,
-};
+use enforcer_common::{ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason, grammar};
 use serde::{Deserialize, Serialize};
 
 pub const DENIALS_FILE: &str = "denials.jsonl";
@@ -55,11 +53,7 @@ fn wall_time(ktime_ns: u64) -> SystemTime {
 
 /// Turns a kernel event into a record. `rule_names` and `binaries` map indices and
 /// identities back to what the policy called them.
-pub fn decode(
-    event: &DenialEvent,
-    rule_names: &[String],
-    binaries: &BTreeMap<FileId, PathBuf>,
-) -> Denial {
+pub fn decode(event: &DenialEvent, rule_names: &[String], binaries: &BTreeMap<FileId, PathBuf>) -> Denial {
     let argv_len = (event.argv_len as usize).min(event.argv.len());
     let bytes = &event.argv[..argv_len];
     // Each argument ends with its NUL; drop the last one so split yields no phantom "".
@@ -208,7 +202,10 @@ mod tests {
         assert_eq!(denial.action, "denied");
         let line = denial.log_line();
         assert!(line.starts_with("enforcer: denied uid=1001"), "{line}");
-        assert!(line.contains("command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"), "{line}");
+        assert!(
+            line.contains("command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"),
+            "{line}"
+        );
     }
 
     #[test]

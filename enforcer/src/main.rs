@@ -160,8 +160,10 @@ async fn run(config: Option<&Path>, state_dir: &Path, verbose: bool) -> Result<(
         }
     }
     let counters = programs.counters()?;
-    eprintln!("enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {})",
-        counters[0], counters[2], counters[3], counters[4], counters[5]);
+    eprintln!(
+        "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {})",
+        counters[0], counters[2], counters[3], counters[4], counters[5]
+    );
     Ok(())
 }
 
@@ -196,17 +198,18 @@ struct Status {
 }
 
 fn status(json: bool, limit: usize, state_dir: &Path) -> Result<ExitCode> {
-    let status = Status {
-        enforcing: bpf::exec_hook_attached(),
-        denials: DenialLog::new(state_dir).recent(limit)?,
-    };
+    let status =
+        Status { enforcing: bpf::exec_hook_attached(), denials: DenialLog::new(state_dir).recent(limit)? };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         println!("enforcing: {}", if status.enforcing { "yes" } else { "NO" });
         println!("recent denials ({}):", status.denials.len());
         if !status.denials.is_empty() {
-            println!("  {:<24} {:<12} {:>7} {:<18} {:<8} {:<22} argv", "time", "user", "pid", "rule", "action", "reason");
+            println!(
+                "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<22} argv",
+                "time", "user", "pid", "rule", "action", "reason"
+            );
         }
         for d in &status.denials {
             let reason = match &d.command {

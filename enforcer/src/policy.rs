@@ -18,9 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use enforcer_common::{
-    MAX_RULES, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig, grammar,
-};
+use enforcer_common::{MAX_RULES, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig, grammar};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -280,10 +278,7 @@ impl Policy {
                         }
                     }
                     None => {
-                        return Err(error(
-                            Some(command.span()),
-                            format!("unknown docker command {word:?}"),
-                        ));
+                        return Err(error(Some(command.span()), format!("unknown docker command {word:?}")));
                     }
                 }
             }
@@ -414,10 +409,7 @@ impl Policy {
             if found == 0 {
                 let what = match &rule.binaries {
                     Some(_) => "none of its binaries exists".to_string(),
-                    None => format!(
-                        "no docker binary found in PATH or in {}",
-                        USUAL_DOCKER_DIRS.join(", ")
-                    ),
+                    None => format!("no docker binary found in PATH or in {}", USUAL_DOCKER_DIRS.join(", ")),
                 };
                 return Err(error(
                     rule.binaries.as_ref().and_then(|b| b.first().map(|(_, p)| *p)),
@@ -470,8 +462,7 @@ mod tests {
         assert_eq!(rule.kind, ListKind::Deny);
         assert!(rule.binaries.is_none());
         assert_eq!(rule.users[0].0, UserSpec::Name("ai-worker".into()));
-        let words: Vec<_> =
-            rule.commands.iter().map(|&id| grammar::command_name(id).unwrap()).collect();
+        let words: Vec<_> = rule.commands.iter().map(|&id| grammar::command_name(id).unwrap()).collect();
         assert_eq!(
             words,
             ["exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag"]
@@ -495,10 +486,7 @@ deny = ["exec", "cp"]
         assert_eq!(policy.mode, Mode::Audit);
         let rule = &policy.rules[0];
         let users: Vec<_> = rule.users.iter().map(|(u, _)| u.clone()).collect();
-        assert_eq!(
-            users,
-            [UserSpec::Name("ai-worker".into()), UserSpec::Uid(1002), UserSpec::Uid(1003)]
-        );
+        assert_eq!(users, [UserSpec::Name("ai-worker".into()), UserSpec::Uid(1002), UserSpec::Uid(1003)]);
         assert_eq!(rule.binaries.as_ref().unwrap().len(), 2);
         let config = &policy.rule_configs()[0];
         assert!(config.is_audit());
@@ -516,7 +504,8 @@ deny = ["exec", "cp"]
         );
         let syntax = err("[[rule]]\nname = \"r\nusers = []\n");
         assert!(syntax.starts_with("policy.toml:2:"), "{syntax}");
-        let unknown_field = err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\ndeny = [\"exec\"]\nbinary = [\"/x\"]\n");
+        let unknown_field =
+            err("[[rule]]\nname = \"r\"\nusers = [\"u\"]\ndeny = [\"exec\"]\nbinary = [\"/x\"]\n");
         assert!(unknown_field.starts_with("policy.toml:5:1: unknown field `binary`"), "{unknown_field}");
         let wrong_type = err("[[rule]]\nname = \"r\"\nusers = \"ai-worker\"\ndeny = [\"exec\"]\n");
         assert!(wrong_type.starts_with("policy.toml:3:9:"), "{wrong_type}");
@@ -590,7 +579,8 @@ deny = ["exec", "cp"]
 
     #[test]
     fn resolution_errors_and_warnings() {
-        let system = FakeSystem { users: vec![], files: vec![("/usr/bin/docker", "/usr/bin/docker")], path: vec![] };
+        let system =
+            FakeSystem { users: vec![], files: vec![("/usr/bin/docker", "/usr/bin/docker")], path: vec![] };
         let unknown = Policy::default_policy().resolve(&system).unwrap_err().to_string();
         assert!(unknown.contains("unknown user \"ai-worker\""), "{unknown}");
 

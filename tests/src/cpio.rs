@@ -26,7 +26,19 @@ impl Archive {
         self.inode += 1;
         let header = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.inode, mode, uid, gid, 1, 0, body.len(), 0, 0, 0, 0, name.len() + 1, 0
+            self.inode,
+            mode,
+            uid,
+            gid,
+            1,
+            0,
+            body.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
         );
         self.data.extend_from_slice(header.as_bytes());
         self.data.extend_from_slice(name.as_bytes());
@@ -93,7 +105,8 @@ impl Archive {
     }
 
     pub fn write_to(self, path: &Path) -> Result<()> {
-        let mut file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         file.write_all(&self.finish())?;
         Ok(())
     }

@@ -123,7 +123,8 @@ fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
 /// appended to it (the kernel unpacks concatenated archives in order).
 pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     let mut archive = Archive::new();
-    for dir in ["proc", "sys", "dev", "tmp", "run", "root", "etc/enforcer", "var/lib", "mnt", "usr/local/bin"] {
+    for dir in ["proc", "sys", "dev", "tmp", "run", "root", "etc/enforcer", "var/lib", "mnt", "usr/local/bin"]
+    {
         archive.dir(dir);
     }
     archive.symlink("var/run", "/run");
@@ -335,7 +336,8 @@ mod tests {
 
     #[test]
     fn report_parsing() {
-        let console = "booting\n[  1.0] x @@step ps 0 aGVsbG8K\r\n@@file log -\n@@file j eyJhIjoxfQ==\n@@done\n";
+        let console =
+            "booting\n[  1.0] x @@step ps 0 aGVsbG8K\r\n@@file log -\n@@file j eyJhIjoxfQ==\n@@done\n";
         let report = Report::parse(console).unwrap();
         assert_eq!(report.step("ps"), Some(&(0, "hello\n".to_string())));
         assert_eq!(report.files.get("log"), Some(&None));

@@ -193,8 +193,13 @@ fn setup_bpf_linker() -> Result<()> {
     let libllvm = std::fs::read_dir(&lib_dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("libLLVM.so.{llvm_major}"))))
-        .ok_or_else(|| anyhow!("no libLLVM.so.{llvm_major}* in {} (rustup component add llvm-tools?)", lib_dir.display()))?;
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("libLLVM.so.{llvm_major}")))
+        })
+        .ok_or_else(|| {
+            anyhow!("no libLLVM.so.{llvm_major}* in {} (rustup component add llvm-tools?)", lib_dir.display())
+        })?;
     let prefix = target_dir().join("tools").join("llvm-prefix");
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib").join("libLLVM.so");
@@ -237,7 +242,8 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
         }
         apt.update()?;
         let search = output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
-        let mut names: Vec<String> = search.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+        let mut names: Vec<String> =
+            search.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
         names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
         let package = names.pop().ok_or_else(|| anyhow!("no Debian package matches {pattern}"))?;
         say(&format!("kernel {label}: downloading {package}"));
@@ -261,7 +267,10 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
 
 /// Numeric parts of a package name, for "newest" ordering (6.1.0-9 < 6.1.0-54).
 fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 fn unpacked_kernel(label: &str, dir: &Path) -> Result<Option<Kernel>> {
@@ -272,7 +281,11 @@ fn unpacked_kernel(label: &str, dir: &Path) -> Result<Option<Kernel>> {
     for entry in std::fs::read_dir(&boot)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if let Some(release) = name.strip_prefix("vmlinuz-") {
-            return Ok(Some(Kernel { label: label.to_string(), release: release.to_string(), root: dir.to_path_buf() }));
+            return Ok(Some(Kernel {
+                label: label.to_string(),
+                release: release.to_string(),
+                root: dir.to_path_buf(),
+            }));
         }
     }
     Ok(None)
@@ -280,7 +293,9 @@ fn unpacked_kernel(label: &str, dir: &Path) -> Result<Option<Kernel>> {
 
 fn build() -> Result<Artifacts> {
     say("cargo build --release (enforcer + BPF object, mock docker API)");
-    run(Command::new(env!("CARGO")).args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"]).current_dir(workspace_root()))?;
+    run(Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"])
+        .current_dir(workspace_root()))?;
     let release = target_dir().join("release");
     Ok(Artifacts {
         enforcer: release.join("enforcer"),
@@ -292,7 +307,9 @@ fn build() -> Result<Artifacts> {
 
 fn unit_tests() -> Result<()> {
     say("host unit tests: cargo test --workspace (BPF crate excluded: it only builds for BPF)");
-    run(Command::new(env!("CARGO")).args(["test", "--workspace", "--exclude", "enforcer-ebpf"]).current_dir(workspace_root()))
+    run(Command::new(env!("CARGO"))
+        .args(["test", "--workspace", "--exclude", "enforcer-ebpf"])
+        .current_dir(workspace_root()))
 }
 
 fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<ExitCode> {
@@ -352,7 +369,8 @@ fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Resu
 }
 
 fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
-    let text = std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
+    let text =
+        std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
     let report = boot_script(kernel_label, &text, "shell", true)?;
     for (name, (rc, out)) in &report.steps {
         println!("--- step {name}: exit {rc}\n{out}");
@@ -370,7 +388,10 @@ fn demo(kernel_label: &str) -> Result<()> {
         println!("\n$ {title}\n{}[exit {rc}]", out);
     };
     show("enforcer status   # as root, daemon just started", "enforcer-start");
-    show("docker exec -u git gitea gitea admin user generate-access-token -u admin   # as ai-worker", "incident");
+    show(
+        "docker exec -u git gitea gitea admin user generate-access-token -u admin   # as ai-worker",
+        "incident",
+    );
     show("docker ps   # as ai-worker", "ps");
     show("enforcer status   # as root", "status");
     let denials: Vec<&str> = report
@@ -386,6 +407,9 @@ fn demo(kernel_label: &str) -> Result<()> {
         println!("\ndemo: the kernel refused ai-worker's docker exec (EPERM); docker ps still works.");
         Ok(())
     } else {
-        bail!("the demo did not go as expected; console in {}", target_dir().join("vm/demo/console.log").display())
+        bail!(
+            "the demo did not go as expected; console in {}",
+            target_dir().join("vm/demo/console.log").display()
+        )
     }
 }

@@ -14,16 +14,22 @@ fn main() {
     let cstr = |s: &str| CString::new(s).expect("no NUL in arguments");
     let (fd, name, argv) = match args.first().map(String::as_str) {
         Some("fexecve") if args.len() >= 3 => {
-            let fd = unsafe { libc_open(cstr(&args[1]).as_ptr(), 0o2000000 /* O_RDONLY|O_CLOEXEC */) };
+            let fd = unsafe {
+                libc_open(cstr(&args[1]).as_ptr(), 0o2000000 /* O_RDONLY|O_CLOEXEC */)
+            };
             (fd, String::new(), &args[2..])
         }
         Some("execveat") if args.len() >= 4 => {
-            let fd = unsafe { libc_open(cstr(&args[1]).as_ptr(), 0o200000 | 0o2000000 /* O_DIRECTORY|O_CLOEXEC */) };
+            let fd = unsafe {
+                libc_open(cstr(&args[1]).as_ptr(), 0o200000 | 0o2000000 /* O_DIRECTORY|O_CLOEXEC */)
+            };
             (fd, args[2].clone(), &args[3..])
         }
         Some("int80") if args.len() >= 3 => int80_execve(&args[1], &args[2..]),
         _ => {
-            eprintln!("usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV...");
+            eprintln!(
+                "usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV..."
+            );
             std::process::exit(2);
         }
     };
@@ -35,9 +41,22 @@ fn main() {
     let mut argv_p: Vec<*const i8> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let envp: [*const i8; 1] = [std::ptr::null()];
-    let flags = if name.is_empty() { 0x1000 /* AT_EMPTY_PATH */ } else { 0 };
+    let flags = if name.is_empty() {
+        0x1000 /* AT_EMPTY_PATH */
+    } else {
+        0
+    };
     let name = cstr(&name);
-    unsafe { syscall(322 /* execveat */, fd as i64, name.as_ptr(), argv_p.as_ptr(), envp.as_ptr(), flags as i64) };
+    unsafe {
+        syscall(
+            322, /* execveat */
+            fd as i64,
+            name.as_ptr(),
+            argv_p.as_ptr(),
+            envp.as_ptr(),
+            flags as i64,
+        )
+    };
     eprintln!("exec-helper: execveat: {}", std::io::Error::last_os_error());
     std::process::exit(126);
 }
@@ -46,7 +65,9 @@ fn main() {
 /// 4 GiB, so they go into a MAP_32BIT page.
 fn int80_execve(path: &str, argv: &[String]) -> ! {
     const MAP_32BIT: i32 = 0x40;
-    let page = unsafe { mmap(std::ptr::null_mut(), 65536, 3 /* RW */, 0x22 | MAP_32BIT /* PRIVATE|ANON */, -1, 0) };
+    let page = unsafe {
+        mmap(std::ptr::null_mut(), 65536, 3 /* RW */, 0x22 | MAP_32BIT /* PRIVATE|ANON */, -1, 0)
+    };
     if page as isize == -1 {
         eprintln!("exec-helper: mmap: {}", std::io::Error::last_os_error());
         std::process::exit(126);
