@@ -305,10 +305,14 @@ fn command_word<G: Grammar>(arg: &ArgBuf, grammar: &G) -> Scan {
     }
 }
 
+/// An argument could not be read (memory fault, missing pointer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadError;
+
 /// Where the engine gets argv[i] from: the caller's memory in the kernel, a `Vec` in
 /// userspace. `read` fills `buf` with argument `index` or fails.
 pub trait ArgSource {
-    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()>;
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError>;
 }
 
 /// Drives a [`Scanner`] over argv one index at a time. The kernel calls `step` from a
@@ -374,8 +378,8 @@ mod tests {
     struct VecArgv<'a>(&'a [String]);
 
     impl ArgSource for VecArgv<'_> {
-        fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()> {
-            buf.set(self.0.get(index as usize).ok_or(())?.as_bytes());
+        fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
+            buf.set(self.0.get(index as usize).ok_or(ReadError)?.as_bytes());
             Ok(())
         }
     }
@@ -502,8 +506,8 @@ mod tests {
     fn unreadable_argv_is_undecidable() {
         struct Broken;
         impl ArgSource for Broken {
-            fn read(&mut self, _: u32, _: &mut ArgBuf) -> Result<(), ()> {
-                Err(())
+            fn read(&mut self, _: u32, _: &mut ArgBuf) -> Result<(), ReadError> {
+                Err(ReadError)
             }
         }
         assert_eq!(

@@ -31,7 +31,7 @@ use enforcer_common::{
     ACTION_AUDITED, ACTION_DENIED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, COUNTER_ALLOWED, COUNTER_AUDITED,
     COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE, DenialEvent,
     EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, KernelOffsets, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT,
-    Reason, RuleConfig, Scan, Scratch, Token, TokenInfo, Verdict, grammar::Grammar, judge,
+    ReadError, Reason, RuleConfig, Scan, Scratch, Token, TokenInfo, Verdict, grammar::Grammar, judge,
 };
 
 const EPERM: i32 = 1;
@@ -151,15 +151,15 @@ impl UserArgv {
 
 impl ArgSource for UserArgv {
     #[inline(always)]
-    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ()> {
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
         let index = index & 0xffff;
-        let ptr: u64 =
-            unsafe { bpf_probe_read_user((self.argv + 8 * index as u64) as *const u64) }.map_err(|_| ())?;
+        let ptr: u64 = unsafe { bpf_probe_read_user((self.argv + 8 * index as u64) as *const u64) }
+            .map_err(|_| ReadError)?;
         let n = unsafe {
             bpf_probe_read_user_str(buf.bytes.as_mut_ptr() as *mut _, ARG_BUF as u32, ptr as *const _)
         };
         if n <= 0 {
-            return Err(());
+            return Err(ReadError);
         }
         let n = (n as u32).min(ARG_BUF as u32);
         buf.len = n - 1;

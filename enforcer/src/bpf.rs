@@ -187,12 +187,16 @@ fn verifier_error(name: &str, error: aya::programs::ProgramError) -> anyhow::Err
     }
 }
 
-/// Whether the exec hook of some enforcer instance is attached right now.
-pub fn exec_hook_attached() -> bool {
-    let Ok(programs): Result<Vec<_>, _> = aya::programs::loaded_programs().collect() else {
-        return false;
-    };
+/// Whether the exec hook of some enforcer instance is attached right now. Listing the
+/// kernel's programs and links needs privilege; that failure is an error, not a "no".
+pub fn exec_hook_attached() -> Result<bool> {
+    let programs: Vec<_> = aya::programs::loaded_programs()
+        .collect::<Result<_, _>>()
+        .context("cannot list the kernel's BPF programs (run as root)")?;
     let ours: Vec<u32> =
         programs.iter().filter(|p| p.name_as_str() == Some(EXEC_PROGRAM)).map(|p| p.id()).collect();
-    aya::programs::loaded_links().filter_map(Result::ok).any(|link| ours.contains(&link.program_id()))
+    let links: Vec<_> = aya::programs::loaded_links()
+        .collect::<Result<_, _>>()
+        .context("cannot list the kernel's BPF links (run as root)")?;
+    Ok(links.iter().any(|link| ours.contains(&link.program_id())))
 }

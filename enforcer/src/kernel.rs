@@ -12,27 +12,33 @@ pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
 /// Fails with the fix when the kernel cannot run BPF LSM programs.
 pub fn check_bpf_lsm() -> Result<()> {
-    if !Path::new(VMLINUX_BTF).exists() {
-        bail!(
-            "this kernel has no BTF ({VMLINUX_BTF} is missing): enforcer needs a kernel built \
-             with CONFIG_DEBUG_INFO_BTF=y"
-        );
-    }
     if !Path::new(LSM_LIST).exists() {
         // securityfs is not mounted everywhere (minimal systems, containers).
         mount_securityfs();
     }
-    let lsms = std::fs::read_to_string(LSM_LIST).with_context(|| {
-        format!("cannot read {LSM_LIST} to check that the BPF LSM is active (is securityfs mounted?)")
-    })?;
-    if !lsms.trim().split(',').any(|lsm| lsm == "bpf") {
+    check_bpf_lsm_at(Path::new(VMLINUX_BTF), Path::new(LSM_LIST))
+}
+
+fn check_bpf_lsm_at(btf: &Path, lsm_list: &Path) -> Result<()> {
+    if !btf.exists() {
         bail!(
-            "the BPF LSM is not active (active LSMs: {}). Boot the kernel with \"bpf\" added to \
-             the lsm= parameter, keeping the others, e.g. lsm={},bpf (on NixOS: \
-             boot.kernelParams = [ \"lsm={},bpf\" ]; the NixOS module does this)",
-            lsms.trim(),
-            lsms.trim(),
-            lsms.trim()
+            "this kernel has no BTF ({} is missing): enforcer needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y",
+            btf.display()
+        );
+    }
+    let lsms = std::fs::read_to_string(lsm_list).with_context(|| {
+        format!(
+            "cannot read {} to check that the BPF LSM is active (is securityfs mounted?)",
+            lsm_list.display()
+        )
+    })?;
+    let lsms = lsms.trim();
+    if !lsms.split(',').any(|lsm| lsm == "bpf") {
+        bail!(
+            "the BPF LSM is not active (active LSMs: {lsms}). Boot the kernel with \"bpf\" added \
+             to the lsm= parameter, keeping the others: lsm={lsms},bpf (on NixOS: \
+             boot.kernelParams = [ \"lsm={lsms},bpf\" ];)"
         );
     }
     Ok(())
@@ -71,17 +77,16 @@ fn find_member(
         let name = btf.resolve_name(m).unwrap_or_default();
         let bits = base_bits + m.bit_offset();
         if name == wanted {
-            if bits % 8 != 0 {
+            if !bits.is_multiple_of(8) {
                 bail!("member {wanted} is a bitfield");
             }
             return Ok(Some((bits / 8, int_size(btf, btf.resolve_chained_type(m)?))));
         }
-        if name.is_empty() {
-            if let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)? {
-                if let Some(found) = find_member(btf, &inner, wanted, bits)? {
-                    return Ok(Some(found));
-                }
-            }
+        if name.is_empty()
+            && let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)?
+            && let Some(found) = find_member(btf, &inner, wanted, bits)?
+        {
+            return Ok(Some(found));
         }
     }
     Ok(None)
@@ -141,6 +146,28 @@ mod tests {
         assert_eq!(offsets.regs_si, 104);
         assert_eq!(offsets.regs_dx, 96);
         assert_eq!(offsets.valid, 1);
+    }
+
+    #[test]
+    fn bpf_lsm_check_says_what_to_fix() {
+        let dir = std::env::temp_dir().join(format!("enforcer-lsm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let btf = dir.join("vmlinux");
+        let lsm = dir.join("lsm");
+        let missing_btf = check_bpf_lsm_at(&btf, &lsm).unwrap_err().to_string();
+        assert!(missing_btf.contains("CONFIG_DEBUG_INFO_BTF=y"), "{missing_btf}");
+        std::fs::write(&btf, b"").unwrap();
+        let unreadable = check_bpf_lsm_at(&btf, &lsm).unwrap_err().to_string();
+        assert!(unreadable.contains("is securityfs mounted?"), "{unreadable}");
+        std::fs::write(&lsm, b"lockdown,capability,yama,apparmor\n").unwrap();
+        let inactive = check_bpf_lsm_at(&btf, &lsm).unwrap_err().to_string();
+        assert!(inactive.contains("lsm=lockdown,capability,yama,apparmor,bpf"), "{inactive}");
+        std::fs::write(&lsm, b"lockdown,capability,bpf\n").unwrap();
+        check_bpf_lsm_at(&btf, &lsm).unwrap();
+        // "bpf" must be a whole entry, not part of one.
+        std::fs::write(&lsm, b"lockdown,notbpf\n").unwrap();
+        assert!(check_bpf_lsm_at(&btf, &lsm).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -199,7 +199,7 @@ struct Status {
 
 fn status(json: bool, limit: usize, state_dir: &Path) -> Result<ExitCode> {
     let status =
-        Status { enforcing: bpf::exec_hook_attached(), denials: DenialLog::new(state_dir).recent(limit)? };
+        Status { enforcing: bpf::exec_hook_attached()?, denials: DenialLog::new(state_dir).recent(limit)? };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -49,7 +49,7 @@ impl Archive {
     }
 
     fn pad(&mut self) {
-        while self.data.len() % 4 != 0 {
+        while !self.data.len().is_multiple_of(4) {
             self.data.push(0);
         }
     }
@@ -98,7 +98,7 @@ impl Archive {
     /// The archive with its trailer. Several archives may be concatenated into one initrd.
     pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, 0, 0, &[]);
-        while self.data.len() % 512 != 0 {
+        while !self.data.len().is_multiple_of(512) {
             self.data.push(0);
         }
         self.data

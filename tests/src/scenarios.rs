@@ -124,6 +124,13 @@ step fexecve-ps ai-worker /usr/local/bin/exec-helper fexecve /usr/bin/docker doc
 step ps ai-worker docker ps
 step version ai-worker docker version
 step ps-lookalike ai-worker docker ps --filter name=exec
+step version-flag ai-worker docker --version
+# The engine's limits, in the kernel: 63 options then the command is decided, 64 are not.
+step globals-63 ai-worker docker $(for i in $(seq 63); do printf -- '-D '; done) ps
+step globals-64 ai-worker docker $(for i in $(seq 64); do printf -- '-D '; done) ps
+step unknown-global ai-worker docker --frobnicate ps
+step long-command ai-worker docker $(for i in $(seq 300); do printf x; done)
+step long-argv ai-worker docker exec gitea $(seq 1000 1200)
 "#,
     );
     for command in SEED_DENY_LIST {
@@ -136,6 +143,7 @@ step other-exec bob docker exec gitea true
 step status root /usr/local/sbin/enforcer status --json --limit 100
 step status-table root /usr/local/sbin/enforcer status --limit 100
 step status-limit root /usr/local/sbin/enforcer status --json --limit 2
+step status-unprivileged bob /usr/local/sbin/enforcer status
 cp /tmp/mock-api.log /tmp/mock-api-enforced.log
 stop_enforcer
 step status-after root /usr/local/sbin/enforcer status --json --limit 100
@@ -147,6 +155,15 @@ report_file denials /var/lib/enforcer/denials.jsonl
     );
     script
 }
+
+/// Steps of the default-policy group that exceed the engine's limits, and the reason the
+/// kernel must log. (`long-argv` is decided: exec comes first; its log is cut.)
+const LIMIT_DENIALS: &[(&str, &str)] = &[
+    ("globals-64", "too_many_args"),
+    ("unknown-global", "unknown_global_option"),
+    ("long-command", "command_too_long"),
+    ("long-argv", "command"),
+];
 
 fn check_default_policy(c: &mut Checks) {
     c.finished();
@@ -185,6 +202,11 @@ fn check_default_policy(c: &mut Checks) {
         c.denied(step);
     }
     c.succeeded("other-binary");
+    c.succeeded("version-flag");
+    c.succeeded("globals-63");
+    for step in LIMIT_DENIALS.iter().map(|(step, _)| step) {
+        c.denied(step);
+    }
     c.succeeded("int80-other-binary");
     c.succeeded("fexecve-ps");
     let (rc, out) = c.step("unprivileged");
@@ -262,6 +284,12 @@ fn check_default_policy(c: &mut Checks) {
             .is_some_and(|d| d.len() == 2 && d[1]["command"] == "tag" && d[0]["command"] == "push"),
         || format!("{limited:#}"),
     );
+    let (rc, out) = c.step("status-unprivileged");
+    c.check(
+        "status without privilege fails instead of claiming anything",
+        rc != 0 && out.contains("run as root"),
+        || format!("exit {rc}: {out}"),
+    );
     let (_, table) = c.step("status-table");
     c.check(
         "status table shows enforcing and the denial",
@@ -271,7 +299,7 @@ fn check_default_policy(c: &mut Checks) {
 
     let log = c.report.file("denials").unwrap_or("").to_string();
     let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len();
+    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len();
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
     });
@@ -303,6 +331,23 @@ fn check_default_policy(c: &mut Checks) {
         "docker as a #! interpreter is denied as undecidable (reason interpreter)",
         interpreter.is_some_and(|r| r["command"].is_null()),
         || log.clone(),
+    );
+    for (step, reason) in LIMIT_DENIALS {
+        c.check(
+            format!("{step}: logged with reason {reason}"),
+            records.iter().any(|r| r["reason"] == *reason),
+            || log.clone(),
+        );
+    }
+    let long = records.iter().find(|r| r["argv"].get(3) == Some(&serde_json::json!("1000")));
+    c.check(
+        "a long argv is logged truncated, with its start",
+        long.is_some_and(|r| {
+            r["argv_truncated"] == true
+                && r["command"] == "exec"
+                && r["argv"].as_array().is_some_and(|a| a.len() > 50 && a.len() < 203)
+        }),
+        || format!("{long:?}"),
     );
     let compat = records.iter().find(|r| r["reason"] == "unsupported_exec_path");
     c.check(

@@ -244,7 +244,7 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
         let search = output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
         let mut names: Vec<String> =
             search.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|a| version_key(a));
         let package = names.pop().ok_or_else(|| anyhow!("no Debian package matches {pattern}"))?;
         say(&format!("kernel {label}: downloading {package}"));
         let download = cache.join("download");

@@ -72,7 +72,7 @@ fn int80_execve(path: &str, argv: &[String]) -> ! {
         eprintln!("exec-helper: mmap: {}", std::io::Error::last_os_error());
         std::process::exit(126);
     }
-    let base = page as *mut u8;
+    let base = page;
     let mut offset = 4096usize; // pointer array in the first 4 KiB, strings after
     let mut put = |s: &str| -> u32 {
         let at = unsafe { base.add(offset) };
