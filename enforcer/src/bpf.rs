@@ -61,19 +61,27 @@ impl Programs {
             .with_context(|| format!("program {name} is not an LSM program"))
     }
 
+    /// Loads program `name` for LSM hook `hook` (the kernel's verifier runs here).
+    fn load_lsm(&mut self, name: &str, hook: &str) -> Result<&mut Lsm> {
+        let program: &mut Lsm = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not an LSM program"))?;
+        program.load(hook, &self.btf).map_err(|e| verifier_error(name, e))?;
+        Ok(program)
+    }
+
     /// The identity the kernel uses for each path: a `file_open` probe, attached only for
     /// this, records what the kernel sees when this process opens the file.
     pub fn kernel_identities(&mut self, paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, FileId>> {
-        let btf = &self.btf;
-        let program: &mut Lsm = self
-            .ebpf
-            .program_mut(PROBE_PROGRAM)
-            .ok_or_else(|| anyhow!("program {PROBE_PROGRAM} missing"))?
-            .try_into()?;
-        program.load("file_open", btf).map_err(|e| verifier_error(PROBE_PROGRAM, e))?;
-        let link = program.attach().context("cannot attach the file identity probe")?;
+        let link = self
+            .load_lsm(PROBE_PROGRAM, "file_open")?
+            .attach()
+            .context("cannot attach the file identity probe")?;
         let result = self.probe_paths(paths);
-        let program: &mut Lsm = self.ebpf.program_mut(PROBE_PROGRAM).unwrap().try_into()?;
+        let program = self.lsm(PROBE_PROGRAM)?;
         program.detach(link).context("cannot detach the file identity probe")?;
         program.unload().ok();
         result
@@ -144,14 +152,9 @@ impl Programs {
 
     /// Attaches the exec hook: from here on, the policy is enforced.
     pub fn attach_exec_hook(&mut self) -> Result<()> {
-        let btf = &self.btf;
-        let program: &mut Lsm = self
-            .ebpf
-            .program_mut(EXEC_PROGRAM)
-            .ok_or_else(|| anyhow!("program {EXEC_PROGRAM} missing"))?
-            .try_into()?;
-        program.load("bprm_check_security", btf).map_err(|e| verifier_error(EXEC_PROGRAM, e))?;
-        program.attach().context("cannot attach the exec hook at bprm_check_security")?;
+        self.load_lsm(EXEC_PROGRAM, "bprm_check_security")?
+            .attach()
+            .context("cannot attach the exec hook at bprm_check_security")?;
         Ok(())
     }
 

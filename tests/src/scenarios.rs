@@ -71,6 +71,13 @@ impl<'a> Checks<'a> {
             .collect()
     }
 
+    /// The JSON denial log the VM reported (file "denials"): its text and its records.
+    fn denial_log(&self) -> (String, Vec<serde_json::Value>) {
+        let log = self.report.file("denials").unwrap_or("").to_string();
+        let records = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (log, records)
+    }
+
     fn finished(&mut self) {
         let done = self.report.done;
         let tail: String = {
@@ -297,8 +304,7 @@ fn check_default_policy(c: &mut Checks) {
         || table.clone(),
     );
 
-    let log = c.report.file("denials").unwrap_or("").to_string();
-    let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (log, records) = c.denial_log();
     let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len();
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
@@ -436,7 +442,7 @@ fn check_filesystems(c: &mut Checks) {
         rc != 126 && !out.contains("Operation not permitted"),
         || format!("exit {rc}: {out}"),
     );
-    let records = c.report.file("denials").unwrap_or("").lines().count();
+    let records = c.denial_log().1.len();
     c.check("two denials logged", records == 2, || format!("{records} records"));
 }
 
@@ -477,8 +483,7 @@ fn check_audit_mode(c: &mut Checks) {
         || format!("{worker:?}"),
     );
     c.succeeded("audit-ps");
-    let log = c.report.file("denials").unwrap_or("").to_string();
-    let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (log, records) = c.denial_log();
     c.check(
         "the would-be denial is recorded as audited",
         records.len() == 2
