@@ -115,6 +115,9 @@ step exec-absolute ai-worker /usr/bin/docker exec gitea true
 ln -s /usr/bin/docker /tmp/dk
 step exec-symlink ai-worker /tmp/dk exec gitea true
 step exec-sh ai-worker sh -c 'docker exec gitea true'
+step exec-relative ai-worker sh -c 'cd /usr/bin && ./docker exec gitea true'
+mkdir -p /tmp/evil-bin && ln -s /usr/bin/docker /tmp/evil-bin/docker
+step exec-path-order ai-worker sh -c 'PATH=/tmp/evil-bin:/usr/bin docker exec gitea true'
 step exec-env ai-worker env docker exec gitea true
 step exec-procfd ai-worker sh -c 'exec 3</usr/bin/docker; exec /proc/self/fd/3 exec gitea true'
 step exec-globals ai-worker docker -D --log-level=debug -H unix:///run/docker.sock exec gitea true
@@ -197,6 +200,8 @@ fn check_default_policy(c: &mut Checks) {
         "exec-absolute",
         "exec-symlink",
         "exec-sh",
+        "exec-relative",
+        "exec-path-order",
         "exec-env",
         "exec-procfd",
         "exec-globals",
@@ -305,7 +310,8 @@ fn check_default_policy(c: &mut Checks) {
     );
 
     let (log, records) = c.denial_log();
-    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len();
+    // exec-path-order is two denials: the shell tries each PATH entry, and both are docker.
+    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len() + 1;
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
     });
