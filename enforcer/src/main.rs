@@ -15,7 +15,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::RingBuf;
 use clap::{Parser, Subcommand};
-use enforcer_common::{DenialEvent, FileId};
+use enforcer_common::{
+    COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE,
+    DenialEvent, FileId,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -160,9 +163,14 @@ async fn run(config: Option<&Path>, state_dir: &Path, verbose: bool) -> Result<(
         }
     }
     let counters = programs.counters()?;
+    let counter = |index: u32| counters[index as usize];
     eprintln!(
         "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {})",
-        counters[0], counters[2], counters[3], counters[4], counters[5]
+        counter(COUNTER_CHECKED),
+        counter(COUNTER_DENIED),
+        counter(COUNTER_UNDECIDABLE),
+        counter(COUNTER_AUDITED),
+        counter(COUNTER_EVENTS_DROPPED)
     );
     Ok(())
 }
