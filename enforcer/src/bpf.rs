@@ -54,21 +54,12 @@ impl Programs {
     }
 
     fn lsm(&mut self, name: &str) -> Result<&mut Lsm> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))?
-            .try_into()
-            .with_context(|| format!("program {name} is not an LSM program"))
+        lsm_program(&mut self.ebpf, name)
     }
 
     /// Loads program `name` for LSM hook `hook` (the kernel's verifier runs here).
     fn load_lsm(&mut self, name: &str, hook: &str) -> Result<&mut Lsm> {
-        let program: &mut Lsm = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))?
-            .try_into()
-            .with_context(|| format!("program {name} is not an LSM program"))?;
+        let program = lsm_program(&mut self.ebpf, name)?;
         program.load(hook, &self.btf).map_err(|e| verifier_error(name, e))?;
         Ok(program)
     }
@@ -173,6 +164,15 @@ impl Programs {
         }
         Ok(sums)
     }
+}
+
+/// Program `name` of the object, as an LSM program. A free function so that callers can
+/// borrow the object and the BTF separately.
+fn lsm_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not an LSM program"))
 }
 
 fn verifier_error(name: &str, error: aya::programs::ProgramError) -> anyhow::Error {
