@@ -13,8 +13,12 @@ pub const TOKEN_LEN: usize = 32;
 pub const MAX_SHORT_GROUP: usize = 16;
 /// Rules one policy may hold: rule sets are `u32` bitmasks in the kernel.
 pub const MAX_RULES: usize = 32;
-/// Commands the grammar can name: a rule's command set is a bitmap of this many bits.
-pub const MAX_COMMANDS: usize = 256;
+/// Nodes of the command tree (`tree::NODES` plus the root): a rule's command set is a
+/// bitmap of this many bits.
+pub const MAX_NODES: usize = 512;
+/// Policy generations kept in the kernel maps: the active one, and the one a reload fills
+/// before it flips `PolicyState::active` (so no exec ever sees half a policy).
+pub const GENERATIONS: u32 = 2;
 /// Bytes of argv (NUL-separated) copied into a denial event for the audit log.
 pub const EVENT_ARGV_LEN: usize = 512;
 /// Bytes of the executed path copied into a denial event.
@@ -36,24 +40,33 @@ pub struct FileId {
     pub ino: u64,
 }
 
-/// A grammar word (flag name such as `--host` or `-H`, or a command word), NUL padded.
+/// The root scope: the docker CLI's global options and top-level command words.
+pub const SCOPE_ROOT: u32 = 0;
+/// The scope a standalone `docker-compose` starts in: compose's flags and commands, the
+/// docker CLI's global options, and the word `compose` (the docker CLI runs its compose
+/// plugin as `docker-compose [GLOBAL OPTIONS] compose ...`).
+pub const SCOPE_COMPOSE_ENTRY: u32 = 0xffff;
+
+/// A grammar word (flag spelling such as `--host` or `-H`, or a command word) in a scope:
+/// the root, or the command group (by node id) whose flags and subcommands it names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Token {
+    pub scope: u32,
     pub bytes: [u8; TOKEN_LEN],
 }
 
 impl Token {
-    pub const fn empty() -> Self {
-        Token { bytes: [0; TOKEN_LEN] }
+    pub const fn empty(scope: u32) -> Self {
+        Token { scope, bytes: [0; TOKEN_LEN] }
     }
 
     /// The token for `word`, or None when it does not fit (and so is no grammar word).
-    pub fn from_bytes(word: &[u8]) -> Option<Self> {
+    pub fn from_bytes(scope: u32, word: &[u8]) -> Option<Self> {
         if word.len() >= TOKEN_LEN || word.contains(&0) {
             return None;
         }
-        let mut token = Token::empty();
+        let mut token = Token::empty(scope);
         token.bytes[..word.len()].copy_from_slice(word);
         Some(token)
     }
@@ -69,16 +82,68 @@ impl Token {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenInfo {
     pub kind: u32,
-    /// Command id for `TOKEN_COMMAND`, 0 otherwise.
-    pub command: u32,
+    /// Node id for `TOKEN_LEAF` and `TOKEN_GROUP`, 0 otherwise.
+    pub node: u32,
 }
 
-/// A global option that takes no value (`--debug`, `-D`).
-pub const TOKEN_GLOBAL_BOOL: u32 = 1;
-/// A global option that takes a value (`--host h`, `--host=h`, `-Hh`, `-H h`).
-pub const TOKEN_GLOBAL_VALUE: u32 = 2;
-/// A top-level command word (`exec`, `ps`, `container`, `compose`).
-pub const TOKEN_COMMAND: u32 = 3;
+/// A flag that takes no value (`--debug`, `-D`).
+pub const TOKEN_FLAG_BOOL: u32 = 1;
+/// A flag that takes a value (`--host h`, `--host=h`, `-Hh`, `-H h`).
+pub const TOKEN_FLAG_VALUE: u32 = 2;
+/// A command without subcommands (`container exec`): the scan ends there.
+pub const TOKEN_LEAF: u32 = 3;
+/// A command group (`container`, `compose`): its own flags and a subcommand may follow.
+pub const TOKEN_GROUP: u32 = 4;
+
+/// Which client a vetted binary is, so the engine knows where its argv starts.
+pub const PROFILE_DOCKER: u32 = 0;
+/// The standalone `docker-compose` binary (or the compose plugin run by the docker CLI).
+pub const PROFILE_COMPOSE: u32 = 1;
+
+/// Where the scan of a client's argv starts: a scope and the node it stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Start {
+    pub scope: u32,
+    pub node: u32,
+}
+
+/// Value of the kernel's binaries map: the rules that list a vetted binary, and where the
+/// engine starts reading its argv.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BinaryInfo {
+    pub rules: u32,
+    pub profile: u32,
+    pub start: Start,
+}
+
+/// Key of the kernel's users map: a real uid in one policy generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    pub generation: u32,
+    pub uid: u32,
+}
+
+/// Key of the kernel's binaries map: a file identity in one policy generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BinaryKey {
+    pub generation: u32,
+    pub _pad: u32,
+    pub file: FileId,
+}
+
+/// The single entry of the kernel's policy state map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// The generation every exec is judged by. One aligned 4-byte store flips it.
+    pub active: u32,
+    /// Bumped by every load or reload, for `enforcer status`.
+    pub serial: u32,
+}
 
 /// A rule denies the commands in its set (everything else allowed).
 pub const RULE_DENY_LIST: u32 = 0;
@@ -91,8 +156,9 @@ pub const RULE_FLAG_AUDIT: u32 = 1 << 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleConfig {
-    /// Bitmap of command ids (see `grammar::COMMANDS`).
-    pub commands: [u64; MAX_COMMANDS / 64],
+    /// Bitmap of node ids (see `tree::NODES`): the commands the rule lists, with every
+    /// spelling, descendant and same-power command already expanded by the compiler.
+    pub commands: [u64; MAX_NODES / 64],
     /// `RULE_DENY_LIST` or `RULE_ALLOW_LIST`, or'ed with `RULE_FLAG_*`.
     pub flags: u32,
     pub _pad: u32,
@@ -100,15 +166,15 @@ pub struct RuleConfig {
 
 impl RuleConfig {
     pub fn set_command(&mut self, id: u32) {
-        let id = id as usize % MAX_COMMANDS;
+        let id = id as usize % MAX_NODES;
         self.commands[id / 64] |= 1u64 << (id % 64);
     }
 
     #[inline(always)]
     pub fn has_command(&self, id: u32) -> bool {
         // Masking keeps the index provably in bounds for the verifier.
-        let id = (id as usize) & (MAX_COMMANDS - 1);
-        let word = self.commands[(id >> 6) & (MAX_COMMANDS / 64 - 1)];
+        let id = (id as usize) & (MAX_NODES - 1);
+        let word = self.commands[(id >> 6) & (MAX_NODES / 64 - 1)];
         (word >> (id & 63)) & 1 == 1
     }
 
@@ -142,14 +208,32 @@ pub struct KernelOffsets {
     pub valid: u32,
 }
 
-/// Indices of the per-CPU counters map.
+/// Indices of the per-CPU counters map: global counters first, then per-rule ones.
 pub const COUNTER_CHECKED: u32 = 0;
 pub const COUNTER_ALLOWED: u32 = 1;
 pub const COUNTER_DENIED: u32 = 2;
 pub const COUNTER_UNDECIDABLE: u32 = 3;
 pub const COUNTER_AUDITED: u32 = 4;
 pub const COUNTER_EVENTS_DROPPED: u32 = 5;
-pub const COUNTER_COUNT: u32 = 6;
+/// argv changed between the check and the exec (the authoritative re-check; counted by
+/// the bypass-resistance work, 0 until then).
+pub const COUNTER_RACES: u32 = 6;
+pub const GLOBAL_COUNTERS: u32 = 8;
+/// Per-rule counters: denied, undecidable, audited, for each rule of each generation, at
+/// `GLOBAL_COUNTERS + (generation * MAX_RULES + rule) * RULE_COUNTERS + kind`.
+pub const RULE_COUNTER_DENIED: u32 = 0;
+pub const RULE_COUNTER_UNDECIDABLE: u32 = 1;
+pub const RULE_COUNTER_AUDITED: u32 = 2;
+pub const RULE_COUNTERS: u32 = 4;
+pub const COUNTER_COUNT: u32 = GLOBAL_COUNTERS + GENERATIONS * MAX_RULES as u32 * RULE_COUNTERS;
+
+/// The counter index of `kind` for `rule` in `generation`.
+#[inline(always)]
+pub const fn rule_counter(generation: u32, rule: u32, kind: u32) -> u32 {
+    GLOBAL_COUNTERS
+        + (((generation & 1) * MAX_RULES as u32 + (rule & (MAX_RULES as u32 - 1))) * RULE_COUNTERS)
+        + (kind & 3)
+}
 
 /// What the kernel did about one exec.
 pub const ACTION_DENIED: u32 = 1;
@@ -174,7 +258,7 @@ pub struct DenialEvent {
     pub action: u32,
     /// `Reason` as u32.
     pub reason: u32,
-    /// Command id when `reason` is `Reason::Command`.
+    /// Node id of the command when `reason` is `Reason::Command`.
     pub command: u32,
     /// argc as the kernel counted it.
     pub argc: u32,
@@ -182,7 +266,8 @@ pub struct DenialEvent {
     pub argv_len: u32,
     /// 1 when not all of argv fit into `argv`.
     pub argv_truncated: u32,
-    pub _pad: u32,
+    /// The policy generation that judged.
+    pub generation: u32,
     /// `bprm->filename`: the path as the caller passed it.
     pub path: [u8; EVENT_PATH_LEN],
     /// argv[0..], NUL-separated. Extra `ARG_BUF` bytes of slack let the kernel copy a whole
@@ -244,5 +329,9 @@ mod pod {
     unsafe impl aya::Pod for Token {}
     unsafe impl aya::Pod for TokenInfo {}
     unsafe impl aya::Pod for RuleConfig {}
+    unsafe impl aya::Pod for BinaryInfo {}
+    unsafe impl aya::Pod for UserKey {}
+    unsafe impl aya::Pod for BinaryKey {}
+    unsafe impl aya::Pod for PolicyState {}
     unsafe impl aya::Pod for KernelOffsets {}
 }

@@ -1,6 +1,10 @@
 //! The decision engine: finds the docker command in an argv the way the docker CLI does
-//! (pflag parses the global options with interspersing off, the first positional word is
-//! the command) and judges it against a rule.
+//! and judges it against the policy's rules.
+//!
+//! The docker CLI parses its global options with pflag, interspersing off, so the first
+//! positional word is the command. When that command is a group (`container`, `compose`),
+//! cobra's `Traverse` takes over: the group's own flags, then the subcommand word, until
+//! a command without subcommands (a leaf) is reached; what follows is the leaf's.
 //!
 //! Written for the BPF verifier as much as for people: one argument at a time, bounded
 //! loops with constant limits, no allocation, no panics on any input. Anything it cannot
@@ -33,8 +37,10 @@ pub enum Reason {
     Interpreter = 9,
     /// The kernel could not identify the executed file.
     UnreadableFile = 10,
-    /// Load-time kernel offsets are missing.
+    /// Load-time kernel offsets are missing, or a map holds what this build cannot read.
     NotConfigured = 11,
+    /// A flag of a command group (`docker compose --x exec`) that the group does not have.
+    UnknownGroupOption = 12,
 }
 
 impl Reason {
@@ -52,6 +58,7 @@ impl Reason {
             9 => Interpreter,
             10 => UnreadableFile,
             11 => NotConfigured,
+            12 => UnknownGroupOption,
             _ => return None,
         })
     }
@@ -71,6 +78,7 @@ impl Reason {
             Interpreter => "interpreter",
             UnreadableFile => "unreadable_file",
             NotConfigured => "not_configured",
+            UnknownGroupOption => "unknown_group_option",
         }
     }
 }
@@ -78,7 +86,7 @@ impl Reason {
 /// What scanning argv found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scan {
-    /// The command word, by id.
+    /// The command, by node id: a leaf, or a group that argv ended in (`docker compose`).
     Command(u32),
     /// argv ended before any command (`docker`, `docker --version`): the CLI prints help,
     /// its version or an error, and never talks to the daemon.
@@ -90,7 +98,7 @@ pub enum Scan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    /// The rule's command set denies this command.
+    /// The rule's command set denies this command (node id).
     Deny {
         command: u32,
     },
@@ -124,13 +132,68 @@ pub fn judge(scan: Scan, rule: &RuleConfig) -> Verdict {
     }
 }
 
+/// The compiled rules of the active policy, by index.
+pub trait Rules {
+    fn rule(&self, index: u32) -> Option<&RuleConfig>;
+}
+
+/// The outcome of judging one exec against every rule that applies to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The rule that decided a non-Allow verdict (the lowest index that does not allow).
+    pub rule: u32,
+    /// That rule is in audit mode: record, do not deny.
+    pub audit: bool,
+}
+
+/// Judges `scan` against each rule in the bitmask `rules`, lowest index first; the first
+/// rule that does not allow decides. A rule missing from `table` fails closed.
+#[inline(always)]
+pub fn judge_rules<R: Rules>(scan: Scan, rules: u32, table: &R) -> Decision {
+    let mut i = 0u32;
+    while i < MAX_RULES as u32 {
+        if rules & (1 << i) != 0 {
+            let Some(rule) = table.rule(i) else {
+                return Decision {
+                    verdict: Verdict::Undecidable(Reason::NotConfigured),
+                    rule: i,
+                    audit: false,
+                };
+            };
+            let verdict = judge(scan, rule);
+            if verdict != Verdict::Allow {
+                return Decision { verdict, rule: i, audit: rule.is_audit() };
+            }
+        }
+        i += 1;
+    }
+    Decision { verdict: Verdict::Allow, rule: 0, audit: false }
+}
+
+/// The decision for one exec: the command `start`'s client finds in argv, judged by the
+/// rules in `rules`. Userspace (`enforcer check`, tests) calls this; the kernel runs the
+/// same two halves, [`ArgvScan::step`] from a `bpf_loop` callback and [`judge_rules`].
+pub fn decide<A: ArgSource, G: Grammar, R: Rules>(
+    start: Start,
+    source: &mut A,
+    argc: u32,
+    buf: &mut ArgBuf,
+    grammar: &G,
+    rules: u32,
+    table: &R,
+) -> Decision {
+    let scan = scan_argv(start, source, argc, buf, grammar);
+    judge_rules(scan, rules, table)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Reading global options; the first positional word is the command.
-    Globals,
-    /// The previous argument was a global option that takes the next one as its value.
+    /// Reading options; the first positional word is the (sub)command.
+    Options,
+    /// The previous argument was an option that takes the next one as its value.
     OptionValue,
-    /// After `--`: the next argument is the command, whatever it looks like.
+    /// At the root after `--`: the next argument is the command, whatever it looks like.
     CommandNext,
 }
 
@@ -145,60 +208,80 @@ pub enum Step {
 #[derive(Clone, Copy, Debug)]
 pub struct Scanner {
     state: State,
-}
-
-impl Default for Scanner {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Where words are looked up: the root, a group's node id, or an entry scope.
+    scope: u32,
+    /// The command reached so far (the root, or a group).
+    node: u32,
 }
 
 impl Scanner {
-    pub const fn new() -> Self {
-        Scanner { state: State::Globals }
+    pub const fn new(start: Start) -> Self {
+        Scanner { state: State::Options, scope: start.scope, node: start.node }
     }
 
-    /// What the scan means when argv ends here.
+    /// What the scan means when argv ends here: no command at the root, else the group
+    /// reached (which prints its help or an error).
     pub fn finish(&self) -> Scan {
-        Scan::NoCommand
+        if self.scope == SCOPE_ROOT { Scan::NoCommand } else { Scan::Command(self.node) }
     }
 
     #[inline(always)]
     pub fn feed<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
         match self.state {
             State::OptionValue => {
-                // pflag takes the next argument as the value whatever it is, even `--x`.
-                self.state = State::Globals;
+                // pflag and cobra take the next argument as the value whatever it is.
+                self.state = State::Options;
                 Step::Continue
             }
-            State::CommandNext => Step::Done(command_word(arg, grammar)),
-            State::Globals => self.global_or_command(arg, grammar),
+            State::CommandNext => self.command_word(arg, grammar),
+            State::Options => {
+                let len = arg.len as usize;
+                // "", "-" and words not starting with '-' are positional: the command.
+                if len < 2 || byte_at(&arg.bytes, 0) != b'-' {
+                    return self.command_word(arg, grammar);
+                }
+                if self.scope == SCOPE_ROOT {
+                    self.root_option(arg, grammar)
+                } else {
+                    self.group_option(arg, grammar)
+                }
+            }
         }
     }
 
+    /// pflag at the root: `--`, `--name`, `--name value`, `--name=value`, short groups.
     #[inline(always)]
-    fn global_or_command<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
-        let len = arg.len as usize;
-        // pflag: "", "-" and words not starting with '-' are positional; with interspersing
-        // off the first positional is the command.
-        if len < 2 || byte_at(&arg.bytes, 0) != b'-' {
-            return Step::Done(command_word(arg, grammar));
-        }
+    fn root_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
         if byte_at(&arg.bytes, 1) == b'-' {
-            if len == 2 {
+            if arg.len == 2 {
                 self.state = State::CommandNext;
                 return Step::Continue;
             }
-            return self.long_option(arg, grammar);
+            return self.long_option(arg, grammar, Reason::UnknownGlobalOption);
         }
-        self.short_group(arg, grammar)
+        self.short_group(arg, grammar, true, Reason::UnknownGlobalOption)
+    }
+
+    /// cobra's `Traverse` inside a group: `--name` takes the next argument unless it is a
+    /// boolean; `-x` alone likewise; `--name=v` and `-xyz` are one argument each. `--`
+    /// is an unknown flag to `Traverse`, and a value letter ending a group of short flags
+    /// is a parse error of the CLI: both undecidable.
+    #[inline(always)]
+    fn group_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
+        if byte_at(&arg.bytes, 1) == b'-' {
+            if arg.len == 2 {
+                return Step::Done(Scan::Undecidable(Reason::UnknownGroupOption));
+            }
+            return self.long_option(arg, grammar, Reason::UnknownGroupOption);
+        }
+        self.short_group(arg, grammar, false, Reason::UnknownGroupOption)
     }
 
     /// `--name`, `--name value`, `--name=value`.
     #[inline(always)]
-    fn long_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
+    fn long_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G, unknown: Reason) -> Step {
         let len = arg.len as usize;
-        let mut token = Token::empty();
+        let mut token = Token::empty(self.scope);
         let mut has_value = false;
         let mut i = 0;
         while i < TOKEN_LEN - 1 {
@@ -215,54 +298,94 @@ impl Scanner {
         }
         if !has_value && i < len {
             // Longer than any option name: not one the CLI knows.
-            return Step::Done(Scan::Undecidable(Reason::UnknownGlobalOption));
+            return Step::Done(Scan::Undecidable(unknown));
         }
         match grammar.lookup(&token) {
-            Some(info) if info.kind == TOKEN_GLOBAL_BOOL => Step::Continue,
-            Some(info) if info.kind == TOKEN_GLOBAL_VALUE => {
+            Some(info) if info.kind == TOKEN_FLAG_BOOL => Step::Continue,
+            Some(info) if info.kind == TOKEN_FLAG_VALUE => {
                 if !has_value {
                     self.state = State::OptionValue;
                 }
                 Step::Continue
             }
-            _ => Step::Done(Scan::Undecidable(Reason::UnknownGlobalOption)),
+            _ => Step::Done(Scan::Undecidable(unknown)),
         }
     }
 
     /// `-D`, `-Dl debug`, `-ldebug`, `-l=debug`, `-D=true`: pflag walks the group one
-    /// letter at a time; a letter that takes a value takes the rest of the group, or the
-    /// next argument when the group ends.
+    /// letter at a time; a letter that takes a value takes the rest of the group, or (when
+    /// `value_may_follow`, i.e. pflag at the root) the next argument when the group ends.
     #[inline(always)]
-    fn short_group<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
+    fn short_group<G: Grammar>(
+        &mut self,
+        arg: &ArgBuf,
+        grammar: &G,
+        value_may_follow: bool,
+        unknown: Reason,
+    ) -> Step {
         let len = arg.len as usize;
         let mut j = 1;
         while j < MAX_SHORT_GROUP {
             if j >= len {
                 return Step::Continue;
             }
-            let mut token = Token::empty();
+            let mut token = Token::empty(self.scope);
             token.bytes[0] = b'-';
             token.bytes[1] = byte_at(&arg.bytes, j);
             let info = match grammar.lookup(&token) {
                 Some(info) => info,
-                None => return Step::Done(Scan::Undecidable(Reason::UnknownGlobalOption)),
+                None => return Step::Done(Scan::Undecidable(unknown)),
             };
             // `-x=value` assigns the rest to x, whatever x's kind.
             if j + 2 < len && byte_at(&arg.bytes, j + 1) == b'=' {
                 return Step::Continue;
             }
-            if info.kind == TOKEN_GLOBAL_VALUE {
+            if info.kind == TOKEN_FLAG_VALUE {
                 if j + 1 >= len {
-                    self.state = State::OptionValue;
+                    // Alone (`-f x`) a value flag takes the next argument in both parsers;
+                    // ending a group (`-Df x`) only pflag lets it.
+                    if value_may_follow || len == 2 {
+                        self.state = State::OptionValue;
+                    } else {
+                        return Step::Done(Scan::Undecidable(unknown));
+                    }
                 }
                 return Step::Continue;
             }
-            if info.kind != TOKEN_GLOBAL_BOOL {
-                return Step::Done(Scan::Undecidable(Reason::UnknownGlobalOption));
+            if info.kind != TOKEN_FLAG_BOOL {
+                return Step::Done(Scan::Undecidable(unknown));
             }
             j += 1;
         }
         if j >= len { Step::Continue } else { Step::Done(Scan::Undecidable(Reason::ShortGroupTooLong)) }
+    }
+
+    /// The word in command position: a leaf ends the scan, a group is entered.
+    #[inline(always)]
+    fn command_word<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
+        self.state = State::Options;
+        let len = arg.len as usize;
+        if arg.complete == 0 || len >= TOKEN_LEN {
+            return Step::Done(Scan::Undecidable(Reason::CommandTooLong));
+        }
+        let mut token = Token::empty(self.scope);
+        let mut i = 0;
+        while i < TOKEN_LEN - 1 {
+            if i >= len {
+                break;
+            }
+            set_byte(&mut token, i, byte_at(&arg.bytes, i));
+            i += 1;
+        }
+        match grammar.lookup(&token) {
+            Some(info) if info.kind == TOKEN_LEAF => Step::Done(Scan::Command(info.node)),
+            Some(info) if info.kind == TOKEN_GROUP => {
+                self.scope = info.node;
+                self.node = info.node;
+                Step::Continue
+            }
+            _ => Step::Done(Scan::Undecidable(Reason::UnknownCommand)),
+        }
     }
 }
 
@@ -283,28 +406,6 @@ fn set_byte(token: &mut Token, index: usize, value: u8) {
     }
 }
 
-/// The word in command position.
-#[inline(always)]
-fn command_word<G: Grammar>(arg: &ArgBuf, grammar: &G) -> Scan {
-    let len = arg.len as usize;
-    if arg.complete == 0 || len >= TOKEN_LEN {
-        return Scan::Undecidable(Reason::CommandTooLong);
-    }
-    let mut token = Token::empty();
-    let mut i = 0;
-    while i < TOKEN_LEN - 1 {
-        if i >= len {
-            break;
-        }
-        set_byte(&mut token, i, byte_at(&arg.bytes, i));
-        i += 1;
-    }
-    match grammar.lookup(&token) {
-        Some(info) if info.kind == TOKEN_COMMAND => Scan::Command(info.command),
-        _ => Scan::Undecidable(Reason::UnknownCommand),
-    }
-}
-
 /// An argument could not be read (memory fault, missing pointer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadError;
@@ -318,18 +419,19 @@ pub trait ArgSource {
 /// Drives a [`Scanner`] over argv one index at a time. The kernel calls `step` from a
 /// `bpf_loop` callback (so the verifier checks one iteration, not 64); userspace from a
 /// plain loop in [`scan_argv`]. Both get the same verdicts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ArgvScan {
     scanner: Scanner,
 }
 
 impl ArgvScan {
-    pub const fn new() -> Self {
-        ArgvScan { scanner: Scanner::new() }
+    pub const fn new(start: Start) -> Self {
+        ArgvScan { scanner: Scanner::new(start) }
     }
 
     /// Scans argument `index` (1-based; argv[0] is the program name, which docker
-    /// ignores). Returns the result once the scan is decided.
+    /// ignores). Returns the result once the scan is decided. Reads at most one argument;
+    /// decides by index `MAX_ARGS + 1` at the latest.
     #[inline(always)]
     pub fn step<A: ArgSource, G: Grammar>(
         &mut self,
@@ -356,8 +458,14 @@ impl ArgvScan {
 }
 
 /// Scans argv[1..argc] and returns the command. `buf` is scratch space for one argument.
-pub fn scan_argv<A: ArgSource, G: Grammar>(source: &mut A, argc: u32, buf: &mut ArgBuf, grammar: &G) -> Scan {
-    let mut scan = ArgvScan::new();
+pub fn scan_argv<A: ArgSource, G: Grammar>(
+    start: Start,
+    source: &mut A,
+    argc: u32,
+    buf: &mut ArgBuf,
+    grammar: &G,
+) -> Scan {
+    let mut scan = ArgvScan::new(start);
     let mut index = 1;
     loop {
         if let Some(result) = scan.step(source, argc, index, buf, grammar) {
@@ -370,10 +478,29 @@ pub fn scan_argv<A: ArgSource, G: Grammar>(source: &mut A, argc: u32, buf: &mut 
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use std::{string::String, vec, vec::Vec};
+    use std::{collections::HashMap, format, string::String, vec, vec::Vec};
 
     use super::*;
-    use crate::grammar::{StaticGrammar, command_id};
+    use crate::grammar::{self, ROOT, node_by_path, node_path, profile_start};
+
+    /// The grammar in a hash map, as the kernel holds it.
+    pub(crate) struct MapGrammar(HashMap<Token, TokenInfo>);
+
+    impl MapGrammar {
+        pub(crate) fn new() -> Self {
+            let mut map = HashMap::new();
+            grammar::entries(|scope, word, info| {
+                map.insert(Token::from_bytes(scope, word).unwrap(), info);
+            });
+            MapGrammar(map)
+        }
+    }
+
+    impl Grammar for MapGrammar {
+        fn lookup(&self, token: &Token) -> Option<TokenInfo> {
+            self.0.get(token).copied()
+        }
+    }
 
     struct VecArgv<'a>(&'a [String]);
 
@@ -384,64 +511,145 @@ mod tests {
         }
     }
 
+    fn scan_as(profile: u32, program: &str, args: &[&str]) -> Scan {
+        let argv: Vec<String> =
+            core::iter::once(program).chain(args.iter().copied()).map(String::from).collect();
+        let start = profile_start(profile).unwrap();
+        scan_argv(start, &mut VecArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &MapGrammar::new())
+    }
+
     /// Scans `docker ARGS...`.
     fn scan(args: &[&str]) -> Scan {
-        let argv: Vec<String> =
-            core::iter::once("docker").chain(args.iter().copied()).map(String::from).collect();
-        scan_argv(&mut VecArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &StaticGrammar)
+        scan_as(PROFILE_DOCKER, "docker", args)
     }
 
-    fn command(name: &str) -> Scan {
-        Scan::Command(command_id(name).unwrap())
+    fn node(path: &str) -> u32 {
+        node_by_path(path).unwrap_or_else(|| panic!("no node {path:?} in the tree"))
     }
 
-    const UNDECIDABLE_GLOBAL: Scan = Scan::Undecidable(Reason::UnknownGlobalOption);
+    fn command(path: &str) -> Scan {
+        Scan::Command(node(path))
+    }
+
+    fn show(scan: Scan) -> String {
+        match scan {
+            Scan::Command(id) => format!("command {:?}", node_path(id)),
+            other => format!("{other:?}"),
+        }
+    }
+
+    const UNKNOWN_GLOBAL: Scan = Scan::Undecidable(Reason::UnknownGlobalOption);
+    const UNKNOWN_GROUP_OPTION: Scan = Scan::Undecidable(Reason::UnknownGroupOption);
     const UNKNOWN_COMMAND: Scan = Scan::Undecidable(Reason::UnknownCommand);
 
     #[test]
     fn finds_the_command_after_global_options() {
         let cases: &[(&[&str], &str)] = &[
-            (&["exec", "-it", "web", "sh"], "exec"),
-            (&["-D", "exec", "web"], "exec"),
-            (&["--debug", "exec"], "exec"),
-            (&["-H", "unix:///x.sock", "exec"], "exec"),
-            (&["--host", "tcp://h:2375", "exec"], "exec"),
-            (&["--host=tcp://h:2375", "exec"], "exec"),
-            (&["-Htcp://h", "exec"], "exec"),
-            (&["-H=tcp://h", "exec"], "exec"),
-            (&["-l", "debug", "exec"], "exec"),
-            (&["-ldebug", "exec"], "exec"),
-            (&["--log-level=debug", "exec"], "exec"),
-            (&["-c", "ctx", "exec"], "exec"),
-            (&["--context", "ctx", "exec"], "exec"),
-            (&["--config", "/tmp/cfg", "exec"], "exec"),
-            (&["--tls", "--tlsverify", "--tlscacert", "a", "--tlscert=b", "--tlskey", "c", "exec"], "exec"),
+            (&["exec", "-it", "web", "sh"], "container exec"),
+            (&["-D", "exec", "web"], "container exec"),
+            (&["--debug", "exec"], "container exec"),
+            (&["-H", "unix:///x.sock", "exec"], "container exec"),
+            (&["--host", "tcp://h:2375", "exec"], "container exec"),
+            (&["--host=tcp://h:2375", "exec"], "container exec"),
+            (&["-Htcp://h", "exec"], "container exec"),
+            (&["-H=tcp://h", "exec"], "container exec"),
+            (&["-l", "debug", "exec"], "container exec"),
+            (&["-ldebug", "exec"], "container exec"),
+            (&["--log-level=debug", "exec"], "container exec"),
+            (&["-c", "ctx", "exec"], "container exec"),
+            (&["--context", "ctx", "exec"], "container exec"),
+            (&["--config", "/tmp/cfg", "exec"], "container exec"),
+            (
+                &["--tls", "--tlsverify", "--tlscacert", "a", "--tlscert=b", "--tlskey", "c", "exec"],
+                "container exec",
+            ),
             // Grouped short options: booleans, then one that takes the rest or the next arg.
-            (&["-Dl", "debug", "exec"], "exec"),
-            (&["-DlH", "exec"], "exec"),
-            (&["-Dv", "exec"], "exec"),
-            (&["-D=true", "exec"], "exec"),
+            (&["-Dl", "debug", "exec"], "container exec"),
+            (&["-DlH", "exec"], "container exec"),
+            (&["-Dv", "exec"], "container exec"),
+            (&["-D=true", "exec"], "container exec"),
             // A value is consumed whatever it looks like.
-            (&["--host", "exec", "ps"], "ps"),
-            (&["-H", "--", "exec"], "exec"),
-            (&["-l", "-D", "exec"], "exec"),
+            (&["--host", "exec", "ps"], "container ls"),
+            (&["-H", "--", "exec"], "container exec"),
+            (&["-l", "-D", "exec"], "container exec"),
             // `--` ends the options; the next word is the command.
-            (&["--", "exec"], "exec"),
-            (&["-D", "--", "cp", "a", "b"], "cp"),
+            (&["--", "exec"], "container exec"),
+            (&["-D", "--", "cp", "a", "b"], "container cp"),
             // Repeated flags and empty values.
-            (&["-D", "-D", "--debug", "exec"], "exec"),
-            (&["--host=", "exec"], "exec"),
-            (&["-H=", "exec"], "exec"),
-            // Look-alikes that are not exec.
-            (&["ps", "--filter", "name=exec"], "ps"),
-            (&["run", "alpine", "exec"], "run"),
-            (&["logs", "exec"], "logs"),
-            (&["container", "exec", "web"], "container"),
-            (&["compose", "exec", "web"], "compose"),
+            (&["-D", "-D", "--debug", "exec"], "container exec"),
+            (&["--host=", "exec"], "container exec"),
+            (&["-H=", "exec"], "container exec"),
+            // Help and version flags do not stop the CLI from running the command.
+            (&["-h", "exec", "web"], "container exec"),
+            (&["--version", "cp", "a", "b"], "container cp"),
         ];
         for (args, expected) in cases {
-            assert_eq!(scan(args), command(expected), "docker {}", args.join(" "));
+            assert_eq!(show(scan(args)), show(command(expected)), "docker {}", args.join(" "));
         }
+    }
+
+    #[test]
+    fn every_spelling_of_a_command_is_the_same_node() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["container", "exec", "web", "sh"], "container exec"),
+            (&["container", "--help", "exec", "web"], "container exec"),
+            (&["container", "-h", "exec", "web"], "container exec"),
+            (&["image", "push", "x"], "image push"),
+            (&["push", "x"], "image push"),
+            (&["image", "tag", "a", "b"], "image tag"),
+            (&["tag", "a", "b"], "image tag"),
+            (&["container", "cp", "a", "b"], "container cp"),
+            (&["container", "attach", "web"], "container attach"),
+            (&["attach", "web"], "container attach"),
+            (&["image", "load"], "image load"),
+            (&["image", "save", "x"], "image save"),
+            (&["image", "import", "x"], "image import"),
+            (&["container", "export", "web"], "container export"),
+            (&["container", "commit", "web"], "container commit"),
+            (&["container", "diff", "web"], "container diff"),
+            (&["ps"], "container ls"),
+            (&["container", "ps"], "container ls"),
+            (&["container", "list"], "container ls"),
+            (&["images"], "image ls"),
+            (&["network", "create", "n"], "network create"),
+            (&["compose", "exec", "web", "sh"], "compose exec"),
+            (&["compose", "-f", "x.yml", "exec", "web"], "compose exec"),
+            (&["compose", "--file", "x.yml", "exec", "web"], "compose exec"),
+            (&["compose", "--file=x.yml", "-p", "proj", "cp", "a", "b"], "compose cp"),
+            (&["compose", "-px", "exec"], "compose exec"),
+            (&["compose", "--dry-run", "exec"], "compose exec"),
+            (&["-D", "compose", "-h", "exec"], "compose exec"),
+            (&["compose", "ps", "exec"], "compose ps"),
+            (&["system", "dial-stdio"], "system dial-stdio"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(show(scan(args)), show(command(expected)), "docker {}", args.join(" "));
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_other_commands() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["ps", "--filter", "name=exec"], "container ls"),
+            (&["run", "alpine", "exec"], "container run"),
+            (&["logs", "exec"], "container logs"),
+            (&["container", "ls", "exec"], "container ls"),
+            (&["image", "ls", "push"], "image ls"),
+            (&["network", "create", "exec"], "network create"),
+            (&["inspect", "exec"], "inspect"),
+            (&["help", "exec"], "help"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(show(scan(args)), show(command(expected)), "docker {}", args.join(" "));
+        }
+    }
+
+    #[test]
+    fn a_group_without_subcommand_is_the_group() {
+        assert_eq!(scan(&["container"]), command("container"));
+        assert_eq!(scan(&["compose"]), command("compose"));
+        assert_eq!(scan(&["compose", "-f", "x.yml"]), command("compose"));
+        assert_eq!(scan(&["container", "--help"]), command("container"));
     }
 
     #[test]
@@ -454,13 +662,13 @@ mod tests {
     #[test]
     fn what_docker_would_not_accept_is_undecidable() {
         let cases: &[(&[&str], Scan)] = &[
-            (&["--foo", "exec"], UNDECIDABLE_GLOBAL),
-            (&["-x", "exec"], UNDECIDABLE_GLOBAL),
-            (&["-Dx", "exec"], UNDECIDABLE_GLOBAL),
-            (&["---host", "x", "exec"], UNDECIDABLE_GLOBAL),
-            (&["--=x", "exec"], UNDECIDABLE_GLOBAL),
-            (&["-D=", "exec"], UNDECIDABLE_GLOBAL),
-            (&["--Host", "x", "exec"], UNDECIDABLE_GLOBAL),
+            (&["--foo", "exec"], UNKNOWN_GLOBAL),
+            (&["-x", "exec"], UNKNOWN_GLOBAL),
+            (&["-Dx", "exec"], UNKNOWN_GLOBAL),
+            (&["---host", "x", "exec"], UNKNOWN_GLOBAL),
+            (&["--=x", "exec"], UNKNOWN_GLOBAL),
+            (&["-D=", "exec"], UNKNOWN_GLOBAL),
+            (&["--Host", "x", "exec"], UNKNOWN_GLOBAL),
             (&["frobnicate"], UNKNOWN_COMMAND),
             (&["EXEC"], UNKNOWN_COMMAND),
             (&[""], UNKNOWN_COMMAND),
@@ -468,10 +676,37 @@ mod tests {
             (&["--", "--help"], UNKNOWN_COMMAND),
             (&["exe"], UNKNOWN_COMMAND),
             (&["exec "], UNKNOWN_COMMAND),
+            // Inside a group: cobra's rules, the group's own flags only.
+            (&["container", "frobnicate"], UNKNOWN_COMMAND),
+            (&["container", ""], UNKNOWN_COMMAND),
+            (&["container", "--foo", "exec"], UNKNOWN_GROUP_OPTION),
+            (&["container", "-D", "exec"], UNKNOWN_GROUP_OPTION),
+            (&["container", "--", "exec"], UNKNOWN_GROUP_OPTION),
+            (&["compose", "--frobnicate", "exec"], UNKNOWN_GROUP_OPTION),
+            (&["compose", "--dry-runf", "ps"], UNKNOWN_GROUP_OPTION),
+            // A value flag ending a short group: Traverse reads the next word as a command.
+            (&["compose", "-hf", "exec", "web"], UNKNOWN_GROUP_OPTION),
+            (&["compose", "exce"], UNKNOWN_COMMAND),
         ];
         for (args, expected) in cases {
-            assert_eq!(scan(args), *expected, "docker {}", args.join(" "));
+            assert_eq!(show(scan(args)), show(*expected), "docker {}", args.join(" "));
         }
+    }
+
+    #[test]
+    fn standalone_compose_starts_in_compose() {
+        let compose = |args: &[&str]| scan_as(PROFILE_COMPOSE, "docker-compose", args);
+        assert_eq!(compose(&["exec", "web", "sh"]), command("compose exec"));
+        assert_eq!(compose(&["-f", "x.yml", "cp", "a", "b"]), command("compose cp"));
+        assert_eq!(compose(&["ps"]), command("compose ps"));
+        assert_eq!(compose(&[]), command("compose"));
+        // As the docker CLI runs its plugin: `docker-compose [GLOBAL OPTIONS] compose ...`.
+        assert_eq!(compose(&["compose", "exec", "web"]), command("compose exec"));
+        assert_eq!(compose(&["-D", "compose", "ps"]), command("compose ps"));
+        assert_eq!(compose(&["--frobnicate", "ps"]), UNKNOWN_GROUP_OPTION);
+        assert_eq!(compose(&["frobnicate"]), UNKNOWN_COMMAND);
+        // The root's commands are not compose's.
+        assert_eq!(compose(&["container", "exec"]), UNKNOWN_COMMAND);
     }
 
     #[test]
@@ -482,21 +717,28 @@ mod tests {
         assert_eq!(scan(&[&"a".repeat(TOKEN_LEN - 1)]), UNKNOWN_COMMAND);
         let huge = "e".repeat(ARG_BUF * 2);
         assert_eq!(scan(&[&huge]), Scan::Undecidable(Reason::CommandTooLong));
+        assert_eq!(scan(&["container", &huge]), Scan::Undecidable(Reason::CommandTooLong));
         // A long option name is no option docker has; a long value is fine.
-        assert_eq!(scan(&[&std::format!("--{}", "a".repeat(40)), "exec"]), UNDECIDABLE_GLOBAL);
-        let long_value = std::format!("--host={}", "h".repeat(ARG_BUF * 2));
-        assert_eq!(scan(&[&long_value, "exec"]), command("exec"));
+        assert_eq!(scan(&[&format!("--{}", "a".repeat(40)), "exec"]), UNKNOWN_GLOBAL);
+        let long_value = format!("--host={}", "h".repeat(ARG_BUF * 2));
+        assert_eq!(scan(&[&long_value, "exec"]), command("container exec"));
         // Short groups: MAX_SHORT_GROUP-1 letters are walked, more are undecidable.
-        let group_ok = std::format!("-{}", "D".repeat(MAX_SHORT_GROUP - 1));
-        assert_eq!(scan(&[&group_ok, "exec"]), command("exec"));
-        let group_long = std::format!("-{}", "D".repeat(MAX_SHORT_GROUP));
+        let group_ok = format!("-{}", "D".repeat(MAX_SHORT_GROUP - 1));
+        assert_eq!(scan(&[&group_ok, "exec"]), command("container exec"));
+        let group_long = format!("-{}", "D".repeat(MAX_SHORT_GROUP));
         assert_eq!(scan(&[&group_long, "exec"]), Scan::Undecidable(Reason::ShortGroupTooLong));
         // The command may be argument MAX_ARGS, not MAX_ARGS + 1.
         let mut args = vec!["-D"; MAX_ARGS as usize - 1];
         args.push("exec");
-        assert_eq!(scan(&args), command("exec"));
+        assert_eq!(scan(&args), command("container exec"));
         let mut args = vec!["-D"; MAX_ARGS as usize];
         args.push("exec");
+        assert_eq!(scan(&args), Scan::Undecidable(Reason::TooManyArgs));
+        // The same bound holds for group flags: the subcommand must be within MAX_ARGS.
+        let mut args = vec!["-D"; MAX_ARGS as usize - 3];
+        args.extend(["container", "-h", "exec"]);
+        assert_eq!(scan(&args), command("container exec"));
+        args.insert(0, "-D");
         assert_eq!(scan(&args), Scan::Undecidable(Reason::TooManyArgs));
         // Exactly MAX_ARGS options and nothing else: argv is fully scanned.
         assert_eq!(scan(&vec!["-D"; MAX_ARGS as usize]), Scan::NoCommand);
@@ -510,17 +752,27 @@ mod tests {
                 Err(ReadError)
             }
         }
+        let start = profile_start(PROFILE_DOCKER).unwrap();
+        let grammar = MapGrammar::new();
         assert_eq!(
-            scan_argv(&mut Broken, 3, &mut ArgBuf::new(), &StaticGrammar),
+            scan_argv(start, &mut Broken, 3, &mut ArgBuf::new(), &grammar),
             Scan::Undecidable(Reason::UnreadableArgv)
         );
-        assert_eq!(scan_argv(&mut Broken, 1, &mut ArgBuf::new(), &StaticGrammar), Scan::NoCommand);
+        assert_eq!(scan_argv(start, &mut Broken, 1, &mut ArgBuf::new(), &grammar), Scan::NoCommand);
+    }
+
+    struct Table(Vec<RuleConfig>);
+
+    impl Rules for Table {
+        fn rule(&self, index: u32) -> Option<&RuleConfig> {
+            self.0.get(index as usize)
+        }
     }
 
     #[test]
     fn judging_deny_and_allow_lists() {
-        let exec = command_id("exec").unwrap();
-        let ps = command_id("ps").unwrap();
+        let exec = node("container exec");
+        let ps = node("container ls");
         let mut deny = RuleConfig::default();
         deny.set_command(exec);
         assert_eq!(judge(Scan::Command(exec), &deny), Verdict::Deny { command: exec });
@@ -532,11 +784,23 @@ mod tests {
         assert_eq!(judge(Scan::Command(ps), &allow), Verdict::Allow);
         assert_eq!(judge(Scan::Command(exec), &allow), Verdict::Deny { command: exec });
         assert_eq!(judge(Scan::NoCommand, &allow), Verdict::Allow);
+
+        // Several rules: the lowest that does not allow decides; a missing rule fails closed.
+        let audit = RuleConfig { flags: RULE_DENY_LIST | RULE_FLAG_AUDIT, ..deny };
+        let table = Table(vec![RuleConfig::default(), audit, deny]);
+        let decided = judge_rules(Scan::Command(exec), 0b111, &table);
+        assert_eq!(decided, Decision { verdict: Verdict::Deny { command: exec }, rule: 1, audit: true });
+        let decided = judge_rules(Scan::Command(exec), 0b101, &table);
+        assert_eq!(decided, Decision { verdict: Verdict::Deny { command: exec }, rule: 2, audit: false });
+        assert_eq!(judge_rules(Scan::Command(ps), 0b111, &table).verdict, Verdict::Allow);
+        let missing = judge_rules(Scan::Command(ps), 0b1000, &table);
+        assert_eq!(missing.verdict, Verdict::Undecidable(Reason::NotConfigured));
+        assert_eq!(judge_rules(Scan::Command(ps), 0, &table).verdict, Verdict::Allow);
     }
 
     #[test]
     fn reasons_round_trip() {
-        for value in 0..20 {
+        for value in 0..32 {
             if let Some(reason) = Reason::from_u32(value) {
                 assert_eq!(reason as u32, value);
                 assert!(!reason.as_str().is_empty());
@@ -544,10 +808,25 @@ mod tests {
         }
     }
 
+    /// Counts the arguments the engine reads, to hold it to its bound.
+    struct Counting<'a> {
+        argv: &'a [String],
+        reads: u32,
+    }
+
+    impl ArgSource for Counting<'_> {
+        fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
+            self.reads += 1;
+            buf.set(self.argv.get(index as usize).ok_or(ReadError)?.as_bytes());
+            Ok(())
+        }
+    }
+
     /// Random argv drawn from grammar words, flag shapes and junk: the engine never
-    /// panics, and once it finds a command, what follows the command cannot change it.
+    /// panics, reads each argument at most once and never more than `MAX_ARGS`, and once
+    /// it finds a leaf command, what follows cannot change it.
     #[test]
-    fn random_argv_never_panics_and_suffixes_do_not_matter() {
+    fn random_argv_never_panics_and_stays_within_its_bound() {
         const WORDS: &[&str] = &[
             "exec",
             "ps",
@@ -563,13 +842,26 @@ mod tests {
             "--debug",
             "-x",
             "container",
+            "compose",
+            "image",
+            "-f",
+            "--file",
+            "-h",
+            "--help",
             "=",
             "-H=",
             "--tls",
             "a",
             "-DDDDDDDDDDDDDDDDDDD",
             "--config",
+            "push",
+            "cp",
+            "-p",
+            "--dry-run",
+            "ls",
+            "network",
         ];
+        let grammar = MapGrammar::new();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -577,25 +869,44 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for _ in 0..20_000 {
-            let len = (next() % 12) as usize;
-            let mut args: Vec<String> = Vec::new();
+        for round in 0..30_000 {
+            let len = (next() % if round % 100 == 0 { 90 } else { 12 }) as usize;
+            let mut argv: Vec<String> = vec![String::from("docker")];
             for _ in 0..len {
                 let r = next();
                 if r % 5 == 0 {
                     let n = (r >> 8) as usize % (ARG_BUF + 40);
-                    args.push((0..n).map(|i| (b' ' + ((r >> (i % 50)) % 90) as u8) as char).collect());
+                    argv.push((0..n).map(|i| (b' ' + ((r >> (i % 50)) % 90) as u8) as char).collect());
                 } else {
-                    args.push(String::from(WORDS[(r >> 8) as usize % WORDS.len()]));
+                    argv.push(String::from(WORDS[(r >> 8) as usize % WORDS.len()]));
                 }
             }
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let result = scan(&refs);
-            if let Scan::Command(_) = result {
-                let mut longer = refs.clone();
-                longer.extend(["exec", "--foo", "-x"]);
-                assert_eq!(scan(&longer), result, "{refs:?}");
+            for profile in [PROFILE_DOCKER, PROFILE_COMPOSE] {
+                let start = profile_start(profile).unwrap();
+                let mut source = Counting { argv: &argv, reads: 0 };
+                let result = scan_argv(start, &mut source, argv.len() as u32, &mut ArgBuf::new(), &grammar);
+                assert!(source.reads <= MAX_ARGS && source.reads < argv.len() as u32 + 1, "{argv:?}");
+                if let Scan::Command(id) = result
+                    && !grammar::is_group(id)
+                {
+                    let mut longer = argv.clone();
+                    longer.extend(["exec", "--foo", "-x"].map(String::from));
+                    let again = scan_argv(
+                        start,
+                        &mut VecArgv(&longer),
+                        longer.len() as u32,
+                        &mut ArgBuf::new(),
+                        &grammar,
+                    );
+                    assert_eq!(again, result, "{argv:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn root_node_is_not_a_command() {
+        assert_eq!(node_path(ROOT), "");
+        assert!(grammar::is_group(ROOT));
     }
 }

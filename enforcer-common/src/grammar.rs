@@ -1,153 +1,345 @@
-//! The docker CLI's top-level grammar: its global options and its command words.
+//! The docker CLI's grammar as the engine reads it: the root's global options, and the
+//! command tree of [`crate::tree`] turned into (scope, word) -> meaning entries.
 //!
-//! Taken from the docker CLI 28 (`docker --help`; cobra/pflag rules). Userspace loads
-//! these words into the kernel's grammar map; the engine looks words up through the
-//! [`Grammar`] trait, so the kernel and `enforcer check` decide with the same table.
+//! Userspace loads [`entries`] into the kernel's grammar map; the engine looks words up
+//! through the [`Grammar`] trait, so the kernel and `enforcer check` decide with the same
+//! table. Node ids are positions in `tree::NODES` plus one (0 is the root); they are
+//! stable only within one build: policies name commands by path, never by id.
 
-use crate::abi::{TOKEN_COMMAND, TOKEN_GLOBAL_BOOL, TOKEN_GLOBAL_VALUE, Token, TokenInfo};
+use crate::{
+    abi::{
+        MAX_NODES, PROFILE_COMPOSE, PROFILE_DOCKER, SCOPE_COMPOSE_ENTRY, SCOPE_ROOT, Start, TOKEN_FLAG_BOOL,
+        TOKEN_FLAG_VALUE, TOKEN_GROUP, TOKEN_LEAF, TOKEN_LEN, Token, TokenInfo,
+    },
+    tree::{FlagSpec, NODES, NodeSpec},
+};
 
-/// Global options of the docker CLI (root command flags) and whether they take a value.
-/// Every option has its long form; `short` is its one-letter shorthand, if any.
-pub struct GlobalOption {
-    pub long: &'static str,
-    pub short: Option<u8>,
-    pub takes_value: bool,
-}
-
-pub const GLOBAL_OPTIONS: &[GlobalOption] = &[
-    GlobalOption { long: "config", short: None, takes_value: true },
-    GlobalOption { long: "context", short: Some(b'c'), takes_value: true },
-    GlobalOption { long: "debug", short: Some(b'D'), takes_value: false },
-    GlobalOption { long: "host", short: Some(b'H'), takes_value: true },
-    GlobalOption { long: "log-level", short: Some(b'l'), takes_value: true },
-    GlobalOption { long: "tls", short: None, takes_value: false },
-    GlobalOption { long: "tlscacert", short: None, takes_value: true },
-    GlobalOption { long: "tlscert", short: None, takes_value: true },
-    GlobalOption { long: "tlskey", short: None, takes_value: true },
-    GlobalOption { long: "tlsverify", short: None, takes_value: false },
-    GlobalOption { long: "version", short: Some(b'v'), takes_value: false },
-    GlobalOption { long: "help", short: Some(b'h'), takes_value: false },
+/// Global options of the docker CLI (root command flags, docker 28) and whether they
+/// take a value.
+pub const GLOBAL_OPTIONS: &[FlagSpec] = &[
+    FlagSpec { long: "config", short: None, takes_value: true },
+    FlagSpec { long: "context", short: Some(b'c'), takes_value: true },
+    FlagSpec { long: "debug", short: Some(b'D'), takes_value: false },
+    FlagSpec { long: "host", short: Some(b'H'), takes_value: true },
+    FlagSpec { long: "log-level", short: Some(b'l'), takes_value: true },
+    FlagSpec { long: "tls", short: None, takes_value: false },
+    FlagSpec { long: "tlscacert", short: None, takes_value: true },
+    FlagSpec { long: "tlscert", short: None, takes_value: true },
+    FlagSpec { long: "tlskey", short: None, takes_value: true },
+    FlagSpec { long: "tlsverify", short: None, takes_value: false },
+    FlagSpec { long: "version", short: Some(b'v'), takes_value: false },
+    FlagSpec { long: "help", short: Some(b'h'), takes_value: false },
 ];
 
-/// Top-level command words of the docker CLI, including management commands (`container`,
-/// `image`, ...) and the compose and buildx plugins. A command's id is its index here; ids
-/// are stable only within one build (policies name commands, never ids).
-pub const COMMANDS: &[&str] = &[
-    // Common commands
-    "run",
-    "exec",
-    "ps",
-    "build",
-    "pull",
-    "push",
-    "images",
-    "login",
-    "logout",
-    "search",
-    "version",
-    "info",
-    // Management commands
-    "builder",
-    "checkpoint",
-    "container",
-    "context",
-    "image",
-    "manifest",
-    "network",
-    "plugin",
-    "system",
-    "trust",
-    "volume",
-    // Swarm commands
-    "config",
-    "node",
-    "secret",
-    "service",
-    "stack",
-    "swarm",
-    // Commands
-    "attach",
-    "commit",
-    "cp",
-    "create",
-    "diff",
-    "events",
-    "export",
-    "history",
-    "import",
-    "inspect",
-    "kill",
-    "load",
-    "logs",
-    "pause",
-    "port",
-    "rename",
-    "restart",
-    "rm",
-    "rmi",
-    "save",
-    "start",
-    "stats",
-    "stop",
-    "tag",
-    "top",
-    "unpause",
-    "update",
-    "wait",
-    // cobra's own commands
-    "help",
-    "completion",
-    // CLI plugins shipped with docker
-    "compose",
-    "buildx",
-];
+/// The root node (no command): id 0.
+pub const ROOT: u32 = 0;
 
-/// The command id of `word`, if it is a top-level docker command.
-pub fn command_id(word: &str) -> Option<u32> {
-    COMMANDS.iter().position(|&c| c == word).map(|i| i as u32)
+/// Number of node ids in use, the root included.
+pub fn node_count() -> u32 {
+    NODES.len() as u32 + 1
 }
 
-/// The command word of `id`.
-pub fn command_name(id: u32) -> Option<&'static str> {
-    COMMANDS.get(id as usize).copied()
+/// The node with id `id` (not the root).
+pub fn node(id: u32) -> Option<&'static NodeSpec> {
+    if id == ROOT { None } else { NODES.get(id as usize - 1) }
+}
+
+/// Canonical path of a node (`"container exec"`); `""` for the root or an unknown id.
+pub fn node_path(id: u32) -> &'static str {
+    node(id).map_or("", |n| n.path)
+}
+
+/// The node whose canonical path is `path`.
+pub fn node_by_path(path: &str) -> Option<u32> {
+    NODES.iter().position(|n| n.path == path).map(|i| i as u32 + 1)
+}
+
+/// The parent of a node (the root for top-level commands).
+pub fn parent_of(id: u32) -> u32 {
+    match node_path(id).rsplit_once(' ') {
+        Some((parent, _)) => node_by_path(parent).unwrap_or(ROOT),
+        None => ROOT,
+    }
+}
+
+/// The word that names a node under its parent (the last word of its path).
+fn own_word(node: &NodeSpec) -> &'static str {
+    node.path.rsplit_once(' ').map_or(node.path, |(_, word)| word)
+}
+
+/// Whether `child` is one word below `parent` (`""` is the root's path).
+fn is_child_path(child: &str, parent: &str) -> bool {
+    let rest = if parent.is_empty() {
+        child
+    } else {
+        match child.strip_prefix(parent).and_then(|r| r.strip_prefix(' ')) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    };
+    !rest.is_empty() && !rest.contains(' ')
+}
+
+/// Whether a node has subcommands.
+pub fn is_group(id: u32) -> bool {
+    let path = node_path(id);
+    id == ROOT || NODES.iter().any(|n| is_child_path(n.path, path))
+}
+
+/// Where the engine starts reading the argv of a client profile.
+pub fn profile_start(profile: u32) -> Option<Start> {
+    match profile {
+        PROFILE_DOCKER => Some(Start { scope: SCOPE_ROOT, node: ROOT }),
+        PROFILE_COMPOSE => node_by_path("compose").map(|node| Start { scope: SCOPE_COMPOSE_ENTRY, node }),
+        _ => None,
+    }
+}
+
+/// Whether a policy entry naming `entry` covers `node`: the node itself, its descendants,
+/// and every node declared to have the same power as one of those (and their
+/// descendants). `docker exec`, `docker container exec` and `docker compose exec` are all
+/// covered by `exec`.
+pub fn covers(entry: u32, node: u32) -> bool {
+    covers_within(entry, node, 8)
+}
+
+fn covers_within(entry: u32, id: u32, depth: u32) -> bool {
+    let mut current = id;
+    // Paths are a few words deep; the bound only guards against a malformed table.
+    for _ in 0..8 {
+        if current == entry {
+            return true;
+        }
+        if current == ROOT {
+            return false;
+        }
+        if depth > 0
+            && let Some(same) = node(current).and_then(|n| n.same_as).and_then(node_by_path)
+            && covers_within(entry, same, depth - 1)
+        {
+            return true;
+        }
+        current = parent_of(current);
+    }
+    false
+}
+
+fn kind_of(id: u32) -> u32 {
+    if is_group(id) { TOKEN_GROUP } else { TOKEN_LEAF }
+}
+
+fn flag_kind(flag: &FlagSpec) -> u32 {
+    if flag.takes_value { TOKEN_FLAG_VALUE } else { TOKEN_FLAG_BOOL }
+}
+
+/// Calls `f` with each spelling of a flag: `--long` and `-s`.
+fn flag_spellings(flag: &FlagSpec, mut f: impl FnMut(&[u8])) {
+    let mut long = [0u8; TOKEN_LEN];
+    long[..2].copy_from_slice(b"--");
+    let n = flag.long.len().min(TOKEN_LEN - 3);
+    long[2..2 + n].copy_from_slice(&flag.long.as_bytes()[..n]);
+    f(&long[..2 + n]);
+    if let Some(short) = flag.short {
+        f(&[b'-', short]);
+    }
+}
+
+/// Calls `f` with every (scope, word, meaning) entry of the grammar.
+pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
+    let flag = |f: &mut dyn FnMut(u32, &[u8], TokenInfo), scope: u32, spec: &FlagSpec| {
+        let info = TokenInfo { kind: flag_kind(spec), node: 0 };
+        flag_spellings(spec, |word| f(scope, word, info));
+    };
+    // The root: global options, top-level commands and their aliases, shortcuts.
+    for spec in GLOBAL_OPTIONS {
+        flag(&mut f, SCOPE_ROOT, spec);
+    }
+    for id in 1..node_count() {
+        let Some(spec) = node(id) else { continue };
+        let info = TokenInfo { kind: kind_of(id), node: id };
+        if !spec.path.contains(' ') {
+            f(SCOPE_ROOT, own_word(spec).as_bytes(), info);
+            for alias in spec.aliases {
+                f(SCOPE_ROOT, alias.as_bytes(), info);
+            }
+        }
+        for shortcut in spec.shortcuts {
+            f(SCOPE_ROOT, shortcut.as_bytes(), info);
+        }
+    }
+    // Each group: its flags, its subcommands and their aliases.
+    for group in 1..node_count() {
+        let Some(spec) = node(group) else { continue };
+        if !is_group(group) {
+            continue;
+        }
+        for flag_spec in spec.flags {
+            flag(&mut f, group, flag_spec);
+        }
+        children(group, |child, word, info| f(group, word, TokenInfo { node: child, ..info }));
+    }
+    // A standalone docker-compose: compose's flags and commands, the global options the
+    // docker CLI passes to its plugins, and `compose` itself (plugin invocation).
+    if let Some(start) = profile_start(PROFILE_COMPOSE) {
+        let compose = start.node;
+        let globals_have = |spelling: &[u8]| {
+            let mut found = false;
+            for spec in GLOBAL_OPTIONS {
+                flag_spellings(spec, |word| found |= word == spelling);
+            }
+            found
+        };
+        for spec in GLOBAL_OPTIONS {
+            flag(&mut f, SCOPE_COMPOSE_ENTRY, spec);
+        }
+        for spec in node(compose).map_or(&[][..], |n| n.flags) {
+            let info = TokenInfo { kind: flag_kind(spec), node: 0 };
+            flag_spellings(spec, |word| {
+                if !globals_have(word) {
+                    f(SCOPE_COMPOSE_ENTRY, word, info);
+                }
+            });
+        }
+        children(compose, |child, word, info| {
+            f(SCOPE_COMPOSE_ENTRY, word, TokenInfo { node: child, ..info })
+        });
+        f(SCOPE_COMPOSE_ENTRY, b"compose", TokenInfo { kind: TOKEN_GROUP, node: compose });
+    }
+}
+
+/// Calls `f` with (child id, word, meaning) for every word naming a child of `group`.
+fn children(group: u32, mut f: impl FnMut(u32, &[u8], TokenInfo)) {
+    let group_path = node_path(group);
+    for child in 1..node_count() {
+        let Some(spec) = node(child) else { continue };
+        if !is_child_path(spec.path, group_path) {
+            continue;
+        }
+        let info = TokenInfo { kind: kind_of(child), node: child };
+        f(child, own_word(spec).as_bytes(), info);
+        for alias in spec.aliases {
+            f(child, alias.as_bytes(), info);
+        }
+    }
+}
+
+/// Resolves a policy entry (`"exec"`, `"network create"`, `"compose exec"`) the way the
+/// CLI resolves the same words on its command line: the first word in the root (so the
+/// top-level shortcuts work), each next one among the previous word's subcommands.
+pub fn resolve_entry<G: Grammar>(grammar: &G, entry: &str) -> Option<u32> {
+    let mut scope = SCOPE_ROOT;
+    let mut found = None;
+    for word in entry.split(' ').filter(|w| !w.is_empty()) {
+        if found.is_some() && !is_group(scope) {
+            return None;
+        }
+        let info = grammar.lookup(&Token::from_bytes(scope, word.as_bytes())?)?;
+        if info.kind != TOKEN_LEAF && info.kind != TOKEN_GROUP {
+            return None;
+        }
+        found = Some(info.node);
+        scope = info.node;
+    }
+    found
 }
 
 /// Looks grammar words up. The kernel implements it with a hash map filled from
-/// [`entries`]; userspace with [`StaticGrammar`].
+/// [`entries`]; userspace with a hash map of its own, filled from the same entries.
 pub trait Grammar {
     fn lookup(&self, token: &Token) -> Option<TokenInfo>;
 }
 
-/// Calls `f` with every (word, meaning) pair of the grammar: the long (`--host`) and short
-/// (`-H`) spelling of each global option, and each command word.
-pub fn entries(mut f: impl FnMut(&[u8], TokenInfo)) {
-    for opt in GLOBAL_OPTIONS {
-        let kind = if opt.takes_value { TOKEN_GLOBAL_VALUE } else { TOKEN_GLOBAL_BOOL };
-        let info = TokenInfo { kind, command: 0 };
-        let mut long = [0u8; 32];
-        long[..2].copy_from_slice(b"--");
-        long[2..2 + opt.long.len()].copy_from_slice(opt.long.as_bytes());
-        f(&long[..2 + opt.long.len()], info);
-        if let Some(short) = opt.short {
-            f(&[b'-', short], info);
+/// Compile-time guard: the tree fits the kernel's bitmaps.
+const _: () = assert!(NODES.len() < MAX_NODES);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{collections::HashMap, format, string::String, vec::Vec};
+
+    use super::*;
+
+    struct MapGrammar(HashMap<Token, TokenInfo>);
+
+    impl Grammar for MapGrammar {
+        fn lookup(&self, token: &Token) -> Option<TokenInfo> {
+            self.0.get(token).copied()
         }
     }
-    for (id, word) in COMMANDS.iter().enumerate() {
-        f(word.as_bytes(), TokenInfo { kind: TOKEN_COMMAND, command: id as u32 });
-    }
-}
 
-/// The grammar as a plain table walk, for userspace.
-pub struct StaticGrammar;
-
-impl Grammar for StaticGrammar {
-    fn lookup(&self, token: &Token) -> Option<TokenInfo> {
-        let mut found = None;
-        entries(|word, info| {
-            if found.is_none() && word == token.as_bytes() {
-                found = Some(info);
+    /// Every (scope, word) has one meaning, and every word fits the kernel's token.
+    fn grammar() -> MapGrammar {
+        let mut map: HashMap<Token, TokenInfo> = HashMap::new();
+        let mut clashes: Vec<String> = Vec::new();
+        entries(|scope, word, info| {
+            let token = Token::from_bytes(scope, word)
+                .unwrap_or_else(|| panic!("word {:?} does not fit a token", String::from_utf8_lossy(word)));
+            if let Some(previous) = map.insert(token, info)
+                && previous != info
+            {
+                clashes.push(format!("scope {scope}: {:?}", String::from_utf8_lossy(word)));
             }
         });
-        found
+        assert!(clashes.is_empty(), "words with two meanings: {clashes:?}");
+        MapGrammar(map)
+    }
+
+    #[test]
+    fn the_tree_is_well_formed() {
+        let _ = grammar();
+        for (i, spec) in NODES.iter().enumerate() {
+            let id = i as u32 + 1;
+            assert_eq!(node_by_path(spec.path), Some(id), "duplicate path {:?}", spec.path);
+            assert!(!spec.path.starts_with(' ') && !spec.path.ends_with(' ') && !spec.path.contains("  "));
+            if let Some((parent, _)) = spec.path.rsplit_once(' ') {
+                let parent_id =
+                    node_by_path(parent).unwrap_or_else(|| panic!("{:?} has no parent", spec.path));
+                assert!(parent_id < id, "{:?} comes before its parent", spec.path);
+            }
+            if let Some(same) = spec.same_as {
+                assert!(node_by_path(same).is_some(), "{:?}: same_as {same:?} is no node", spec.path);
+            }
+            assert!(spec.flags.is_empty() || is_group(id), "leaf {:?} has group flags", spec.path);
+        }
+    }
+
+    #[test]
+    fn policy_entries_resolve_like_the_command_line() {
+        let g = grammar();
+        let exec = node_by_path("container exec").unwrap();
+        assert_eq!(resolve_entry(&g, "exec"), Some(exec));
+        assert_eq!(resolve_entry(&g, "container exec"), Some(exec));
+        assert_eq!(resolve_entry(&g, "ps"), node_by_path("container ls"));
+        assert_eq!(resolve_entry(&g, "container ps"), node_by_path("container ls"));
+        assert_eq!(resolve_entry(&g, "push"), node_by_path("image push"));
+        assert_eq!(resolve_entry(&g, "network create"), node_by_path("network create"));
+        assert_eq!(resolve_entry(&g, "compose exec"), node_by_path("compose exec"));
+        assert_eq!(resolve_entry(&g, "compose"), node_by_path("compose"));
+        for bad in ["exce", "", "--debug", "-D", "exec web", "container frobnicate", "compose -f"] {
+            assert_eq!(resolve_entry(&g, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn coverage_follows_spellings_descendants_and_same_power() {
+        let id = |p: &str| node_by_path(p).unwrap();
+        let exec = id("container exec");
+        assert!(covers(exec, exec));
+        assert!(covers(exec, id("compose exec")));
+        assert!(!covers(id("compose exec"), exec));
+        assert!(!covers(exec, id("container ls")));
+        assert!(covers(id("container"), exec));
+        assert!(covers(id("compose"), id("compose exec")));
+        assert!(!covers(id("compose"), exec));
+        assert!(covers(id("image push"), id("compose push")));
+        assert!(!covers(ROOT, exec) || is_group(ROOT));
+    }
+
+    #[test]
+    fn profiles_start_where_their_client_reads_argv() {
+        assert_eq!(profile_start(PROFILE_DOCKER), Some(Start { scope: SCOPE_ROOT, node: ROOT }));
+        let compose = node_by_path("compose").unwrap();
+        assert_eq!(profile_start(PROFILE_COMPOSE), Some(Start { scope: SCOPE_COMPOSE_ENTRY, node: compose }));
+        assert_eq!(profile_start(7), None);
     }
 }

@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod engine;
 pub mod grammar;
+pub mod tree;
 
 pub use abi::*;
 pub use engine::*;

@@ -28,10 +28,12 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    ACTION_AUDITED, ACTION_DENIED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, COUNTER_ALLOWED, COUNTER_AUDITED,
-    COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE, DenialEvent,
-    EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, KernelOffsets, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT,
-    ReadError, Reason, RuleConfig, Scan, Scratch, Token, TokenInfo, Verdict, grammar::Grammar, judge,
+    ACTION_AUDITED, ACTION_DENIED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo, BinaryKey,
+    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED,
+    COUNTER_UNDECIDABLE, DenialEvent, EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, GENERATIONS, KernelOffsets,
+    MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT, PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED,
+    RULE_COUNTER_UNDECIDABLE, ReadError, Reason, RuleConfig, Rules, Scan, Scratch, Start, Token, TokenInfo,
+    UserKey, Verdict, grammar::Grammar, judge_rules, rule_counter,
 };
 
 const EPERM: i32 = 1;
@@ -57,29 +59,39 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
 #[unsafe(no_mangle)]
 static PROBE_TGID: Global<u32> = Global::new(0);
 
-/// Restricted real uid -> bitmask of the rules that name it.
-#[map]
-static USERS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+// The policy and state maps are pinned in bpffs (the loader sets the directory), so they
+// outlive the daemon: a restarted daemon adopts them and enforcement never lapses.
 
-/// Vetted binary identity -> bitmask of the rules that list it.
+/// Which policy generation is in force (one entry). A reload fills the other generation
+/// of the maps below, then flips `active`.
 #[map]
-static BINARIES: HashMap<FileId, u32> = HashMap::with_max_entries(256, 0);
+static POLICY: Array<PolicyState> = Array::pinned(1, 0);
 
-/// Rule index -> compiled rule.
+/// (generation, restricted real uid) -> bitmask of the rules that name it.
 #[map]
-static RULES: Array<RuleConfig> = Array::with_max_entries(MAX_RULES as u32, 0);
+static USERS: HashMap<UserKey, u32> = HashMap::pinned(8192, 0);
 
-/// The docker CLI grammar: global option spellings and command words.
+/// (generation, vetted binary identity) -> the rules that list it and its client profile.
 #[map]
-static GRAMMAR: HashMap<Token, TokenInfo> = HashMap::with_max_entries(512, 0);
+static BINARIES: HashMap<BinaryKey, BinaryInfo> = HashMap::pinned(512, 0);
+
+/// generation * MAX_RULES + rule index -> compiled rule.
+#[map]
+static RULES: Array<RuleConfig> = Array::pinned(GENERATIONS * MAX_RULES as u32, 0);
 
 /// Denials (and audit-mode would-be denials) for userspace.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
-/// Exact per-CPU counters (`COUNTER_*`), exact even when events are dropped.
+/// Exact per-CPU counters (`COUNTER_*`, then per-rule ones), exact even when events are
+/// dropped.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
+
+/// The docker CLI grammar: (scope, word) -> option or command. Not pinned: it belongs to
+/// the program that was built with it.
+#[map]
+static GRAMMAR: HashMap<Token, TokenInfo> = HashMap::with_max_entries(2048, 0);
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -87,6 +99,18 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Thread id -> identity of the file it last opened (identity probe results).
 #[map]
 static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
+
+/// The rules of one policy generation.
+struct KernelRules {
+    generation: u32,
+}
+
+impl Rules for KernelRules {
+    #[inline(always)]
+    fn rule(&self, index: u32) -> Option<&RuleConfig> {
+        RULES.get((self.generation & 1) * MAX_RULES as u32 + (index & (MAX_RULES as u32 - 1)))
+    }
+}
 
 struct MapGrammar;
 
@@ -177,17 +201,21 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
         return previous;
     }
     let uid = bpf_get_current_uid_gid() as u32;
-    // The path everyone but a restricted user takes: one lookup.
-    let user_rules = match unsafe { USERS.get(&uid) } {
+    let generation = match POLICY.get(0) {
+        Some(state) => state.active & 1,
+        None => return 0,
+    };
+    // The path everyone but a restricted user takes: one array read, one hash lookup.
+    let user_rules = match unsafe { USERS.get(&UserKey { generation, uid }) } {
         Some(rules) => *rules,
         None => return 0,
     };
     let bprm: u64 = ctx.arg(0);
-    unsafe { check_restricted(bprm, uid, user_rules) }
+    unsafe { check_restricted(bprm, uid, generation, user_rules) }
 }
 
 #[inline(always)]
-unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
+unsafe fn check_restricted(bprm: u64, uid: u32, generation: u32, user_rules: u32) -> i32 {
     let off = OFFSETS.load();
     let scratch = match SCRATCH.get_ptr_mut(0) {
         Some(ptr) => unsafe { &mut *ptr },
@@ -200,6 +228,8 @@ unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
     event.file = FileId::default();
     event.command = u32::MAX;
     event.action = 0;
+    event.rule = 0;
+    event.generation = generation;
     event.path[0] = 0;
 
     if off.valid == 0 {
@@ -213,10 +243,11 @@ unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
             return unsafe { finish(event, uid, user_rules, Verdict::Undecidable(Reason::UnreadableFile)) };
         }
     };
-    let rules = match unsafe { BINARIES.get(&identity) } {
-        Some(binary_rules) => *binary_rules & user_rules,
+    let binary = match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) } {
+        Some(binary) => *binary,
         None => return 0,
     };
+    let rules = binary.rules & user_rules;
     if rules == 0 {
         return 0;
     }
@@ -231,7 +262,7 @@ unsafe fn check_restricted(bprm: u64, uid: u32, user_rules: u32) -> i32 {
             )
         };
     }
-    let verdict = unsafe { decide(bprm, &off, rules) };
+    let verdict = unsafe { decide(bprm, &off, generation, rules, binary.start) };
     unsafe { finish(&mut scratch.event, uid, rules, verdict) }
 }
 
@@ -321,36 +352,24 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
     }
 }
 
-/// Judges the exec against every rule in `rules`; the first rule (lowest index) that
-/// does not allow decides, and is recorded in the event with the rest of argv.
+/// Judges the exec against every rule in `rules` with the shared `judge_rules`; the
+/// rule that decides is recorded in the event with the rest of argv.
 #[inline(always)]
-unsafe fn decide(bprm: u64, off: &KernelOffsets, rules: u32) -> Verdict {
-    let mut state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(), result: None };
+unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, start: Start) -> Verdict {
+    let mut state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(start), result: None };
     let scan = unsafe { scan_exec(bprm, off, &mut state) };
-    let mut i = 0u32;
-    while i < MAX_RULES as u32 {
-        if rules & (1 << i) != 0 {
-            let Some(rule) = RULES.get(i) else {
-                return Verdict::Undecidable(Reason::NotConfigured);
-            };
-            let verdict = judge(scan, rule);
-            if verdict != Verdict::Allow {
-                if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
-                    let event = unsafe { &mut (*scratch).event };
-                    event.rule = i;
-                    event.action = if rule.is_audit() { ACTION_AUDITED } else { ACTION_DENIED };
-                }
-                if state.argv != 0 {
-                    unsafe {
-                        bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
-                    };
-                }
-                return verdict;
-            }
+    let decision = judge_rules(scan, rules, &KernelRules { generation });
+    if decision.verdict != Verdict::Allow {
+        if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+            let event = unsafe { &mut (*scratch).event };
+            event.rule = decision.rule;
+            event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
         }
-        i += 1;
+        if state.argv != 0 {
+            unsafe { bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0) };
+        }
     }
-    Verdict::Allow
+    decision.verdict
 }
 
 /// The user address of argv in the exec syscall that is running, from its saved registers.
@@ -385,12 +404,17 @@ unsafe fn finish(event: &mut DenialEvent, uid: u32, rules: u32, verdict: Verdict
         event.action = ACTION_DENIED;
     }
     let audit = event.action == ACTION_AUDITED;
+    let generation = event.generation;
+    let rule = event.rule;
     if audit {
         count(COUNTER_AUDITED);
+        count(rule_counter(generation, rule, RULE_COUNTER_AUDITED));
     } else if let Verdict::Undecidable(_) = verdict {
         count(COUNTER_UNDECIDABLE);
+        count(rule_counter(generation, rule, RULE_COUNTER_UNDECIDABLE));
     } else {
         count(COUNTER_DENIED);
+        count(rule_counter(generation, rule, RULE_COUNTER_DENIED));
     }
     if let Verdict::Deny { command } = verdict {
         event.command = command;

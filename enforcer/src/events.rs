@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use enforcer_common::{ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason, grammar};
+use enforcer_common::{ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason};
 use serde::{Deserialize, Serialize};
 
 pub const DENIALS_FILE: &str = "denials.jsonl";
@@ -29,7 +29,7 @@ pub struct Denial {
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     pub rule: String,
-    /// The docker command, when a rule denied it by name.
+    /// The docker command (canonical path, e.g. `container exec`), when a rule denied it.
     pub command: Option<String>,
     /// Why: `command`, or why the engine could not decide.
     pub reason: String,
@@ -78,7 +78,11 @@ pub fn decode(event: &DenialEvent, rule_names: &[String], binaries: &BTreeMap<Fi
         argv_truncated: event.argv_truncated != 0 || (argv.len() as u32) < event.argc,
         argv,
         rule: rule_names.get(event.rule as usize).cloned().unwrap_or_else(|| format!("#{}", event.rule)),
-        command: grammar::command_name(event.command).map(str::to_string),
+        command: if event.reason == Reason::Command as u32 {
+            crate::grammar::command_path(event.command).map(str::to_string)
+        } else {
+            None
+        },
         reason,
         action: if event.action == ACTION_AUDITED { "audited" } else { "denied" }.to_string(),
     }
@@ -97,7 +101,7 @@ impl Denial {
             self.reason
         );
         if let Some(command) = &self.command {
-            line.push_str(&format!(" command={command}"));
+            line.push_str(&format!(" command={:?}", command));
         }
         line.push_str(&format!(
             " binary={} argv={}",
@@ -108,46 +112,115 @@ impl Denial {
     }
 }
 
-/// The JSON-lines denial log under the state directory.
+/// The JSON-lines denial log under the state directory, rotated by size:
+/// `denials.jsonl` is the newest, `denials.jsonl.1` … `.N` older ones.
 pub struct DenialLog {
     path: PathBuf,
+    /// Rotate once the current file would grow past this many bytes.
+    max_bytes: u64,
+    /// Rotated files kept besides the current one.
+    keep: usize,
 }
+
+/// Which records `recent` returns.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Only records at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only records of this uid.
+    pub uid: Option<u32>,
+}
+
+impl Filter {
+    fn admits(&self, denial: &Denial) -> bool {
+        if self.uid.is_some_and(|uid| uid != denial.uid) {
+            return false;
+        }
+        match self.since {
+            None => true,
+            Some(since) => humantime::parse_rfc3339(&denial.time).is_ok_and(|t| t >= since),
+        }
+    }
+}
+
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_LOG_KEEP: usize = 4;
 
 impl DenialLog {
     pub fn new(state_dir: &Path) -> DenialLog {
-        DenialLog { path: state_dir.join(DENIALS_FILE) }
+        DenialLog::with_limits(state_dir, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_KEEP)
+    }
+
+    pub fn with_limits(state_dir: &Path, max_bytes: u64, keep: usize) -> DenialLog {
+        DenialLog { path: state_dir.join(DENIALS_FILE), max_bytes: max_bytes.max(1), keep }
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Shifts `.1`… up by one (dropping the oldest) and moves the current file to `.1`.
+    fn rotate(&self) -> Result<()> {
+        if self.keep == 0 {
+            return std::fs::remove_file(&self.path)
+                .with_context(|| format!("cannot remove {}", self.path.display()));
+        }
+        let _ = std::fs::remove_file(self.rotated(self.keep));
+        for n in (1..self.keep).rev() {
+            let from = self.rotated(n);
+            if from.exists() {
+                std::fs::rename(&from, self.rotated(n + 1))
+                    .with_context(|| format!("cannot rotate {}", from.display()))?;
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))
+            .with_context(|| format!("cannot rotate {}", self.path.display()))
     }
 
     pub fn append(&self, denial: &Denial) -> Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        let mut line = serde_json::to_string(denial)?;
+        line.push('\n');
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if size > 0 && size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
-        let mut line = serde_json::to_string(denial)?;
-        line.push('\n');
         // One write per record, so concurrent readers never see half a line.
         file.write_all(line.as_bytes()).with_context(|| format!("cannot write {}", self.path.display()))
     }
 
-    /// The most recent `limit` records, oldest first. Lines that do not parse are skipped.
-    pub fn recent(&self, limit: usize) -> Result<Vec<Denial>> {
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
-        };
+    /// The most recent `limit` records that pass `filter`, oldest first, across the
+    /// rotated files. Lines that do not parse are skipped.
+    pub fn recent(&self, limit: usize, filter: &Filter) -> Result<Vec<Denial>> {
         let mut records = std::collections::VecDeque::new();
-        for line in BufReader::new(file).lines() {
-            let line = line?;
-            if let Ok(record) = serde_json::from_str::<Denial>(&line) {
-                if records.len() == limit {
-                    records.pop_front();
+        let files = (1..=self.keep).rev().map(|n| self.rotated(n)).chain([self.path.clone()]);
+        for path in files {
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            };
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                if let Ok(record) = serde_json::from_str::<Denial>(&line)
+                    && filter.admits(&record)
+                {
+                    if records.len() == limit {
+                        records.pop_front();
+                    }
+                    if limit > 0 {
+                        records.push_back(record);
+                    }
                 }
-                records.push_back(record);
             }
         }
         Ok(records.into())
@@ -170,11 +243,11 @@ mod tests {
             rule: 0,
             action: ACTION_DENIED,
             reason: Reason::Command as u32,
-            command: grammar::command_id("exec").unwrap(),
+            command: enforcer_common::grammar::node_by_path("container exec").unwrap(),
             argc: argv.len() as u32,
             argv_len: 0,
             argv_truncated: 0,
-            _pad: 0,
+            generation: 0,
             path: [0; EVENT_PATH_LEN],
             argv: [0; EVENT_ARGV_LEN + ARG_BUF],
         };
@@ -194,7 +267,7 @@ mod tests {
         let denial = decode(&event(&["docker", "exec", "", "web"]), &["r".into()], &binaries);
         assert_eq!(denial.argv, ["docker", "exec", "", "web"]);
         assert!(!denial.argv_truncated);
-        assert_eq!(denial.command.as_deref(), Some("exec"));
+        assert_eq!(denial.command.as_deref(), Some("container exec"));
         assert_eq!(denial.reason, "command");
         assert_eq!(denial.rule, "r");
         assert_eq!(denial.binary.as_deref(), Some("/usr/bin/docker"));
@@ -203,7 +276,9 @@ mod tests {
         let line = denial.log_line();
         assert!(line.starts_with("enforcer: denied uid=1001"), "{line}");
         assert!(
-            line.contains("command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"),
+            line.contains(
+                "command=\"container exec\" binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"
+            ),
             "{line}"
         );
     }
@@ -227,8 +302,40 @@ mod tests {
             denial.pid = pid;
             log.append(&denial).unwrap();
         }
-        let recent = log.recent(2).unwrap();
+        let recent = log.recent(2, &Filter::default()).unwrap();
         assert_eq!(recent.iter().map(|d| d.pid).collect::<Vec<_>>(), [3, 4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_keeps_the_size_bound_and_the_newest_records() {
+        let dir = std::env::temp_dir().join(format!("enforcer-rotate-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = DenialLog::with_limits(&dir, 2000, 2);
+        let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], &BTreeMap::new());
+        for pid in 0..100 {
+            denial.pid = pid;
+            denial.uid = 1000 + pid % 2;
+            log.append(&denial).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["denials.jsonl", "denials.jsonl.1", "denials.jsonl.2"]);
+        for name in &names {
+            let size = std::fs::metadata(dir.join(name)).unwrap().len();
+            assert!(size <= 2000, "{name} is {size} bytes");
+        }
+        let all = log.recent(1000, &Filter::default()).unwrap();
+        assert_eq!(all.last().unwrap().pid, 99, "the newest record is kept");
+        let pids: Vec<u32> = all.iter().map(|d| d.pid).collect();
+        assert!(pids.windows(2).all(|w| w[0] + 1 == w[1]), "oldest first, no gaps: {pids:?}");
+        let odd = log.recent(3, &Filter { uid: Some(1001), since: None }).unwrap();
+        assert_eq!(odd.iter().map(|d| d.pid).collect::<Vec<_>>(), [95, 97, 99]);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        assert!(log.recent(10, &Filter { uid: None, since: Some(future) }).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

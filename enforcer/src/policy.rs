@@ -7,8 +7,8 @@
 //! [[rule]]
 //! name = "ai-worker-docker"
 //! users = ["ai-worker"]       # names or numeric uids
-//! binaries = ["/usr/bin/docker"]
-//! deny = ["exec", "cp"]       # or allow = [...]
+//! binaries = ["/usr/bin/docker", { path = "/usr/bin/docker-compose", client = "docker-compose" }]
+//! deny = ["exec", "cp", "compose exec"]   # or allow = [...]
 //! ```
 
 use std::{
@@ -18,7 +18,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use enforcer_common::{MAX_RULES, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig, grammar};
+use enforcer_common::{
+    MAX_RULES, PROFILE_COMPOSE, PROFILE_DOCKER, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig,
+    grammar,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -28,6 +31,16 @@ pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 pub const DEFAULT_POLICY_NAME: &str = "<embedded default policy>";
 /// The system policy file.
 pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
+
+/// Where docker CLI plugins live; a rule without `binaries` vets the compose plugin found
+/// there (the docker CLI runs it as `docker-compose [GLOBAL OPTIONS] compose ...`).
+pub const PLUGIN_DIRS: &[&str] = &[
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+    "/run/current-system/sw/libexec/docker/cli-plugins",
+];
 
 /// Where docker is looked for when a rule lists no binaries: PATH, then these.
 pub const USUAL_DOCKER_DIRS: &[&str] = &[
@@ -96,10 +109,29 @@ pub struct Rule {
     pub name: String,
     pub users: Vec<(UserSpec, Place)>,
     /// None: look for docker in PATH and the usual places.
-    pub binaries: Option<Vec<(PathBuf, Place)>>,
+    pub binaries: Option<Vec<Binary>>,
     pub kind: ListKind,
-    /// Command ids, in policy order.
+    /// The commands the rule names (node ids, in policy order); each covers its
+    /// spellings, descendants and same-power commands (see `grammar::covers`).
     pub commands: Vec<u32>,
+}
+
+/// A vetted client binary as the policy lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binary {
+    pub path: PathBuf,
+    /// `PROFILE_DOCKER` or `PROFILE_COMPOSE`: where the engine starts in its argv.
+    pub profile: u32,
+    pub place: Place,
+}
+
+/// The profile a binary path implies when the policy does not say: a file named
+/// `docker-compose` is the compose client, anything else the docker CLI.
+pub fn profile_for_path(path: &Path) -> u32 {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some("docker-compose") => PROFILE_COMPOSE,
+        _ => PROFILE_DOCKER,
+    }
 }
 
 /// A position in the policy file, for messages about resolution (unknown user, ...).
@@ -114,6 +146,8 @@ pub struct Place {
 pub struct Policy {
     /// The file it came from, or `DEFAULT_POLICY_NAME`.
     pub source: String,
+    /// SHA-256 of the policy text, hex: tells which policy is in force.
+    pub digest: String,
     pub mode: Mode,
     pub rules: Vec<Rule>,
 }
@@ -131,9 +165,23 @@ struct RawPolicy {
 struct RawRule {
     name: Spanned<String>,
     users: Spanned<Vec<Spanned<RawUser>>>,
-    binaries: Option<Spanned<Vec<Spanned<String>>>>,
+    binaries: Option<Spanned<Vec<Spanned<RawBinary>>>>,
     deny: Option<Spanned<Vec<Spanned<String>>>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBinary {
+    Path(String),
+    Table(RawBinaryTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinaryTable {
+    path: String,
+    client: String,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +189,11 @@ struct RawRule {
 enum RawUser {
     Uid(i64),
     Name(String),
+}
+
+fn digest(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn place_of(text: &str, offset: usize) -> Place {
@@ -238,17 +291,32 @@ impl Policy {
                             format!("rule {name:?}: binaries is empty (omit it to search for docker)"),
                         ));
                     }
-                    let mut paths = Vec::new();
-                    for path in list.get_ref() {
-                        if !Path::new(path.get_ref()).is_absolute() {
+                    let mut binaries = Vec::new();
+                    for entry in list.get_ref() {
+                        let (path, profile) = match entry.get_ref() {
+                            RawBinary::Path(path) => (PathBuf::from(path), profile_for_path(Path::new(path))),
+                            RawBinary::Table(table) => {
+                                let profile = crate::grammar::profile_by_name(&table.client).ok_or_else(|| {
+                                    error(
+                                        Some(entry.span()),
+                                        format!(
+                                            "unknown client {:?}: expected \"docker\" or \"docker-compose\"",
+                                            table.client
+                                        ),
+                                    )
+                                })?;
+                                (PathBuf::from(&table.path), profile)
+                            }
+                        };
+                        if !path.is_absolute() {
                             return Err(error(
-                                Some(path.span()),
-                                format!("binary path {:?} is not absolute", path.get_ref()),
+                                Some(entry.span()),
+                                format!("binary path {:?} is not absolute", path.display().to_string()),
                             ));
                         }
-                        paths.push((PathBuf::from(path.get_ref()), place_of(text, path.span().start)));
+                        binaries.push(Binary { path, profile, place: place_of(text, entry.span().start) });
                     }
-                    Some(paths)
+                    Some(binaries)
                 }
             };
 
@@ -270,21 +338,21 @@ impl Policy {
             };
             let mut commands = Vec::new();
             for command in list.get_ref() {
-                let word = command.get_ref().trim();
-                match grammar::command_id(word) {
+                let entry = command.get_ref().trim();
+                match grammar::resolve_entry(crate::grammar::get(), entry) {
                     Some(id) => {
                         if !commands.contains(&id) {
                             commands.push(id);
                         }
                     }
                     None => {
-                        return Err(error(Some(command.span()), format!("unknown docker command {word:?}")));
+                        return Err(error(Some(command.span()), format!("unknown docker command {entry:?}")));
                     }
                 }
             }
             rules.push(Rule { name, users, binaries, kind, commands });
         }
-        Ok(Policy { source: source.to_string(), mode, rules })
+        Ok(Policy { source: source.to_string(), digest: digest(text), mode, rules })
     }
 
     /// Reads and parses a policy file.
@@ -319,8 +387,10 @@ impl Policy {
             .iter()
             .map(|rule| {
                 let mut config = RuleConfig::default();
-                for &id in &rule.commands {
-                    config.set_command(id);
+                for node in 1..grammar::node_count() {
+                    if rule.commands.iter().any(|&entry| grammar::covers(entry, node)) {
+                        config.set_command(node);
+                    }
                 }
                 config.flags = match rule.kind {
                     ListKind::Deny => RULE_DENY_LIST,
@@ -349,8 +419,8 @@ pub trait System {
 pub struct Resolved {
     /// uid -> bitmask of rules naming it.
     pub users: BTreeMap<u32, u32>,
-    /// Resolved binary path -> bitmask of rules listing it (paths as given, and targets).
-    pub binaries: BTreeMap<PathBuf, u32>,
+    /// Resolved binary path -> (bitmask of rules listing it, client profile).
+    pub binaries: BTreeMap<PathBuf, (u32, u32)>,
     pub warnings: Vec<String>,
 }
 
@@ -377,20 +447,54 @@ impl Policy {
                 };
                 *resolved.users.entry(uid).or_default() |= bit;
             }
-            let candidates: Vec<(PathBuf, Option<Place>)> = match &rule.binaries {
-                Some(list) => list.iter().map(|(p, place)| (p.clone(), Some(*place))).collect(),
+            // (path, profile, place, counts as "docker found"): without `binaries`, every
+            // docker and docker-compose in PATH and the usual places, and the compose plugin.
+            let candidates: Vec<(PathBuf, u32, Option<Place>, bool)> = match &rule.binaries {
+                Some(list) => list.iter().map(|b| (b.path.clone(), b.profile, Some(b.place), true)).collect(),
                 None => {
                     let mut dirs = system.search_path();
                     dirs.extend(USUAL_DOCKER_DIRS.iter().map(PathBuf::from));
-                    dirs.into_iter().map(|d| (d.join("docker"), None)).collect()
+                    let mut candidates: Vec<_> =
+                        dirs.iter().map(|d| (d.join("docker"), PROFILE_DOCKER, None, true)).collect();
+                    // nixpkgs' bin/docker is a shell wrapper that runs libexec/docker/docker:
+                    // the real client must be vetted too.
+                    let wrapped: Vec<_> = dirs
+                        .iter()
+                        .filter_map(|d| system.resolve_file(&d.join("docker")))
+                        .filter_map(|target| Some(target.parent()?.parent()?.join("libexec/docker/docker")))
+                        .map(|real| (real, PROFILE_DOCKER, None, false))
+                        .collect();
+                    candidates.extend(wrapped);
+                    candidates.extend(
+                        dirs.iter().map(|d| (d.join("docker-compose"), PROFILE_COMPOSE, None, false)),
+                    );
+                    candidates.extend(
+                        PLUGIN_DIRS
+                            .iter()
+                            .map(|d| (Path::new(d).join("docker-compose"), PROFILE_COMPOSE, None, false)),
+                    );
+                    candidates
                 }
             };
             let mut found = 0;
-            for (path, place) in candidates {
+            for (path, profile, place, counts) in candidates {
                 match system.resolve_file(&path) {
                     Some(target) => {
-                        found += 1;
-                        *resolved.binaries.entry(target).or_default() |= bit;
+                        found += counts as usize;
+                        let entry = resolved.binaries.entry(target.clone()).or_insert((0, profile));
+                        if entry.1 != profile {
+                            return Err(error(
+                                place,
+                                format!(
+                                    "rule {:?}: {} is listed as a {} client here and as a {} client elsewhere",
+                                    rule.name,
+                                    target.display(),
+                                    crate::grammar::profile_name(profile),
+                                    crate::grammar::profile_name(entry.1)
+                                ),
+                            ));
+                        }
+                        entry.0 |= bit;
                     }
                     None => {
                         if let Some(place) = place {
@@ -412,7 +516,7 @@ impl Policy {
                     None => format!("no docker binary found in PATH or in {}", USUAL_DOCKER_DIRS.join(", ")),
                 };
                 return Err(error(
-                    rule.binaries.as_ref().and_then(|b| b.first().map(|(_, p)| *p)),
+                    rule.binaries.as_ref().and_then(|b| b.first().map(|b| b.place)),
                     format!("rule {:?}: {what}", rule.name),
                 ));
             }
@@ -445,6 +549,10 @@ impl System for HostSystem {
 mod tests {
     use super::*;
 
+    fn node(path: &str) -> u32 {
+        grammar::node_by_path(path).unwrap_or_else(|| panic!("no node {path}"))
+    }
+
     fn parse(text: &str) -> Result<Policy, PolicyError> {
         Policy::parse("policy.toml", text)
     }
@@ -462,11 +570,38 @@ mod tests {
         assert_eq!(rule.kind, ListKind::Deny);
         assert!(rule.binaries.is_none());
         assert_eq!(rule.users[0].0, UserSpec::Name("ai-worker".into()));
-        let words: Vec<_> = rule.commands.iter().map(|&id| grammar::command_name(id).unwrap()).collect();
-        assert_eq!(
-            words,
-            ["exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag"]
-        );
+        let paths: Vec<_> = rule.commands.iter().map(|&id| grammar::node_path(id)).collect();
+        let seed = [
+            "container exec",
+            "container cp",
+            "container commit",
+            "container diff",
+            "container export",
+            "image import",
+            "image load",
+            "image save",
+            "container attach",
+            "image push",
+            "image tag",
+        ];
+        assert_eq!(paths[..seed.len()], seed);
+        // Every spelling of a seed command is denied: the compiled bitmap covers them.
+        let config = &policy.rule_configs()[0];
+        for path in [
+            "container exec",
+            "compose exec",
+            "compose cp",
+            "image push",
+            "compose push",
+            "system dial-stdio",
+        ] {
+            assert!(config.has_command(node(path)), "{path} is not denied");
+        }
+        for path in
+            ["container ls", "compose ps", "container run", "image ls", "network create", "compose up"]
+        {
+            assert!(!config.has_command(node(path)), "{path} is denied");
+        }
     }
 
     #[test]
@@ -490,8 +625,8 @@ deny = ["exec", "cp"]
         assert_eq!(rule.binaries.as_ref().unwrap().len(), 2);
         let config = &policy.rule_configs()[0];
         assert!(config.is_audit());
-        assert!(config.has_command(grammar::command_id("exec").unwrap()));
-        assert!(!config.has_command(grammar::command_id("ps").unwrap()));
+        assert!(config.has_command(node("container exec")));
+        assert!(!config.has_command(node("container ls")));
     }
 
     #[test]
@@ -535,7 +670,43 @@ deny = ["exec", "cp"]
         let config = policy.rule_configs()[0];
         assert!(config.is_allow_list());
         assert!(!config.is_audit());
-        assert!(config.has_command(grammar::command_id("ps").unwrap()));
+        assert!(config.has_command(node("container ls")));
+    }
+
+    #[test]
+    fn entries_are_command_paths() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"network create\", \"compose exec\", \"container\"]\n",
+        )
+        .unwrap();
+        let config = policy.rule_configs()[0];
+        assert!(config.has_command(node("network create")));
+        assert!(!config.has_command(node("network ls")));
+        assert!(config.has_command(node("compose exec")));
+        // A group covers all its commands; naming `compose exec` does not deny `docker exec`.
+        assert!(config.has_command(node("container exec")));
+        assert!(config.has_command(node("container ls")));
+        let only_compose = parse("[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"compose exec\"]\n").unwrap();
+        assert!(!only_compose.rule_configs()[0].has_command(node("container exec")));
+        assert_eq!(
+            err("[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"network frobnicate\"]\n"),
+            "policy.toml:4:9: unknown docker command \"network frobnicate\""
+        );
+    }
+
+    #[test]
+    fn binaries_carry_their_client() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\nusers = [7]\nbinaries = [\"/usr/bin/docker\", \"/usr/bin/docker-compose\", { path = \"/opt/dc\", client = \"docker-compose\" }]\ndeny = [\"exec\"]\n",
+        )
+        .unwrap();
+        let profiles: Vec<u32> =
+            policy.rules[0].binaries.as_ref().unwrap().iter().map(|b| b.profile).collect();
+        assert_eq!(profiles, [PROFILE_DOCKER, PROFILE_COMPOSE, PROFILE_COMPOSE]);
+        let bad = err(
+            "[[rule]]\nname = \"r\"\nusers = [7]\nbinaries = [{ path = \"/x\", client = \"podman\" }]\ndeny = [\"exec\"]\n",
+        );
+        assert!(bad.starts_with("policy.toml:4:13: unknown client \"podman\""), "{bad}");
     }
 
     struct FakeSystem {
@@ -571,9 +742,48 @@ deny = ["exec", "cp"]
         assert_eq!(
             resolved.binaries,
             BTreeMap::from([
-                (PathBuf::from("/nix/store/x-docker/bin/docker"), 1),
-                (PathBuf::from("/usr/bin/docker"), 1)
+                (PathBuf::from("/nix/store/x-docker/bin/docker"), (1, PROFILE_DOCKER)),
+                (PathBuf::from("/usr/bin/docker"), (1, PROFILE_DOCKER))
             ])
+        );
+        // docker-compose next to docker, and the compose plugin, are vetted too.
+        let system = FakeSystem {
+            users: vec![("ai-worker", 1001)],
+            files: vec![
+                ("/usr/bin/docker", "/usr/bin/docker"),
+                ("/usr/bin/docker-compose", "/usr/bin/docker-compose"),
+                (
+                    "/usr/libexec/docker/cli-plugins/docker-compose",
+                    "/usr/libexec/docker/cli-plugins/docker-compose",
+                ),
+            ],
+            path: vec![],
+        };
+        let resolved = Policy::default_policy().resolve(&system).unwrap();
+        assert_eq!(resolved.binaries.get(Path::new("/usr/bin/docker-compose")), Some(&(1, PROFILE_COMPOSE)));
+        // nixpkgs: bin/docker wraps libexec/docker/docker, which is vetted too.
+        let nix = FakeSystem {
+            users: vec![("ai-worker", 1001)],
+            files: vec![
+                ("/run/current-system/sw/bin/docker", "/nix/store/abc-docker/bin/docker"),
+                (
+                    "/nix/store/abc-docker/libexec/docker/docker",
+                    "/nix/store/abc-docker/libexec/docker/docker",
+                ),
+            ],
+            path: vec![],
+        };
+        let resolved_nix = Policy::default_policy().resolve(&nix).unwrap();
+        assert_eq!(
+            resolved_nix.binaries.keys().collect::<Vec<_>>(),
+            [
+                Path::new("/nix/store/abc-docker/bin/docker"),
+                Path::new("/nix/store/abc-docker/libexec/docker/docker")
+            ]
+        );
+        assert_eq!(
+            resolved.binaries.get(Path::new("/usr/libexec/docker/cli-plugins/docker-compose")),
+            Some(&(1, PROFILE_COMPOSE))
         );
     }
 

@@ -27,12 +27,13 @@ pub struct Check {
 /// Collects checks against one report.
 pub struct Checks<'a> {
     pub report: &'a Report,
+    pub artifacts: &'a Artifacts,
     pub results: Vec<Check>,
 }
 
 impl<'a> Checks<'a> {
-    fn new(report: &'a Report) -> Self {
-        Checks { report, results: Vec::new() }
+    fn new(report: &'a Report, artifacts: &'a Artifacts) -> Self {
+        Checks { report, artifacts, results: Vec::new() }
     }
 
     fn check(&mut self, name: impl Into<String>, ok: bool, detail: impl FnOnce() -> String) {
@@ -154,8 +155,14 @@ step status root /usr/local/sbin/enforcer status --json --limit 100
 step status-table root /usr/local/sbin/enforcer status --limit 100
 step status-limit root /usr/local/sbin/enforcer status --json --limit 2
 step status-unprivileged bob /usr/local/sbin/enforcer status
+step container-exec ai-worker docker container exec gitea true
+step compose-exec ai-worker docker compose exec gitea sh
+step check-cli root /usr/local/sbin/enforcer check --user ai-worker -- docker -D container exec -it web sh
+step verify root /usr/local/sbin/enforcer verify
 cp /tmp/mock-api.log /tmp/mock-api-enforced.log
 stop_enforcer
+step exec-after-sigterm ai-worker docker exec gitea true
+step detach root /usr/local/sbin/enforcer stop
 step status-after root /usr/local/sbin/enforcer status --json --limit 100
 step exec-after-stop ai-worker docker exec gitea true
 report_file mock-api /tmp/mock-api-enforced.log
@@ -209,6 +216,8 @@ fn check_default_policy(c: &mut Checks) {
         "exec-execveat",
         "exec-as-interpreter",
         "exec-int80",
+        "container-exec",
+        "compose-exec",
     ];
     for step in DENIED_SPELLINGS {
         c.denied(step);
@@ -277,7 +286,7 @@ fn check_default_policy(c: &mut Checks) {
         incident.is_some_and(|d| {
             d["user"] == "ai-worker"
                 && d["uid"] == 1001
-                && d["command"] == "exec"
+                && d["command"] == "container exec"
                 && d["rule"] == "ai-worker-docker"
                 && d["reason"] == "command"
                 && d["action"] == "denied"
@@ -291,9 +300,9 @@ fn check_default_policy(c: &mut Checks) {
     let limited: serde_json::Value = serde_json::from_str(&limited).unwrap_or_default();
     c.check(
         "status --limit 2 shows the two most recent denials",
-        limited["denials"]
-            .as_array()
-            .is_some_and(|d| d.len() == 2 && d[1]["command"] == "tag" && d[0]["command"] == "push"),
+        limited["denials"].as_array().is_some_and(|d| {
+            d.len() == 2 && d[1]["command"] == "image tag" && d[0]["command"] == "image push"
+        }),
         || format!("{limited:#}"),
     );
     let (rc, out) = c.step("status-unprivileged");
@@ -310,7 +319,8 @@ fn check_default_policy(c: &mut Checks) {
     );
 
     let (log, records) = c.denial_log();
-    // exec-path-order is two denials: the shell tries each PATH entry, and both are docker.
+    // exec-path-order is two denials: the shell tries each PATH entry, and both are docker;
+    // exec-after-sigterm is one more, logged by nobody (the daemon is gone) but counted.
     let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len() + 1;
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
@@ -356,7 +366,7 @@ fn check_default_policy(c: &mut Checks) {
         "a long argv is logged truncated, with its start",
         long.is_some_and(|r| {
             r["argv_truncated"] == true
-                && r["command"] == "exec"
+                && r["command"] == "container exec"
                 && r["argv"].as_array().is_some_and(|a| a.len() > 50 && a.len() < 203)
         }),
         || format!("{long:?}"),
@@ -370,9 +380,29 @@ fn check_default_policy(c: &mut Checks) {
 
     let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
     c.check("daemon logs one structured line per denial", daemon_log.matches("enforcer: denied uid=1001 user=ai-worker").count() == expected
-        && daemon_log.contains("rule=\"ai-worker-docker\" reason=command command=exec binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"-u\""), || daemon_log.clone());
+        && daemon_log.contains("rule=\"ai-worker-docker\" reason=command command=\"container exec\" binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"-u\""), || daemon_log.clone());
     let (rc, _) = c.step("enforcer-exit");
     c.check("daemon exits 0 on SIGTERM", rc == 0, || format!("exit {rc}"));
+    c.denied("exec-after-sigterm");
+    let (rc, out) = c.step("check-cli");
+    c.check(
+        "enforcer check prints the verdict, rule and canonical command, exit 1 for deny",
+        rc == 1
+            && out.contains("verdict: deny")
+            && out.contains("rule: ai-worker-docker")
+            && out.contains("command: container exec"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("verify");
+    c.check(
+        "enforcer verify prints the verifier's instruction count per program",
+        rc == 0 && out.contains("enforcer_bprm: verified, ") && out.contains("instructions processed"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("detach");
+    c.check("enforcer stop detaches", rc == 0 && out.contains("nothing enforces now"), || {
+        format!("exit {rc}: {out}")
+    });
     let (rc, out) = c.step("status-after");
     c.check(
         "status after stop: not enforcing, exit 1, history kept",
@@ -536,6 +566,355 @@ fn check_no_bpf_lsm(c: &mut Checks) {
     c.check("status exits non-zero when nothing enforces", rc != 0, || format!("exit {rc}"));
 }
 
+/// The differential corpus: `<verdict>\t<args after docker>` per line.
+pub const CORPUS: &str = include_str!("../corpus/argv.txt");
+
+/// Splits a corpus line's arguments: words separated by spaces, a word may be
+/// single-quoted (`''` is an empty word, `'a b'` one word with a space).
+pub fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            ' ' if !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            _ => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// The corpus lines that are not comments: (line number, expected verdict, arguments).
+pub fn corpus() -> Vec<(usize, String, String)> {
+    CORPUS
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|(i, l)| {
+            let (verdict, args) = l.split_once('\t').unwrap_or((l, ""));
+            (i + 1, verdict.to_string(), args.to_string())
+        })
+        .collect()
+}
+
+fn commands_script() -> String {
+    r#"
+start_mock_api
+# A standalone docker-compose in PATH: found and vetted by the default policy, with the
+# compose client profile. (A copy of the docker CLI under that name: the kernel judges the
+# exec, whatever the program does after.)
+cp /usr/bin/docker /usr/local/bin/docker-compose
+start_enforcer
+step dc-exec ai-worker docker-compose exec web sh
+step dc-flags-cp ai-worker docker-compose -f /tmp/x.yml cp web:/a /tmp/b
+step dc-plugin-form ai-worker docker-compose compose exec web sh
+step dc-ps ai-worker docker-compose ps
+step image-push ai-worker docker image push gitea
+step dial-stdio ai-worker docker system dial-stdio
+step container-help-exec ai-worker docker container --help exec gitea true
+# The differential corpus: every line run for real as ai-worker against the mock API.
+n=0
+while IFS= read -r line; do
+    n=$((n + 1))
+    case "$line" in '#'*|'') continue ;; esac
+    args=${line#*	}
+    eval "set -- $args"
+    timeout -s KILL 20 $SETPRIV --reuid=ai-worker --regid=ai-worker --init-groups --reset-env /usr/bin/docker "$@" </dev/null >/tmp/line.out 2>&1
+    rc=$?
+    if [ $rc -eq 126 ] && grep -q "Operation not permitted" /tmp/line.out; then v=deny; else v=allow; fi
+    echo "@@verdict $n $v $rc"
+done < /corpus/argv.txt
+step status root /usr/local/sbin/enforcer status --json --limit 1000
+stop_enforcer
+report_file mock-api /tmp/mock-api.log
+report_file denials /var/lib/enforcer/denials.jsonl
+"#
+    .to_string()
+}
+
+/// `enforcer check` on the host for one line: "allow", "deny" or "undecidable".
+fn host_verdict(enforcer: &Path, policy: &Path, args: &[String]) -> String {
+    let output = Command::new(enforcer)
+        .args(["check", "--user", "ai-worker", "--config"])
+        .arg(policy)
+        .arg("--")
+        .arg("docker")
+        .args(args)
+        .output();
+    match output.map(|o| o.status.code()) {
+        Ok(Some(0)) => "allow".into(),
+        Ok(Some(1)) => "deny".into(),
+        Ok(Some(2)) => "undecidable".into(),
+        other => format!("error {other:?}"),
+    }
+}
+
+fn check_commands(c: &mut Checks) {
+    c.finished();
+    c.succeeded("enforcer-start");
+    for step in
+        ["dc-exec", "dc-flags-cp", "dc-plugin-form", "image-push", "dial-stdio", "container-help-exec"]
+    {
+        c.denied(step);
+    }
+    let (rc, out) = c.step("dc-ps");
+    c.check("docker-compose ps is allowed", !out.contains("Operation not permitted"), || {
+        format!("exit {rc}: {out}")
+    });
+
+    let kernel: std::collections::BTreeMap<usize, String> = c
+        .report
+        .console
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("@@verdict ")? + "@@verdict ".len()..];
+            let mut fields = rest.split_whitespace();
+            Some((fields.next()?.parse().ok()?, fields.next()?.to_string()))
+        })
+        .collect();
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../enforcer/src/default-policy.toml");
+    let lines = corpus();
+    c.check(format!("the corpus has at least 200 lines ({})", lines.len()), lines.len() >= 200, String::new);
+    let mut mismatches = Vec::new();
+    let mut unexpected = Vec::new();
+    for (number, expected, args) in &lines {
+        let words = split_words(args);
+        let host = host_verdict(&c.artifacts.enforcer, &policy, &words);
+        if &host != expected {
+            unexpected
+                .push(format!("line {number}: docker {args}: check says {host}, corpus says {expected}"));
+        }
+        // The kernel denies both deny and undecidable with EPERM.
+        let host_kernel_view = if host == "allow" { "allow" } else { "deny" };
+        match kernel.get(number) {
+            Some(seen) if seen == host_kernel_view => {}
+            seen => mismatches.push(format!("line {number}: docker {args}: check {host}, kernel {seen:?}")),
+        }
+    }
+    c.check(
+        format!("enforcer check and the kernel agree on all {} corpus lines", lines.len()),
+        mismatches.is_empty(),
+        || mismatches.join("\n"),
+    );
+    c.check(
+        "enforcer check gives the corpus's expected verdict on every line",
+        unexpected.is_empty(),
+        || unexpected.join("\n"),
+    );
+    let worker = c.api_requests(vm::AI_WORKER_UID);
+    // Endpoints only the denied commands use (exec, cp, push, commit, export, attach).
+    let leaked: Vec<&String> = worker
+        .iter()
+        .filter(|r| {
+            let path = r.split('?').next().unwrap_or(r);
+            ["/exec", "/archive", "/push", "/commit", "/export", "/attach", "/attach/ws"]
+                .iter()
+                .any(|e| path.ends_with(e))
+        })
+        .collect();
+    c.check("no denied corpus command reached the API", leaked.is_empty(), || format!("{leaked:?}"));
+}
+
+fn daemon_script() -> String {
+    r#"
+start_mock_api
+cat > /tmp/policy.toml <<'POLICY'
+[[rule]]
+name = "agent"
+users = ["ai-worker"]
+deny = ["exec", "cp"]
+POLICY
+cp /tmp/policy.toml /tmp/good.toml
+DAEMON_ARGS="--config /tmp/policy.toml --log-max-bytes 20000 --log-keep 2"
+start_enforcer $DAEMON_ARGS
+step first-exec ai-worker docker exec gitea true
+step status-running root /usr/local/sbin/enforcer status --json
+# The daemon dies hard: the pinned programs keep enforcing.
+kill -9 $ENFORCER_PID
+wait $ENFORCER_PID 2>/dev/null
+step killed-exec ai-worker docker exec gitea queued-while-down
+step status-down root /usr/local/sbin/enforcer status --json
+step status-down-table root /usr/local/sbin/enforcer status
+mv /tmp/enforcer.log /tmp/enforcer-first.log
+start_enforcer $DAEMON_ARGS
+step status-adopted root /usr/local/sbin/enforcer status --json --limit 100
+# A broken policy is rejected by reload; the policy in force stays.
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /tmp/policy.toml
+step reload-broken root /usr/local/sbin/enforcer reload
+step exec-after-broken ai-worker docker exec gitea true
+step ps-after-broken ai-worker docker ps
+# A reload that adds a denied command takes effect for the next exec.
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\n' > /tmp/policy.toml
+step reload-good root /usr/local/sbin/enforcer reload
+step ps-after-reload ai-worker docker ps
+# SIGHUP reloads too (back to the first policy).
+cp /tmp/good.toml /tmp/policy.toml
+kill -HUP $ENFORCER_PID
+i=0
+while [ $i -lt 300 ] && [ "$(grep -c 'enforcer: reloaded' /tmp/enforcer.log)" -lt 2 ]; do sleep 0.1; i=$((i + 1)); done
+step ps-after-hup ai-worker docker ps
+step status-before-storm root /usr/local/sbin/enforcer status --json --limit 0
+step storm ai-worker /usr/local/bin/exec-helper storm 10000 /usr/bin/docker docker exec gitea storm
+# Let the daemon drain the ring buffer: wait until its log stops growing.
+last=-1
+while [ "$(wc -c < /tmp/enforcer.log)" != "$last" ]; do last=$(wc -c < /tmp/enforcer.log); sleep 2; done
+step status-after-storm root /usr/local/sbin/enforcer status --json --limit 0
+step logs root ls -l /var/lib/enforcer
+stop_enforcer
+step exec-after-sigterm ai-worker docker exec gitea true
+step detach root /usr/local/sbin/enforcer stop
+step status-stopped root /usr/local/sbin/enforcer status
+step exec-after-stop ai-worker docker exec gitea true
+report_file enforcer-first-log /tmp/enforcer-first.log
+report_file denials /var/lib/enforcer/denials.jsonl
+report_file denials-1 /var/lib/enforcer/denials.jsonl.1
+report_file denials-2 /var/lib/enforcer/denials.jsonl.2
+report_file denials-3 /var/lib/enforcer/denials.jsonl.3
+report_file mock-api /tmp/mock-api.log
+"#
+    .to_string()
+}
+
+fn json_step(c: &Checks, step: &str) -> (i32, serde_json::Value, String) {
+    let (rc, out) = c.step(step);
+    (rc, serde_json::from_str(&out).unwrap_or_default(), out)
+}
+
+fn check_daemon(c: &mut Checks) {
+    c.finished();
+    c.succeeded("enforcer-start");
+    c.denied("first-exec");
+    let (rc, status, out) = json_step(c, "status-running");
+    c.check(
+        "status: enforcing, daemon running, kernel, LSMs, policy digest, counters, per-rule counters",
+        rc == 0
+            && status["enforcing"] == true
+            && status["daemon"]["running"] == true
+            && status["enforcing_since"].is_string()
+            && status["kernel"].as_str().is_some_and(|k| !k.is_empty())
+            && status["lsms"].as_str().is_some_and(|l| l.contains("bpf"))
+            && status["policy"]["source"] == "/tmp/policy.toml"
+            && status["policy"]["digest"].as_str().is_some_and(|d| d.len() == 64)
+            && status["policy"]["mode"] == "enforce"
+            && status["counters"]["denied"] == 1
+            && status["rules"][0]["name"] == "agent"
+            && status["rules"][0]["denied"] == 1,
+        || format!("exit {rc}: {out}"),
+    );
+    c.denied("killed-exec");
+    let (rc, status, out) = json_step(c, "status-down");
+    c.check(
+        "status with the daemon killed: still enforcing (exit 0), daemon not running, says so",
+        rc == 0
+            && status["enforcing"] == true
+            && status["daemon"]["running"] == false
+            && status["counters"]["denied"] == 2
+            && status["notes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x.as_str().unwrap_or("").contains("not running"))),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, table) = c.step("status-down-table");
+    c.check(
+        "status table without the daemon",
+        table.contains("enforcing: yes") && table.contains("daemon:    not running"),
+        || table.clone(),
+    );
+    let log = c.report.file("enforcer-log").unwrap_or("").to_string();
+    c.check("the restarted daemon adopts the pinned maps", log.contains("adopted the pinned maps"), || {
+        log.clone()
+    });
+    let (rc, status, out) = json_step(c, "status-adopted");
+    let denials = status["denials"].as_array().cloned().unwrap_or_default();
+    c.check(
+        "after restart: history kept, the denial made while the daemon was down is logged, counters kept",
+        rc == 0
+            && status["daemon"]["running"] == true
+            && status["counters"]["denied"] == 2
+            && status["enforcing_since"] == json_step(c, "status-running").1["enforcing_since"]
+            && denials
+                .iter()
+                .any(|d| d["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == "queued-while-down"))),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("reload-broken");
+    c.check(
+        "reload with a broken file fails with file:line and keeps the old policy",
+        rc == 1
+            && out.contains("/tmp/policy.toml:4:19: unknown docker command \"pss\"")
+            && out.contains("unchanged"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.check(
+        "the daemon logged the failed reload",
+        log.contains("reload failed, the policy in force is unchanged"),
+        || log.clone(),
+    );
+    c.denied("exec-after-broken");
+    c.succeeded("ps-after-broken");
+    let (rc, out) = c.step("reload-good");
+    c.check("reload with a good file succeeds", rc == 0 && out.contains("in force"), || {
+        format!("exit {rc}: {out}")
+    });
+    c.denied("ps-after-reload");
+    c.succeeded("ps-after-hup");
+
+    let (_, before, _) = json_step(c, "status-before-storm");
+    let (_, after, out) = json_step(c, "status-after-storm");
+    let (_, storm) = c.step("storm");
+    let counter = |v: &serde_json::Value, k: &str| v["counters"][k].as_u64().unwrap_or(0);
+    c.check(
+        "the storm: 10,000 execs, every one refused with EPERM",
+        storm.trim() == "eperm=10000 ran=0 other=0",
+        || storm.clone(),
+    );
+    let denied = counter(&after, "denied") - counter(&before, "denied");
+    let dropped = counter(&after, "events_dropped") - counter(&before, "events_dropped");
+    let logged = log.matches("\"storm\"]").count() as u64;
+    c.check(
+        format!("counters exact after the storm: denied +{denied} (10000), logged {logged} + dropped {dropped} = 10000"),
+        denied == 10000 && logged + dropped == 10000,
+        || out.clone(),
+    );
+    let (_, listing) = c.step("logs");
+    let sizes_ok = ["denials", "denials-1", "denials-2"]
+        .iter()
+        .all(|f| c.report.file(f).is_some_and(|t| t.len() <= 20000));
+    c.check(
+        "log rotation keeps the size bound (3 files of at most 20000 bytes, no 4th)",
+        sizes_ok && c.report.files.get("denials-3") == Some(&None),
+        || listing.clone(),
+    );
+    c.denied("exec-after-sigterm");
+    let (rc, out) = c.step("detach");
+    c.check(
+        "enforcer stop with no daemon removes the pins",
+        rc == 0 && out.contains("removed the pins"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("status-stopped");
+    c.check("status after stop exits 1 and says NO", rc == 1 && out.contains("enforcing: NO"), || {
+        format!("exit {rc}: {out}")
+    });
+    c.succeeded("exec-after-stop");
+}
+
 /// The lsm= list without bpf, as on a kernel booted without it.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama,integrity,apparmor";
 
@@ -561,6 +940,24 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             files: vec![],
             lsm: vm::DEFAULT_LSM,
             check: check_audit_mode,
+        },
+        Group {
+            name: "commands",
+            script: commands_script(),
+            files: vec![(
+                "corpus/argv.txt".into(),
+                0o644,
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/argv.txt"),
+            )],
+            lsm: vm::DEFAULT_LSM,
+            check: check_commands,
+        },
+        Group {
+            name: "daemon",
+            script: daemon_script(),
+            files: vec![],
+            lsm: vm::DEFAULT_LSM,
+            check: check_daemon,
         },
         Group {
             name: "no-bpf-lsm",
@@ -597,7 +994,13 @@ fn ext4_image(work: &Path, docker: &Path) -> Result<PathBuf> {
 }
 
 /// Boots one group on one kernel and runs its checks.
-pub fn run_group(group: &Group, kernel: &Kernel, base_initrd: &Path, work: &Path) -> Result<Vec<Check>> {
+pub fn run_group(
+    group: &Group,
+    kernel: &Kernel,
+    base_initrd: &Path,
+    work: &Path,
+    artifacts: &Artifacts,
+) -> Result<Vec<Check>> {
     let dir = work.join(&kernel.label).join(group.name);
     std::fs::create_dir_all(&dir)?;
     let mut archive = Archive::new();
@@ -618,7 +1021,7 @@ pub fn run_group(group: &Group, kernel: &Kernel, base_initrd: &Path, work: &Path
         work: dir,
         echo: false,
     })?;
-    let mut checks = Checks::new(&report);
+    let mut checks = Checks::new(&report, artifacts);
     (group.check)(&mut checks);
     Ok(checks.results)
 }
@@ -640,7 +1043,7 @@ pub fn run_suite(
         for group in groups.iter().filter(|g| only.is_none_or(|o| g.name == o)) {
             let started = std::time::Instant::now();
             eprintln!("vm: {} / {} ...", kernel.label, group.name);
-            let results = match run_group(group, kernel, &base, work) {
+            let results = match run_group(group, kernel, &base, work, artifacts) {
                 Ok(results) => results,
                 Err(error) => vec![Check { name: "boot".into(), failure: Some(format!("{error:#}")) }],
             };
@@ -666,4 +1069,17 @@ pub fn run_suite(
         }
     }
     Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corpus_words_split_like_the_vm_shell() {
+        assert_eq!(split_words("exec -it web sh"), ["exec", "-it", "web", "sh"]);
+        assert_eq!(split_words("'' exec"), ["", "exec"]);
+        assert_eq!(split_words("--host='a b' ps"), ["--host=a b", "ps"]);
+        assert!(split_words("").is_empty());
+    }
 }

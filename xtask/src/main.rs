@@ -30,6 +30,9 @@ enum Cmd {
         #[arg(long, default_value = "6.12")]
         kernel: String,
     },
+    /// Boot a VM per kernel and print the instructions the verifier processed for each BPF
+    /// program (`enforcer verify`).
+    Verifier,
     /// Boot a VM that runs a scenario script of your own and print its console (debugging).
     Vm {
         /// Shell script run as root inside the VM (helpers: tests/vm/helpers.sh).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Build => setup().and_then(|_| build()).map(|_| ExitCode::SUCCESS),
         Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
         Cmd::Vm { script, kernel } => vm_shell(&script, &kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
     };
     match result {
@@ -108,6 +112,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/setpriv"),
     ("e2fsprogs", "/sbin/mkfs.ext4"),
     ("xz-utils", "/usr/bin/xz"),
+    ("nix-bin", "/usr/bin/nix-instantiate"),
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 struct Apt {
@@ -377,6 +383,19 @@ fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
     }
     for (name, contents) in &report.files {
         println!("--- file {name}:\n{}", contents.as_deref().unwrap_or("(missing)"));
+    }
+    Ok(())
+}
+
+fn verifier() -> Result<()> {
+    for label in KERNEL_SERIES.iter().map(|(label, _)| *label) {
+        let report =
+            boot_script(label, "step verify root /usr/local/sbin/enforcer verify\n", "verifier", false)?;
+        let (rc, out) = report.step("verify").cloned().unwrap_or((-1, "(did not run)".into()));
+        if rc != 0 {
+            bail!("enforcer verify failed on {label} (exit {rc}):\n{out}");
+        }
+        print!("{out}");
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 //!   exec-helper execveat DIR NAME ARGV...     execveat(dirfd of DIR, NAME)
 //!   exec-helper int80 PATH ARGV...            the i386 execve (int 0x80), as a 32-bit
 //!                                             program would call it
+//!   exec-helper storm N PATH ARGV...          fork and execve PATH N times; prints how
+//!                                             many execs failed with EPERM, ran, or failed
+//!                                             otherwise (`eperm=N ran=N other=N`)
 //!
 //! ARGV includes argv[0]. On failure it prints the error (strerror) and exits 126.
 
@@ -26,9 +29,10 @@ fn main() {
             (fd, args[2].clone(), &args[3..])
         }
         Some("int80") if args.len() >= 3 => int80_execve(&args[1], &args[2..]),
+        Some("storm") if args.len() >= 4 => storm(&args[1], &args[2], &args[3..]),
         _ => {
             eprintln!(
-                "usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV..."
+                "usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV... | storm N PATH ARGV..."
             );
             std::process::exit(2);
         }
@@ -59,6 +63,36 @@ fn main() {
     };
     eprintln!("exec-helper: execveat: {}", std::io::Error::last_os_error());
     std::process::exit(126);
+}
+
+/// Many execs as fast as one process can fork them; each child reports how its execve
+/// ended through its exit code (100: EPERM, 101: another error; anything else: it ran).
+fn storm(count: &str, path: &str, argv: &[String]) -> ! {
+    let count: u32 = count.parse().expect("N is a number");
+    let path = CString::new(path).expect("no NUL");
+    let argv_c: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str()).expect("no NUL")).collect();
+    let mut argv_p: Vec<*const i8> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let envp: [*const i8; 1] = [std::ptr::null()];
+    let (mut eperm, mut ran, mut other) = (0u32, 0u32, 0u32);
+    for _ in 0..count {
+        let pid = unsafe { fork() };
+        if pid == 0 {
+            unsafe {
+                execve(path.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
+                _exit(if *errno_location() == 1 { 100 } else { 101 });
+            }
+        }
+        let mut status = 0i32;
+        unsafe { waitpid(pid, &mut status, 0) };
+        match (status >> 8) & 0xff {
+            100 => eperm += 1,
+            101 => other += 1,
+            _ => ran += 1,
+        }
+    }
+    println!("eperm={eperm} ran={ran} other={other}");
+    std::process::exit(0);
 }
 
 /// execve through the 32-bit compat entry: strings and the pointer array must live below
@@ -113,4 +147,10 @@ unsafe extern "C" {
     #[link_name = "open"]
     fn libc_open(path: *const i8, flags: i32, ...) -> i32;
     fn syscall(number: i64, ...) -> i64;
+    fn fork() -> i32;
+    fn execve(path: *const i8, argv: *const *const i8, envp: *const *const i8) -> i32;
+    fn _exit(code: i32) -> !;
+    fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    #[link_name = "__errno_location"]
+    fn errno_location() -> *mut i32;
 }

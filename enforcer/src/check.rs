@@ -1,0 +1,136 @@
+//! `enforcer check`: the kernel's decision, computed in userspace by the same engine.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::{Result, bail};
+use enforcer_common::{ArgBuf, ArgSource, Decision, ReadError, RuleConfig, Rules, Verdict, decide};
+
+use crate::policy::{Policy, UserSpec, profile_for_path};
+
+struct VecArgv<'a>(&'a [String]);
+
+impl ArgSource for VecArgv<'_> {
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
+        buf.set(self.0.get(index as usize).ok_or(ReadError)?.as_bytes());
+        Ok(())
+    }
+}
+
+struct Table(Vec<RuleConfig>);
+
+impl Rules for Table {
+    fn rule(&self, index: u32) -> Option<&RuleConfig> {
+        self.0.get(index as usize)
+    }
+}
+
+/// Whether the policy's user entry `spec` is `user` (a name or a uid, compared as given
+/// and through the user database).
+fn names_user(spec: &UserSpec, user: &str) -> bool {
+    match spec {
+        UserSpec::Name(name) => {
+            name == user
+                || user.parse::<u32>().ok().is_some_and(|uid| crate::users::uid_of(name) == Some(uid))
+        }
+        UserSpec::Uid(uid) => {
+            user.parse::<u32>().ok() == Some(*uid) || crate::users::uid_of(user) == Some(*uid)
+        }
+    }
+}
+
+/// The decision for `argv` under `policy`, as `user` (None: every rule applies).
+pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[String]) -> Decision {
+    let mut mask = 0u32;
+    for (index, rule) in policy.rules.iter().enumerate() {
+        if user.is_none_or(|user| rule.users.iter().any(|(spec, _)| names_user(spec, user))) {
+            mask |= 1 << index;
+        }
+    }
+    let start = enforcer_common::grammar::profile_start(profile).expect("profiles come from profile_by_name");
+    decide(
+        start,
+        &mut VecArgv(argv),
+        argv.len() as u32,
+        &mut ArgBuf::new(),
+        crate::grammar::get(),
+        mask,
+        &Table(policy.rule_configs()),
+    )
+}
+
+pub fn check(
+    config: Option<&Path>,
+    user: Option<&str>,
+    client: Option<&str>,
+    argv: &[String],
+) -> Result<ExitCode> {
+    let policy = Policy::load(config)?;
+    let profile = match client {
+        Some(name) => match crate::grammar::profile_by_name(name) {
+            Some(profile) => profile,
+            None => bail!("unknown client {name:?}: expected docker or docker-compose"),
+        },
+        None => profile_for_path(Path::new(argv.first().map_or("docker", String::as_str))),
+    };
+    if let Some(user) = user
+        && !policy.rules.iter().any(|r| r.users.iter().any(|(spec, _)| names_user(spec, user)))
+    {
+        eprintln!("enforcer: note: no rule of {} names user {user:?}: everything is allowed", policy.source);
+    }
+    let decision = decide_argv(&policy, user, profile, argv);
+    let rule = policy.rules.get(decision.rule as usize).map_or("-", |r| r.name.as_str());
+    let (verdict, code) = match decision.verdict {
+        Verdict::Allow => ("allow", 0),
+        Verdict::Deny { .. } => ("deny", 1),
+        Verdict::Undecidable(_) => ("undecidable", 2),
+    };
+    println!("verdict: {verdict}");
+    if decision.verdict != Verdict::Allow {
+        println!("rule: {rule}");
+        println!("reason: {}", decision.verdict.reason().as_str());
+        if decision.audit {
+            println!("mode: audit (the kernel records this exec and lets it run)");
+        }
+    }
+    let command = match decision.verdict {
+        Verdict::Deny { command } => crate::grammar::command_path(command),
+        _ => {
+            // The command the argv names, whatever the verdict, when the engine finds one.
+            let start = enforcer_common::grammar::profile_start(profile).expect("known profile");
+            match enforcer_common::scan_argv(
+                start,
+                &mut VecArgv(argv),
+                argv.len() as u32,
+                &mut ArgBuf::new(),
+                crate::grammar::get(),
+            ) {
+                enforcer_common::Scan::Command(node) => crate::grammar::command_path(node),
+                _ => None,
+            }
+        }
+    };
+    println!("command: {}", command.unwrap_or("-"));
+    Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn default_policy_decisions() {
+        let policy = Policy::default_policy();
+        let verdict = |line: &str| decide_argv(&policy, Some("ai-worker"), 0, &argv(line)).verdict;
+        assert!(matches!(verdict("docker exec -it web sh"), Verdict::Deny { .. }));
+        assert!(matches!(verdict("docker container exec web sh"), Verdict::Deny { .. }));
+        assert!(matches!(verdict("docker compose exec web sh"), Verdict::Deny { .. }));
+        assert_eq!(verdict("docker ps"), Verdict::Allow);
+        assert!(matches!(verdict("docker --frobnicate ps"), Verdict::Undecidable(_)));
+        // Another user is not restricted by the default policy.
+        assert_eq!(decide_argv(&policy, Some("bob"), 0, &argv("docker exec web sh")).verdict, Verdict::Allow);
+    }
+}

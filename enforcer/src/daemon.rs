@@ -1,0 +1,338 @@
+//! `enforcer run`: start-up, the event loop (denials, reloads, control requests), and
+//! `enforcer verify`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::RingBuf;
+use enforcer_common::{
+    COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE,
+    DenialEvent, FileId, GENERATIONS,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, unix::AsyncFd},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    bpf::{self, Programs},
+    control::{self, Reply},
+    events::{self, DenialLog},
+    kernel,
+    policy::{HostSystem, Policy},
+    state::{self, Generation, State},
+};
+
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub detach_on_exit: bool,
+    pub log_max_bytes: u64,
+    pub log_keep: usize,
+    pub verbose: bool,
+}
+
+struct Daemon {
+    programs: Programs,
+    options: Options,
+    state: State,
+    /// Per generation: file identity -> vetted path, to name binaries in records.
+    binaries: [BTreeMap<FileId, PathBuf>; 2],
+}
+
+fn file_key(id: &FileId) -> String {
+    format!("{}:{}", id.dev, id.ino)
+}
+
+impl Daemon {
+    /// Loads, resolves and installs the policy into the inactive generation, then flips
+    /// it active. On any error nothing changes and the policy in force stays.
+    fn install(&mut self) -> Result<String> {
+        let policy = Policy::load(self.options.config.as_deref())?;
+        let resolved = policy.resolve(&HostSystem)?;
+        for warning in &resolved.warnings {
+            eprintln!("enforcer: warning: {warning}");
+        }
+        let paths: Vec<PathBuf> = resolved.binaries.keys().cloned().collect();
+        let identities = self.programs.kernel_identities(&paths)?;
+        let policy_state = self.programs.install_policy(&policy.rule_configs(), &resolved, &identities)?;
+        let generation = policy_state.active as usize % GENERATIONS as usize;
+        self.binaries[generation] = identities.iter().map(|(path, id)| (*id, path.clone())).collect();
+        self.state.generations[generation] = Generation {
+            rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
+            binaries: identities.iter().map(|(p, id)| (file_key(id), p.display().to_string())).collect(),
+        };
+        self.state.active_generation = generation as u32;
+        self.state.policy_source = policy.source.clone();
+        self.state.policy_digest = policy.digest.clone();
+        self.state.mode = format!("{:?}", policy.mode).to_lowercase();
+        self.state.policy_loaded = state::now_rfc3339();
+        self.save_state();
+        let users: Vec<String> = resolved
+            .users
+            .keys()
+            .map(|uid| match crate::users::name_of(*uid) {
+                Some(name) => format!("{name}({uid})"),
+                None => uid.to_string(),
+            })
+            .collect();
+        Ok(format!(
+            "policy {} (sha256 {}, mode {}, {} rule(s)) in force; restricted users: {}; vetted binaries: {}",
+            policy.source,
+            &policy.digest[..12],
+            self.state.mode,
+            policy.rules.len(),
+            users.join(", "),
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    fn save_state(&self) {
+        if let Err(error) = state::save(&self.options.state_dir, &self.state) {
+            eprintln!("enforcer: error: {error:#}");
+        }
+    }
+
+    /// Reload on SIGHUP or `enforcer reload`: the error is logged and returned.
+    fn reload(&mut self) -> Result<String> {
+        match self.install() {
+            Ok(message) => {
+                eprintln!("enforcer: reloaded: {message}");
+                Ok(message)
+            }
+            Err(error) => {
+                eprintln!("enforcer: error: reload failed, the policy in force is unchanged: {error:#}");
+                Err(error)
+            }
+        }
+    }
+
+    fn record(&self, event: &DenialEvent, log: &DenialLog) {
+        let generation = event.generation as usize % 2;
+        let denial =
+            events::decode(event, &self.state.generations[generation].rules, &self.binaries[generation]);
+        eprintln!("{}", denial.log_line());
+        if let Err(error) = log.append(&denial) {
+            eprintln!("enforcer: error: {error:#}");
+        }
+    }
+
+    /// Answers one control connection. Returns true when the daemon must stop.
+    async fn serve(&mut self, stream: UnixStream) -> bool {
+        let (reader, mut writer) = stream.into_split();
+        let mut line = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), BufReader::new(reader).read_line(&mut line)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return false;
+        }
+        let pid = std::process::id();
+        let (reply, stop) = match line.trim() {
+            "ping" => (Reply { ok: true, pid, ..Default::default() }, false),
+            "reload" => match self.reload() {
+                Ok(message) => (Reply { ok: true, pid, message: Some(message), ..Default::default() }, false),
+                Err(error) => {
+                    (Reply { ok: false, pid, error: Some(format!("{error:#}")), ..Default::default() }, false)
+                }
+            },
+            "stop" => match bpf::remove_pins() {
+                Ok(_) => {
+                    eprintln!("enforcer: stop requested: pins removed, detaching");
+                    (Reply { ok: true, pid, ..Default::default() }, true)
+                }
+                Err(error) => {
+                    (Reply { ok: false, pid, error: Some(format!("{error:#}")), ..Default::default() }, false)
+                }
+            },
+            other => (
+                Reply {
+                    ok: false,
+                    pid,
+                    error: Some(format!("unknown request {other:?}")),
+                    ..Default::default()
+                },
+                false,
+            ),
+        };
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
+        text.push('\n');
+        let _ = writer.write_all(text.as_bytes()).await;
+        stop
+    }
+}
+
+fn listen_control() -> Result<UnixListener> {
+    let path = control::socket_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn run(options: Options) -> Result<()> {
+    let started = Instant::now();
+    let verbose = options.verbose;
+    let stage = |name: &str| {
+        if verbose {
+            eprintln!("enforcer: [{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
+        }
+    };
+    kernel::check_bpf_lsm()?;
+    // The policy is checked before anything is loaded: a bad file changes nothing.
+    let policy = Policy::load(options.config.as_deref())?;
+    policy.resolve(&HostSystem)?;
+    stage("policy parsed and resolved");
+    let offsets = kernel::offsets_from_btf(Path::new(kernel::VMLINUX_BTF))?;
+    stage("kernel offsets read from BTF");
+    let mut programs = Programs::load(&offsets, &bpf::maps_dir())?;
+    let adopted = programs.adopted;
+    programs.install_grammar()?;
+    stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
+
+    let previous = state::load(&options.state_dir).filter(|_| adopted);
+    let now = state::now_rfc3339();
+    let state = State {
+        enforcing_since: previous.as_ref().map_or_else(|| now.clone(), |p| p.enforcing_since.clone()),
+        daemon_pid: std::process::id(),
+        daemon_started: now,
+        generations: previous.as_ref().map(|p| p.generations.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut daemon = Daemon { programs, options, state, binaries: Default::default() };
+    // Records still queued from before a restart name the previous daemon's binaries.
+    for (generation, names) in daemon.state.generations.iter().enumerate() {
+        for (key, path) in &names.binaries {
+            if let Some((dev, ino)) = key.split_once(':')
+                && let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse())
+            {
+                daemon.binaries[generation].insert(FileId { dev, ino }, PathBuf::from(path));
+            }
+        }
+    }
+    let message = daemon.install()?;
+    stage("policy installed");
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    daemon.programs.attach_exec_hook(stamp)?;
+    stage("exec hook verified, attached and pinned");
+    let listener = listen_control()?;
+    eprintln!(
+        "enforcer: enforcing after {} ms ({}): {message}",
+        started.elapsed().as_millis(),
+        if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
+    );
+    if let Some(count) = daemon.programs.verified_instructions(bpf::EXEC_PROGRAM) {
+        eprintln!("enforcer: verifier processed {count} instructions for {}", bpf::EXEC_PROGRAM);
+    }
+    notify_ready();
+
+    let log = DenialLog::with_limits(
+        &daemon.options.state_dir,
+        daemon.options.log_max_bytes,
+        daemon.options.log_keep,
+    );
+    let ring = RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+    // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
+    let mut ring =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut detach = daemon.options.detach_on_exit;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if item.len() < size_of::<DenialEvent>() {
+                        eprintln!("enforcer: warning: short event of {} bytes ignored", item.len());
+                        continue;
+                    }
+                    // SAFETY: the kernel wrote a whole DenialEvent; read_unaligned copes with
+                    // the ring buffer's 8-byte alignment.
+                    let event: DenialEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    daemon.record(&event, &log);
+                }
+                guard.clear_ready();
+            }
+            _ = sighup.recv() => { let _ = daemon.reload(); }
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted
+                    && daemon.serve(stream).await
+                {
+                    detach = false; // the pins are gone already
+                    break;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    let counters = daemon.programs.counters()?;
+    let counter = |index: u32| counters[index as usize];
+    if detach {
+        bpf::remove_pins()?;
+        eprintln!("enforcer: --detach-on-exit: pins removed");
+    }
+    let _ = std::fs::remove_file(control::socket_path());
+    let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
+    eprintln!(
+        "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
+        counter(COUNTER_CHECKED),
+        counter(COUNTER_DENIED),
+        counter(COUNTER_UNDECIDABLE),
+        counter(COUNTER_AUDITED),
+        counter(COUNTER_EVENTS_DROPPED),
+        if enforcing { "the pinned programs keep enforcing" } else { "nothing enforces now" }
+    );
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) that enforcement is in force.
+fn notify_ready() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let socket = PathBuf::from(socket);
+    let Ok(sender) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let sent = if let Some(abstract_name) = socket.to_str().and_then(|s| s.strip_prefix('@')) {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| sender.send_to_addr(b"READY=1", &addr))
+    } else {
+        sender.send_to(b"READY=1", &socket)
+    };
+    if let Err(error) = sent {
+        eprintln!("enforcer: warning: cannot notify systemd: {error}");
+    }
+}
+
+/// `enforcer verify`: loads every program against this kernel (maps pinned in a scratch
+/// directory that is removed after), prints the verifier's instruction counts.
+pub fn verify() -> Result<ExitCode> {
+    kernel::check_bpf_lsm()?;
+    let offsets = kernel::offsets_from_btf(Path::new(kernel::VMLINUX_BTF))?;
+    let scratch = PathBuf::from(format!("/sys/fs/bpf/enforcer-verify-{}", std::process::id()));
+    let result = (|| {
+        let mut programs = Programs::load(&offsets, &scratch)?;
+        programs.verify_all()
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel {}", release.trim());
+    for (name, count) in result? {
+        match count {
+            Some(count) => println!("{name}: verified, {count} instructions processed"),
+            None => println!("{name}: verified (this kernel does not report the instruction count)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,232 @@
+//! `enforcer status`: works with and without the daemon, from the kernel's view of the
+//! attached programs, the pinned maps, the daemon's state file and the denial log.
+
+use std::{path::Path, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use enforcer_common::{
+    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_RACES,
+    COUNTER_UNDECIDABLE, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, rule_counter,
+};
+use serde::Serialize;
+
+use crate::{
+    bpf, control,
+    events::{Denial, DenialLog, Filter},
+    state,
+};
+
+pub struct Query {
+    pub json: bool,
+    pub limit: usize,
+    pub since: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Daemon {
+    running: bool,
+    pid: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct PolicyInfo {
+    source: String,
+    digest: String,
+    mode: String,
+    loaded: String,
+    generation: u32,
+}
+
+#[derive(Serialize, Default)]
+struct Counters {
+    checked: u64,
+    allowed: u64,
+    denied: u64,
+    undecidable: u64,
+    audited: u64,
+    races: u64,
+    events_dropped: u64,
+}
+
+#[derive(Serialize)]
+struct RuleCounters {
+    name: String,
+    denied: u64,
+    undecidable: u64,
+    audited: u64,
+}
+
+#[derive(Serialize)]
+struct Status {
+    enforcing: bool,
+    enforcing_since: Option<String>,
+    daemon: Daemon,
+    kernel: String,
+    lsms: String,
+    policy: Option<PolicyInfo>,
+    counters: Option<Counters>,
+    rules: Vec<RuleCounters>,
+    denials: Vec<Denial>,
+    notes: Vec<String>,
+}
+
+fn parse_since(text: &str) -> Result<std::time::SystemTime> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    let age: Duration = humantime::parse_duration(text).with_context(|| {
+        format!("--since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or an age (10m)")
+    })?;
+    Ok(std::time::SystemTime::now() - age)
+}
+
+fn parse_user(text: &str) -> Result<u32> {
+    if let Ok(uid) = text.parse() {
+        return Ok(uid);
+    }
+    match crate::users::uid_of(text) {
+        Some(uid) => Ok(uid),
+        None => bail!("--user {text:?}: no such user"),
+    }
+}
+
+pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
+    let filter = Filter {
+        since: query.since.as_deref().map(parse_since).transpose()?,
+        uid: query.user.as_deref().map(parse_user).transpose()?,
+    };
+    let enforcing = bpf::exec_hook_attached()?;
+    let pins = bpf::read_pins()?;
+    let daemon_reply = control::request("ping", Duration::from_secs(5)).unwrap_or(None);
+    let saved = state::load(state_dir);
+    let mut notes = Vec::new();
+    if daemon_reply.is_none() {
+        if enforcing {
+            notes.push(
+                "the daemon is not running: the pinned programs keep enforcing, and denials wait in the \
+                 kernel's ring buffer until it starts again (the log below may lag)"
+                    .to_string(),
+            );
+        } else {
+            notes.push(
+                "the daemon is not running and no program is attached: NOTHING IS ENFORCED".to_string(),
+            );
+        }
+    }
+    let counters = pins.counters.as_ref().map(|c| {
+        let at = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+        Counters {
+            checked: at(COUNTER_CHECKED),
+            allowed: at(COUNTER_ALLOWED),
+            denied: at(COUNTER_DENIED),
+            undecidable: at(COUNTER_UNDECIDABLE),
+            audited: at(COUNTER_AUDITED),
+            races: at(COUNTER_RACES),
+            events_dropped: at(COUNTER_EVENTS_DROPPED),
+        }
+    });
+    let mut rules = Vec::new();
+    if let (Some(c), Some(saved), Some(policy_state)) = (&pins.counters, &saved, &pins.state) {
+        let generation = policy_state.active;
+        let at =
+            |rule: u32, kind: u32| c.get(rule_counter(generation, rule, kind) as usize).copied().unwrap_or(0);
+        for (index, name) in saved.generations[generation as usize % 2].rules.iter().enumerate() {
+            let index = index as u32;
+            rules.push(RuleCounters {
+                name: name.clone(),
+                denied: at(index, RULE_COUNTER_DENIED),
+                undecidable: at(index, RULE_COUNTER_UNDECIDABLE),
+                audited: at(index, RULE_COUNTER_AUDITED),
+            });
+        }
+    }
+    let policy = saved.as_ref().filter(|_| pins.state.is_some()).map(|s| PolicyInfo {
+        source: s.policy_source.clone(),
+        digest: s.policy_digest.clone(),
+        mode: s.mode.clone(),
+        loaded: s.policy_loaded.clone(),
+        generation: s.active_generation,
+    });
+    let status = Status {
+        enforcing,
+        enforcing_since: saved.as_ref().filter(|_| enforcing).map(|s| s.enforcing_since.clone()),
+        daemon: Daemon { running: daemon_reply.is_some(), pid: daemon_reply.map(|r| r.pid) },
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        lsms: std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default().trim().to_string(),
+        policy,
+        counters,
+        rules,
+        denials: DenialLog::new(state_dir).recent(query.limit, &filter)?,
+        notes,
+    };
+    if query.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_table(&status);
+    }
+    Ok(if status.enforcing { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_table(status: &Status) {
+    match (&status.enforcing, &status.enforcing_since) {
+        (true, Some(since)) => println!("enforcing: yes (since {since})"),
+        (true, None) => println!("enforcing: yes"),
+        (false, _) => println!("enforcing: NO"),
+    }
+    match status.daemon.pid {
+        Some(pid) => println!("daemon:    running (pid {pid})"),
+        None => println!("daemon:    not running"),
+    }
+    println!("kernel:    {} (LSMs: {})", status.kernel, status.lsms);
+    if let Some(p) = &status.policy {
+        println!(
+            "policy:    {} (sha256 {}, mode {}, loaded {})",
+            p.source,
+            &p.digest[..p.digest.len().min(12)],
+            p.mode,
+            p.loaded
+        );
+    }
+    if let Some(c) = &status.counters {
+        println!(
+            "counters:  checked {}, allowed {}, denied {}, undecidable {}, audited {}, races {}, events dropped {}",
+            c.checked, c.allowed, c.denied, c.undecidable, c.audited, c.races, c.events_dropped
+        );
+    }
+    for rule in &status.rules {
+        println!(
+            "rule {:<20} denied {}, undecidable {}, audited {}",
+            format!("{:?}:", rule.name),
+            rule.denied,
+            rule.undecidable,
+            rule.audited
+        );
+    }
+    for note in &status.notes {
+        println!("note:      {note}");
+    }
+    println!("recent denials ({}):", status.denials.len());
+    if !status.denials.is_empty() {
+        println!(
+            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} argv",
+            "time", "user", "pid", "rule", "action", "reason"
+        );
+    }
+    for d in &status.denials {
+        let reason = match &d.command {
+            Some(command) => format!("{}:{command}", d.reason),
+            None => d.reason.clone(),
+        };
+        println!(
+            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} {}",
+            d.time,
+            d.user.clone().unwrap_or_else(|| d.uid.to_string()),
+            d.pid,
+            d.rule,
+            d.action,
+            reason,
+            d.argv.join(" ")
+        );
+    }
+}
