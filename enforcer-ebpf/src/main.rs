@@ -96,6 +96,14 @@ static GRAMMAR: HashMap<Token, TokenInfo> = HashMap::with_max_entries(2048, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// The argv scan's state between `bpf_loop` iterations. It lives in a map value, not on
+/// the stack: kernels before 6.8 verify a `bpf_loop` callback once, with the caller's
+/// stack as it was at the call, so constants there (the scanner's initial state) would let
+/// the verifier prune the callback's other branches as dead code. A map value is opaque
+/// to the verifier, so every branch is verified and kept.
+#[map]
+static LOOP: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
+
 /// Thread id -> identity of the file it last opened (identity probe results).
 #[map]
 static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
@@ -266,8 +274,8 @@ unsafe fn check_restricted(bprm: u64, uid: u32, generation: u32, user_rules: u32
     unsafe { finish(&mut scratch.event, uid, rules, verdict) }
 }
 
-/// State shared between the program and its `bpf_loop` callbacks (on the program's stack).
-struct LoopState {
+/// State shared between the program and its `bpf_loop` callbacks (in the `LOOP` map).
+pub struct LoopState {
     argv: u64,
     argc: u32,
     /// Next argument index to read.
@@ -284,10 +292,18 @@ fn scratch_source(state: &LoopState) -> Option<(&'static mut ArgBuf, UserArgv)> 
     unsafe { Some((&mut (*scratch).arg, UserArgv { argv: state.argv, event: &mut (*scratch).event })) }
 }
 
+/// The loop state, for a `bpf_loop` callback. (The callback context `bpf_loop` passes must
+/// be a stack pointer on 6.1, so it is unused and the state is looked up here.)
+#[inline(always)]
+fn loop_state() -> Option<&'static mut LoopState> {
+    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
+    LOOP.get_ptr_mut(0).map(|state| unsafe { &mut *state })
+}
+
 /// bpf_loop callback: scans one more argument; stops the loop once the scan is decided.
 #[inline(never)]
-extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
-    let state = unsafe { &mut *(ctx as *mut LoopState) };
+extern "C" fn scan_one(_: u64, _: *mut c_void) -> i64 {
+    let Some(state) = loop_state() else { return 1 };
     let Some((buf, mut source)) = scratch_source(state) else {
         state.result = Some(Scan::Undecidable(Reason::NotConfigured));
         return 1;
@@ -306,8 +322,8 @@ extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
 /// bpf_loop callback: after a denial, reads the arguments the scan did not need into
 /// the event's log, until argv or the log ends.
 #[inline(never)]
-extern "C" fn log_one(_: u64, ctx: *mut c_void) -> i64 {
-    let state = unsafe { &mut *(ctx as *mut LoopState) };
+extern "C" fn log_one(_: u64, _: *mut c_void) -> i64 {
+    let Some(state) = loop_state() else { return 1 };
     let Some((buf, mut source)) = scratch_source(state) else { return 1 };
     let index = state.next;
     let logged = unsafe { (*source.event).argv_len } as usize;
@@ -335,7 +351,8 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
         Err(reason) => return Scan::Undecidable(reason),
     };
     // argv[0] goes to the log only.
-    unsafe { bpf_loop(1, log_one as *mut c_void, state as *mut _ as *mut c_void, 0) };
+    let mut unused = 0u64;
+    unsafe { bpf_loop(1, log_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0) };
     state.next = 1;
     // A `#!` script or binfmt_misc handler rewrote argv: the caller's argv is not what
     // the binary will receive.
@@ -344,7 +361,8 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
     if filename != interp {
         return Scan::Undecidable(Reason::Interpreter);
     }
-    let ran = unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, state as *mut _ as *mut c_void, 0) };
+    let ran =
+        unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0) };
     match state.result {
         Some(result) if ran >= 0 => result,
         // `step` always decides by index MAX_ARGS + 1, so this is a failed bpf_loop.
@@ -356,8 +374,11 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
 /// rule that decides is recorded in the event with the rest of argv.
 #[inline(always)]
 unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, start: Start) -> Verdict {
-    let mut state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(start), result: None };
-    let scan = unsafe { scan_exec(bprm, off, &mut state) };
+    let Some(state) = loop_state() else {
+        return Verdict::Undecidable(Reason::NotConfigured);
+    };
+    *state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(start), result: None };
+    let scan = unsafe { scan_exec(bprm, off, state) };
     let decision = judge_rules(scan, rules, &KernelRules { generation });
     if decision.verdict != Verdict::Allow {
         if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
@@ -366,7 +387,10 @@ unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, st
             event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
         }
         if state.argv != 0 {
-            unsafe { bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut state as *mut _ as *mut c_void, 0) };
+            let mut unused = 0u64;
+            unsafe {
+                bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0)
+            };
         }
     }
     decision.verdict

@@ -529,7 +529,7 @@ fn check_audit_mode(c: &mut Checks) {
         "the would-be denial is recorded as audited",
         records.len() == 2
             && records[0]["action"] == "audited"
-            && records[0]["command"] == "exec"
+            && records[0]["command"] == "container exec"
             && records[0]["rule"] == "watch-only",
         || log.clone(),
     );
@@ -545,7 +545,7 @@ fn check_audit_mode(c: &mut Checks) {
     c.check(
         "daemon logs one structured line for it",
         daemon_log.contains("enforcer: audited uid=1001 user=ai-worker")
-            && daemon_log.contains("command=exec"),
+            && daemon_log.contains("command=\"container exec\""),
         || daemon_log.clone(),
     );
 }

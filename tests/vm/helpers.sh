@@ -51,7 +51,9 @@ start_enforcer() {
         if ! kill -0 $ENFORCER_PID 2>/dev/null; then
             break
         fi
-        if /usr/local/sbin/enforcer status >/dev/null 2>&1; then
+        # Ready when this daemon answers on its control socket (a previous daemon's pins
+        # may be enforcing already, so `status` exiting 0 is not enough).
+        if /usr/local/sbin/enforcer status --json --limit 0 2>/dev/null | grep -q "\"pid\": $ENFORCER_PID\b"; then
             break
         fi
         sleep 0.1
