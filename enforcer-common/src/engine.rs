@@ -147,33 +147,40 @@ pub struct Decision {
     pub audit: bool,
 }
 
+/// One step of [`judge_rules`]: rule `index`, when it is in the bitmask `rules`. Returns
+/// the decision once a rule does not allow. The kernel calls this from a `bpf_loop`
+/// callback (one rule per iteration, which the verifier checks once); userspace from the
+/// plain loop in `judge_rules`.
+#[inline(always)]
+pub fn judge_rule<R: Rules>(scan: Scan, rules: u32, index: u32, table: &R) -> Option<Decision> {
+    let index = index & (MAX_RULES as u32 - 1);
+    if rules & (1 << index) == 0 {
+        return None;
+    }
+    let Some(rule) = table.rule(index) else {
+        return Some(Decision { verdict: Verdict::Undecidable(Reason::NotConfigured), rule: index, audit: false });
+    };
+    let verdict = judge(scan, rule);
+    if verdict == Verdict::Allow { None } else { Some(Decision { verdict, rule: index, audit: rule.is_audit() }) }
+}
+
+/// The decision when no rule objects.
+pub const ALLOWED: Decision = Decision { verdict: Verdict::Allow, rule: 0, audit: false };
+
 /// Judges `scan` against each rule in the bitmask `rules`, lowest index first; the first
 /// rule that does not allow decides. A rule missing from `table` fails closed.
-#[inline(always)]
 pub fn judge_rules<R: Rules>(scan: Scan, rules: u32, table: &R) -> Decision {
-    let mut i = 0u32;
-    while i < MAX_RULES as u32 {
-        if rules & (1 << i) != 0 {
-            let Some(rule) = table.rule(i) else {
-                return Decision {
-                    verdict: Verdict::Undecidable(Reason::NotConfigured),
-                    rule: i,
-                    audit: false,
-                };
-            };
-            let verdict = judge(scan, rule);
-            if verdict != Verdict::Allow {
-                return Decision { verdict, rule: i, audit: rule.is_audit() };
-            }
+    for index in 0..MAX_RULES as u32 {
+        if let Some(decision) = judge_rule(scan, rules, index, table) {
+            return decision;
         }
-        i += 1;
     }
-    Decision { verdict: Verdict::Allow, rule: 0, audit: false }
+    ALLOWED
 }
 
 /// The decision for one exec: the command `start`'s client finds in argv, judged by the
 /// rules in `rules`. Userspace (`enforcer check`, tests) calls this; the kernel runs the
-/// same two halves, [`ArgvScan::step`] from a `bpf_loop` callback and [`judge_rules`].
+/// same steps, [`ArgvScan::step`] and [`judge_rule`], from `bpf_loop` callbacks.
 pub fn decide<A: ArgSource, G: Grammar, R: Rules>(
     start: Start,
     source: &mut A,

@@ -33,7 +33,7 @@ use enforcer_common::{
     COUNTER_UNDECIDABLE, DenialEvent, EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, GENERATIONS, KernelOffsets,
     MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT, PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED,
     RULE_COUNTER_UNDECIDABLE, ReadError, Reason, RuleConfig, Rules, Scan, Scratch, Start, Token, TokenInfo,
-    UserKey, Verdict, grammar::Grammar, judge_rules, rule_counter,
+    UserKey, Verdict, ALLOWED, Decision, grammar::Grammar, judge_rule, rule_counter,
 };
 
 const EPERM: i32 = 1;
@@ -282,6 +282,28 @@ pub struct LoopState {
     next: u32,
     scan: ArgvScan,
     result: Option<Scan>,
+    /// Judging: the rules that apply, their generation, and the decision once found.
+    rules: u32,
+    generation: u32,
+    decision: Option<Decision>,
+}
+
+/// bpf_loop callback: judges the scan against rule `index`; stops at the first rule that
+/// does not allow.
+#[inline(never)]
+extern "C" fn judge_one(index: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
+    let scan = match state.result {
+        Some(scan) => scan,
+        None => Scan::Undecidable(Reason::NotConfigured),
+    };
+    match judge_rule(scan, state.rules, index as u32, &KernelRules { generation: state.generation }) {
+        Some(decision) => {
+            state.decision = Some(decision);
+            1
+        }
+        None => 0,
+    }
 }
 
 /// The per-CPU argument buffer, and an argv reader that logs into the per-CPU event.
@@ -292,18 +314,25 @@ fn scratch_source(state: &LoopState) -> Option<(&'static mut ArgBuf, UserArgv)> 
     unsafe { Some((&mut (*scratch).arg, UserArgv { argv: state.argv, event: &mut (*scratch).event })) }
 }
 
-/// The loop state, for a `bpf_loop` callback. (The callback context `bpf_loop` passes must
-/// be a stack pointer on 6.1, so it is unused and the state is looked up here.)
+/// What `bpf_loop` hands its callbacks: the callback context must be a stack pointer on
+/// 6.1, so it holds a pointer to the state in the `LOOP` map. Passing it also tells the
+/// compiler that the callbacks write the state.
+struct LoopCtx {
+    state: *mut LoopState,
+}
+
+/// The loop state behind a callback's context.
 #[inline(always)]
-fn loop_state() -> Option<&'static mut LoopState> {
-    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
-    LOOP.get_ptr_mut(0).map(|state| unsafe { &mut *state })
+fn loop_state(ctx: *mut c_void) -> &'static mut LoopState {
+    // SAFETY: `ctx` is the `LoopCtx` on the caller's stack, pointing at the per-CPU map
+    // value, which is valid for the whole program run (no preemption here).
+    unsafe { &mut *(*(ctx as *mut LoopCtx)).state }
 }
 
 /// bpf_loop callback: scans one more argument; stops the loop once the scan is decided.
 #[inline(never)]
-extern "C" fn scan_one(_: u64, _: *mut c_void) -> i64 {
-    let Some(state) = loop_state() else { return 1 };
+extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
     let Some((buf, mut source)) = scratch_source(state) else {
         state.result = Some(Scan::Undecidable(Reason::NotConfigured));
         return 1;
@@ -322,8 +351,8 @@ extern "C" fn scan_one(_: u64, _: *mut c_void) -> i64 {
 /// bpf_loop callback: after a denial, reads the arguments the scan did not need into
 /// the event's log, until argv or the log ends.
 #[inline(never)]
-extern "C" fn log_one(_: u64, _: *mut c_void) -> i64 {
-    let Some(state) = loop_state() else { return 1 };
+extern "C" fn log_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
     let Some((buf, mut source)) = scratch_source(state) else { return 1 };
     let index = state.next;
     let logged = unsafe { (*source.event).argv_len } as usize;
@@ -336,24 +365,26 @@ extern "C" fn log_one(_: u64, _: *mut c_void) -> i64 {
 
 /// What argv says, as the engine reads it. Every failure is an undecidable scan, so it
 /// is judged by the rules like any other result (audit mode then records, not denies).
+/// `ctx.state` is the loop state; it is only ever accessed through that raw pointer,
+/// which the callbacks write through too.
 #[inline(always)]
-unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Scan {
+unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
+    let state = ctx.state;
     let argc: i32 = match unsafe { read_kernel(bprm, off.binprm_argc) } {
         Ok(argc) => argc,
         Err(_) => return Scan::Undecidable(Reason::UnreadableArgv),
     };
-    state.argc = argc as u32;
+    unsafe { (*state).argc = argc as u32 };
     if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
         unsafe { (*scratch).event.argc = argc as u32 };
     }
-    state.argv = match unsafe { caller_argv(off) } {
-        Ok(argv) => argv,
+    match unsafe { caller_argv(off) } {
+        Ok(argv) => unsafe { (*state).argv = argv },
         Err(reason) => return Scan::Undecidable(reason),
-    };
+    }
     // argv[0] goes to the log only.
-    let mut unused = 0u64;
-    unsafe { bpf_loop(1, log_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0) };
-    state.next = 1;
+    unsafe { bpf_loop(1, log_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    unsafe { (*state).next = 1 };
     // A `#!` script or binfmt_misc handler rewrote argv: the caller's argv is not what
     // the binary will receive.
     let filename: u64 = unsafe { read_kernel(bprm, off.binprm_filename) }.unwrap_or(0);
@@ -361,9 +392,8 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
     if filename != interp {
         return Scan::Undecidable(Reason::Interpreter);
     }
-    let ran =
-        unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0) };
-    match state.result {
+    let ran = unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    match unsafe { core::ptr::read_volatile(&(*state).result) } {
         Some(result) if ran >= 0 => result,
         // `step` always decides by index MAX_ARGS + 1, so this is a failed bpf_loop.
         _ => Scan::Undecidable(Reason::NotConfigured),
@@ -374,23 +404,40 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, state: &mut LoopState) -> Sc
 /// rule that decides is recorded in the event with the rest of argv.
 #[inline(always)]
 unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, start: Start) -> Verdict {
-    let Some(state) = loop_state() else {
+    let Some(state) = LOOP.get_ptr_mut(0) else {
         return Verdict::Undecidable(Reason::NotConfigured);
     };
-    *state = LoopState { argv: 0, argc: 0, next: 0, scan: ArgvScan::new(start), result: None };
-    let scan = unsafe { scan_exec(bprm, off, state) };
-    let decision = judge_rules(scan, rules, &KernelRules { generation });
+    unsafe {
+        *state = LoopState {
+            argv: 0,
+            argc: 0,
+            next: 0,
+            scan: ArgvScan::new(start),
+            result: None,
+            rules,
+            generation,
+            decision: None,
+        }
+    };
+    let mut ctx = LoopCtx { state };
+    let scan = unsafe { scan_exec(bprm, off, &mut ctx) };
+    unsafe { (*state).result = Some(scan) };
+    // One rule per iteration: a plain loop over 32 rules loses the verifier its bound.
+    let ran =
+        unsafe { bpf_loop(MAX_RULES as u32, judge_one as *mut c_void, &mut ctx as *mut _ as *mut c_void, 0) };
+    let decision = match unsafe { core::ptr::read_volatile(&(*state).decision) } {
+        Some(decision) => decision,
+        None if ran >= 0 => ALLOWED,
+        None => Decision { verdict: Verdict::Undecidable(Reason::NotConfigured), rule: 0, audit: false },
+    };
     if decision.verdict != Verdict::Allow {
         if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
             let event = unsafe { &mut (*scratch).event };
             event.rule = decision.rule;
             event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
         }
-        if state.argv != 0 {
-            let mut unused = 0u64;
-            unsafe {
-                bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut unused as *mut _ as *mut c_void, 0)
-            };
+        if unsafe { (*state).argv } != 0 {
+            unsafe { bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut ctx as *mut _ as *mut c_void, 0) };
         }
     }
     decision.verdict

@@ -225,7 +225,6 @@ pub async fn run(options: Options) -> Result<()> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     daemon.programs.attach_exec_hook(stamp)?;
     stage("exec hook verified, attached and pinned");
-    let listener = listen_control()?;
     eprintln!(
         "enforcer: enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),
@@ -241,7 +240,19 @@ pub async fn run(options: Options) -> Result<()> {
         daemon.options.log_max_bytes,
         daemon.options.log_keep,
     );
-    let ring = RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+    let mut ring = RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+    // Denials queued while no daemon ran are logged before anyone can ask for status.
+    let mut queued = 0;
+    while let Some(item) = ring.next() {
+        if let Some(event) = event_of(&item) {
+            daemon.record(&event, &log);
+            queued += 1;
+        }
+    }
+    if queued > 0 {
+        eprintln!("enforcer: logged {queued} denial(s) queued in the kernel while no daemon ran");
+    }
+    let listener = listen_control()?;
     // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
@@ -254,14 +265,9 @@ pub async fn run(options: Options) -> Result<()> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {
-                    if item.len() < size_of::<DenialEvent>() {
-                        eprintln!("enforcer: warning: short event of {} bytes ignored", item.len());
-                        continue;
+                    if let Some(event) = event_of(&item) {
+                        daemon.record(&event, &log);
                     }
-                    // SAFETY: the kernel wrote a whole DenialEvent; read_unaligned copes with
-                    // the ring buffer's 8-byte alignment.
-                    let event: DenialEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    daemon.record(&event, &log);
                 }
                 guard.clear_ready();
             }
@@ -296,6 +302,17 @@ pub async fn run(options: Options) -> Result<()> {
         if enforcing { "the pinned programs keep enforcing" } else { "nothing enforces now" }
     );
     Ok(())
+}
+
+/// A ring buffer record as an event; a short one is reported and skipped.
+fn event_of(item: &[u8]) -> Option<DenialEvent> {
+    if item.len() < size_of::<DenialEvent>() {
+        eprintln!("enforcer: warning: short event of {} bytes ignored", item.len());
+        return None;
+    }
+    // SAFETY: the kernel wrote a whole DenialEvent; read_unaligned copes with the ring
+    // buffer's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
 }
 
 /// Tells systemd (Type=notify) that enforcement is in force.

@@ -437,13 +437,24 @@ users = ["ai-worker"]
 binaries = ["/mnt/ext4/docker", "/mnt/tmpfs/docker", "/nonexistent/docker"]
 deny = ["exec"]
 POLICY
-start_enforcer
+# Readiness: READY=1 reaches the notify socket only once the policy is enforced.
+/usr/local/bin/exec-helper notify-wait /tmp/notify.sock > /tmp/notify.out &
+NOTIFY_PID=$!
+sleep 0.5
+NOTIFY_SOCKET=/tmp/notify.sock /usr/local/sbin/enforcer run --detach-on-exit >/tmp/enforcer.log 2>&1 &
+ENFORCER_PID=$!
+wait $NOTIFY_PID
+step ready-exec ai-worker /mnt/ext4/docker exec gitea true
+step notify root cat /tmp/notify.out
+start_enforcer_wait
 step ext4-exec ai-worker /mnt/ext4/docker exec gitea true
 step tmpfs-exec ai-worker /mnt/tmpfs/docker exec gitea true
 step ext4-ps ai-worker /mnt/ext4/docker ps
 step tmpfs-ps ai-worker /mnt/tmpfs/docker ps
 step unlisted-exec ai-worker /usr/bin/docker exec gitea true
 stop_enforcer
+step status-detached root /usr/local/sbin/enforcer status
+step exec-detached ai-worker /mnt/ext4/docker exec gitea true
 report_file mock-api /tmp/mock-api.log
 report_file denials /var/lib/enforcer/denials.jsonl
 "#
@@ -458,6 +469,9 @@ fn check_filesystems(c: &mut Checks) {
         mounts.contains("/mnt/ext4 ext4") && mounts.contains("/mnt/tmpfs tmpfs"),
         || mounts.clone(),
     );
+    let (_, notify) = c.step("notify");
+    c.check("READY=1 sent to NOTIFY_SOCKET", notify.trim() == "READY=1", || notify.clone());
+    c.denied("ready-exec");
     c.succeeded("enforcer-start");
     c.denied("ext4-exec");
     c.denied("tmpfs-exec");
@@ -479,12 +493,22 @@ fn check_filesystems(c: &mut Checks) {
         || format!("exit {rc}: {out}"),
     );
     c.check(
-        "per-CPU counters are exact: 4 vetted execs checked, 2 denied, unlisted binary not checked",
-        log.contains("stopping (checked 4, denied 2, undecidable 0, audited 0, events dropped 0)"),
+        "per-CPU counters are exact: 5 vetted execs checked, 3 denied, unlisted binary not checked",
+        log.contains("stopping (checked 5, denied 3, undecidable 0, audited 0, events dropped 0)"),
         || log.clone(),
     );
     let records = c.denial_log().1.len();
-    c.check("two denials logged", records == 2, || format!("{records} records"));
+    c.check("three denials logged", records == 3, || format!("{records} records"));
+    let (rc, out) = c.step("status-detached");
+    c.check(
+        "run --detach-on-exit: after SIGTERM nothing enforces",
+        rc == 1 && out.contains("enforcing: NO") && log.contains("--detach-on-exit: pins removed"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("exec-detached");
+    c.check("run --detach-on-exit: the exec runs", !out.contains("Operation not permitted"), || {
+        format!("exit {rc}: {out}")
+    });
 }
 
 fn audit_mode_script() -> String {
@@ -754,6 +778,9 @@ step status-down-table root /usr/local/sbin/enforcer status
 mv /tmp/enforcer.log /tmp/enforcer-first.log
 start_enforcer $DAEMON_ARGS
 step status-adopted root /usr/local/sbin/enforcer status --json --limit 100
+step status-user-bob root /usr/local/sbin/enforcer status --json --user bob
+step status-user-worker root /usr/local/sbin/enforcer status --json --user ai-worker --since 1h
+step status-since-future root /usr/local/sbin/enforcer status --json --since 2999-01-01T00:00:00Z
 # A broken policy is rejected by reload; the policy in force stays.
 printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /tmp/policy.toml
 step reload-broken root /usr/local/sbin/enforcer reload
@@ -853,6 +880,11 @@ fn check_daemon(c: &mut Checks) {
                 .any(|d| d["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == "queued-while-down"))),
         || format!("exit {rc}: {out}"),
     );
+    let count = |step: &str| json_step(c, step).1["denials"].as_array().map_or(usize::MAX, Vec::len);
+    let counts = (count("status-user-bob"), count("status-user-worker"), count("status-since-future"));
+    c.check("status --user and --since filter the denials (bob 0, ai-worker 2, future 0)", counts == (0, 2, 0), || {
+        format!("{counts:?}")
+    });
     let (rc, out) = c.step("reload-broken");
     c.check(
         "reload with a broken file fails with file:line and keeps the old policy",

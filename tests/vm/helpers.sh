@@ -46,6 +46,11 @@ start_mock_api() {
 start_enforcer() {
     /usr/local/sbin/enforcer run "$@" >/tmp/enforcer.log 2>&1 &
     ENFORCER_PID=$!
+    start_enforcer_wait
+}
+
+# start_enforcer_wait: wait for the daemon $ENFORCER_PID (started by hand) as above.
+start_enforcer_wait() {
     i=0
     while [ $i -lt 600 ]; do
         if ! kill -0 $ENFORCER_PID 2>/dev/null; then
@@ -53,7 +58,7 @@ start_enforcer() {
         fi
         # Ready when this daemon answers on its control socket (a previous daemon's pins
         # may be enforcing already, so `status` exiting 0 is not enough).
-        if /usr/local/sbin/enforcer status --json --limit 0 2>/dev/null | grep -q "\"pid\": $ENFORCER_PID\b"; then
+        if /usr/local/sbin/enforcer status --json --limit 0 2>/dev/null | grep -qE "\"pid\": $ENFORCER_PID,?$"; then
             break
         fi
         sleep 0.1

@@ -7,6 +7,8 @@
 //!   exec-helper storm N PATH ARGV...          fork and execve PATH N times; prints how
 //!                                             many execs failed with EPERM, ran, or failed
 //!                                             otherwise (`eperm=N ran=N other=N`)
+//!   exec-helper notify-wait SOCKET            bind a unix datagram socket (as systemd's
+//!                                             NOTIFY_SOCKET), print the first message, exit
 //!
 //! ARGV includes argv[0]. On failure it prints the error (strerror) and exits 126.
 
@@ -30,6 +32,7 @@ fn main() {
         }
         Some("int80") if args.len() >= 3 => int80_execve(&args[1], &args[2..]),
         Some("storm") if args.len() >= 4 => storm(&args[1], &args[2], &args[3..]),
+        Some("notify-wait") if args.len() == 2 => notify_wait(&args[1]),
         _ => {
             eprintln!(
                 "usage: exec-helper fexecve PATH ARGV... | execveat DIR NAME ARGV... | int80 PATH ARGV... | storm N PATH ARGV..."
@@ -63,6 +66,17 @@ fn main() {
     };
     eprintln!("exec-helper: execveat: {}", std::io::Error::last_os_error());
     std::process::exit(126);
+}
+
+/// Stands in for systemd's notification socket: the first datagram is the readiness
+/// message.
+fn notify_wait(path: &str) -> ! {
+    let _ = std::fs::remove_file(path);
+    let socket = std::os::unix::net::UnixDatagram::bind(path).expect("bind the notify socket");
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("receive a notification");
+    println!("{}", String::from_utf8_lossy(&buf[..n]));
+    std::process::exit(0);
 }
 
 /// Many execs as fast as one process can fork them; each child reports how its execve
