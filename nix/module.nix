@@ -345,6 +345,8 @@ in
             ExecReload = "${enforcer} reload";
             Restart = "always";
             RestartSec = 1;
+            SuccessExitStatus = 3;
+            RestartPreventExitStatus = 3;
             StateDirectory = "enforcer";
             StateDirectoryMode = "0700";
             RuntimeDirectory = "enforcer";

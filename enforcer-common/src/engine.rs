@@ -158,10 +158,18 @@ pub fn judge_rule<R: Rules>(scan: Scan, rules: u32, index: u32, table: &R) -> Op
         return None;
     }
     let Some(rule) = table.rule(index) else {
-        return Some(Decision { verdict: Verdict::Undecidable(Reason::NotConfigured), rule: index, audit: false });
+        return Some(Decision {
+            verdict: Verdict::Undecidable(Reason::NotConfigured),
+            rule: index,
+            audit: false,
+        });
     };
     let verdict = judge(scan, rule);
-    if verdict == Verdict::Allow { None } else { Some(Decision { verdict, rule: index, audit: rule.is_audit() }) }
+    if verdict == Verdict::Allow {
+        None
+    } else {
+        Some(Decision { verdict, rule: index, audit: rule.is_audit() })
+    }
 }
 
 /// The decision when no rule objects.

@@ -28,12 +28,12 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    ACTION_AUDITED, ACTION_DENIED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo, BinaryKey,
+    ACTION_AUDITED, ACTION_DENIED, ALLOWED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo, BinaryKey,
     COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED,
-    COUNTER_UNDECIDABLE, DenialEvent, EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, GENERATIONS, KernelOffsets,
-    MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT, PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED,
-    RULE_COUNTER_UNDECIDABLE, ReadError, Reason, RuleConfig, Rules, Scan, Scratch, Start, Token, TokenInfo,
-    UserKey, Verdict, ALLOWED, Decision, grammar::Grammar, judge_rule, rule_counter,
+    COUNTER_UNDECIDABLE, Decision, DenialEvent, EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, GENERATIONS,
+    KernelOffsets, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT, PolicyState, RULE_COUNTER_AUDITED,
+    RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, ReadError, Reason, RuleConfig, Rules, Scan, Scratch,
+    Start, Token, TokenInfo, UserKey, Verdict, grammar::Grammar, judge_rule, rule_counter,
 };
 
 const EPERM: i32 = 1;

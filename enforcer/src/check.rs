@@ -133,4 +133,58 @@ mod tests {
         // Another user is not restricted by the default policy.
         assert_eq!(decide_argv(&policy, Some("bob"), 0, &argv("docker exec web sh")).verdict, Verdict::Allow);
     }
+
+    /// The words of a corpus line: spaces separate, single quotes group (`''` is empty).
+    fn corpus_words(text: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let (mut word, mut in_word, mut quoted) = (String::new(), false, false);
+        for c in text.chars() {
+            if c == ' ' && !quoted {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+                continue;
+            }
+            if c == '\'' {
+                quoted = !quoted;
+            } else {
+                word.push(c);
+            }
+            in_word = true;
+        }
+        if in_word {
+            words.push(word);
+        }
+        words
+    }
+
+    /// The differential corpus's expected verdicts hold on the host too (the VM test then
+    /// holds the kernel to the same verdicts).
+    #[test]
+    fn corpus_verdicts_under_the_default_policy() {
+        let policy = Policy::default_policy();
+        let corpus = include_str!("../../tests/corpus/argv.txt");
+        let mut wrong = Vec::new();
+        let mut lines = 0;
+        for (number, line) in corpus.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            lines += 1;
+            let (expected, args) = line.split_once('\t').unwrap_or((line, ""));
+            let mut argv = vec![String::from("docker")];
+            argv.extend(corpus_words(args));
+            let got = match decide_argv(&policy, Some("ai-worker"), 0, &argv).verdict {
+                Verdict::Allow => "allow",
+                Verdict::Deny { .. } => "deny",
+                Verdict::Undecidable(_) => "undecidable",
+            };
+            if got != expected {
+                wrong.push(format!("line {}: docker {args}: {got}, expected {expected}", number + 1));
+            }
+        }
+        assert!(lines >= 200, "{lines} corpus lines");
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }

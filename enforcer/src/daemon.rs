@@ -180,7 +180,12 @@ fn listen_control() -> Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn run(options: Options) -> Result<()> {
+/// The daemon's exit status after `enforcer stop` detached it: a success that systemd must
+/// not answer with a restart (`RestartPreventExitStatus=3`).
+pub const EXIT_DETACHED: u8 = 3;
+
+/// Runs the daemon; returns whether it was detached by `enforcer stop`.
+pub async fn run(options: Options) -> Result<bool> {
     let started = Instant::now();
     let verbose = options.verbose;
     let stage = |name: &str| {
@@ -260,6 +265,7 @@ pub async fn run(options: Options) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut detach = daemon.options.detach_on_exit;
+    let mut stopped = false;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -277,6 +283,7 @@ pub async fn run(options: Options) -> Result<()> {
                     && daemon.serve(stream).await
                 {
                     detach = false; // the pins are gone already
+                    stopped = true;
                     break;
                 }
             }
@@ -301,7 +308,7 @@ pub async fn run(options: Options) -> Result<()> {
         counter(COUNTER_EVENTS_DROPPED),
         if enforcing { "the pinned programs keep enforcing" } else { "nothing enforces now" }
     );
-    Ok(())
+    Ok(stopped)
 }
 
 /// A ring buffer record as an event; a short one is reported and skipped.

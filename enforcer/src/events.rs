@@ -189,9 +189,12 @@ impl DenialLog {
         if size > 0 && size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Denied argv may hold secrets: the log is root's alone.
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
         // One write per record, so concurrent readers never see half a line.

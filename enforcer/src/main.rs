@@ -110,7 +110,9 @@ fn main() -> ExitCode {
                 .build()
                 .context("cannot start the async runtime")
                 .and_then(|rt| rt.block_on(daemon::run(options)))
-                .map(|()| ExitCode::SUCCESS)
+                .map(
+                    |stopped| if stopped { ExitCode::from(daemon::EXIT_DETACHED) } else { ExitCode::SUCCESS },
+                )
         }
         Command::Status { json, limit, since, user } => {
             status::status(&status::Query { json, limit, since, user }, &cli.state_dir)

@@ -513,7 +513,11 @@ impl Policy {
             if found == 0 {
                 let what = match &rule.binaries {
                     Some(_) => "none of its binaries exists".to_string(),
-                    None => format!("no docker binary found in PATH or in {}", USUAL_DOCKER_DIRS.join(", ")),
+                    None => format!(
+                        "no docker binary found in PATH or in {} (install docker, or list its path in the \
+                         rule's binaries)",
+                        USUAL_DOCKER_DIRS.join(", ")
+                    ),
                 };
                 return Err(error(
                     rule.binaries.as_ref().and_then(|b| b.first().map(|b| b.place)),

@@ -46,8 +46,18 @@ pub fn save(state_dir: &Path, state: &State) -> Result<()> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
     let target = path(state_dir);
     let temporary = state_dir.join(format!(".{STATE_FILE}.tmp"));
-    std::fs::write(&temporary, serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(state)?)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+    }
     std::fs::rename(&temporary, &target).with_context(|| format!("cannot write {}", target.display()))
 }
 

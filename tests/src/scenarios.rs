@@ -527,7 +527,12 @@ step audit-exec ai-worker docker exec gitea true
 step audit-ps ai-worker docker ps
 step audit-int80 ai-worker /usr/local/bin/exec-helper int80 /usr/bin/docker docker ps
 step status root /usr/local/sbin/enforcer status --json
-stop_enforcer
+# `enforcer stop` with the daemon running: it removes the pins and exits with 3.
+step stop-running root /usr/local/sbin/enforcer stop
+wait $ENFORCER_PID
+echo "@@step daemon-exit-after-stop $? $(echo | base64 -w 0)"
+step status-after-stop root /usr/local/sbin/enforcer status
+report_file enforcer-log /tmp/enforcer.log
 report_file mock-api /tmp/mock-api.log
 report_file denials /var/lib/enforcer/denials.jsonl
 "#
@@ -537,6 +542,18 @@ report_file denials /var/lib/enforcer/denials.jsonl
 fn check_audit_mode(c: &mut Checks) {
     c.finished();
     c.succeeded("enforcer-start");
+    let (rc, out) = c.step("stop-running");
+    c.check(
+        "enforcer stop with the daemon running: the daemon removes the pins and exits",
+        rc == 0 && out.contains("removed the pins and exited"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, _) = c.step("daemon-exit-after-stop");
+    c.check("the detached daemon exits with 3 (systemd: no restart)", rc == 3, || format!("exit {rc}"));
+    let (rc, out) = c.step("status-after-stop");
+    c.check("status after enforcer stop: NO, exit 1", rc == 1 && out.contains("enforcing: NO"), || {
+        format!("exit {rc}: {out}")
+    });
     let (rc, out) = c.step("audit-exec");
     c.check("audit mode denies nothing", !out.contains("Operation not permitted") && rc != 126, || {
         format!("exit {rc}: {out}")
@@ -882,14 +899,16 @@ fn check_daemon(c: &mut Checks) {
     );
     let count = |step: &str| json_step(c, step).1["denials"].as_array().map_or(usize::MAX, Vec::len);
     let counts = (count("status-user-bob"), count("status-user-worker"), count("status-since-future"));
-    c.check("status --user and --since filter the denials (bob 0, ai-worker 2, future 0)", counts == (0, 2, 0), || {
-        format!("{counts:?}")
-    });
+    c.check(
+        "status --user and --since filter the denials (bob 0, ai-worker 2, future 0)",
+        counts == (0, 2, 0),
+        || format!("{counts:?}"),
+    );
     let (rc, out) = c.step("reload-broken");
     c.check(
         "reload with a broken file fails with file:line and keeps the old policy",
         rc == 1
-            && out.contains("/tmp/policy.toml:4:19: unknown docker command \"pss\"")
+            && out.contains("/tmp/policy.toml:4:17: unknown docker command \"pss\"")
             && out.contains("unchanged"),
         || format!("exit {rc}: {out}"),
     );
@@ -944,7 +963,14 @@ fn check_daemon(c: &mut Checks) {
     c.check("status after stop exits 1 and says NO", rc == 1 && out.contains("enforcing: NO"), || {
         format!("exit {rc}: {out}")
     });
-    c.succeeded("exec-after-stop");
+    let (rc, out) = c.step("exec-after-stop");
+    let api = c.report.file("mock-api").unwrap_or("");
+    c.check(
+        "after enforcer stop, ai-worker's exec runs and reaches the API",
+        !out.contains("Operation not permitted")
+            && api.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        || format!("exit {rc}: {out}"),
+    );
 }
 
 /// The lsm= list without bpf, as on a kernel booted without it.

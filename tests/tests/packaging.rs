@@ -209,6 +209,8 @@ fn unit_directives() {
         ("Service", "ExecReload", "/usr/local/sbin/enforcer reload"),
         ("Service", "Restart", "always"),
         ("Service", "RestartSec", "1"),
+        ("Service", "SuccessExitStatus", "3"),
+        ("Service", "RestartPreventExitStatus", "3"),
         ("Service", "StateDirectory", "enforcer"),
         ("Service", "RuntimeDirectory", "enforcer"),
         ("Service", "RuntimeDirectoryPreserve", "yes"),
