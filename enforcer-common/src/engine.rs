@@ -152,7 +152,7 @@ pub struct Decision {
 /// callback (one rule per iteration, which the verifier checks once); userspace from the
 /// plain loop in `judge_rules`.
 #[inline(always)]
-pub fn judge_rule<R: Rules>(scan: Scan, rules: u32, index: u32, table: &R) -> Option<Decision> {
+pub fn judge_rule<R: Rules + ?Sized>(scan: Scan, rules: u32, index: u32, table: &R) -> Option<Decision> {
     let index = index & (MAX_RULES as u32 - 1);
     if rules & (1 << index) == 0 {
         return None;
@@ -177,7 +177,7 @@ pub const ALLOWED: Decision = Decision { verdict: Verdict::Allow, rule: 0, audit
 
 /// Judges `scan` against each rule in the bitmask `rules`, lowest index first; the first
 /// rule that does not allow decides. A rule missing from `table` fails closed.
-pub fn judge_rules<R: Rules>(scan: Scan, rules: u32, table: &R) -> Decision {
+pub fn judge_rules<R: Rules + ?Sized>(scan: Scan, rules: u32, table: &R) -> Decision {
     for index in 0..MAX_RULES as u32 {
         if let Some(decision) = judge_rule(scan, rules, index, table) {
             return decision;
@@ -186,10 +186,11 @@ pub fn judge_rules<R: Rules>(scan: Scan, rules: u32, table: &R) -> Decision {
     ALLOWED
 }
 
-/// The decision for one exec: the command `start`'s client finds in argv, judged by the
-/// rules in `rules`. Userspace (`enforcer check`, tests) calls this; the kernel runs the
-/// same steps, [`ArgvScan::step`] and [`judge_rule`], from `bpf_loop` callbacks.
-pub fn decide<A: ArgSource, G: Grammar, R: Rules>(
+/// The decision for one exec: the command `start`'s client finds in argv (returned too,
+/// for reports), judged by the rules in `rules`. Userspace (`enforcer check`, tests) calls
+/// this; the kernel runs the same steps, [`ArgvScan::step`] and [`judge_rule`], from
+/// `bpf_loop` callbacks.
+pub fn decide<A: ArgSource, G: Grammar, R: Rules + ?Sized>(
     start: Start,
     source: &mut A,
     argc: u32,
@@ -197,9 +198,26 @@ pub fn decide<A: ArgSource, G: Grammar, R: Rules>(
     grammar: &G,
     rules: u32,
     table: &R,
-) -> Decision {
+) -> (Scan, Decision) {
     let scan = scan_argv(start, source, argc, buf, grammar);
-    judge_rules(scan, rules, table)
+    (scan, judge_rules(scan, rules, table))
+}
+
+/// Rules in a slice, by index (userspace).
+impl Rules for [RuleConfig] {
+    fn rule(&self, index: u32) -> Option<&RuleConfig> {
+        self.get(index as usize)
+    }
+}
+
+/// argv as a slice of strings or byte strings, program name first (userspace).
+pub struct SliceArgv<'a, T>(pub &'a [T]);
+
+impl<T: AsRef<[u8]>> ArgSource for SliceArgv<'_, T> {
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
+        buf.set(self.0.get(index as usize).ok_or(ReadError)?.as_ref());
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,44 +511,19 @@ pub fn scan_argv<A: ArgSource, G: Grammar>(
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use std::{collections::HashMap, format, string::String, vec, vec::Vec};
+    use std::{format, string::String, vec, vec::Vec};
 
     use super::*;
-    use crate::grammar::{self, ROOT, node_by_path, node_path, profile_start};
-
-    /// The grammar in a hash map, as the kernel holds it.
-    pub(crate) struct MapGrammar(HashMap<Token, TokenInfo>);
-
-    impl MapGrammar {
-        pub(crate) fn new() -> Self {
-            let mut map = HashMap::new();
-            grammar::entries(|scope, word, info| {
-                map.insert(Token::from_bytes(scope, word).unwrap(), info);
-            });
-            MapGrammar(map)
-        }
-    }
-
-    impl Grammar for MapGrammar {
-        fn lookup(&self, token: &Token) -> Option<TokenInfo> {
-            self.0.get(token).copied()
-        }
-    }
-
-    struct VecArgv<'a>(&'a [String]);
-
-    impl ArgSource for VecArgv<'_> {
-        fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
-            buf.set(self.0.get(index as usize).ok_or(ReadError)?.as_bytes());
-            Ok(())
-        }
-    }
+    use crate::{
+        grammar::{self, ROOT, node_by_path, node_path, profile_start},
+        test_grammar::MapGrammar,
+    };
 
     fn scan_as(profile: u32, program: &str, args: &[&str]) -> Scan {
         let argv: Vec<String> =
             core::iter::once(program).chain(args.iter().copied()).map(String::from).collect();
         let start = profile_start(profile).unwrap();
-        scan_argv(start, &mut VecArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &MapGrammar::new())
+        scan_argv(start, &mut SliceArgv(&argv), argv.len() as u32, &mut ArgBuf::new(), &MapGrammar::new())
     }
 
     /// Scans `docker ARGS...`.
@@ -776,14 +769,6 @@ mod tests {
         assert_eq!(scan_argv(start, &mut Broken, 1, &mut ArgBuf::new(), &grammar), Scan::NoCommand);
     }
 
-    struct Table(Vec<RuleConfig>);
-
-    impl Rules for Table {
-        fn rule(&self, index: u32) -> Option<&RuleConfig> {
-            self.0.get(index as usize)
-        }
-    }
-
     #[test]
     fn judging_deny_and_allow_lists() {
         let exec = node("container exec");
@@ -802,15 +787,15 @@ mod tests {
 
         // Several rules: the lowest that does not allow decides; a missing rule fails closed.
         let audit = RuleConfig { flags: RULE_DENY_LIST | RULE_FLAG_AUDIT, ..deny };
-        let table = Table(vec![RuleConfig::default(), audit, deny]);
-        let decided = judge_rules(Scan::Command(exec), 0b111, &table);
+        let table: &[RuleConfig] = &[RuleConfig::default(), audit, deny];
+        let decided = judge_rules(Scan::Command(exec), 0b111, table);
         assert_eq!(decided, Decision { verdict: Verdict::Deny { command: exec }, rule: 1, audit: true });
-        let decided = judge_rules(Scan::Command(exec), 0b101, &table);
+        let decided = judge_rules(Scan::Command(exec), 0b101, table);
         assert_eq!(decided, Decision { verdict: Verdict::Deny { command: exec }, rule: 2, audit: false });
-        assert_eq!(judge_rules(Scan::Command(ps), 0b111, &table).verdict, Verdict::Allow);
-        let missing = judge_rules(Scan::Command(ps), 0b1000, &table);
+        assert_eq!(judge_rules(Scan::Command(ps), 0b111, table).verdict, Verdict::Allow);
+        let missing = judge_rules(Scan::Command(ps), 0b1000, table);
         assert_eq!(missing.verdict, Verdict::Undecidable(Reason::NotConfigured));
-        assert_eq!(judge_rules(Scan::Command(ps), 0, &table).verdict, Verdict::Allow);
+        assert_eq!(judge_rules(Scan::Command(ps), 0, table).verdict, Verdict::Allow);
     }
 
     #[test]
@@ -908,7 +893,7 @@ mod tests {
                     longer.extend(["exec", "--foo", "-x"].map(String::from));
                     let again = scan_argv(
                         start,
-                        &mut VecArgv(&longer),
+                        &mut SliceArgv(&longer),
                         longer.len() as u32,
                         &mut ArgBuf::new(),
                         &grammar,

@@ -10,5 +10,8 @@ pub mod engine;
 pub mod grammar;
 pub mod tree;
 
+#[cfg(test)]
+mod test_grammar;
+
 pub use abi::*;
 pub use engine::*;

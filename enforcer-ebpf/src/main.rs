@@ -400,8 +400,9 @@ unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
     }
 }
 
-/// Judges the exec against every rule in `rules` with the shared `judge_rules`; the
-/// rule that decides is recorded in the event with the rest of argv.
+/// Judges the exec against every rule in `rules` with the shared `judge_rule`, one rule
+/// per `bpf_loop` iteration; the rule that decides is recorded in the event with the rest
+/// of argv.
 #[inline(always)]
 unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, start: Start) -> Verdict {
     let Some(state) = LOOP.get_ptr_mut(0) else {

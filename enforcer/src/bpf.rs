@@ -220,8 +220,9 @@ impl Programs {
 
         let mut binaries: HashMap<&mut MapData, BinaryKey, BinaryInfo> =
             HashMap::try_from(self.ebpf.map_mut("BINARIES").context("map BINARIES missing")?)?;
-        let stale: Vec<BinaryKey> =
-            binaries.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        // A key the kernel fails to list would stay in force: an error, not a skip.
+        let stale: Vec<BinaryKey> = binaries.keys().collect::<Result<Vec<_>, _>>()?;
+        let stale = stale.into_iter().filter(|k| k.generation == generation);
         for key in stale {
             binaries.remove(&key).context("cannot clear the binaries map")?;
         }
@@ -248,8 +249,9 @@ impl Programs {
 
         let mut users: HashMap<&mut MapData, UserKey, u32> =
             HashMap::try_from(self.ebpf.map_mut("USERS").context("map USERS missing")?)?;
-        let stale: Vec<UserKey> =
-            users.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        // A key the kernel fails to list would stay in force: an error, not a skip.
+        let stale: Vec<UserKey> = users.keys().collect::<Result<Vec<_>, _>>()?;
+        let stale = stale.into_iter().filter(|k| k.generation == generation);
         for key in stale {
             users.remove(&key).context("cannot clear the users map")?;
         }

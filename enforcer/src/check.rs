@@ -3,26 +3,9 @@
 use std::{path::Path, process::ExitCode};
 
 use anyhow::{Result, bail};
-use enforcer_common::{ArgBuf, ArgSource, Decision, ReadError, RuleConfig, Rules, Verdict, decide};
+use enforcer_common::{ArgBuf, Decision, Scan, SliceArgv, Verdict, decide};
 
 use crate::policy::{Policy, UserSpec, profile_for_path};
-
-struct VecArgv<'a>(&'a [String]);
-
-impl ArgSource for VecArgv<'_> {
-    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
-        buf.set(self.0.get(index as usize).ok_or(ReadError)?.as_bytes());
-        Ok(())
-    }
-}
-
-struct Table(Vec<RuleConfig>);
-
-impl Rules for Table {
-    fn rule(&self, index: u32) -> Option<&RuleConfig> {
-        self.0.get(index as usize)
-    }
-}
 
 /// Whether the policy's user entry `spec` is `user` (a name or a uid, compared as given
 /// and through the user database).
@@ -38,8 +21,9 @@ fn names_user(spec: &UserSpec, user: &str) -> bool {
     }
 }
 
-/// The decision for `argv` under `policy`, as `user` (None: every rule applies).
-pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[String]) -> Decision {
+/// The decision for `argv` under `policy`, as `user` (None: every rule applies), and what
+/// the scan found.
+pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[String]) -> (Scan, Decision) {
     let mut mask = 0u32;
     for (index, rule) in policy.rules.iter().enumerate() {
         if user.is_none_or(|user| rule.users.iter().any(|(spec, _)| names_user(spec, user))) {
@@ -47,14 +31,15 @@ pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[St
         }
     }
     let start = enforcer_common::grammar::profile_start(profile).expect("profiles come from profile_by_name");
+    let rules = policy.rule_configs();
     decide(
         start,
-        &mut VecArgv(argv),
+        &mut SliceArgv(argv),
         argv.len() as u32,
         &mut ArgBuf::new(),
         crate::grammar::get(),
         mask,
-        &Table(policy.rule_configs()),
+        &rules[..],
     )
 }
 
@@ -77,7 +62,7 @@ pub fn check(
     {
         eprintln!("enforcer: note: no rule of {} names user {user:?}: everything is allowed", policy.source);
     }
-    let decision = decide_argv(&policy, user, profile, argv);
+    let (scan, decision) = decide_argv(&policy, user, profile, argv);
     let rule = policy.rules.get(decision.rule as usize).map_or("-", |r| r.name.as_str());
     let (verdict, code) = match decision.verdict {
         Verdict::Allow => ("allow", 0),
@@ -92,22 +77,10 @@ pub fn check(
             println!("mode: audit (the kernel records this exec and lets it run)");
         }
     }
-    let command = match decision.verdict {
-        Verdict::Deny { command } => crate::grammar::command_path(command),
-        _ => {
-            // The command the argv names, whatever the verdict, when the engine finds one.
-            let start = enforcer_common::grammar::profile_start(profile).expect("known profile");
-            match enforcer_common::scan_argv(
-                start,
-                &mut VecArgv(argv),
-                argv.len() as u32,
-                &mut ArgBuf::new(),
-                crate::grammar::get(),
-            ) {
-                enforcer_common::Scan::Command(node) => crate::grammar::command_path(node),
-                _ => None,
-            }
-        }
+    // The command the argv names, whatever the verdict, when the engine found one.
+    let command = match scan {
+        Scan::Command(node) => crate::grammar::command_path(node),
+        _ => None,
     };
     println!("command: {}", command.unwrap_or("-"));
     Ok(ExitCode::from(code))
@@ -124,39 +97,17 @@ mod tests {
     #[test]
     fn default_policy_decisions() {
         let policy = Policy::default_policy();
-        let verdict = |line: &str| decide_argv(&policy, Some("ai-worker"), 0, &argv(line)).verdict;
+        let verdict = |line: &str| decide_argv(&policy, Some("ai-worker"), 0, &argv(line)).1.verdict;
         assert!(matches!(verdict("docker exec -it web sh"), Verdict::Deny { .. }));
         assert!(matches!(verdict("docker container exec web sh"), Verdict::Deny { .. }));
         assert!(matches!(verdict("docker compose exec web sh"), Verdict::Deny { .. }));
         assert_eq!(verdict("docker ps"), Verdict::Allow);
         assert!(matches!(verdict("docker --frobnicate ps"), Verdict::Undecidable(_)));
         // Another user is not restricted by the default policy.
-        assert_eq!(decide_argv(&policy, Some("bob"), 0, &argv("docker exec web sh")).verdict, Verdict::Allow);
-    }
-
-    /// The words of a corpus line: spaces separate, single quotes group (`''` is empty).
-    fn corpus_words(text: &str) -> Vec<String> {
-        let mut words = Vec::new();
-        let (mut word, mut in_word, mut quoted) = (String::new(), false, false);
-        for c in text.chars() {
-            if c == ' ' && !quoted {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                }
-                in_word = false;
-                continue;
-            }
-            if c == '\'' {
-                quoted = !quoted;
-            } else {
-                word.push(c);
-            }
-            in_word = true;
-        }
-        if in_word {
-            words.push(word);
-        }
-        words
+        assert_eq!(
+            decide_argv(&policy, Some("bob"), 0, &argv("docker exec web sh")).1.verdict,
+            Verdict::Allow
+        );
     }
 
     /// The differential corpus's expected verdicts hold on the host too (the VM test then
@@ -164,26 +115,21 @@ mod tests {
     #[test]
     fn corpus_verdicts_under_the_default_policy() {
         let policy = Policy::default_policy();
-        let corpus = include_str!("../../tests/corpus/argv.txt");
+        let corpus = ::tests::scenarios::corpus();
         let mut wrong = Vec::new();
-        let mut lines = 0;
-        for (number, line) in corpus.lines().enumerate() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            lines += 1;
-            let (expected, args) = line.split_once('\t').unwrap_or((line, ""));
+        for (number, expected, args) in &corpus {
             let mut argv = vec![String::from("docker")];
-            argv.extend(corpus_words(args));
-            let got = match decide_argv(&policy, Some("ai-worker"), 0, &argv).verdict {
+            argv.extend(::tests::scenarios::split_words(args));
+            let got = match decide_argv(&policy, Some("ai-worker"), 0, &argv).1.verdict {
                 Verdict::Allow => "allow",
                 Verdict::Deny { .. } => "deny",
                 Verdict::Undecidable(_) => "undecidable",
             };
             if got != expected {
-                wrong.push(format!("line {}: docker {args}: {got}, expected {expected}", number + 1));
+                wrong.push(format!("line {number}: docker {args}: {got}, expected {expected}"));
             }
         }
+        let lines = corpus.len();
         assert!(lines >= 200, "{lines} corpus lines");
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }

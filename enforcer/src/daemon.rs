@@ -2,7 +2,6 @@
 //! `enforcer verify`.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
@@ -12,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::RingBuf;
 use enforcer_common::{
     COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE,
-    DenialEvent, FileId, GENERATIONS,
+    DenialEvent, GENERATIONS,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, unix::AsyncFd},
@@ -25,8 +24,8 @@ use crate::{
     control::{self, Reply},
     events::{self, DenialLog},
     kernel,
-    policy::{HostSystem, Policy},
-    state::{self, Generation, State},
+    policy::{HostSystem, Policy, Resolved},
+    state::{self, Generation, NamedBinary, State},
 };
 
 pub struct Options {
@@ -42,31 +41,25 @@ struct Daemon {
     programs: Programs,
     options: Options,
     state: State,
-    /// Per generation: file identity -> vetted path, to name binaries in records.
-    binaries: [BTreeMap<FileId, PathBuf>; 2],
-}
-
-fn file_key(id: &FileId) -> String {
-    format!("{}:{}", id.dev, id.ino)
 }
 
 impl Daemon {
-    /// Loads, resolves and installs the policy into the inactive generation, then flips
-    /// it active. On any error nothing changes and the policy in force stays.
-    fn install(&mut self) -> Result<String> {
-        let policy = Policy::load(self.options.config.as_deref())?;
-        let resolved = policy.resolve(&HostSystem)?;
+    /// Installs a loaded and resolved policy into the inactive generation, then flips it
+    /// active. On any error nothing changes and the policy in force stays.
+    fn install(&mut self, policy: &Policy, resolved: &Resolved) -> Result<String> {
         for warning in &resolved.warnings {
             eprintln!("enforcer: warning: {warning}");
         }
         let paths: Vec<PathBuf> = resolved.binaries.keys().cloned().collect();
         let identities = self.programs.kernel_identities(&paths)?;
-        let policy_state = self.programs.install_policy(&policy.rule_configs(), &resolved, &identities)?;
+        let policy_state = self.programs.install_policy(&policy.rule_configs(), resolved, &identities)?;
         let generation = policy_state.active as usize % GENERATIONS as usize;
-        self.binaries[generation] = identities.iter().map(|(path, id)| (*id, path.clone())).collect();
         self.state.generations[generation] = Generation {
             rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
-            binaries: identities.iter().map(|(p, id)| (file_key(id), p.display().to_string())).collect(),
+            binaries: identities
+                .iter()
+                .map(|(path, id)| NamedBinary { dev: id.dev, ino: id.ino, path: path.display().to_string() })
+                .collect(),
         };
         self.state.active_generation = generation as u32;
         self.state.policy_source = policy.source.clone();
@@ -101,7 +94,11 @@ impl Daemon {
 
     /// Reload on SIGHUP or `enforcer reload`: the error is logged and returned.
     fn reload(&mut self) -> Result<String> {
-        match self.install() {
+        let loaded = Policy::load(self.options.config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|policy| Ok((policy.resolve(&HostSystem)?, policy)))
+            .and_then(|(resolved, policy)| self.install(&policy, &resolved));
+        match loaded {
             Ok(message) => {
                 eprintln!("enforcer: reloaded: {message}");
                 Ok(message)
@@ -115,8 +112,8 @@ impl Daemon {
 
     fn record(&self, event: &DenialEvent, log: &DenialLog) {
         let generation = event.generation as usize % 2;
-        let denial =
-            events::decode(event, &self.state.generations[generation].rules, &self.binaries[generation]);
+        let names = &self.state.generations[generation];
+        let denial = events::decode(event, &names.rules, |file| names.binary(file));
         eprintln!("{}", denial.log_line());
         if let Err(error) = log.append(&denial) {
             eprintln!("enforcer: error: {error:#}");
@@ -196,7 +193,7 @@ pub async fn run(options: Options) -> Result<bool> {
     kernel::check_bpf_lsm()?;
     // The policy is checked before anything is loaded: a bad file changes nothing.
     let policy = Policy::load(options.config.as_deref())?;
-    policy.resolve(&HostSystem)?;
+    let resolved = policy.resolve(&HostSystem)?;
     stage("policy parsed and resolved");
     let offsets = kernel::offsets_from_btf(Path::new(kernel::VMLINUX_BTF))?;
     stage("kernel offsets read from BTF");
@@ -207,25 +204,19 @@ pub async fn run(options: Options) -> Result<bool> {
 
     let previous = state::load(&options.state_dir).filter(|_| adopted);
     let now = state::now_rfc3339();
+    let (enforcing_since, generations) = match previous {
+        Some(previous) => (previous.enforcing_since, previous.generations),
+        None => (now.clone(), Default::default()),
+    };
     let state = State {
-        enforcing_since: previous.as_ref().map_or_else(|| now.clone(), |p| p.enforcing_since.clone()),
+        enforcing_since,
         daemon_pid: std::process::id(),
         daemon_started: now,
-        generations: previous.as_ref().map(|p| p.generations.clone()).unwrap_or_default(),
+        generations,
         ..Default::default()
     };
-    let mut daemon = Daemon { programs, options, state, binaries: Default::default() };
-    // Records still queued from before a restart name the previous daemon's binaries.
-    for (generation, names) in daemon.state.generations.iter().enumerate() {
-        for (key, path) in &names.binaries {
-            if let Some((dev, ino)) = key.split_once(':')
-                && let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse())
-            {
-                daemon.binaries[generation].insert(FileId { dev, ino }, PathBuf::from(path));
-            }
-        }
-    }
-    let message = daemon.install()?;
+    let mut daemon = Daemon { programs, options, state };
+    let message = daemon.install(&policy, &resolved)?;
     stage("policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     daemon.programs.attach_exec_hook(stamp)?;

@@ -1,7 +1,6 @@
 //! Denial records: decoding kernel events, the structured log line, the JSON log.
 
 use std::{
-    collections::BTreeMap,
     fs::{File, OpenOptions},
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -51,9 +50,13 @@ fn wall_time(ktime_ns: u64) -> SystemTime {
     SystemTime::now() - Duration::from_nanos(mono_now.saturating_sub(ktime_ns))
 }
 
-/// Turns a kernel event into a record. `rule_names` and `binaries` map indices and
+/// Turns a kernel event into a record. `rule_names` and `binary_of` map indices and
 /// identities back to what the policy called them.
-pub fn decode(event: &DenialEvent, rule_names: &[String], binaries: &BTreeMap<FileId, PathBuf>) -> Denial {
+pub fn decode(
+    event: &DenialEvent,
+    rule_names: &[String],
+    binary_of: impl Fn(&FileId) -> Option<String>,
+) -> Denial {
     let argv_len = (event.argv_len as usize).min(event.argv.len());
     let bytes = &event.argv[..argv_len];
     // Each argument ends with its NUL; drop the last one so split yields no phantom "".
@@ -73,7 +76,7 @@ pub fn decode(event: &DenialEvent, rule_names: &[String], binaries: &BTreeMap<Fi
         uid: event.uid,
         user: crate::users::name_of(event.uid),
         pid: event.tgid,
-        binary: binaries.get(&event.file).map(|p| p.display().to_string()),
+        binary: binary_of(&event.file),
         path: c_string(&event.path[..EVENT_PATH_LEN]),
         argv_truncated: event.argv_truncated != 0 || (argv.len() as u32) < event.argc,
         argv,
@@ -266,8 +269,9 @@ mod tests {
 
     #[test]
     fn decodes_an_event() {
-        let binaries = BTreeMap::from([(FileId { dev: 8, ino: 42 }, PathBuf::from("/usr/bin/docker"))]);
-        let denial = decode(&event(&["docker", "exec", "", "web"]), &["r".into()], &binaries);
+        let binary_of =
+            |id: &FileId| (*id == FileId { dev: 8, ino: 42 }).then(|| "/usr/bin/docker".to_string());
+        let denial = decode(&event(&["docker", "exec", "", "web"]), &["r".into()], binary_of);
         assert_eq!(denial.argv, ["docker", "exec", "", "web"]);
         assert!(!denial.argv_truncated);
         assert_eq!(denial.command.as_deref(), Some("container exec"));
@@ -290,7 +294,7 @@ mod tests {
     fn short_log_is_marked_truncated() {
         let mut short = event(&["docker", "exec"]);
         short.argc = 5;
-        let denial = decode(&short, &[], &BTreeMap::new());
+        let denial = decode(&short, &[], |_: &FileId| None);
         assert!(denial.argv_truncated);
         assert_eq!(denial.rule, "#0");
         assert_eq!(denial.binary, None);
@@ -301,7 +305,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("enforcer-log-test-{}", std::process::id()));
         let log = DenialLog::new(&dir);
         for pid in 0..5 {
-            let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], &BTreeMap::new());
+            let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], |_: &FileId| None);
             denial.pid = pid;
             log.append(&denial).unwrap();
         }
@@ -315,7 +319,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("enforcer-rotate-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let log = DenialLog::with_limits(&dir, 2000, 2);
-        let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], &BTreeMap::new());
+        let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], |_: &FileId| None);
         for pid in 0..100 {
             denial.pid = pid;
             denial.uid = 1000 + pid % 2;

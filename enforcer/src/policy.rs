@@ -449,22 +449,13 @@ impl Policy {
             }
             // (path, profile, place, counts as "docker found"): without `binaries`, every
             // docker and docker-compose in PATH and the usual places, and the compose plugin.
-            let candidates: Vec<(PathBuf, u32, Option<Place>, bool)> = match &rule.binaries {
+            let mut candidates: Vec<(PathBuf, u32, Option<Place>, bool)> = match &rule.binaries {
                 Some(list) => list.iter().map(|b| (b.path.clone(), b.profile, Some(b.place), true)).collect(),
                 None => {
                     let mut dirs = system.search_path();
                     dirs.extend(USUAL_DOCKER_DIRS.iter().map(PathBuf::from));
                     let mut candidates: Vec<_> =
                         dirs.iter().map(|d| (d.join("docker"), PROFILE_DOCKER, None, true)).collect();
-                    // nixpkgs' bin/docker is a shell wrapper that runs libexec/docker/docker:
-                    // the real client must be vetted too.
-                    let wrapped: Vec<_> = dirs
-                        .iter()
-                        .filter_map(|d| system.resolve_file(&d.join("docker")))
-                        .filter_map(|target| Some(target.parent()?.parent()?.join("libexec/docker/docker")))
-                        .map(|real| (real, PROFILE_DOCKER, None, false))
-                        .collect();
-                    candidates.extend(wrapped);
                     candidates.extend(
                         dirs.iter().map(|d| (d.join("docker-compose"), PROFILE_COMPOSE, None, false)),
                     );
@@ -477,10 +468,26 @@ impl Policy {
                 }
             };
             let mut found = 0;
-            for (path, profile, place, counts) in candidates {
+            let mut next = 0;
+            while let Some((path, profile, place, counts)) = candidates.get(next).cloned() {
+                next += 1;
                 match system.resolve_file(&path) {
                     Some(target) => {
                         found += counts as usize;
+                        // nixpkgs' bin/docker is a shell wrapper that runs libexec/docker/docker:
+                        // a docker found without `binaries` brings its wrapped client along.
+                        if rule.binaries.is_none()
+                            && profile == PROFILE_DOCKER
+                            && counts
+                            && let Some(prefix) = target.parent().and_then(Path::parent)
+                        {
+                            candidates.push((
+                                prefix.join("libexec/docker/docker"),
+                                PROFILE_DOCKER,
+                                None,
+                                false,
+                            ));
+                        }
                         let entry = resolved.binaries.entry(target.clone()).or_insert((0, profile));
                         if entry.1 != profile {
                             return Err(error(

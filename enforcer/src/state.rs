@@ -8,12 +8,26 @@ use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
 
-/// The rules of one policy generation, by index.
+/// A vetted binary: the kernel's identity of the file and the path the policy resolved.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NamedBinary {
+    pub dev: u64,
+    pub ino: u64,
+    pub path: String,
+}
+
+/// One policy generation: its rules by index, and its binaries (to name them in records).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Generation {
     pub rules: Vec<String>,
-    /// File identity ("dev:ino") -> vetted path, to name binaries in denial records.
-    pub binaries: Vec<(String, String)>,
+    pub binaries: Vec<NamedBinary>,
+}
+
+impl Generation {
+    /// The vetted path of a file identity.
+    pub fn binary(&self, file: &enforcer_common::FileId) -> Option<String> {
+        self.binaries.iter().find(|b| b.dev == file.dev && b.ino == file.ino).map(|b| b.path.clone())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
