@@ -213,6 +213,7 @@ pub async fn run(options: Options) -> Result<bool> {
         daemon_pid: std::process::id(),
         daemon_started: now,
         generations,
+        log_keep: options.log_keep,
         ..Default::default()
     };
     let mut daemon = Daemon { programs, options, state };

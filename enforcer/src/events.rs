@@ -150,10 +150,6 @@ pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_LOG_KEEP: usize = 4;
 
 impl DenialLog {
-    pub fn new(state_dir: &Path) -> DenialLog {
-        DenialLog::with_limits(state_dir, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_KEEP)
-    }
-
     pub fn with_limits(state_dir: &Path, max_bytes: u64, keep: usize) -> DenialLog {
         DenialLog { path: state_dir.join(DENIALS_FILE), max_bytes: max_bytes.max(1), keep }
     }
@@ -303,7 +299,7 @@ mod tests {
     #[test]
     fn log_round_trips_and_keeps_the_most_recent() {
         let dir = std::env::temp_dir().join(format!("enforcer-log-test-{}", std::process::id()));
-        let log = DenialLog::new(&dir);
+        let log = DenialLog::with_limits(&dir, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_KEEP);
         for pid in 0..5 {
             let mut denial = decode(&event(&["docker", "exec"]), &["r".into()], |_: &FileId| None);
             denial.pid = pid;

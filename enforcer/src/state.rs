@@ -44,6 +44,13 @@ pub struct State {
     pub policy_loaded: String,
     pub active_generation: u32,
     pub generations: [Generation; 2],
+    /// Rotated denial logs the daemon keeps, so `status` reads all of them.
+    #[serde(default = "default_log_keep")]
+    pub log_keep: usize,
+}
+
+fn default_log_keep() -> usize {
+    crate::events::DEFAULT_LOG_KEEP
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {

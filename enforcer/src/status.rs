@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     bpf, control,
-    events::{Denial, DenialLog, Filter},
+    events::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, Denial, DenialLog, Filter},
     state,
 };
 
@@ -157,7 +157,12 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
         policy,
         counters,
         rules,
-        denials: DenialLog::new(state_dir).recent(query.limit, &filter)?,
+        denials: DenialLog::with_limits(
+            state_dir,
+            DEFAULT_LOG_MAX_BYTES,
+            saved.as_ref().map_or(DEFAULT_LOG_KEEP, |s| s.log_keep),
+        )
+        .recent(query.limit, &filter)?,
         notes,
     };
     if query.json {
