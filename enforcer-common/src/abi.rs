@@ -30,6 +30,48 @@ pub const EVENT_PATH_LEN: usize = 256;
 pub const NR_EXECVE: u64 = 59;
 pub const NR_EXECVEAT: u64 = 322;
 
+/// Strings (argv plus environment) the kernel walks to check a vetted client's
+/// environment; an exec with more is refused (`Reason::TooManyStrings`).
+pub const MAX_STRINGS: u32 = 4096;
+/// Bytes of one environment string the kernel compares with the loader variables.
+pub const ENV_PREFIX: usize = 32;
+/// Chunk in which the kernel walks over a long string of its own argv copy to find the
+/// next one. A string is at most 32 pages (`MAX_ARG_STRLEN`), so `MAX_SKIP_CHUNKS` chunks
+/// always reach its end.
+pub const SKIP_CHUNK: usize = 4096;
+pub const MAX_SKIP_CHUNKS: u32 = 33;
+
+/// Environment variables that make the dynamic loader run code of the caller's choice in
+/// the program (glibc and musl honour them for non-setuid programs). A vetted client
+/// executed with any of them is refused.
+pub const LOADER_VARIABLES: [&[u8]; 3] = [b"LD_PRELOAD=", b"LD_AUDIT=", b"LD_LIBRARY_PATH="];
+
+/// Whether an environment string (its first bytes, NUL-padded) sets a loader variable.
+#[inline(always)]
+pub fn is_loader_variable(prefix: &[u8; ENV_PREFIX]) -> bool {
+    let mut v = 0;
+    while v < LOADER_VARIABLES.len() {
+        let name = LOADER_VARIABLES[v];
+        let mut i = 0;
+        while i < name.len() && prefix[i] == name[i] {
+            i += 1;
+        }
+        if i == name.len() {
+            return true;
+        }
+        v += 1;
+    }
+    false
+}
+
+/// Deepest cgroup level a rule's `cgroups` may name: the kernel looks up the current
+/// task's ancestor at each level some rule names (a bitmask in `PolicyState`).
+pub const MAX_CGROUP_LEVEL: u32 = 16;
+
+/// `ptrace_access_check` mode bit of the accesses that can change a process
+/// (`PTRACE_MODE_ATTACH`: ptrace, `/proc/PID/mem`, `process_vm_writev`, `pidfd_getfd`).
+pub const PTRACE_MODE_ATTACH: u32 = 0x02;
+
 /// Identity of a file as the kernel sees it: the superblock's `s_dev` (kernel encoding)
 /// and the inode number. Userspace learns it from the kernel itself (see the identity
 /// probe), never from `stat()`, whose `st_dev` differs on btrfs subvolumes and overlayfs.
@@ -143,6 +185,44 @@ pub struct PolicyState {
     pub active: u32,
     /// Bumped by every load or reload, for `enforcer status`.
     pub serial: u32,
+    /// Per generation: bit L set when some rule names a cgroup at level L, so the kernel
+    /// looks up the current task's ancestor cgroup at that level (none: no lookup at all).
+    pub cgroup_levels: [u32; GENERATIONS as usize],
+}
+
+/// Key of the kernel's cgroups map: a cgroup (v2) id in one policy generation. Every
+/// process in that cgroup or below it is restricted by the rules of the value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CgroupKey {
+    pub generation: u32,
+    pub _pad: u32,
+    pub id: u64,
+}
+
+/// Longest unix socket path (`sun_path`).
+pub const SOCKET_NAME_LEN: usize = 108;
+
+/// Key of the kernel's socket names map: the path a listening unix socket was bound to,
+/// NUL-padded. It matches a socket that was re-created (the daemon restarted) before the
+/// daemon re-learnt its inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketNameKey {
+    pub generation: u32,
+    pub name: [u8; SOCKET_NAME_LEN],
+}
+
+/// Key of the kernel's hosts map: a TCP address of the docker API. `family` is 4 or 6;
+/// family 0 with a zero address stands for any address with this port (`*:2375`).
+/// IPv4 addresses sit in the first 4 bytes of `addr`, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostKey {
+    pub generation: u32,
+    pub port: u16,
+    pub family: u16,
+    pub addr: [u8; 16],
 }
 
 /// A rule denies the commands in its set (everything else allowed).
@@ -204,6 +284,20 @@ pub struct KernelOffsets {
     pub regs_orig_ax: u32,
     pub regs_si: u32,
     pub regs_dx: u32,
+    pub regs_r10: u32,
+    /// `linux_binprm.p`: the kernel's own copy of argv and the environment, in the new mm.
+    pub binprm_p: u32,
+    pub binprm_envc: u32,
+    pub task_ptrace: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    /// `unix_sock.path` + `path.dentry`: the socket file a listening unix socket is bound to.
+    pub unix_path_dentry: u32,
+    pub dentry_inode: u32,
+    pub unix_addr: u32,
+    /// `unix_address.name`, a `sockaddr_un` (its `sun_path` 2 bytes further).
+    pub unix_address_name: u32,
+    pub task_tgid: u32,
     /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
     pub valid: u32,
 }
@@ -215,10 +309,19 @@ pub const COUNTER_DENIED: u32 = 2;
 pub const COUNTER_UNDECIDABLE: u32 = 3;
 pub const COUNTER_AUDITED: u32 = 4;
 pub const COUNTER_EVENTS_DROPPED: u32 = 5;
-/// argv changed between the check and the exec (the authoritative re-check; counted by
-/// the bypass-resistance work, 0 until then).
+/// argv or the environment changed between the early check and the kernel's copy: the
+/// authoritative re-check killed the exec.
 pub const COUNTER_RACES: u32 = 6;
-pub const GLOBAL_COUNTERS: u32 = 8;
+/// Execs the authoritative re-check killed (races, and deferred execs it denied).
+pub const COUNTER_KILLED: u32 = 7;
+/// Execs whose argv only the re-check can see (a `#!` interpreter, binfmt_misc, the
+/// 32-bit exec entry): the early check let them on to the re-check.
+pub const COUNTER_DEFERRED: u32 = 8;
+/// Connections to a gated docker API socket or address refused to an unvetted client.
+pub const COUNTER_CONNECTS_REFUSED: u32 = 9;
+/// ptrace-class accesses to a running vetted client refused.
+pub const COUNTER_TAMPER_REFUSED: u32 = 10;
+pub const GLOBAL_COUNTERS: u32 = 16;
 /// Per-rule counters: denied, undecidable, audited, for each rule of each generation, at
 /// `GLOBAL_COUNTERS + (generation * MAX_RULES + rule) * RULE_COUNTERS + kind`.
 pub const RULE_COUNTER_DENIED: u32 = 0;
@@ -239,6 +342,20 @@ pub const fn rule_counter(generation: u32, rule: u32, kind: u32) -> u32 {
 pub const ACTION_DENIED: u32 = 1;
 /// Audit mode: would have been denied, was allowed.
 pub const ACTION_AUDITED: u32 = 2;
+/// The authoritative re-check killed the exec (SIGKILL before its first instruction).
+pub const ACTION_KILLED: u32 = 3;
+
+/// The hook that decided (`DenialEvent::hook`).
+pub const HOOK_EXEC: u32 = 0;
+pub const HOOK_EXEC_COMMIT: u32 = 1;
+pub const HOOK_UNIX_CONNECT: u32 = 2;
+pub const HOOK_INET_CONNECT: u32 = 3;
+pub const HOOK_PTRACE: u32 = 4;
+
+/// `DenialEvent::flags`: the early check allowed what the kernel's own copy denies.
+pub const EVENT_FLAG_RACE: u32 = 1;
+/// `DenialEvent::flags`: the early check could not see this exec's argv and deferred.
+pub const EVENT_FLAG_DEFERRED: u32 = 2;
 
 /// One record in the events ring buffer: an exec that a rule denied (or, in audit mode,
 /// would have denied).
@@ -268,9 +385,19 @@ pub struct DenialEvent {
     pub argv_truncated: u32,
     /// The policy generation that judged.
     pub generation: u32,
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// `EVENT_FLAG_*`.
+    pub flags: u32,
+    /// The process being traced (`HOOK_PTRACE`), else 0.
+    pub target_pid: u32,
+    pub _pad: u32,
+    /// The acting task's command name.
+    pub comm: [u8; 16],
     /// `bprm->filename`: the path as the caller passed it.
     pub path: [u8; EVENT_PATH_LEN],
-    /// argv[0..], NUL-separated. Extra `ARG_BUF` bytes of slack let the kernel copy a whole
+    /// argv[0..], NUL-separated. For `HOOK_UNIX_CONNECT`, the socket's bound path; for
+    /// `HOOK_INET_CONNECT`, the `HostKey` it matched (without generation). Extra `ARG_BUF` bytes of slack let the kernel copy a whole
     /// argument at any offset below `EVENT_ARGV_LEN` with bounds the verifier can prove.
     pub argv: [u8; EVENT_ARGV_LEN + ARG_BUF],
 }
@@ -281,6 +408,10 @@ pub struct DenialEvent {
 pub struct Scratch {
     pub arg: ArgBuf,
     pub event: DenialEvent,
+    /// Where the re-check walks over long strings of the kernel's argv copy.
+    pub skip: [u8; SKIP_CHUNK],
+    pub env: [u8; ENV_PREFIX],
+    pub socket_name: SocketNameKey,
 }
 
 /// One argument as read by the kernel: up to `ARG_BUF - 1` bytes and a NUL.
@@ -321,6 +452,32 @@ impl Default for ArgBuf {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(text: &str) -> [u8; ENV_PREFIX] {
+        let mut buf = [0u8; ENV_PREFIX];
+        let n = text.len().min(ENV_PREFIX - 1);
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        buf
+    }
+
+    #[test]
+    fn loader_variables() {
+        for text in ["LD_PRELOAD=/tmp/x.so", "LD_AUDIT=a", "LD_LIBRARY_PATH=", "LD_PRELOAD="] {
+            assert!(is_loader_variable(&prefix(text)), "{text}");
+        }
+        for text in ["LD_PRELOADX=1", "LD_PRELOAD", "PATH=/bin", "XLD_PRELOAD=1", "LD_BIND_NOW=1", ""] {
+            assert!(!is_loader_variable(&prefix(text)), "{text}");
+        }
+        // What follows the NUL (a previous, longer string in the same buffer) is ignored.
+        let mut stale = prefix("LD_PRELOAD=/x");
+        stale[2] = 0;
+        assert!(!is_loader_variable(&stale));
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -333,5 +490,8 @@ mod pod {
     unsafe impl aya::Pod for UserKey {}
     unsafe impl aya::Pod for BinaryKey {}
     unsafe impl aya::Pod for PolicyState {}
+    unsafe impl aya::Pod for CgroupKey {}
+    unsafe impl aya::Pod for SocketNameKey {}
+    unsafe impl aya::Pod for HostKey {}
     unsafe impl aya::Pod for KernelOffsets {}
 }

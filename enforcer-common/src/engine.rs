@@ -41,6 +41,19 @@ pub enum Reason {
     NotConfigured = 11,
     /// A flag of a command group (`docker compose --x exec`) that the group does not have.
     UnknownGroupOption = 12,
+    /// A process whose executable is not one of the rule's vetted clients connected to a
+    /// gated docker API socket or TCP address.
+    UnvettedClient = 13,
+    /// A vetted client was executed under ptrace: its tracer could rewrite it.
+    Traced = 14,
+    /// A vetted client's environment sets a dynamic loader variable (`LD_PRELOAD`,
+    /// `LD_AUDIT`, `LD_LIBRARY_PATH`) that would load code into it.
+    LoaderEnvironment = 15,
+    /// argv plus environment hold more strings than the kernel program walks.
+    TooManyStrings = 16,
+    /// ptrace, `/proc/PID/mem`, `process_vm_writev` or `pidfd_getfd` against a running
+    /// vetted client.
+    TamperClient = 17,
 }
 
 impl Reason {
@@ -59,6 +72,11 @@ impl Reason {
             10 => UnreadableFile,
             11 => NotConfigured,
             12 => UnknownGroupOption,
+            13 => UnvettedClient,
+            14 => Traced,
+            15 => LoaderEnvironment,
+            16 => TooManyStrings,
+            17 => TamperClient,
             _ => return None,
         })
     }
@@ -79,6 +97,11 @@ impl Reason {
             UnreadableFile => "unreadable_file",
             NotConfigured => "not_configured",
             UnknownGroupOption => "unknown_group_option",
+            UnvettedClient => "unvetted_client",
+            Traced => "traced",
+            LoaderEnvironment => "loader_environment",
+            TooManyStrings => "too_many_strings",
+            TamperClient => "tamper_client",
         }
     }
 }

@@ -1,13 +1,26 @@
 //! The enforcer's BPF LSM programs.
 //!
-//! `enforcer_bprm` runs at `bprm_check_security` for every exec on the machine. The cost
-//! for everyone but a restricted user is one uid lookup. For a restricted user executing
-//! one of a rule's vetted docker binaries (matched by file identity), it finds the docker
-//! command in argv with the shared engine and returns -EPERM when a rule denies it or the
-//! engine cannot decide.
+//! A process is *restricted* when its real uid is in a rule, or it runs in (or below) a
+//! cgroup a rule names. For a restricted process:
 //!
-//! `enforcer_fopen` runs at `file_open` only while the loader resolves binary paths: it
-//! reports the identity the kernel itself uses for a file the loader opened.
+//! - `enforcer_bprm` (`bprm_check_security`, every exec) finds the docker command in the
+//!   argv of an exec of a vetted client (matched by file identity) with the shared engine,
+//!   and returns -EPERM when a rule denies it, the engine cannot decide, the exec is traced
+//!   or its environment loads code. It reads the caller's memory, which another thread can
+//!   change after the kernel copied it: this check gives the clean error, it is not the
+//!   authority.
+//! - `enforcer_commit` (`bprm_committing_creds`, past the point of no return) judges the
+//!   kernel's own copy of argv and the environment, which is exactly what the client
+//!   receives, and kills the task before its first instruction when that is denied.
+//! - `enforcer_unix_connect` / `enforcer_inet_connect` admit a connection to a gated docker
+//!   API socket (by inode or bound path) or TCP address only from a vetted client.
+//! - `enforcer_ptrace` refuses ptrace-class access to a running vetted client.
+//!
+//! For everyone else each hook costs one array read and one hash lookup (plus one lookup
+//! per cgroup level when rules name cgroups).
+//!
+//! `enforcer_fopen` runs at `file_open` only while the loader resolves paths: it reports
+//! the identity the kernel itself uses for a file the loader opened.
 #![no_std]
 #![no_main]
 
@@ -19,8 +32,9 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_loop, bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str,
-            bpf_probe_read_user_str, bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_loop,
+            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str,
+            bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs,
         },
     },
     macros::{lsm, map},
@@ -28,15 +42,22 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    ACTION_AUDITED, ACTION_DENIED, ALLOWED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo, BinaryKey,
-    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_COUNT, COUNTER_DENIED, COUNTER_EVENTS_DROPPED,
-    COUNTER_UNDECIDABLE, Decision, DenialEvent, EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, GENERATIONS,
-    KernelOffsets, MAX_ARGS, MAX_RULES, NR_EXECVE, NR_EXECVEAT, PolicyState, RULE_COUNTER_AUDITED,
-    RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, ReadError, Reason, RuleConfig, Rules, Scan, Scratch,
-    Start, Token, TokenInfo, UserKey, Verdict, grammar::Grammar, judge_rule, rule_counter,
+    ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, ALLOWED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo,
+    BinaryKey, COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_COUNT,
+    COUNTER_DEFERRED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES,
+    COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, CgroupKey, Decision, DenialEvent, ENV_PREFIX,
+    EVENT_ARGV_LEN, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId, GENERATIONS, HOOK_EXEC,
+    HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_PTRACE, HOOK_UNIX_CONNECT, HostKey, KernelOffsets, MAX_ARGS,
+    MAX_CGROUP_LEVEL, MAX_RULES, MAX_SKIP_CHUNKS, MAX_STRINGS, NR_EXECVE, NR_EXECVEAT, PTRACE_MODE_ATTACH,
+    PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, ReadError, Reason,
+    RuleConfig, Rules, SKIP_CHUNK, SOCKET_NAME_LEN, Scan, Scratch, SocketNameKey, Start, Token, TokenInfo,
+    UserKey, Verdict, grammar::Grammar, is_loader_variable, judge_rule, rule_counter,
 };
 
 const EPERM: i32 = 1;
+const SIGKILL: u32 = 9;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// Kernel struct offsets, filled in by the loader from the running kernel's BTF.
 #[unsafe(no_mangle)]
@@ -52,6 +73,17 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     regs_orig_ax: 0,
     regs_si: 0,
     regs_dx: 0,
+    regs_r10: 0,
+    binprm_p: 0,
+    binprm_envc: 0,
+    task_ptrace: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    unix_path_dentry: 0,
+    dentry_inode: 0,
+    unix_addr: 0,
+    unix_address_name: 0,
+    task_tgid: 0,
     valid: 0,
 });
 
@@ -71,9 +103,25 @@ static POLICY: Array<PolicyState> = Array::pinned(1, 0);
 #[map]
 static USERS: HashMap<UserKey, u32> = HashMap::pinned(8192, 0);
 
+/// (generation, cgroup id) -> bitmask of the rules that name the cgroup.
+#[map]
+static CGROUPS: HashMap<CgroupKey, u32> = HashMap::pinned(1024, 0);
+
 /// (generation, vetted binary identity) -> the rules that list it and its client profile.
 #[map]
 static BINARIES: HashMap<BinaryKey, BinaryInfo> = HashMap::pinned(512, 0);
+
+/// (generation, identity of a docker API socket file) -> the rules that gate it.
+#[map]
+static SOCKETS: HashMap<BinaryKey, u32> = HashMap::pinned(256, 0);
+
+/// (generation, path a docker API socket is bound to) -> the rules that gate it.
+#[map]
+static SOCKET_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(256, 0);
+
+/// (generation, docker API TCP address) -> the rules that gate it.
+#[map]
+static HOSTS: HashMap<HostKey, u32> = HashMap::pinned(256, 0);
 
 /// generation * MAX_RULES + rule index -> compiled rule.
 #[map]
@@ -107,6 +155,15 @@ static LOOP: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
 /// Thread id -> identity of the file it last opened (identity probe results).
 #[map]
 static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
+
+/// The per-CPU scratch space. The pointer is read back through a volatile load, so the
+/// compiler cannot compute a field's address before the null check (the verifier refuses
+/// arithmetic on a pointer that may be null).
+#[inline(always)]
+fn scratch_ptr() -> Option<*mut Scratch> {
+    let ptr = SCRATCH.get_ptr_mut(0)?;
+    Some(unsafe { core::ptr::read_volatile(&ptr) })
+}
 
 /// The rules of one policy generation.
 struct KernelRules {
@@ -146,10 +203,113 @@ unsafe fn read_kernel<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
 unsafe fn file_identity(file: u64, off: &KernelOffsets) -> Result<FileId, i32> {
     unsafe {
         let inode: u64 = read_kernel(file, off.file_inode)?;
+        inode_identity(inode, off)
+    }
+}
+
+#[inline(always)]
+unsafe fn inode_identity(inode: u64, off: &KernelOffsets) -> Result<FileId, i32> {
+    if inode == 0 {
+        return Err(-1);
+    }
+    unsafe {
         let ino: u64 = read_kernel(inode, off.inode_ino)?;
         let sb: u64 = read_kernel(inode, off.inode_sb)?;
         let dev: u32 = read_kernel(sb, off.sb_dev)?;
         Ok(FileId { dev: dev as u64, ino })
+    }
+}
+
+/// The identity of the executable `task` runs (`task->mm->exe_file`).
+#[inline(always)]
+unsafe fn exe_identity(task: u64, off: &KernelOffsets) -> Result<FileId, i32> {
+    unsafe {
+        let mm: u64 = read_kernel(task, off.task_mm)?;
+        if mm == 0 {
+            return Err(-1);
+        }
+        let exe: u64 = read_kernel(mm, off.mm_exe_file)?;
+        if exe == 0 {
+            return Err(-1);
+        }
+        file_identity(exe, off)
+    }
+}
+
+/// The generation in force and the policy state.
+#[inline(always)]
+fn policy() -> Option<(u32, PolicyState)> {
+    POLICY.get(0).map(|state| (state.active & 1, *state))
+}
+
+/// The rules that restrict the current task: by its real uid, and by the cgroups it runs
+/// in when some rule names cgroups.
+#[inline(always)]
+fn restricted_rules(state: &PolicyState, generation: u32) -> u32 {
+    let uid = bpf_get_current_uid_gid() as u32;
+    let mut rules = match unsafe { USERS.get(&UserKey { generation, uid }) } {
+        Some(rules) => *rules,
+        None => 0,
+    };
+    let levels = state.cgroup_levels[(generation & 1) as usize];
+    if levels != 0 {
+        rules |= cgroup_rules(generation, levels);
+    }
+    rules
+}
+
+/// Rules naming one of the current task's ancestor cgroups (or its own) at the levels
+/// in `levels`.
+#[inline(never)]
+fn cgroup_rules(generation: u32, levels: u32) -> u32 {
+    let mut rules = 0;
+    let mut level = 0;
+    while level < MAX_CGROUP_LEVEL {
+        if levels & (1 << level) != 0 {
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            if let Some(found) = unsafe { CGROUPS.get(&CgroupKey { generation, _pad: 0, id }) } {
+                rules |= *found;
+            }
+        }
+        level += 1;
+    }
+    rules
+}
+
+/// The per-CPU event, reset for a new decision.
+#[inline(always)]
+fn begin_event(hook: u32, generation: u32) -> Option<&'static mut DenialEvent> {
+    let scratch = scratch_ptr()?;
+    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
+    let event = unsafe { &mut (*scratch).event };
+    event.argv_len = 0;
+    event.argv_truncated = 0;
+    event.argc = 0;
+    event.file = FileId::default();
+    event.command = u32::MAX;
+    event.action = 0;
+    event.rule = 0;
+    event.generation = generation;
+    event.hook = hook;
+    event.flags = 0;
+    event.target_pid = 0;
+    event.path[0] = 0;
+    unsafe { bpf_get_current_comm(event.comm.as_mut_ptr() as *mut _, event.comm.len() as u32) };
+    Some(event)
+}
+
+/// Fills in who acted and when, and queues the event for userspace.
+#[inline(always)]
+fn send_event(event: &mut DenialEvent) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    event.pid = pid_tgid as u32;
+    event.tgid = (pid_tgid >> 32) as u32;
+    let uid_gid = bpf_get_current_uid_gid();
+    event.uid = uid_gid as u32;
+    event.gid = (uid_gid >> 32) as u32;
+    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    if EVENTS.output::<DenialEvent>(&*event, 0).is_err() {
+        count(COUNTER_EVENTS_DROPPED);
     }
 }
 
@@ -160,25 +320,44 @@ struct UserArgv {
     event: *mut DenialEvent,
 }
 
-impl UserArgv {
-    #[inline(always)]
-    fn log(&mut self, buf: &ArgBuf) {
-        let event = unsafe { &mut *self.event };
-        let offset = event.argv_len as usize;
-        if offset >= EVENT_ARGV_LEN {
-            event.argv_truncated = 1;
-            return;
-        }
-        let size = (buf.len as usize + 1) & (ARG_BUF - 1);
-        // The event's argv has ARG_BUF bytes of slack past EVENT_ARGV_LEN, so any offset
-        // below EVENT_ARGV_LEN plus any size below ARG_BUF stays inside it.
-        let dst = unsafe { event.argv.as_mut_ptr().add(offset & (EVENT_ARGV_LEN - 1)) };
-        let copied =
-            unsafe { probe_read_kernel_raw(dst as *mut _, size as u32, buf.bytes.as_ptr() as *const _) };
-        if copied == 0 {
-            event.argv_len = (offset + size) as u32;
-        }
+/// Reads argv from the kernel's own copy at `bprm->p` (in the new mm, current at
+/// `bprm_committing_creds`): NUL-terminated strings one after the other, so it can only
+/// be read in order.
+struct CopyArgv {
+    cursor: u64,
+    index: u32,
+    event: *mut DenialEvent,
+}
+
+#[inline(always)]
+fn log_arg(event: *mut DenialEvent, buf: &ArgBuf) {
+    let event = unsafe { &mut *event };
+    let offset = event.argv_len as usize;
+    if offset >= EVENT_ARGV_LEN {
+        event.argv_truncated = 1;
+        return;
     }
+    let size = (buf.len as usize + 1) & (ARG_BUF - 1);
+    // The event's argv has ARG_BUF bytes of slack past EVENT_ARGV_LEN, so any offset
+    // below EVENT_ARGV_LEN plus any size below ARG_BUF stays inside it.
+    let dst = unsafe { event.argv.as_mut_ptr().add(offset & (EVENT_ARGV_LEN - 1)) };
+    let copied = unsafe { probe_read_kernel_raw(dst as *mut _, size as u32, buf.bytes.as_ptr() as *const _) };
+    if copied == 0 {
+        event.argv_len = (offset + size) as u32;
+    }
+}
+
+/// Sets the buffer's length from what `bpf_probe_read_user_str` returned.
+#[inline(always)]
+fn fill_len(buf: &mut ArgBuf, n: i64) -> Result<(), ReadError> {
+    if n <= 0 {
+        return Err(ReadError);
+    }
+    let n = (n as u32).min(ARG_BUF as u32);
+    buf.len = n - 1;
+    // A full buffer cannot tell "exactly fits" from "cut short": treat as cut short.
+    buf.complete = (n < ARG_BUF as u32) as u32;
+    Ok(())
 }
 
 impl ArgSource for UserArgv {
@@ -190,102 +369,127 @@ impl ArgSource for UserArgv {
         let n = unsafe {
             bpf_probe_read_user_str(buf.bytes.as_mut_ptr() as *mut _, ARG_BUF as u32, ptr as *const _)
         };
-        if n <= 0 {
-            return Err(ReadError);
-        }
-        let n = (n as u32).min(ARG_BUF as u32);
-        buf.len = n - 1;
-        // A full buffer cannot tell "exactly fits" from "cut short": treat as cut short.
-        buf.complete = (n < ARG_BUF as u32) as u32;
-        self.log(buf);
+        fill_len(buf, n)?;
+        log_arg(self.event, buf);
         Ok(())
     }
 }
 
-#[lsm(hook = "bprm_check_security")]
-pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let uid = bpf_get_current_uid_gid() as u32;
-    let generation = match POLICY.get(0) {
-        Some(state) => state.active & 1,
-        None => return 0,
-    };
-    // The path everyone but a restricted user takes: one array read, one hash lookup.
-    let user_rules = match unsafe { USERS.get(&UserKey { generation, uid }) } {
-        Some(rules) => *rules,
-        None => return 0,
-    };
-    let bprm: u64 = ctx.arg(0);
-    unsafe { check_restricted(bprm, uid, generation, user_rules) }
-}
-
+/// The address just past the NUL of the string at `pos` in the current mm, reading it in
+/// `SKIP_CHUNK` pieces.
 #[inline(always)]
-unsafe fn check_restricted(bprm: u64, uid: u32, generation: u32, user_rules: u32) -> i32 {
-    let off = OFFSETS.load();
-    let scratch = match SCRATCH.get_ptr_mut(0) {
-        Some(ptr) => unsafe { &mut *ptr },
-        None => return -EPERM,
-    };
-    let event = &mut scratch.event;
-    event.argv_len = 0;
-    event.argv_truncated = 0;
-    event.argc = 0;
-    event.file = FileId::default();
-    event.command = u32::MAX;
-    event.action = 0;
-    event.rule = 0;
-    event.generation = generation;
-    event.path[0] = 0;
-
-    if off.valid == 0 {
-        return unsafe { finish(event, uid, user_rules, Verdict::Undecidable(Reason::NotConfigured)) };
-    }
-    let identity = match unsafe { read_kernel::<u64>(bprm, off.binprm_file) }
-        .and_then(|file| unsafe { file_identity(file, &off) })
-    {
-        Ok(identity) => identity,
-        Err(_) => {
-            return unsafe { finish(event, uid, user_rules, Verdict::Undecidable(Reason::UnreadableFile)) };
+fn string_end(mut pos: u64) -> Result<u64, ReadError> {
+    let scratch = scratch_ptr().ok_or(ReadError)?;
+    let chunk = unsafe { (*scratch).skip.as_mut_ptr() };
+    let mut i = 0;
+    while i < MAX_SKIP_CHUNKS {
+        let n = unsafe { bpf_probe_read_user_str(chunk as *mut _, SKIP_CHUNK as u32, pos as *const _) };
+        if n <= 0 {
+            return Err(ReadError);
         }
-    };
-    let binary = match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) } {
-        Some(binary) => *binary,
-        None => return 0,
-    };
-    let rules = binary.rules & user_rules;
-    if rules == 0 {
-        return 0;
+        if (n as usize) < SKIP_CHUNK {
+            return Ok(pos + n as u64);
+        }
+        // No NUL among the first SKIP_CHUNK - 1 bytes (the helper wrote its own last).
+        pos += SKIP_CHUNK as u64 - 1;
+        i += 1;
     }
-    count(COUNTER_CHECKED);
-    event.file = identity;
-    if let Ok(filename) = unsafe { read_kernel::<u64>(bprm, off.binprm_filename) } {
-        unsafe {
-            bpf_probe_read_kernel_str(
-                event.path.as_mut_ptr() as *mut _,
-                EVENT_PATH_LEN as u32,
-                filename as *const _,
-            )
-        };
-    }
-    let verdict = unsafe { decide(bprm, &off, generation, rules, binary.start) };
-    unsafe { finish(&mut scratch.event, uid, rules, verdict) }
+    Err(ReadError)
 }
 
-/// State shared between the program and its `bpf_loop` callbacks (in the `LOOP` map).
+impl ArgSource for CopyArgv {
+    #[inline(always)]
+    fn read(&mut self, index: u32, buf: &mut ArgBuf) -> Result<(), ReadError> {
+        if index != self.index {
+            return Err(ReadError);
+        }
+        let n = unsafe {
+            bpf_probe_read_user_str(buf.bytes.as_mut_ptr() as *mut _, ARG_BUF as u32, self.cursor as *const _)
+        };
+        fill_len(buf, n)?;
+        self.cursor = if buf.complete != 0 {
+            self.cursor + n as u64
+        } else {
+            string_end(self.cursor + ARG_BUF as u64 - 1)?
+        };
+        self.index += 1;
+        log_arg(self.event, buf);
+        Ok(())
+    }
+}
+
+/// An argv source that lives in the loop state between `bpf_loop` iterations.
+trait LoopSource: ArgSource {
+    fn load(state: &LoopState, event: *mut DenialEvent) -> Self;
+    fn store(&self, state: &mut LoopState);
+}
+
+impl LoopSource for UserArgv {
+    #[inline(always)]
+    fn load(state: &LoopState, event: *mut DenialEvent) -> Self {
+        UserArgv { argv: state.argv, event }
+    }
+
+    #[inline(always)]
+    fn store(&self, _: &mut LoopState) {}
+}
+
+impl LoopSource for CopyArgv {
+    #[inline(always)]
+    fn load(state: &LoopState, event: *mut DenialEvent) -> Self {
+        CopyArgv { cursor: state.cursor, index: state.cursor_index, event }
+    }
+
+    #[inline(always)]
+    fn store(&self, state: &mut LoopState) {
+        state.cursor = self.cursor;
+        state.cursor_index = self.index;
+    }
+}
+
+/// State shared between the programs and their `bpf_loop` callbacks (in the `LOOP` map).
 pub struct LoopState {
+    /// The caller's argv and envp arrays (early check).
     argv: u64,
+    envp: u64,
     argc: u32,
-    /// Next argument index to read.
+    envc: u32,
+    /// Next argument index to scan.
     next: u32,
+    /// The kernel's copy (re-check): the address of string `cursor_index`.
+    cursor: u64,
+    cursor_index: u32,
+    /// The environment walk found a loader variable, or could not finish.
+    env: Option<Reason>,
     scan: ArgvScan,
     result: Option<Scan>,
     /// Judging: the rules that apply, their generation, and the decision once found.
     rules: u32,
     generation: u32,
     decision: Option<Decision>,
+}
+
+/// What `bpf_loop` hands its callbacks: the callback context must be a stack pointer on
+/// 6.1, so it holds a pointer to the state in the `LOOP` map. Passing it also tells the
+/// compiler that the callbacks write the state.
+struct LoopCtx {
+    state: *mut LoopState,
+}
+
+/// The loop state behind a callback's context.
+#[inline(always)]
+fn loop_state(ctx: *mut c_void) -> &'static mut LoopState {
+    // SAFETY: `ctx` is the `LoopCtx` on the caller's stack, pointing at the per-CPU map
+    // value, which is valid for the whole program run (no preemption here).
+    unsafe { &mut *(*(ctx as *mut LoopCtx)).state }
+}
+
+/// The per-CPU argument buffer and event.
+#[inline(always)]
+fn scratch_parts() -> Option<(&'static mut ArgBuf, *mut DenialEvent)> {
+    let scratch = scratch_ptr()?;
+    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
+    unsafe { Some((&mut (*scratch).arg, &mut (*scratch).event as *mut DenialEvent)) }
 }
 
 /// bpf_loop callback: judges the scan against rule `index`; stops at the first rule that
@@ -306,40 +510,20 @@ extern "C" fn judge_one(index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// The per-CPU argument buffer, and an argv reader that logs into the per-CPU event.
-#[inline(always)]
-fn scratch_source(state: &LoopState) -> Option<(&'static mut ArgBuf, UserArgv)> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
-    unsafe { Some((&mut (*scratch).arg, UserArgv { argv: state.argv, event: &mut (*scratch).event })) }
-}
-
-/// What `bpf_loop` hands its callbacks: the callback context must be a stack pointer on
-/// 6.1, so it holds a pointer to the state in the `LOOP` map. Passing it also tells the
-/// compiler that the callbacks write the state.
-struct LoopCtx {
-    state: *mut LoopState,
-}
-
-/// The loop state behind a callback's context.
-#[inline(always)]
-fn loop_state(ctx: *mut c_void) -> &'static mut LoopState {
-    // SAFETY: `ctx` is the `LoopCtx` on the caller's stack, pointing at the per-CPU map
-    // value, which is valid for the whole program run (no preemption here).
-    unsafe { &mut *(*(ctx as *mut LoopCtx)).state }
-}
-
 /// bpf_loop callback: scans one more argument; stops the loop once the scan is decided.
 #[inline(never)]
-extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn scan_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
     let state = loop_state(ctx);
-    let Some((buf, mut source)) = scratch_source(state) else {
+    let Some((buf, event)) = scratch_parts() else {
         state.result = Some(Scan::Undecidable(Reason::NotConfigured));
         return 1;
     };
+    let mut source = S::load(state, event);
     let index = state.next;
     state.next = index + 1;
-    match state.scan.step(&mut source, state.argc, index, buf, &MapGrammar) {
+    let result = state.scan.step(&mut source, state.argc, index, buf, &MapGrammar);
+    source.store(state);
+    match result {
         Some(result) => {
             state.result = Some(result);
             1
@@ -348,71 +532,286 @@ extern "C" fn scan_one(_: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// bpf_loop callback: after a denial, reads the arguments the scan did not need into
-/// the event's log, until argv or the log ends.
+/// bpf_loop callback: reads one more argument into the event's log (argv[0] before the
+/// scan, the arguments the scan did not need after a denial), until argv or the log ends.
 #[inline(never)]
-extern "C" fn log_one(_: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn log_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
     let state = loop_state(ctx);
-    let Some((buf, mut source)) = scratch_source(state) else { return 1 };
+    let Some((buf, event)) = scratch_parts() else { return 1 };
     let index = state.next;
-    let logged = unsafe { (*source.event).argv_len } as usize;
+    let logged = unsafe { (*event).argv_len } as usize;
     if index >= state.argc || index > MAX_ARGS || logged >= EVENT_ARGV_LEN {
         return 1;
     }
     state.next = index + 1;
-    if source.read(index, buf).is_err() { 1 } else { 0 }
+    let mut source = S::load(state, event);
+    let read = source.read(index, buf);
+    source.store(state);
+    if read.is_err() { 1 } else { 0 }
 }
 
-/// What argv says, as the engine reads it. Every failure is an undecidable scan, so it
-/// is judged by the rules like any other result (audit mode then records, not denies).
-/// `ctx.state` is the loop state; it is only ever accessed through that raw pointer,
-/// which the callbacks write through too.
-#[inline(always)]
-unsafe fn scan_exec(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
-    let state = ctx.state;
-    let argc: i32 = match unsafe { read_kernel(bprm, off.binprm_argc) } {
-        Ok(argc) => argc,
-        Err(_) => return Scan::Undecidable(Reason::UnreadableArgv),
+/// bpf_loop callback: checks the caller's environment string `index`.
+#[inline(never)]
+extern "C" fn env_user_one(index: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
+    if index as u32 >= state.envc {
+        return 1;
+    }
+    let Some(scratch) = scratch_ptr() else {
+        state.env = Some(Reason::NotConfigured);
+        return 1;
     };
-    unsafe { (*state).argc = argc as u32 };
-    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
-        unsafe { (*scratch).event.argc = argc as u32 };
+    let index = index & 0xffff;
+    let Ok(ptr) = (unsafe { bpf_probe_read_user::<u64>((state.envp + 8 * index) as *const u64) }) else {
+        state.env = Some(Reason::UnreadableArgv);
+        return 1;
+    };
+    let prefix = unsafe { &mut (*scratch).env };
+    let n =
+        unsafe { bpf_probe_read_user_str(prefix.as_mut_ptr() as *mut _, ENV_PREFIX as u32, ptr as *const _) };
+    if n <= 0 {
+        state.env = Some(Reason::UnreadableArgv);
+        return 1;
     }
-    match unsafe { caller_argv(off) } {
-        Ok(argv) => unsafe { (*state).argv = argv },
-        Err(reason) => return Scan::Undecidable(reason),
+    if is_loader_variable(prefix) {
+        state.env = Some(Reason::LoaderEnvironment);
+        return 1;
     }
-    // argv[0] goes to the log only.
-    unsafe { bpf_loop(1, log_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
-    unsafe { (*state).next = 1 };
-    // A `#!` script or binfmt_misc handler rewrote argv: the caller's argv is not what
-    // the binary will receive.
+    0
+}
+
+/// bpf_loop callback: walks one string of the kernel's copy: argv strings are stepped
+/// over, environment strings checked.
+#[inline(never)]
+extern "C" fn env_copy_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
+    if state.cursor_index >= state.argc + state.envc {
+        return 1;
+    }
+    let Some(scratch) = scratch_ptr() else {
+        state.env = Some(Reason::NotConfigured);
+        return 1;
+    };
+    if state.cursor_index >= state.argc {
+        let prefix = unsafe { &mut (*scratch).env };
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                prefix.as_mut_ptr() as *mut _,
+                ENV_PREFIX as u32,
+                state.cursor as *const _,
+            )
+        };
+        if n <= 0 {
+            state.env = Some(Reason::UnreadableArgv);
+            return 1;
+        }
+        if is_loader_variable(prefix) {
+            state.env = Some(Reason::LoaderEnvironment);
+            return 1;
+        }
+    }
+    match string_end(state.cursor) {
+        Ok(end) => {
+            state.cursor = end;
+            state.cursor_index += 1;
+            0
+        }
+        Err(_) => {
+            state.env = Some(Reason::UnreadableArgv);
+            1
+        }
+    }
+}
+
+/// The caller's argv and envp, from the saved registers of the exec syscall running.
+/// `UnsupportedExecPath` for an exec entry whose registers the program does not know
+/// (the 32-bit one): only the re-check can see that exec's argv.
+#[inline(always)]
+unsafe fn caller_exec(off: &KernelOffsets) -> Result<(u64, u64), Reason> {
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as u64;
+    if regs == 0 {
+        return Err(Reason::UnsupportedExecPath);
+    }
+    let nr: u64 = unsafe { read_kernel(regs, off.regs_orig_ax) }.map_err(|_| Reason::UnreadableArgv)?;
+    let (argv_reg, envp_reg) = if nr == NR_EXECVE {
+        (off.regs_si, off.regs_dx)
+    } else if nr == NR_EXECVEAT {
+        (off.regs_dx, off.regs_r10)
+    } else {
+        return Err(Reason::UnsupportedExecPath);
+    };
+    let argv = unsafe { read_kernel(regs, argv_reg) }.map_err(|_| Reason::UnreadableArgv)?;
+    let envp = unsafe { read_kernel(regs, envp_reg) }.map_err(|_| Reason::UnreadableArgv)?;
+    Ok((argv, envp))
+}
+
+/// Whether the caller's argv is not what the binary receives: a `#!` script or a
+/// binfmt_misc handler rewrote it, or the exec came through an entry the early check
+/// cannot read. The re-check decides those on the kernel's copy.
+#[inline(always)]
+unsafe fn deferred(bprm: u64, off: &KernelOffsets) -> bool {
     let filename: u64 = unsafe { read_kernel(bprm, off.binprm_filename) }.unwrap_or(0);
     let interp: u64 = unsafe { read_kernel(bprm, off.binprm_interp) }.unwrap_or(1);
-    if filename != interp {
-        return Scan::Undecidable(Reason::Interpreter);
-    }
-    let ran = unsafe { bpf_loop(MAX_ARGS + 1, scan_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
-    match unsafe { core::ptr::read_volatile(&(*state).result) } {
-        Some(result) if ran >= 0 => result,
-        // `step` always decides by index MAX_ARGS + 1, so this is a failed bpf_loop.
-        _ => Scan::Undecidable(Reason::NotConfigured),
+    filename != interp || matches!(unsafe { caller_exec(off) }, Err(Reason::UnsupportedExecPath))
+}
+
+/// Whether the current task is being traced (its tracer could rewrite the client).
+#[inline(always)]
+unsafe fn traced(off: &KernelOffsets) -> Result<bool, i32> {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let ptrace: u32 = unsafe { read_kernel(task, off.task_ptrace) }?;
+    Ok(ptrace != 0)
+}
+
+/// Where an exec's argv and environment are read from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `bprm_check_security`: the caller's memory.
+    Early,
+    /// `bprm_committing_creds`: the kernel's copy.
+    Commit,
+}
+
+/// The vetted binary an exec runs and the rules of the restricted caller that list it.
+#[inline(always)]
+unsafe fn vetted_exec(
+    bprm: u64,
+    off: &KernelOffsets,
+    generation: u32,
+    user_rules: u32,
+) -> Result<Option<(FileId, BinaryInfo)>, Reason> {
+    let identity = match unsafe { read_kernel::<u64>(bprm, off.binprm_file) }
+        .and_then(|file| unsafe { file_identity(file, off) })
+    {
+        Ok(identity) => identity,
+        Err(_) => return Err(Reason::UnreadableFile),
+    };
+    match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) } {
+        Some(binary) if binary.rules & user_rules != 0 => Ok(Some((identity, *binary))),
+        _ => Ok(None),
     }
 }
 
-/// Judges the exec against every rule in `rules` with the shared `judge_rule`, one rule
-/// per `bpf_loop` iteration; the rule that decides is recorded in the event with the rest
-/// of argv.
+#[lsm(hook = "bprm_check_security")]
+pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((generation, state)) = policy() else { return 0 };
+    // The path everyone but a restricted user takes: one array read, one hash lookup.
+    let user_rules = restricted_rules(&state, generation);
+    if user_rules == 0 {
+        return 0;
+    }
+    let bprm: u64 = ctx.arg(0);
+    unsafe { check_exec(bprm, generation, user_rules, Stage::Early) }
+}
+
+/// The authoritative re-check, after the point of no return: `current->mm` is the new mm
+/// and `bprm->p` the kernel's copy of argv and the environment, exactly what the client
+/// receives. A denial kills the task before its first instruction.
+#[lsm(hook = "bprm_committing_creds")]
+pub fn enforcer_commit(ctx: LsmContext) -> i32 {
+    let Some((generation, state)) = policy() else { return 0 };
+    let user_rules = restricted_rules(&state, generation);
+    if user_rules == 0 {
+        return 0;
+    }
+    let bprm: u64 = ctx.arg(0);
+    unsafe { check_exec(bprm, generation, user_rules, Stage::Commit) };
+    0
+}
+
+/// Judges an exec of a restricted task at either stage; returns the LSM verdict (the
+/// commit stage kills instead).
 #[inline(always)]
-unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, start: Start) -> Verdict {
+unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) -> i32 {
+    let off = OFFSETS.load();
+    let hook = if stage == Stage::Early { HOOK_EXEC } else { HOOK_EXEC_COMMIT };
+    let vetted = if off.valid == 0 {
+        Err(Reason::NotConfigured)
+    } else {
+        unsafe { vetted_exec(bprm, &off, generation, user_rules) }
+    };
+    // Most execs of a restricted user are not of a vetted client: they end here.
+    let (identity, binary) = match vetted {
+        Ok(Some(vetted)) => vetted,
+        Ok(None) => return 0,
+        Err(reason) => {
+            let Some(event) = begin_event(hook, generation) else { return -EPERM };
+            return unsafe { finish_exec(event, user_rules, Verdict::Undecidable(reason), stage, false) };
+        }
+    };
+    let Some(event) = begin_event(hook, generation) else { return -EPERM };
+    let rules = binary.rules & user_rules;
+    let deferred = unsafe { deferred(bprm, &off) };
+    if stage == Stage::Early {
+        count(COUNTER_CHECKED);
+    }
+    event.file = identity;
+    if let Ok(filename) = unsafe { read_kernel::<u64>(bprm, off.binprm_filename) } {
+        unsafe {
+            bpf_probe_read_kernel_str(
+                event.path.as_mut_ptr() as *mut _,
+                EVENT_PATH_LEN as u32,
+                filename as *const _,
+            )
+        };
+    }
+    let pre = match unsafe { traced(&off) } {
+        Ok(true) => Some(Reason::Traced),
+        Ok(false) => None,
+        Err(_) => Some(Reason::NotConfigured),
+    };
+    if pre.is_none() && deferred && stage == Stage::Early {
+        count(COUNTER_DEFERRED);
+        return 0;
+    }
+    let verdict = unsafe { decide(bprm, &off, generation, rules, binary.start, stage, pre) };
+    // `decide` wrote the event through the scratch map: take it afresh.
+    let Some(event) = begin_event_keep() else { return -EPERM };
+    if stage == Stage::Commit {
+        event.flags = if deferred { EVENT_FLAG_DEFERRED } else { EVENT_FLAG_RACE };
+    }
+    unsafe { finish_exec(event, rules, verdict, stage, deferred) }
+}
+
+/// The per-CPU event as it is (not reset).
+#[inline(always)]
+fn begin_event_keep() -> Option<&'static mut DenialEvent> {
+    let scratch = scratch_ptr()?;
+    // SAFETY: per-CPU map value, valid for the whole program run; no preemption here.
+    Some(unsafe { &mut (*scratch).event })
+}
+
+/// Reads argv (and the environment) at `stage`, judges it against every rule in `rules`
+/// with the shared `judge_rule`, one rule per `bpf_loop` iteration. The rule that decides
+/// is recorded in the event with the rest of argv. `pre` is a refusal found before argv.
+#[inline(always)]
+unsafe fn decide(
+    bprm: u64,
+    off: &KernelOffsets,
+    generation: u32,
+    rules: u32,
+    start: Start,
+    stage: Stage,
+    pre: Option<Reason>,
+) -> Verdict {
     let Some(state) = LOOP.get_ptr_mut(0) else {
         return Verdict::Undecidable(Reason::NotConfigured);
     };
     unsafe {
         *state = LoopState {
             argv: 0,
+            envp: 0,
             argc: 0,
+            envc: 0,
             next: 0,
+            cursor: 0,
+            cursor_index: 0,
+            env: None,
             scan: ArgvScan::new(start),
             result: None,
             rules,
@@ -421,7 +820,13 @@ unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, st
         }
     };
     let mut ctx = LoopCtx { state };
-    let scan = unsafe { scan_exec(bprm, off, &mut ctx) };
+    let scan = match pre {
+        Some(reason) => Scan::Undecidable(reason),
+        None => match stage {
+            Stage::Early => unsafe { scan_caller(bprm, off, &mut ctx) },
+            Stage::Commit => unsafe { scan_copy(bprm, off, &mut ctx) },
+        },
+    };
     unsafe { (*state).result = Some(scan) };
     // One rule per iteration: a plain loop over 32 rules loses the verifier its bound.
     let ran =
@@ -432,77 +837,389 @@ unsafe fn decide(bprm: u64, off: &KernelOffsets, generation: u32, rules: u32, st
         None => Decision { verdict: Verdict::Undecidable(Reason::NotConfigured), rule: 0, audit: false },
     };
     if decision.verdict != Verdict::Allow {
-        if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
-            let event = unsafe { &mut (*scratch).event };
+        if let Some(event) = begin_event_keep() {
             event.rule = decision.rule;
             event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
         }
-        if unsafe { (*state).argv } != 0 {
-            unsafe { bpf_loop(MAX_ARGS + 1, log_one as *mut c_void, &mut ctx as *mut _ as *mut c_void, 0) };
+        // The rest of argv for the log, when argv was read at all.
+        if unsafe { (*state).argc } != 0 {
+            let log = match stage {
+                Stage::Early => log_one::<UserArgv> as *mut c_void,
+                Stage::Commit => log_one::<CopyArgv> as *mut c_void,
+            };
+            unsafe { bpf_loop(MAX_ARGS + 1, log, &mut ctx as *mut _ as *mut c_void, 0) };
         }
     }
     decision.verdict
 }
 
-/// The user address of argv in the exec syscall that is running, from its saved registers.
+/// Reads argc and, after `#!` or binfmt_misc, nothing else: stores argc in the state and
+/// the event.
 #[inline(always)]
-unsafe fn caller_argv(off: &KernelOffsets) -> Result<u64, Reason> {
-    let task = unsafe { bpf_get_current_task_btf() };
-    let regs = unsafe { bpf_task_pt_regs(task) } as u64;
-    if regs == 0 {
-        return Err(Reason::UnsupportedExecPath);
+unsafe fn read_counts(bprm: u64, off: &KernelOffsets, state: *mut LoopState) -> Result<(), Reason> {
+    let argc: i32 = unsafe { read_kernel(bprm, off.binprm_argc) }.map_err(|_| Reason::UnreadableArgv)?;
+    let envc: i32 = unsafe { read_kernel(bprm, off.binprm_envc) }.map_err(|_| Reason::UnreadableArgv)?;
+    if argc < 0 || envc < 0 || argc as u32 + envc as u32 > MAX_STRINGS {
+        return Err(Reason::TooManyStrings);
     }
-    let nr: u64 = unsafe { read_kernel(regs, off.regs_orig_ax) }.map_err(|_| Reason::UnreadableArgv)?;
-    let argv_reg = if nr == NR_EXECVE {
-        off.regs_si
-    } else if nr == NR_EXECVEAT {
-        off.regs_dx
-    } else {
-        return Err(Reason::UnsupportedExecPath);
-    };
-    unsafe { read_kernel(regs, argv_reg) }.map_err(|_| Reason::UnreadableArgv)
+    unsafe {
+        (*state).argc = argc as u32;
+        (*state).envc = envc as u32;
+    }
+    if let Some(event) = begin_event_keep() {
+        event.argc = argc as u32;
+    }
+    Ok(())
 }
 
-/// Counts, records and returns the LSM verdict.
+/// The scan of the caller's argv (early check), after its environment.
 #[inline(always)]
-unsafe fn finish(event: &mut DenialEvent, uid: u32, rules: u32, verdict: Verdict) -> i32 {
+unsafe fn scan_caller(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
+    let state = ctx.state;
+    if let Err(reason) = unsafe { read_counts(bprm, off, state) } {
+        return Scan::Undecidable(reason);
+    }
+    match unsafe { caller_exec(off) } {
+        Ok((argv, envp)) => unsafe {
+            (*state).argv = argv;
+            (*state).envp = envp;
+        },
+        Err(reason) => return Scan::Undecidable(reason),
+    }
+    let envc = unsafe { (*state).envc };
+    let walked = unsafe { bpf_loop(envc, env_user_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    // argv[0] goes to the log only.
+    unsafe { bpf_loop(1, log_one::<UserArgv> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    unsafe { (*state).next = 1 };
+    if let Some(reason) = unsafe { core::ptr::read_volatile(&(*state).env) } {
+        return Scan::Undecidable(reason);
+    }
+    if walked < 0 {
+        return Scan::Undecidable(Reason::NotConfigured);
+    }
+    unsafe { run_scan(ctx, scan_one::<UserArgv> as *mut c_void) }
+}
+
+/// The scan of the kernel's copy (re-check), after its environment.
+#[inline(always)]
+unsafe fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
+    let state = ctx.state;
+    if let Err(reason) = unsafe { read_counts(bprm, off, state) } {
+        return Scan::Undecidable(reason);
+    }
+    let Ok(p) = (unsafe { read_kernel::<u64>(bprm, off.binprm_p) }) else {
+        return Scan::Undecidable(Reason::UnreadableArgv);
+    };
+    unsafe {
+        (*state).cursor = p;
+        (*state).cursor_index = 0;
+    }
+    let walked =
+        unsafe { bpf_loop(MAX_STRINGS, env_copy_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    if let Some(reason) = unsafe { core::ptr::read_volatile(&(*state).env) } {
+        return Scan::Undecidable(reason);
+    }
+    if walked < 0 {
+        return Scan::Undecidable(Reason::NotConfigured);
+    }
+    // Back to argv[0] for the scan.
+    unsafe {
+        (*state).cursor = p;
+        (*state).cursor_index = 0;
+    }
+    unsafe { bpf_loop(1, log_one::<CopyArgv> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    unsafe { (*state).next = 1 };
+    unsafe { run_scan(ctx, scan_one::<CopyArgv> as *mut c_void) }
+}
+
+#[inline(always)]
+unsafe fn run_scan(ctx: &mut LoopCtx, callback: *mut c_void) -> Scan {
+    let state = ctx.state;
+    let ran = unsafe { bpf_loop(MAX_ARGS + 1, callback, ctx as *mut _ as *mut c_void, 0) };
+    match unsafe { core::ptr::read_volatile(&(*state).result) } {
+        Some(result) if ran >= 0 => result,
+        // `step` always decides by index MAX_ARGS + 1, so this is a failed bpf_loop.
+        _ => Scan::Undecidable(Reason::NotConfigured),
+    }
+}
+
+/// Counts, records and returns the verdict of an exec check. At the commit stage a
+/// denial kills the task; an audit-mode verdict there is recorded only for a deferred
+/// exec (the early check recorded the others).
+#[inline(always)]
+unsafe fn finish_exec(
+    event: &mut DenialEvent,
+    rules: u32,
+    verdict: Verdict,
+    stage: Stage,
+    deferred: bool,
+) -> i32 {
     if verdict == Verdict::Allow {
-        count(COUNTER_ALLOWED);
+        if stage == Stage::Early || deferred {
+            count(COUNTER_ALLOWED);
+        }
         return 0;
     }
     if event.action == 0 {
-        // Undecidable before any rule was judged: blame the lowest rule that applies.
+        // Refused before any rule was judged: blame the lowest rule that applies.
         event.rule = rules.trailing_zeros();
         event.action = ACTION_DENIED;
     }
     let audit = event.action == ACTION_AUDITED;
+    if audit && stage == Stage::Commit && !deferred {
+        return 0;
+    }
     let generation = event.generation;
     let rule = event.rule;
     if audit {
         count(COUNTER_AUDITED);
         count(rule_counter(generation, rule, RULE_COUNTER_AUDITED));
-    } else if let Verdict::Undecidable(_) = verdict {
-        count(COUNTER_UNDECIDABLE);
-        count(rule_counter(generation, rule, RULE_COUNTER_UNDECIDABLE));
     } else {
-        count(COUNTER_DENIED);
-        count(rule_counter(generation, rule, RULE_COUNTER_DENIED));
+        if let Verdict::Undecidable(_) = verdict {
+            count(COUNTER_UNDECIDABLE);
+            count(rule_counter(generation, rule, RULE_COUNTER_UNDECIDABLE));
+        } else {
+            count(COUNTER_DENIED);
+            count(rule_counter(generation, rule, RULE_COUNTER_DENIED));
+        }
+        if stage == Stage::Commit {
+            count(COUNTER_KILLED);
+            if !deferred {
+                count(COUNTER_RACES);
+            }
+            event.action = ACTION_KILLED;
+        }
     }
     if let Verdict::Deny { command } = verdict {
         event.command = command;
     }
     event.reason = verdict.reason() as u32;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    event.pid = pid_tgid as u32;
-    event.tgid = (pid_tgid >> 32) as u32;
-    let uid_gid = bpf_get_current_uid_gid();
-    event.uid = uid;
-    event.gid = (uid_gid >> 32) as u32;
-    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    if EVENTS.output::<DenialEvent>(&*event, 0).is_err() {
-        count(COUNTER_EVENTS_DROPPED);
+    send_event(event);
+    if audit {
+        return 0;
+    }
+    if stage == Stage::Commit {
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    -EPERM
+}
+
+/// Admits a connection to a gated docker API endpoint (gated by `gating`, the rules of the
+/// restricted task that list it) only from a client every one of those rules vets.
+/// `describe` writes what was connected to into the event.
+#[inline(always)]
+fn gate_client(generation: u32, gating: u32, hook: u32, describe: impl FnOnce(&mut DenialEvent)) -> i32 {
+    let off = OFFSETS.load();
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let identity = unsafe { exe_identity(task, &off) };
+    let vetted_for = match identity {
+        Ok(file) => match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file }) } {
+            Some(binary) => binary.rules,
+            None => 0,
+        },
+        Err(_) => 0,
+    };
+    if vetted_for & gating == gating {
+        return 0;
+    }
+    let missing = gating & !vetted_for;
+    refuse(generation, missing, hook, Reason::UnvettedClient, COUNTER_CONNECTS_REFUSED, |event| {
+        event.file = identity.unwrap_or_default();
+        describe(event);
+    })
+}
+
+/// Records a refusal by a non-exec hook for the lowest rule in `rules`; returns -EPERM,
+/// or 0 when that rule is in audit mode.
+#[inline(always)]
+fn refuse(
+    generation: u32,
+    rules: u32,
+    hook: u32,
+    reason: Reason,
+    counter: u32,
+    describe: impl FnOnce(&mut DenialEvent),
+) -> i32 {
+    let rule = rules.trailing_zeros() & (MAX_RULES as u32 - 1);
+    let audit = KernelRules { generation }.rule(rule).is_some_and(|r| r.is_audit());
+    count(if audit { COUNTER_AUDITED } else { counter });
+    if let Some(event) = begin_event(hook, generation) {
+        event.rule = rule;
+        event.action = if audit { ACTION_AUDITED } else { ACTION_DENIED };
+        event.reason = reason as u32;
+        describe(event);
+        send_event(event);
     }
     if audit { 0 } else { -EPERM }
+}
+
+#[lsm(hook = "unix_stream_connect")]
+pub fn enforcer_unix_connect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((generation, state)) = policy() else { return 0 };
+    let user_rules = restricted_rules(&state, generation);
+    if user_rules == 0 {
+        return 0;
+    }
+    let other: u64 = ctx.arg(1);
+    let off = OFFSETS.load();
+    let mut socket_rules = 0;
+    // The socket file's inode: symlinks, hard links and bind mounts all lead to it.
+    if let Ok(dentry) = unsafe { read_kernel::<u64>(other, off.unix_path_dentry) }
+        && dentry != 0
+        && let Ok(inode) = unsafe { read_kernel::<u64>(dentry, off.dentry_inode) }
+        && let Ok(identity) = unsafe { inode_identity(inode, &off) }
+        && let Some(rules) = unsafe { SOCKETS.get(&BinaryKey { generation, _pad: 0, file: identity }) }
+    {
+        socket_rules |= *rules;
+    }
+    // The path it was bound to: covers a socket re-created since the daemon learnt its
+    // inode.
+    let Some(scratch) = scratch_ptr() else { return -EPERM };
+    let key = unsafe { &mut (*scratch).socket_name };
+    key.generation = generation;
+    key.name = [0; SOCKET_NAME_LEN];
+    if let Ok(addr) = unsafe { read_kernel::<u64>(other, off.unix_addr) }
+        && addr != 0
+    {
+        let path = addr + off.unix_address_name as u64 + 2;
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                key.name.as_mut_ptr() as *mut _,
+                SOCKET_NAME_LEN as u32,
+                path as *const _,
+            )
+        };
+        if n > 1
+            && let Some(rules) = unsafe { SOCKET_NAMES.get(&*key) }
+        {
+            socket_rules |= *rules;
+        }
+    }
+    let gating = socket_rules & user_rules;
+    if gating == 0 {
+        return 0;
+    }
+    gate_client(generation, gating, HOOK_UNIX_CONNECT, |event| {
+        let name = unsafe { &(*scratch).socket_name.name };
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                event.argv.as_mut_ptr() as *mut _,
+                SOCKET_NAME_LEN as u32,
+                name.as_ptr() as *const _,
+            )
+        };
+        if n > 0 {
+            event.argv_len = n as u32;
+            event.argc = 1;
+        }
+    })
+}
+
+#[lsm(hook = "socket_connect")]
+pub fn enforcer_inet_connect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((generation, state)) = policy() else { return 0 };
+    let user_rules = restricted_rules(&state, generation);
+    if user_rules == 0 {
+        return 0;
+    }
+    let address: u64 = ctx.arg(1);
+    let Some(key) = (unsafe { host_key(address, generation) }) else { return 0 };
+    let mut host_rules = 0;
+    if let Some(rules) = unsafe { HOSTS.get(&key) } {
+        host_rules |= *rules;
+    }
+    let any = HostKey { generation, port: key.port, family: 0, addr: [0; 16] };
+    if let Some(rules) = unsafe { HOSTS.get(&any) } {
+        host_rules |= *rules;
+    }
+    let gating = host_rules & user_rules;
+    if gating == 0 {
+        return 0;
+    }
+    gate_client(generation, gating, HOOK_INET_CONNECT, |event| {
+        let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
+        event.argv[0] = bytes[0][0];
+        event.argv[1] = bytes[0][1];
+        event.argv[2] = bytes[1][0];
+        event.argv[3] = bytes[1][1];
+        let mut i = 0;
+        while i < 16 {
+            event.argv[4 + i] = key.addr[i];
+            i += 1;
+        }
+        event.argv_len = 20;
+    })
+}
+
+/// The hosts-map key of a connect address, normalised the way the kernel routes it: an
+/// IPv4-mapped IPv6 address is IPv4, and the unspecified address means this host.
+#[inline(always)]
+unsafe fn host_key(address: u64, generation: u32) -> Option<HostKey> {
+    let family: u16 = unsafe { read_kernel(address, 0) }.ok()?;
+    let port: u16 = u16::from_be(unsafe { read_kernel(address, 2) }.ok()?);
+    let mut key = HostKey { generation, port, family: 4, addr: [0; 16] };
+    if family == AF_INET {
+        let v4: [u8; 4] = unsafe { read_kernel(address, 4) }.ok()?;
+        key.addr[..4].copy_from_slice(&v4);
+    } else if family == AF_INET6 {
+        let v6: [u8; 16] = unsafe { read_kernel(address, 8) }.ok()?;
+        let mapped = v6[..10].iter().all(|&b| b == 0) && v6[10] == 0xff && v6[11] == 0xff;
+        if mapped {
+            key.addr[..4].copy_from_slice(&v6[12..]);
+        } else {
+            key.family = 6;
+            key.addr = v6;
+            if v6.iter().all(|&b| b == 0) {
+                key.addr[15] = 1;
+            }
+            return Some(key);
+        }
+    } else {
+        return None;
+    }
+    if key.addr[..4] == [0, 0, 0, 0] {
+        key.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    }
+    Some(key)
+}
+
+/// ptrace, `/proc/PID/mem`, `process_vm_writev` and `pidfd_getfd` all ask this hook with
+/// `PTRACE_MODE_ATTACH`: a restricted task gets none of them against a vetted client.
+#[lsm(hook = "ptrace_access_check")]
+pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let mode: u32 = ctx.arg(1);
+    if mode & PTRACE_MODE_ATTACH == 0 {
+        return 0;
+    }
+    let Some((generation, state)) = policy() else { return 0 };
+    let user_rules = restricted_rules(&state, generation);
+    if user_rules == 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(0);
+    let off = OFFSETS.load();
+    let Ok(identity) = (unsafe { exe_identity(child, &off) }) else { return 0 };
+    let Some(binary) = (unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) }) else {
+        return 0;
+    };
+    let rules = if binary.rules & user_rules != 0 { binary.rules & user_rules } else { user_rules };
+    let target: u32 = unsafe { read_kernel(child, off.task_tgid) }.unwrap_or(0);
+    refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
+        event.file = identity;
+        event.target_pid = target;
+    })
 }
 
 #[lsm(hook = "file_open")]

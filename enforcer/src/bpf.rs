@@ -6,9 +6,9 @@
 //! - `maps-v<ABI>/`: the policy and state maps (those declared `pinned` in the BPF crate) (`POLICY`, `USERS`, `BINARIES`, `RULES`,
 //!   `EVENTS`, `COUNTERS`), versioned by [`MAPS_ABI`] so an upgrade that changes a map's
 //!   layout starts fresh maps instead of misreading old ones;
-//! - `links/enforcer_bprm-<stamp>` and `progs/enforcer_bprm-<stamp>`: the attached exec
-//!   hook of the daemon that started at `<stamp>`. A new daemon attaches its own first,
-//!   then removes the older pins: two hooks for a moment, never none.
+//! - `links/<program>-<stamp>` and `progs/<program>-<stamp>`: the attached hooks (see
+//!   [`HOOKS`]) of the daemon that started at `<stamp>`. A new daemon attaches its own
+//!   first, then removes the older pins: two of each hook for a moment, never none.
 
 use std::{
     collections::BTreeMap,
@@ -24,8 +24,9 @@ use aya::{
     util::nr_cpus,
 };
 use enforcer_common::{
-    BinaryInfo, BinaryKey, COUNTER_COUNT, FileId, GENERATIONS, KernelOffsets, MAX_RULES, PolicyState,
-    RULE_COUNTERS, RuleConfig, Token, TokenInfo, UserKey, grammar::profile_start, rule_counter,
+    BinaryInfo, BinaryKey, COUNTER_COUNT, CgroupKey, FileId, GENERATIONS, HostKey, KernelOffsets, MAX_RULES,
+    PolicyState, RULE_COUNTERS, RuleConfig, SOCKET_NAME_LEN, SocketNameKey, Token, TokenInfo, UserKey,
+    grammar::profile_start, rule_counter,
 };
 
 use crate::policy::Resolved;
@@ -35,10 +36,20 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const EXEC_PROGRAM: &str = "enforcer_bprm";
 const PROBE_PROGRAM: &str = "enforcer_fopen";
 
+/// The enforcing programs and their LSM hooks, in attach order: the exec check first, so
+/// that nothing a later hook admits was executed unchecked.
+pub const HOOKS: &[(&str, &str)] = &[
+    (EXEC_PROGRAM, "bprm_check_security"),
+    ("enforcer_commit", "bprm_committing_creds"),
+    ("enforcer_unix_connect", "unix_stream_connect"),
+    ("enforcer_inet_connect", "socket_connect"),
+    ("enforcer_ptrace", "ptrace_access_check"),
+];
+
 /// Where everything is pinned.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/enforcer";
 /// Bumped whenever a pinned map's key, value or size changes.
-pub const MAPS_ABI: u32 = 1;
+pub const MAPS_ABI: u32 = 2;
 
 pub fn maps_dir() -> PathBuf {
     Path::new(PIN_ROOT).join(format!("maps-v{MAPS_ABI}"))
@@ -130,7 +141,7 @@ impl Programs {
     /// instructions the verifier processed for each.
     pub fn verify_all(&mut self) -> Result<Vec<(&'static str, Option<u32>)>> {
         let mut counts = Vec::new();
-        for (name, hook) in [(EXEC_PROGRAM, "bprm_check_security"), (PROBE_PROGRAM, "file_open")] {
+        for &(name, hook) in HOOKS.iter().chain(&[(PROBE_PROGRAM, "file_open")]) {
             self.load_lsm(name, hook)?;
             counts.push((name, self.verified_instructions(name)));
         }
@@ -150,17 +161,29 @@ impl Programs {
     }
 
     fn probe_paths(&mut self, paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, FileId>> {
-        let probed: HashMap<&MapData, u32, FileId> =
-            HashMap::try_from(self.ebpf.map("PROBED").context("map PROBED missing")?)?;
+        let mut probed: HashMap<&mut MapData, u32, FileId> =
+            HashMap::try_from(self.ebpf.map_mut("PROBED").context("map PROBED missing")?)?;
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let mut identities = BTreeMap::new();
         for path in paths {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let identity = probed
-                .get(&tid, 0)
-                .with_context(|| format!("the kernel reported no identity for {}", path.display()))?;
-            drop(file);
+            // A stale answer must not stand in for this file's.
+            if let Err(e) = probed.remove(&tid)
+                && probed.get(&tid, 0).is_ok()
+            {
+                return Err(e).context("cannot clear the identity probe's answer");
+            }
+            let opened = File::open(path);
+            // A socket cannot be opened (ENXIO), but the kernel runs file_open first.
+            let usable = match &opened {
+                Ok(_) => true,
+                Err(e) => e.raw_os_error() == Some(libc::ENXIO),
+            };
+            let identity = match (usable.then(|| probed.get(&tid, 0).ok()).flatten(), opened) {
+                (Some(identity), _) => identity,
+                (None, Err(e)) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+                (None, Ok(_)) => bail!("the kernel reported no identity for {}", path.display()),
+            };
             identities.insert(path.clone(), identity);
         }
         Ok(identities)
@@ -191,6 +214,7 @@ impl Programs {
         rules: &[RuleConfig],
         resolved: &Resolved,
         identities: &BTreeMap<PathBuf, FileId>,
+        dynamic: &Dynamic,
     ) -> Result<PolicyState> {
         if rules.len() > MAX_RULES {
             bail!("at most {MAX_RULES} rules");
@@ -218,14 +242,6 @@ impl Programs {
             }
         }
 
-        let mut binaries: HashMap<&mut MapData, BinaryKey, BinaryInfo> =
-            HashMap::try_from(self.ebpf.map_mut("BINARIES").context("map BINARIES missing")?)?;
-        // A key the kernel fails to list would stay in force: an error, not a skip.
-        let stale: Vec<BinaryKey> = binaries.keys().collect::<Result<Vec<_>, _>>()?;
-        let stale = stale.into_iter().filter(|k| k.generation == generation);
-        for key in stale {
-            binaries.remove(&key).context("cannot clear the binaries map")?;
-        }
         let mut merged: BTreeMap<FileId, BinaryInfo> = BTreeMap::new();
         for (path, (rule_mask, profile)) in &resolved.binaries {
             let identity =
@@ -241,50 +257,116 @@ impl Programs {
             // Two paths may share an inode (hard links): their rule sets add up.
             entry.rules |= rule_mask;
         }
-        for (file, info) in &merged {
-            binaries
-                .insert(BinaryKey { generation, _pad: 0, file: *file }, info, 0)
-                .context("cannot fill the binaries map")?;
+        let binaries: Vec<_> = merged
+            .iter()
+            .map(|(file, info)| (BinaryKey { generation, _pad: 0, file: *file }, *info))
+            .collect();
+        self.replace_generation("BINARIES", generation, |k: &BinaryKey| k.generation, &binaries)?;
+        let users: Vec<_> =
+            resolved.users.iter().map(|(uid, rules)| (UserKey { generation, uid: *uid }, *rules)).collect();
+        self.replace_generation("USERS", generation, |k: &UserKey| k.generation, &users)?;
+        let hosts: Vec<_> =
+            resolved.hosts.iter().map(|(host, rules)| (HostKey { generation, ..*host }, *rules)).collect();
+        self.replace_generation("HOSTS", generation, |k: &HostKey| k.generation, &hosts)?;
+        let mut names: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        for (path, rules) in &resolved.sockets {
+            *names.entry(path.as_os_str().as_encoded_bytes().to_vec()).or_default() |= rules;
+            // A listed path through a symlink (/var/run -> /run): the socket is bound to
+            // the other name.
+            if let Ok(real) = std::fs::canonicalize(path) {
+                *names.entry(real.as_os_str().as_encoded_bytes().to_vec()).or_default() |= rules;
+            }
         }
+        let names: Vec<_> = names
+            .iter()
+            .filter(|(name, _)| name.len() < SOCKET_NAME_LEN)
+            .map(|(name, rules)| {
+                let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
+                key.name[..name.len()].copy_from_slice(name);
+                (key, *rules)
+            })
+            .collect();
+        self.replace_generation("SOCKET_NAMES", generation, |k: &SocketNameKey| k.generation, &names)?;
+        self.sync_dynamic(generation, dynamic)?;
 
-        let mut users: HashMap<&mut MapData, UserKey, u32> =
-            HashMap::try_from(self.ebpf.map_mut("USERS").context("map USERS missing")?)?;
-        // A key the kernel fails to list would stay in force: an error, not a skip.
-        let stale: Vec<UserKey> = users.keys().collect::<Result<Vec<_>, _>>()?;
-        let stale = stale.into_iter().filter(|k| k.generation == generation);
-        for key in stale {
-            users.remove(&key).context("cannot clear the users map")?;
-        }
-        for (uid, rule_mask) in &resolved.users {
-            users
-                .insert(UserKey { generation, uid: *uid }, rule_mask, 0)
-                .context("cannot fill the users map")?;
-        }
-
-        // The flip: from the next exec on, the new generation judges.
-        let state = PolicyState { active: generation, serial: old.serial.wrapping_add(1) };
+        // The cgroup levels of the new generation first, then the flip: from the next
+        // exec on, the new generation judges.
+        let mut levels = old.cgroup_levels;
+        levels[generation as usize] = resolved.cgroup_levels();
         let mut policy: Array<&mut MapData, PolicyState> =
             Array::try_from(self.ebpf.map_mut("POLICY").context("map POLICY missing")?)?;
+        policy
+            .set(0, PolicyState { cgroup_levels: levels, ..old }, 0)
+            .context("cannot fill the policy state")?;
+        let state =
+            PolicyState { active: generation, serial: old.serial.wrapping_add(1), cgroup_levels: levels };
         policy.set(0, state, 0).context("cannot activate the policy")?;
         Ok(state)
     }
 
-    /// Attaches the exec hook and pins it, then removes the pins of older hooks (an
-    /// adopted daemon's): from here on the policy is enforced, whoever holds the pins.
-    pub fn attach_exec_hook(&mut self, stamp: u128) -> Result<()> {
+    /// Puts what was learnt from the running system (socket inodes, cgroup ids) into
+    /// `generation`: new entries first, then the stale ones go.
+    pub fn sync_dynamic(&mut self, generation: u32, dynamic: &Dynamic) -> Result<()> {
+        let sockets: Vec<_> = dynamic
+            .sockets
+            .iter()
+            .map(|(file, rules)| (BinaryKey { generation, _pad: 0, file: *file }, *rules))
+            .collect();
+        self.replace_generation("SOCKETS", generation, |k: &BinaryKey| k.generation, &sockets)?;
+        let cgroups: Vec<_> = dynamic
+            .cgroups
+            .iter()
+            .map(|(id, rules)| (CgroupKey { generation, _pad: 0, id: *id }, *rules))
+            .collect();
+        self.replace_generation("CGROUPS", generation, |k: &CgroupKey| k.generation, &cgroups)
+    }
+
+    /// Makes `generation`'s entries of hash map `name` exactly `entries`: inserts them, then
+    /// removes the generation's other keys.
+    fn replace_generation<K: aya::Pod + PartialEq, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        generation: u32,
+        generation_of: impl Fn(&K) -> u32,
+        entries: &[(K, V)],
+    ) -> Result<()> {
+        let mut map: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?)?;
+        for (key, value) in entries {
+            map.insert(key, value, 0).with_context(|| format!("cannot fill the {name} map"))?;
+        }
+        // A key the kernel fails to list would stay in force: an error, not a skip.
+        let keys: Vec<K> = map.keys().collect::<Result<Vec<_>, _>>()?;
+        for key in keys {
+            if generation_of(&key) == generation && !entries.iter().any(|(k, _)| *k == key) {
+                map.remove(&key).with_context(|| format!("cannot clear the {name} map"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches every hook and pins it, then removes the pins of older hooks (an adopted
+    /// daemon's): from here on the policy is enforced, whoever holds the pins.
+    pub fn attach_hooks(&mut self, stamp: u128) -> Result<()> {
         for dir in [links_dir(), progs_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let name = format!("{EXEC_PROGRAM}-{stamp}");
-        let program = self.load_lsm(EXEC_PROGRAM, "bprm_check_security")?;
-        program.pin(progs_dir().join(&name)).context("cannot pin the exec hook program")?;
-        let link_id = program.attach().context("cannot attach the exec hook at bprm_check_security")?;
-        let link: FdLink = program.take_link(link_id)?.into();
-        link.pin(links_dir().join(&name)).context("cannot pin the exec hook link")?;
+        let ours: Vec<String> = HOOKS.iter().map(|(program, _)| format!("{program}-{stamp}")).collect();
+        for ((program_name, hook), name) in HOOKS.iter().zip(&ours) {
+            let program = self.load_lsm(program_name, hook)?;
+            program
+                .pin(progs_dir().join(name))
+                .with_context(|| format!("cannot pin program {program_name}"))?;
+            let link_id =
+                program.attach().with_context(|| format!("cannot attach {program_name} at {hook}"))?;
+            let link: FdLink = program.take_link(link_id)?.into();
+            link.pin(links_dir().join(name))
+                .with_context(|| format!("cannot pin the link of {program_name}"))?;
+        }
         for dir in [links_dir(), progs_dir()] {
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
-                if entry.file_name().to_string_lossy() != name {
+                if !ours.iter().any(|name| entry.file_name().to_string_lossy() == name.as_str()) {
                     std::fs::remove_file(entry.path())
                         .with_context(|| format!("cannot remove the old pin {}", entry.path().display()))?;
                 }
@@ -309,6 +391,15 @@ impl Programs {
 
 fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Vec<u64>> {
     (0..COUNTER_COUNT).map(|index| Ok(map.get(&index, 0)?.iter().sum())).collect()
+}
+
+/// What the kernel maps learn from the running system, and re-learn when it changes: the
+/// identities of the gated sockets (dockerd re-creates its socket at each start) and the
+/// ids of the named cgroups (systemd re-creates a unit's cgroup at each start).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dynamic {
+    pub sockets: BTreeMap<FileId, u32>,
+    pub cgroups: BTreeMap<u64, u32>,
 }
 
 /// Pinned maps of another ABI version are an older enforcer's: once our hook is attached

@@ -22,6 +22,7 @@ use tokio::{
 use crate::{
     bpf::{self, Programs},
     control::{self, Reply},
+    dynamic::{self, Fingerprint},
     events::{self, DenialLog},
     kernel,
     policy::{HostSystem, Policy, Resolved},
@@ -41,6 +42,11 @@ struct Daemon {
     programs: Programs,
     options: Options,
     state: State,
+    /// The policy in force, and what `stat` said about its sockets and cgroups when the
+    /// maps last learnt them.
+    resolved: Option<Resolved>,
+    fingerprint: Fingerprint,
+    cgroup_root: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -50,9 +56,24 @@ impl Daemon {
         for warning in &resolved.warnings {
             eprintln!("enforcer: warning: {warning}");
         }
+        if !resolved.cgroups.is_empty() && self.cgroup_root.is_none() {
+            anyhow::bail!(
+                "{}: a rule names cgroups, but no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)",
+                policy.source
+            );
+        }
+        let fingerprint = dynamic::fingerprint(resolved, self.cgroup_root.as_deref());
         let paths: Vec<PathBuf> = resolved.binaries.keys().cloned().collect();
         let identities = self.programs.kernel_identities(&paths)?;
-        let policy_state = self.programs.install_policy(&policy.rule_configs(), resolved, &identities)?;
+        let sockets = dynamic::existing_sockets(resolved);
+        let socket_paths: Vec<PathBuf> = sockets.keys().cloned().collect();
+        let socket_identities = self.programs.kernel_identities(&socket_paths)?;
+        let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
+        let dynamic = dynamic::dynamic(&sockets, &socket_identities, cgroups);
+        let policy_state =
+            self.programs.install_policy(&policy.rule_configs(), resolved, &identities, &dynamic)?;
+        self.resolved = Some(resolved.clone());
+        self.fingerprint = fingerprint;
         let generation = policy_state.active as usize % GENERATIONS as usize;
         self.state.generations[generation] = Generation {
             rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
@@ -75,15 +96,46 @@ impl Daemon {
                 None => uid.to_string(),
             })
             .collect();
+        let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
         Ok(format!(
-            "policy {} (sha256 {}, mode {}, {} rule(s)) in force; restricted users: {}; vetted binaries: {}",
+            "policy {} (sha256 {}, mode {}, {} rule(s)) in force; restricted users: {}; restricted cgroups: {}; \
+             vetted binaries: {}; gated sockets: {}; gated hosts: {}",
             policy.source,
             &policy.digest[..12],
             self.state.mode,
             policy.rules.len(),
-            users.join(", "),
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            list(users),
+            list(resolved.cgroups.keys().cloned().collect()),
+            list(paths.iter().map(|p| p.display().to_string()).collect()),
+            list(resolved.sockets.keys().map(|p| p.display().to_string()).collect()),
+            list(resolved.hosts.keys().map(crate::policy::host_text).collect()),
         ))
+    }
+
+    /// Re-learns socket inodes and cgroup ids when `stat` says they moved (dockerd or a
+    /// unit restarted), into the generation in force.
+    fn refresh(&mut self) -> Result<()> {
+        let Some(resolved) = &self.resolved else { return Ok(()) };
+        let fingerprint = dynamic::fingerprint(resolved, self.cgroup_root.as_deref());
+        if fingerprint == self.fingerprint {
+            return Ok(());
+        }
+        let sockets = dynamic::existing_sockets(resolved);
+        let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
+        let paths: Vec<PathBuf> = sockets.keys().cloned().collect();
+        let identities = self.programs.kernel_identities(&paths)?;
+        let dynamic = dynamic::dynamic(&sockets, &identities, cgroups);
+        let generation = self.programs.policy_state()?.active % GENERATIONS;
+        self.programs.sync_dynamic(generation, &dynamic)?;
+        self.fingerprint = fingerprint;
+        if self.options.verbose {
+            eprintln!(
+                "enforcer: re-learnt {} socket(s) and {} cgroup(s)",
+                dynamic.sockets.len(),
+                dynamic.cgroups.len()
+            );
+        }
+        Ok(())
     }
 
     fn save_state(&self) {
@@ -216,19 +268,28 @@ pub async fn run(options: Options) -> Result<bool> {
         log_keep: options.log_keep,
         ..Default::default()
     };
-    let mut daemon = Daemon { programs, options, state };
+    let mut daemon = Daemon {
+        programs,
+        options,
+        state,
+        resolved: None,
+        fingerprint: Fingerprint::default(),
+        cgroup_root: dynamic::cgroup2_root(),
+    };
     let message = daemon.install(&policy, &resolved)?;
     stage("policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    daemon.programs.attach_exec_hook(stamp)?;
-    stage("exec hook verified, attached and pinned");
+    daemon.programs.attach_hooks(stamp)?;
+    stage("hooks verified, attached and pinned");
     eprintln!(
         "enforcer: enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),
         if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
     );
-    if let Some(count) = daemon.programs.verified_instructions(bpf::EXEC_PROGRAM) {
-        eprintln!("enforcer: verifier processed {count} instructions for {}", bpf::EXEC_PROGRAM);
+    for (program, _) in bpf::HOOKS {
+        if let Some(count) = daemon.programs.verified_instructions(program) {
+            eprintln!("enforcer: verifier processed {count} instructions for {program}");
+        }
     }
     notify_ready();
 
@@ -258,8 +319,14 @@ pub async fn run(options: Options) -> Result<bool> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut detach = daemon.options.detach_on_exit;
     let mut stopped = false;
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = refresh.tick() => {
+                if let Err(error) = daemon.refresh() {
+                    eprintln!("enforcer: error: cannot re-learn sockets and cgroups: {error:#}");
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use enforcer_common::{ACTION_AUDITED, DenialEvent, EVENT_PATH_LEN, FileId, Reason};
+use enforcer_common::{
+    ACTION_AUDITED, ACTION_KILLED, DenialEvent, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId,
+    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_PTRACE, HOOK_UNIX_CONNECT, HostKey, Reason,
+};
 use serde::{Deserialize, Serialize};
 
 pub const DENIALS_FILE: &str = "denials.jsonl";
@@ -32,8 +35,38 @@ pub struct Denial {
     pub command: Option<String>,
     /// Why: `command`, or why the engine could not decide.
     pub reason: String,
-    /// `denied`, or `audited` in audit mode (allowed, recorded).
+    /// `denied`; `killed` when the re-check of the kernel's argv copy refused an exec
+    /// already past the point of no return; `audited` in audit mode (allowed, recorded).
     pub action: String,
+    /// What was refused: `exec`, `exec-recheck`, `connect-unix`, `connect-tcp`, `ptrace`.
+    #[serde(default = "default_hook")]
+    pub hook: String,
+    /// The acting process's command name.
+    #[serde(default)]
+    pub comm: String,
+    /// The early check allowed what the kernel's own copy of argv denies: argv was
+    /// changed in between (a race, i.e. an attack).
+    #[serde(default)]
+    pub race: bool,
+    /// The socket (`connect-unix`), address (`connect-tcp`) or process id (`ptrace`) that
+    /// the process tried to reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn default_hook() -> String {
+    "exec".into()
+}
+
+fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        HOOK_EXEC => "exec",
+        HOOK_EXEC_COMMIT => "exec-recheck",
+        HOOK_UNIX_CONNECT => "connect-unix",
+        HOOK_INET_CONNECT => "connect-tcp",
+        HOOK_PTRACE => "ptrace",
+        _ => "unknown",
+    }
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -58,6 +91,24 @@ pub fn decode(
     binary_of: impl Fn(&FileId) -> Option<String>,
 ) -> Denial {
     let argv_len = (event.argv_len as usize).min(event.argv.len());
+    let target = match event.hook {
+        HOOK_UNIX_CONNECT => Some(c_string(&event.argv[..argv_len])).filter(|t| !t.is_empty()),
+        HOOK_INET_CONNECT => {
+            let a = &event.argv;
+            let mut key = HostKey {
+                generation: 0,
+                port: u16::from_ne_bytes([a[0], a[1]]),
+                family: u16::from_ne_bytes([a[2], a[3]]),
+                addr: [0; 16],
+            };
+            key.addr.copy_from_slice(&a[4..20]);
+            Some(crate::policy::host_text(&key))
+        }
+        HOOK_PTRACE => Some(format!("pid {}", event.target_pid)),
+        _ => None,
+    };
+    let is_exec = matches!(event.hook, HOOK_EXEC | HOOK_EXEC_COMMIT);
+    let argv_len = if is_exec { argv_len } else { 0 };
     let bytes = &event.argv[..argv_len];
     // Each argument ends with its NUL; drop the last one so split yields no phantom "".
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
@@ -87,7 +138,18 @@ pub fn decode(
             None
         },
         reason,
-        action: if event.action == ACTION_AUDITED { "audited" } else { "denied" }.to_string(),
+        action: match event.action {
+            ACTION_AUDITED => "audited",
+            ACTION_KILLED => "killed",
+            _ => "denied",
+        }
+        .to_string(),
+        hook: hook_name(event.hook).to_string(),
+        comm: c_string(&event.comm),
+        race: event.hook == HOOK_EXEC_COMMIT
+            && event.flags & EVENT_FLAG_RACE != 0
+            && event.flags & EVENT_FLAG_DEFERRED == 0,
+        target,
     }
 }
 
@@ -95,14 +157,22 @@ impl Denial {
     /// The one-line structured log form (for the journal).
     pub fn log_line(&self) -> String {
         let mut line = format!(
-            "enforcer: {} uid={} user={} pid={} rule={:?} reason={}",
+            "enforcer: {} hook={} uid={} user={} pid={} comm={:?} rule={:?} reason={}",
             self.action,
+            self.hook,
             self.uid,
             self.user.as_deref().unwrap_or("?"),
             self.pid,
+            self.comm,
             self.rule,
             self.reason
         );
+        if self.race {
+            line.push_str(" race=true");
+        }
+        if let Some(target) = &self.target {
+            line.push_str(&format!(" target={target:?}"));
+        }
         if let Some(command) = &self.command {
             line.push_str(&format!(" command={:?}", command));
         }
@@ -250,6 +320,11 @@ mod tests {
             argv_len: 0,
             argv_truncated: 0,
             generation: 0,
+            hook: HOOK_EXEC,
+            flags: 0,
+            target_pid: 0,
+            _pad: 0,
+            comm: *b"docker\0\0\0\0\0\0\0\0\0\0",
             path: [0; EVENT_PATH_LEN],
             argv: [0; EVENT_ARGV_LEN + ARG_BUF],
         };
@@ -277,13 +352,58 @@ mod tests {
         assert_eq!(denial.path, "docker");
         assert_eq!(denial.action, "denied");
         let line = denial.log_line();
-        assert!(line.starts_with("enforcer: denied uid=1001"), "{line}");
+        assert!(line.starts_with("enforcer: denied hook=exec uid=1001"), "{line}");
+        assert!(line.contains("comm=\"docker\""), "{line}");
+        assert_eq!(denial.hook, "exec");
+        assert!(!denial.race);
         assert!(
             line.contains(
                 "command=\"container exec\" binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"\",\"web\"]"
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn decodes_races_and_connections() {
+        let mut race = event(&["docker", "exec", "web"]);
+        race.hook = HOOK_EXEC_COMMIT;
+        race.flags = EVENT_FLAG_RACE;
+        race.action = ACTION_KILLED;
+        let denial = decode(&race, &["r".into()], |_: &FileId| None);
+        assert_eq!(
+            (denial.hook.as_str(), denial.action.as_str(), denial.race),
+            ("exec-recheck", "killed", true)
+        );
+        assert!(denial.log_line().contains(" race=true"), "{}", denial.log_line());
+        race.flags = EVENT_FLAG_DEFERRED;
+        assert!(!decode(&race, &["r".into()], |_: &FileId| None).race);
+
+        let mut unix = event(&[]);
+        unix.hook = HOOK_UNIX_CONNECT;
+        unix.reason = Reason::UnvettedClient as u32;
+        unix.argv[..20].copy_from_slice(b"/run/docker.sock\0\0\0\0");
+        unix.argv_len = 17;
+        unix.argc = 1;
+        let denial = decode(&unix, &["r".into()], |_: &FileId| None);
+        assert_eq!(denial.target.as_deref(), Some("/run/docker.sock"));
+        assert!(denial.argv.is_empty());
+        assert_eq!(denial.reason, "unvetted_client");
+
+        let mut tcp = event(&[]);
+        tcp.hook = HOOK_INET_CONNECT;
+        let key = crate::policy::parse_host("127.0.0.1:2375").unwrap();
+        tcp.argv[..2].copy_from_slice(&key.port.to_ne_bytes());
+        tcp.argv[2..4].copy_from_slice(&key.family.to_ne_bytes());
+        tcp.argv[4..20].copy_from_slice(&key.addr);
+        tcp.argv_len = 20;
+        assert_eq!(decode(&tcp, &[], |_: &FileId| None).target.as_deref(), Some("127.0.0.1:2375"));
+
+        let mut ptrace = event(&[]);
+        ptrace.hook = HOOK_PTRACE;
+        ptrace.target_pid = 77;
+        let denial = decode(&ptrace, &[], |_: &FileId| None);
+        assert_eq!((denial.hook.as_str(), denial.target.as_deref()), ("ptrace", Some("pid 77")));
     }
 
     #[test]

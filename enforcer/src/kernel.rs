@@ -129,6 +129,17 @@ pub fn offsets_from_btf(path: &Path) -> Result<KernelOffsets> {
         regs_orig_ax: field("pt_regs", "orig_ax", Some(8))?,
         regs_si: field("pt_regs", "si", Some(8))?,
         regs_dx: field("pt_regs", "dx", Some(8))?,
+        regs_r10: field("pt_regs", "r10", Some(8))?,
+        binprm_p: field("linux_binprm", "p", Some(8))?,
+        binprm_envc: field("linux_binprm", "envc", Some(4))?,
+        task_ptrace: field("task_struct", "ptrace", Some(4))?,
+        task_mm: field("task_struct", "mm", None)?,
+        task_tgid: field("task_struct", "tgid", Some(4))?,
+        mm_exe_file: field("mm_struct", "exe_file", None)?,
+        unix_path_dentry: field("unix_sock", "path", None)? + field("path", "dentry", None)?,
+        dentry_inode: field("dentry", "d_inode", None)?,
+        unix_addr: field("unix_sock", "addr", None)?,
+        unix_address_name: field("unix_address", "name", None)?,
         valid: 1,
     })
 }

@@ -4,6 +4,7 @@ mod bpf;
 mod check;
 mod control;
 mod daemon;
+mod dynamic;
 mod events;
 mod grammar;
 mod kernel;

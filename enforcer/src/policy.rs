@@ -9,6 +9,9 @@
 //! users = ["ai-worker"]       # names or numeric uids
 //! binaries = ["/usr/bin/docker", { path = "/usr/bin/docker-compose", client = "docker-compose" }]
 //! deny = ["exec", "cp", "compose exec"]   # or allow = [...]
+//! cgroups = ["/system.slice/ai-agent.service"]   # every process in it, whatever its uid
+//! sockets = ["/var/run/docker.sock", "/run/docker.sock"]   # the default
+//! hosts = ["127.0.0.1:2375", "*:2376"]   # TCP endpoints of the docker API, gated the same way
 //! ```
 
 use std::{
@@ -19,8 +22,8 @@ use std::{
 };
 
 use enforcer_common::{
-    MAX_RULES, PROFILE_COMPOSE, PROFILE_DOCKER, RULE_ALLOW_LIST, RULE_DENY_LIST, RULE_FLAG_AUDIT, RuleConfig,
-    grammar,
+    HostKey, MAX_CGROUP_LEVEL, MAX_RULES, PROFILE_COMPOSE, PROFILE_DOCKER, RULE_ALLOW_LIST, RULE_DENY_LIST,
+    RULE_FLAG_AUDIT, RuleConfig, SOCKET_NAME_LEN, grammar,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -31,6 +34,9 @@ pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 pub const DEFAULT_POLICY_NAME: &str = "<embedded default policy>";
 /// The system policy file.
 pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
+
+/// The docker API sockets a rule gates when it does not list `sockets`.
+pub const DEFAULT_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
 
 /// Where docker CLI plugins live; a rule without `binaries` vets the compose plugin found
 /// there (the docker CLI runs it as `docker-compose [GLOBAL OPTIONS] compose ...`).
@@ -114,6 +120,57 @@ pub struct Rule {
     /// The commands the rule names (node ids, in policy order); each covers its
     /// spellings, descendants and same-power commands (see `grammar::covers`).
     pub commands: Vec<u32>,
+    /// cgroup v2 paths (from the hierarchy's root) whose processes the rule restricts.
+    pub cgroups: Vec<(String, Place)>,
+    /// docker API unix sockets only vetted binaries may connect to.
+    pub sockets: Vec<PathBuf>,
+    /// docker API TCP endpoints only vetted binaries may connect to (generation 0 in the keys).
+    pub hosts: Vec<HostKey>,
+}
+
+/// Parses a `hosts` entry: `IP:PORT`, `[IPv6]:PORT`, or `*:PORT` for every address.
+pub fn parse_host(text: &str) -> Result<HostKey, String> {
+    let invalid = || format!("invalid host {text:?}: expected IP:PORT, [IPv6]:PORT or *:PORT");
+    if let Some(port) = text.strip_prefix("*:") {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        return Ok(HostKey { generation: 0, port, family: 0, addr: [0; 16] });
+    }
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| invalid())?;
+    let mut key = HostKey { generation: 0, port: addr.port(), family: 4, addr: [0; 16] };
+    // The same normalisation as the kernel program's: mapped IPv6 is IPv4, and the
+    // unspecified address is this host.
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let v4 = if v4.is_unspecified() { std::net::Ipv4Addr::LOCALHOST } else { v4 };
+            key.addr[..4].copy_from_slice(&v4.octets());
+        }
+        std::net::IpAddr::V6(v6) => {
+            let v6 = if v6.is_unspecified() { std::net::Ipv6Addr::LOCALHOST } else { v6 };
+            key.family = 6;
+            key.addr = v6.octets();
+        }
+    }
+    Ok(key)
+}
+
+/// The text form of a hosts key.
+pub fn host_text(key: &HostKey) -> String {
+    match key.family {
+        4 => format!(
+            "{}:{}",
+            std::net::Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]),
+            key.port
+        ),
+        6 => format!("[{}]:{}", std::net::Ipv6Addr::from(key.addr), key.port),
+        _ => format!("*:{}", key.port),
+    }
 }
 
 /// A vetted client binary as the policy lists it.
@@ -164,7 +221,10 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: Spanned<String>,
-    users: Spanned<Vec<Spanned<RawUser>>>,
+    users: Option<Spanned<Vec<Spanned<RawUser>>>>,
+    cgroups: Option<Spanned<Vec<Spanned<String>>>>,
+    sockets: Option<Spanned<Vec<Spanned<String>>>>,
+    hosts: Option<Spanned<Vec<Spanned<String>>>>,
     binaries: Option<Spanned<Vec<Spanned<RawBinary>>>>,
     deny: Option<Spanned<Vec<Spanned<String>>>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
@@ -259,10 +319,79 @@ impl Policy {
             }
 
             let mut users = Vec::new();
-            if rule.users.get_ref().is_empty() {
-                return Err(error(Some(rule.users.span()), format!("rule {name:?}: users is empty")));
+            let no_users: Vec<Spanned<RawUser>> = Vec::new();
+            let raw_users = rule.users.as_ref().map_or(&no_users, |u| u.get_ref());
+            if let Some(list) = &rule.users
+                && list.get_ref().is_empty()
+            {
+                return Err(error(Some(list.span()), format!("rule {name:?}: users is empty")));
             }
-            for user in rule.users.get_ref() {
+            let mut cgroups = Vec::new();
+            for cgroup in rule.cgroups.iter().flat_map(|c| c.get_ref()) {
+                let path = cgroup.get_ref().trim_end_matches('/');
+                let levels = path.split('/').skip(1).count() as u32;
+                if !path.starts_with('/')
+                    || path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..")
+                {
+                    return Err(error(
+                        Some(cgroup.span()),
+                        format!(
+                            "cgroup {path:?} is not an absolute cgroup path such as \"/system.slice/ai-agent.service\""
+                        ),
+                    ));
+                }
+                if levels > MAX_CGROUP_LEVEL - 1 {
+                    return Err(error(
+                        Some(cgroup.span()),
+                        format!("cgroup {path:?} is nested deeper than {} levels", MAX_CGROUP_LEVEL - 1),
+                    ));
+                }
+                cgroups.push((path.to_string(), place_of(text, cgroup.span().start)));
+            }
+            if let Some(list) = &rule.cgroups
+                && list.get_ref().is_empty()
+            {
+                return Err(error(Some(list.span()), format!("rule {name:?}: cgroups is empty")));
+            }
+            if raw_users.is_empty() && cgroups.is_empty() {
+                return Err(error(
+                    Some(rule.name.span()),
+                    format!("rule {name:?} names neither users nor cgroups: it would restrict nobody"),
+                ));
+            }
+            let sockets = match &rule.sockets {
+                None => DEFAULT_SOCKETS.iter().map(PathBuf::from).collect(),
+                Some(list) => {
+                    if list.get_ref().is_empty() {
+                        return Err(error(
+                            Some(list.span()),
+                            format!(
+                                "rule {name:?}: sockets is empty (omit it for the default {DEFAULT_SOCKETS:?})"
+                            ),
+                        ));
+                    }
+                    let mut sockets = Vec::new();
+                    for socket in list.get_ref() {
+                        let path = socket.get_ref();
+                        if !path.starts_with('/') || path.len() >= SOCKET_NAME_LEN {
+                            return Err(error(
+                                Some(socket.span()),
+                                format!(
+                                    "socket {path:?} is not an absolute path of at most {} bytes",
+                                    SOCKET_NAME_LEN - 1
+                                ),
+                            ));
+                        }
+                        sockets.push(PathBuf::from(path));
+                    }
+                    sockets
+                }
+            };
+            let mut hosts = Vec::new();
+            for host in rule.hosts.iter().flat_map(|h| h.get_ref()) {
+                hosts.push(parse_host(host.get_ref()).map_err(|message| error(Some(host.span()), message))?);
+            }
+            for user in raw_users {
                 let place = place_of(text, user.span().start);
                 let spec = match user.get_ref() {
                     RawUser::Uid(uid) => match u32::try_from(*uid) {
@@ -350,7 +479,7 @@ impl Policy {
                     }
                 }
             }
-            rules.push(Rule { name, users, binaries, kind, commands });
+            rules.push(Rule { name, users, binaries, kind, commands, cgroups, sockets, hosts });
         }
         Ok(Policy { source: source.to_string(), digest: digest(text), mode, rules })
     }
@@ -421,7 +550,21 @@ pub struct Resolved {
     pub users: BTreeMap<u32, u32>,
     /// Resolved binary path -> (bitmask of rules listing it, client profile).
     pub binaries: BTreeMap<PathBuf, (u32, u32)>,
+    /// cgroup path -> bitmask of rules naming it. Its id is learnt (and re-learnt when the
+    /// cgroup is re-created) by the daemon.
+    pub cgroups: BTreeMap<String, u32>,
+    /// Socket path as listed -> bitmask of rules gating it.
+    pub sockets: BTreeMap<PathBuf, u32>,
+    /// TCP endpoint -> bitmask of rules gating it.
+    pub hosts: BTreeMap<HostKey, u32>,
     pub warnings: Vec<String>,
+}
+
+impl Resolved {
+    /// Bit L set when some rule names a cgroup at level L (the root is level 0).
+    pub fn cgroup_levels(&self) -> u32 {
+        self.cgroups.keys().fold(0, |levels, path| levels | 1 << path.split('/').skip(1).count())
+    }
 }
 
 impl Policy {
@@ -429,8 +572,14 @@ impl Policy {
     /// is an error (a typo must not silently restrict nobody); a missing binary is a
     /// warning, but a rule with no binary found at all is an error.
     pub fn resolve(&self, system: &dyn System) -> Result<Resolved, PolicyError> {
-        let mut resolved =
-            Resolved { users: BTreeMap::new(), binaries: BTreeMap::new(), warnings: Vec::new() };
+        let mut resolved = Resolved {
+            users: BTreeMap::new(),
+            binaries: BTreeMap::new(),
+            cgroups: BTreeMap::new(),
+            sockets: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            warnings: Vec::new(),
+        };
         let error = |place: Option<Place>, message: String| PolicyError {
             file: self.source.clone(),
             position: place.map(|p| (p.line, p.col)),
@@ -446,6 +595,15 @@ impl Policy {
                     })?,
                 };
                 *resolved.users.entry(uid).or_default() |= bit;
+            }
+            for (cgroup, _) in &rule.cgroups {
+                *resolved.cgroups.entry(cgroup.clone()).or_default() |= bit;
+            }
+            for socket in &rule.sockets {
+                *resolved.sockets.entry(socket.clone()).or_default() |= bit;
+            }
+            for host in &rule.hosts {
+                *resolved.hosts.entry(*host).or_default() |= bit;
             }
             // (path, profile, place, counts as "docker found"): without `binaries`, every
             // docker and docker-compose in PATH and the usual places, and the compose plugin.
@@ -817,5 +975,48 @@ deny = ["exec", "cp"]
         let empty = FakeSystem { users: vec![("ai-worker", 1)], files: vec![], path: vec![] };
         let message = Policy::default_policy().resolve(&empty).unwrap_err().to_string();
         assert!(message.contains("no docker binary found in PATH"), "{message}");
+    }
+
+    #[test]
+    fn sockets_hosts_and_cgroups() {
+        let policy = parse(
+            "[[rule]]\nname = \"agent\"\ncgroups = [\"/system.slice/ai-agent.service/\"]\n\
+             hosts = [\"127.0.0.1:2375\", \"[::ffff:10.0.0.1]:2376\", \"*:2377\", \"0.0.0.0:1\"]\n\
+             deny = [\"exec\"]\n",
+        )
+        .unwrap();
+        let rule = &policy.rules[0];
+        assert!(rule.users.is_empty());
+        assert_eq!(rule.cgroups[0].0, "/system.slice/ai-agent.service");
+        let defaults: Vec<PathBuf> = DEFAULT_SOCKETS.iter().map(PathBuf::from).collect();
+        assert_eq!(rule.sockets, defaults);
+        let hosts: Vec<String> = rule.hosts.iter().map(host_text).collect();
+        assert_eq!(hosts, ["127.0.0.1:2375", "10.0.0.1:2376", "*:2377", "127.0.0.1:1"]);
+        let sockets =
+            parse("[[rule]]\nname = \"r\"\nusers = [1]\nsockets = [\"/srv/d.sock\"]\ndeny = [\"exec\"]\n")
+                .unwrap();
+        assert_eq!(sockets.rules[0].sockets, [PathBuf::from("/srv/d.sock")]);
+    }
+
+    #[test]
+    fn bad_sockets_hosts_and_cgroups_say_where() {
+        let rule = |extra: &str| format!("[[rule]]\nname = \"r\"\nusers = [1]\n{extra}\ndeny = [\"exec\"]\n");
+        assert_eq!(
+            err(&rule("hosts = [\"localhost:2375\"]")),
+            "policy.toml:4:10: invalid host \"localhost:2375\": expected IP:PORT, [IPv6]:PORT or *:PORT"
+        );
+        assert_eq!(err(&rule("sockets = [\"docker.sock\"]")).split(": ").next(), Some("policy.toml:4:12"));
+        assert!(err(&rule("sockets = []")).contains("sockets is empty"));
+        assert!(
+            err(&rule("cgroups = [\"system.slice\"]"))
+                .starts_with("policy.toml:4:12: cgroup \"system.slice\"")
+        );
+        assert!(err(&rule("cgroups = [\"/a/../b\"]")).contains("not an absolute cgroup path"));
+        let deep = format!("cgroups = [\"{}\"]", "/x".repeat(16));
+        assert!(err(&rule(&deep)).contains("nested deeper than 15 levels"));
+        assert_eq!(
+            err("[[rule]]\nname = \"r\"\ndeny = [\"exec\"]\n"),
+            "policy.toml:2:8: rule \"r\" names neither users nor cgroups: it would restrict nobody"
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use enforcer_common::{
-    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_RACES,
+    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_DEFERRED,
+    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES, COUNTER_TAMPER_REFUSED,
     COUNTER_UNDECIDABLE, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, rule_counter,
 };
 use serde::Serialize;
@@ -46,6 +47,10 @@ struct Counters {
     undecidable: u64,
     audited: u64,
     races: u64,
+    killed: u64,
+    deferred: u64,
+    connects_refused: u64,
+    tamper_refused: u64,
     events_dropped: u64,
 }
 
@@ -123,6 +128,10 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
             undecidable: at(COUNTER_UNDECIDABLE),
             audited: at(COUNTER_AUDITED),
             races: at(COUNTER_RACES),
+            killed: at(COUNTER_KILLED),
+            deferred: at(COUNTER_DEFERRED),
+            connects_refused: at(COUNTER_CONNECTS_REFUSED),
+            tamper_refused: at(COUNTER_TAMPER_REFUSED),
             events_dropped: at(COUNTER_EVENTS_DROPPED),
         }
     });
@@ -195,8 +204,13 @@ fn print_table(status: &Status) {
     }
     if let Some(c) = &status.counters {
         println!(
-            "counters:  checked {}, allowed {}, denied {}, undecidable {}, audited {}, races {}, events dropped {}",
-            c.checked, c.allowed, c.denied, c.undecidable, c.audited, c.races, c.events_dropped
+            "counters:  checked {}, allowed {}, denied {}, undecidable {}, audited {}, events dropped {}",
+            c.checked, c.allowed, c.denied, c.undecidable, c.audited, c.events_dropped
+        );
+        println!(
+            "bypasses:  killed on re-check {} (races {}), deferred to re-check {}, connects refused {}, \
+             tampering refused {}",
+            c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused
         );
     }
     for rule in &status.rules {

@@ -1,3 +1,5 @@
+pub mod bypass;
 pub mod cpio;
+pub mod elf32;
 pub mod scenarios;
 pub mod vm;

@@ -36,17 +36,17 @@ impl<'a> Checks<'a> {
         Checks { report, artifacts, results: Vec::new() }
     }
 
-    fn check(&mut self, name: impl Into<String>, ok: bool, detail: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, name: impl Into<String>, ok: bool, detail: impl FnOnce() -> String) {
         let failure = if ok { None } else { Some(detail()) };
         self.results.push(Check { name: name.into(), failure });
     }
 
-    fn step(&self, name: &str) -> (i32, String) {
+    pub(crate) fn step(&self, name: &str) -> (i32, String) {
         self.report.step(name).cloned().unwrap_or((-999, format!("step {name} did not run")))
     }
 
     /// The exec was refused by the kernel with EPERM.
-    fn denied(&mut self, step: &str) {
+    pub(crate) fn denied(&mut self, step: &str) {
         let (rc, out) = self.step(step);
         self.check(
             format!("{step}: refused with EPERM"),
@@ -57,21 +57,30 @@ impl<'a> Checks<'a> {
 
     /// The kernel let the exec through (the command may still fail on its own: the mock API
     /// answers few requests).
-    fn not_refused(&mut self, step: &str, what: &str) {
+    pub(crate) fn not_refused(&mut self, step: &str, what: &str) {
         let (rc, out) = self.step(step);
         self.check(format!("{step}: {what}"), rc != 126 && !out.contains("Operation not permitted"), || {
             format!("exit {rc}, output: {out}")
         });
     }
 
+    /// The kernel's re-check killed the exec (SIGKILL before its first instruction: the
+    /// shell reports 128 + 9 and the program printed nothing).
+    pub(crate) fn killed(&mut self, step: &str) {
+        let (rc, out) = self.step(step);
+        self.check(format!("{step}: killed by the re-check"), rc == 137, || {
+            format!("exit {rc}, output: {out}")
+        });
+    }
+
     /// The command ran and exited 0.
-    fn succeeded(&mut self, step: &str) {
+    pub(crate) fn succeeded(&mut self, step: &str) {
         let (rc, out) = self.step(step);
         self.check(format!("{step}: succeeds"), rc == 0, || format!("exit {rc}, output: {out}"));
     }
 
     /// The mock API log lines from `uid`.
-    fn api_requests(&self, uid: u32) -> Vec<String> {
+    pub(crate) fn api_requests(&self, uid: u32) -> Vec<String> {
         let prefix = format!("uid={uid} ");
         self.report
             .file("mock-api")
@@ -82,13 +91,13 @@ impl<'a> Checks<'a> {
     }
 
     /// The JSON denial log the VM reported (file "denials"): its text and its records.
-    fn denial_log(&self) -> (String, Vec<serde_json::Value>) {
+    pub(crate) fn denial_log(&self) -> (String, Vec<serde_json::Value>) {
         let log = self.report.file("denials").unwrap_or("").to_string();
         let records = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         (log, records)
     }
 
-    fn finished(&mut self) {
+    pub(crate) fn finished(&mut self) {
         let done = self.report.done;
         let tail: String = {
             let lines: Vec<&str> = self.report.console.lines().collect();
@@ -191,6 +200,8 @@ const LIMIT_DENIALS: &[(&str, &str)] = &[
     ("long-argv", "command"),
 ];
 
+const KILLED_SPELLINGS: &[&str] = &["exec-as-interpreter", "exec-int80"];
+
 fn check_default_policy(c: &mut Checks) {
     c.finished();
     let (rc, out) = c.step("bad-policy");
@@ -223,13 +234,16 @@ fn check_default_policy(c: &mut Checks) {
         "exec-globals",
         "exec-fexecve",
         "exec-execveat",
-        "exec-as-interpreter",
-        "exec-int80",
         "container-exec",
         "compose-exec",
     ];
     for step in DENIED_SPELLINGS {
         c.denied(step);
+    }
+    // argv only the re-check can see (rewritten by `#!`, or passed through the 32-bit
+    // entry): decided on the kernel's copy, killed past the point of no return.
+    for step in KILLED_SPELLINGS {
+        c.killed(step);
     }
     c.succeeded("other-binary");
     c.succeeded("version-flag");
@@ -330,7 +344,8 @@ fn check_default_policy(c: &mut Checks) {
     let (log, records) = c.denial_log();
     // exec-path-order is two denials: the shell tries each PATH entry, and both are docker;
     // exec-after-sigterm is one more, logged by nobody (the daemon is gone) but counted.
-    let expected = DENIED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len() + 1;
+    let expected =
+        DENIED_SPELLINGS.len() + KILLED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len() + 1;
     c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
         format!("{} records:\n{log}", records.len())
     });
@@ -357,10 +372,16 @@ fn check_default_policy(c: &mut Checks) {
             && paths.iter().any(|p| p.starts_with("/dev/fd/")),
         || format!("{paths:?}"),
     );
-    let interpreter = records.iter().find(|r| r["reason"] == "interpreter");
+    let interpreter =
+        records.iter().find(|r| r["argv"].get(1) == Some(&serde_json::json!("/tmp/docker-script")));
     c.check(
-        "docker as a #! interpreter is denied as undecidable (reason interpreter)",
-        interpreter.is_some_and(|r| r["command"].is_null()),
+        "docker as a #! interpreter is judged on the argv it receives (the script path: unknown command)",
+        interpreter.is_some_and(|r| {
+            r["reason"] == "unknown_command"
+                && r["hook"] == "exec-recheck"
+                && r["action"] == "killed"
+                && r["race"] == false
+        }),
         || log.clone(),
     );
     for (step, reason) in LIMIT_DENIALS {
@@ -380,15 +401,15 @@ fn check_default_policy(c: &mut Checks) {
         }),
         || format!("{long:?}"),
     );
-    let compat = records.iter().find(|r| r["reason"] == "unsupported_exec_path");
+    let compat = records.iter().find(|r| r["hook"] == "exec-recheck" && r["command"] == "container exec");
     c.check(
-        "the i386 execve is denied as undecidable (reason unsupported_exec_path)",
-        compat.is_some(),
+        "the i386 execve is judged on the kernel's copy of argv (container exec, killed)",
+        compat.is_some_and(|r| r["action"] == "killed"),
         || log.clone(),
     );
 
     let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
-    c.check("daemon logs one structured line per denial", daemon_log.matches("enforcer: denied uid=1001 user=ai-worker").count() == expected
+    c.check("daemon logs one structured line per denial", daemon_log.lines().filter(|l| (l.starts_with("enforcer: denied hook=exec ") || l.starts_with("enforcer: killed hook=exec-recheck ")) && l.contains(" uid=1001 user=ai-worker ")).count() == expected
         && daemon_log.contains("rule=\"ai-worker-docker\" reason=command command=\"container exec\" binary=/usr/bin/docker argv=[\"docker\",\"exec\",\"-u\""), || daemon_log.clone());
     let (rc, _) = c.step("enforcer-exit");
     c.check("daemon exits 0 on SIGTERM", rc == 0, || format!("exit {rc}"));
@@ -526,7 +547,8 @@ POLICY
 start_enforcer --config /tmp/audit.toml
 step audit-exec ai-worker docker exec gitea true
 step audit-ps ai-worker docker ps
-step audit-int80 ai-worker /usr/local/bin/exec-helper int80 /usr/bin/docker docker ps
+step audit-undecidable ai-worker docker --no-such-flag ps
+step audit-int80-exec ai-worker /usr/local/bin/exec-helper int80 /usr/bin/docker docker exec gitea int80
 step status root /usr/local/sbin/enforcer status --json
 # `enforcer stop` with the daemon running: it removes the pins and exits with 3.
 step stop-running root /usr/local/sbin/enforcer stop
@@ -566,24 +588,33 @@ fn check_audit_mode(c: &mut Checks) {
     let (log, records) = c.denial_log();
     c.check(
         "the would-be denial is recorded as audited",
-        records.len() == 2
+        records.len() == 3
             && records[0]["action"] == "audited"
             && records[0]["command"] == "container exec"
             && records[0]["rule"] == "watch-only",
         || log.clone(),
     );
-    c.succeeded("audit-int80");
+    c.not_refused("audit-undecidable", "audit mode denies nothing");
     c.check(
         "an undecidable exec is audited too, with its reason",
         records.get(1).is_some_and(|r| {
-            r["action"] == "audited" && r["reason"] == "unsupported_exec_path" && r["command"].is_null()
+            r["action"] == "audited" && r["reason"] == "unknown_global_option" && r["command"].is_null()
+        }),
+        || log.clone(),
+    );
+    let (rc, out) = c.step("audit-int80-exec");
+    c.check("audit mode: the re-check kills nothing", rc != 137, || format!("exit {rc}: {out}"));
+    c.check(
+        "audit mode: an exec only the re-check sees is audited by it",
+        records.get(2).is_some_and(|r| {
+            r["action"] == "audited" && r["hook"] == "exec-recheck" && r["command"] == "container exec"
         }),
         || log.clone(),
     );
     let daemon_log = c.report.file("enforcer-log").unwrap_or("").to_string();
     c.check(
         "daemon logs one structured line for it",
-        daemon_log.contains("enforcer: audited uid=1001 user=ai-worker")
+        daemon_log.contains("enforcer: audited hook=exec uid=1001 user=ai-worker")
             && daemon_log.contains("command=\"container exec\""),
         || daemon_log.clone(),
     );
@@ -830,7 +861,7 @@ report_file mock-api /tmp/mock-api.log
     .to_string()
 }
 
-fn json_step(c: &Checks, step: &str) -> (i32, serde_json::Value, String) {
+pub(crate) fn json_step(c: &Checks, step: &str) -> (i32, serde_json::Value, String) {
     let (rc, out) = c.step(step);
     (rc, serde_json::from_str(&out).unwrap_or_default(), out)
 }
@@ -1013,6 +1044,13 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             check: check_daemon,
         },
         Group {
+            name: "bypass",
+            script: crate::bypass::script(),
+            files: vec![],
+            lsm: vm::DEFAULT_LSM,
+            check: crate::bypass::check,
+        },
+        Group {
             name: "no-bpf-lsm",
             script: no_bpf_lsm_script(),
             files: vec![],
@@ -1063,6 +1101,9 @@ pub fn run_group(
     }
     if group.script.contains("loop.ko") {
         archive.copy("lib/modules/loop.ko", 0o644, &kernel.module("drivers/block/loop.ko", &dir)?)?;
+    }
+    if group.script.contains("binfmt_misc.ko") {
+        archive.copy("lib/modules/binfmt_misc.ko", 0o644, &kernel.module("fs/binfmt_misc.ko", &dir)?)?;
     }
     let scenario = dir.join("scenario.cpio");
     archive.write_to(&scenario)?;

@@ -119,6 +119,21 @@ fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Adds host binaries and their shared libraries, each library once.
+fn add_binaries(archive: &mut Archive, binaries: &[(&str, &Path)]) -> Result<()> {
+    let mut added = std::collections::BTreeSet::new();
+    for (dest, source) in binaries {
+        archive.copy(dest, 0o755, source)?;
+        for lib in shared_libraries(source)? {
+            if added.insert(lib.clone()) {
+                let real = std::fs::canonicalize(&lib)?;
+                archive.copy(&lib.to_string_lossy(), 0o755, &real)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the initramfs every scenario shares. Scenario files go in a second archive
 /// appended to it (the kernel unpacks concatenated archives in order).
 pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
@@ -146,6 +161,10 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     add_binary(&mut archive, "usr/local/sbin/enforcer", &artifacts.enforcer)?;
     add_binary(&mut archive, "usr/local/sbin/mock-docker-api", &artifacts.mock_api)?;
     add_binary(&mut archive, "usr/local/bin/exec-helper", &artifacts.exec_helper)?;
+    // A static i386 program that execs its arguments (the 32-bit exec path, tests/src/elf32.rs).
+    archive.file("usr/local/bin/exec32", 0o755, &crate::elf32::exec_trampoline());
+    // Other ways to talk to the docker API than the docker CLI (they share most libraries).
+    add_binaries(&mut archive, &[("usr/bin/curl", &which("curl")?), ("usr/bin/socat", &which("socat")?)])?;
     archive.file("etc/passwd", 0o644, PASSWD.as_bytes());
     archive.file("etc/group", 0o644, GROUP.as_bytes());
     archive.file("etc/nsswitch.conf", 0o644, b"passwd: files\ngroup: files\n");

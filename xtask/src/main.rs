@@ -114,6 +114,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "/usr/bin/xz"),
     ("nix-bin", "/usr/bin/nix-instantiate"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    ("curl", "/usr/bin/curl"),
+    ("socat", "/usr/bin/socat"),
 ];
 
 struct Apt {

@@ -1,14 +1,17 @@
 //! A tiny stand-in for the docker daemon's HTTP API on a unix socket, for the VM tests.
 //!
-//! It answers what `docker ps` and `docker version` need, answers 404 to everything else,
-//! and appends one line per request to a log: `uid=<peer uid> <METHOD> <path>`, so a test
-//! can prove that a denied command never reached the API (and who did reach it).
+//! It answers what `docker ps` and `docker version` need (and `GET /_ping`: 200 `OK`),
+//! answers 404 to everything else, and appends one line per request to a log:
+//! `uid=<peer uid> <METHOD> <path>` for the unix socket, `tcp <METHOD> <path>` for the
+//! optional TCP listener, so a test can prove that a denied command never reached the API
+//! (and who did reach it).
 //!
-//! Usage: mock-docker-api SOCKET LOG [GID]
+//! Usage: mock-docker-api SOCKET LOG [GID] [--tcp ADDR:PORT]
 
 use std::{
     fs::OpenOptions,
     io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
     os::unix::{
         fs::PermissionsExt,
         net::{UnixListener, UnixStream},
@@ -19,10 +22,24 @@ use std::{
 const API_VERSION: &str = "1.47";
 
 fn main() -> anyhow::Result<()> {
+    const USAGE: &str = "usage: mock-docker-api SOCKET LOG [GID] [--tcp ADDR:PORT]";
+    let mut positional = Vec::new();
+    let mut tcp = None;
     let mut args = std::env::args().skip(1);
-    let socket = args.next().ok_or_else(|| anyhow::anyhow!("usage: mock-docker-api SOCKET LOG [GID]"))?;
-    let log_path = args.next().ok_or_else(|| anyhow::anyhow!("missing LOG"))?;
-    let gid: Option<u32> = args.next().map(|g| g.parse()).transpose()?;
+    while let Some(arg) = args.next() {
+        if arg == "--tcp" {
+            tcp = Some(args.next().ok_or_else(|| anyhow::anyhow!("--tcp needs ADDR:PORT; {USAGE}"))?);
+        } else {
+            positional.push(arg);
+        }
+    }
+    let mut positional = positional.into_iter();
+    let socket = positional.next().ok_or_else(|| anyhow::anyhow!("{USAGE}"))?;
+    let log_path = positional.next().ok_or_else(|| anyhow::anyhow!("missing LOG; {USAGE}"))?;
+    let gid: Option<u32> = positional.next().map(|g| g.parse()).transpose()?;
+    if positional.next().is_some() {
+        anyhow::bail!("{USAGE}");
+    }
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
     if let Some(gid) = gid {
@@ -30,11 +47,27 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     let log = Arc::new(Mutex::new(OpenOptions::new().create(true).append(true).open(&log_path)?));
+    if let Some(address) = tcp {
+        let tcp_listener = TcpListener::bind(&address)?;
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for stream in tcp_listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let Ok(reader) = stream.try_clone() else { return };
+                    let _ = serve(reader, stream, "tcp", &log);
+                });
+            }
+        });
+    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let log = Arc::clone(&log);
         std::thread::spawn(move || {
-            let _ = serve(stream, &log);
+            let who = format!("uid={}", peer_uid(&stream));
+            let Ok(reader) = stream.try_clone() else { return };
+            let _ = serve(reader, stream, &who, &log);
         });
     }
     Ok(())
@@ -67,10 +100,14 @@ unsafe extern "C" {
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut std::ffi::c_void, len: *mut u32) -> i32;
 }
 
-fn serve(stream: UnixStream, log: &Mutex<std::fs::File>) -> std::io::Result<()> {
-    let uid = peer_uid(&stream);
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+/// Serves HTTP/1.x requests on one connection; `who` starts each log line.
+fn serve(
+    reader: impl Read,
+    mut writer: impl Write,
+    who: &str,
+    log: &Mutex<std::fs::File>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(reader);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line)? == 0 {
@@ -79,6 +116,8 @@ fn serve(stream: UnixStream, log: &Mutex<std::fs::File>) -> std::io::Result<()> 
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
+        // HTTP/1.0 (curl -0, a hand-written request through socat): one response, then close.
+        let close_after = parts.next() == Some("HTTP/1.0");
         let mut content_length = 0usize;
         let mut chunked = false;
         loop {
@@ -106,7 +145,7 @@ fn serve(stream: UnixStream, log: &Mutex<std::fs::File>) -> std::io::Result<()> 
         }
         {
             let mut log = log.lock().unwrap();
-            writeln!(log, "uid={uid} {method} {target}")?;
+            writeln!(log, "{who} {method} {target}")?;
             log.flush()?;
         }
         let (status, body) = respond(&method, &target);
@@ -119,6 +158,9 @@ fn serve(stream: UnixStream, log: &Mutex<std::fs::File>) -> std::io::Result<()> 
             writer.write_all(body.as_bytes())?;
         }
         writer.flush()?;
+        if close_after {
+            return Ok(());
+        }
     }
 }
 

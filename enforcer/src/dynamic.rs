@@ -1,0 +1,141 @@
+//! What the kernel maps learn from the running system: the inodes of the gated docker API
+//! sockets and the ids of the named cgroups. Both change when their owner re-creates them
+//! (dockerd binds a new socket at each start, systemd makes a new cgroup at each unit
+//! start), so the daemon looks again every second and updates the maps when they moved.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use crate::{bpf::Dynamic, policy::Resolved};
+
+/// What `stat` says about each socket and cgroup path: when this has not changed, neither
+/// has the kernel's view, and nothing needs probing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, Option<(u64, u64)>)>);
+
+/// The mount point of the cgroup v2 hierarchy, from this process's mount table.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_root_in(&mounts)
+}
+
+fn cgroup2_root_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER"
+        let (fields, fs) = line.split_once(" - ")?;
+        if fs.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        fields.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// The socket files that exist now, by resolved path, with the rules gating them.
+pub fn existing_sockets(resolved: &Resolved) -> BTreeMap<PathBuf, u32> {
+    let mut sockets = BTreeMap::new();
+    for (path, rules) in &resolved.sockets {
+        let Ok(real) = std::fs::canonicalize(path) else { continue };
+        if std::fs::metadata(&real).is_ok_and(|m| m.file_type().is_socket()) {
+            *sockets.entry(real).or_default() |= rules;
+        }
+    }
+    sockets
+}
+
+/// cgroup id (the directory's inode number in cgroupfs) -> rules, for the named cgroups
+/// that exist now.
+pub fn cgroup_ids(resolved: &Resolved, root: Option<&Path>) -> BTreeMap<u64, u32> {
+    let mut ids = BTreeMap::new();
+    let Some(root) = root else { return ids };
+    for (path, rules) in &resolved.cgroups {
+        if let Ok(meta) = std::fs::metadata(root.join(path.trim_start_matches('/'))) {
+            *ids.entry(meta.ino()).or_default() |= rules;
+        }
+    }
+    ids
+}
+
+pub fn fingerprint(resolved: &Resolved, root: Option<&Path>) -> Fingerprint {
+    let stat = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let mut entries: Vec<_> = resolved.sockets.keys().map(|p| (p.clone(), stat(p))).collect();
+    if let Some(root) = root {
+        entries.extend(resolved.cgroups.keys().map(|c| {
+            let path = root.join(c.trim_start_matches('/'));
+            let id = stat(&path);
+            (path, id)
+        }));
+    }
+    Fingerprint(entries)
+}
+
+/// The dynamic entries, given the kernel identities of the existing sockets.
+pub fn dynamic(
+    sockets: &BTreeMap<PathBuf, u32>,
+    identities: &BTreeMap<PathBuf, enforcer_common::FileId>,
+    cgroups: BTreeMap<u64, u32>,
+) -> Dynamic {
+    let mut by_identity = BTreeMap::new();
+    for (path, rules) in sockets {
+        if let Some(identity) = identities.get(path) {
+            *by_identity.entry(*identity).or_default() |= rules;
+        }
+    }
+    Dynamic { sockets: by_identity, cgroups }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount() {
+        let mounts = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                      30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_root_in(mounts), Some(PathBuf::from("/sys/fs/cgroup")));
+        let hybrid = "31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_root_in(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_root_in("22 1 0:21 / /proc rw - proc proc rw\n"), None);
+    }
+
+    #[test]
+    fn cgroup_ids_are_directory_inodes() {
+        let root = std::env::temp_dir().join(format!("enforcer-cgroup-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("agent.slice/a.service")).unwrap();
+        let mut resolved = crate::policy::Policy::parse(
+            "p.toml",
+            "[[rule]]\nname = \"r\"\ncgroups = [\"/agent.slice/a.service\", \"/missing\"]\ndeny = [\"exec\"]\n",
+        )
+        .unwrap()
+        .resolve(&NoBinaries)
+        .unwrap();
+        let ino = std::fs::metadata(root.join("agent.slice/a.service")).unwrap().ino();
+        assert_eq!(cgroup_ids(&resolved, Some(&root)), BTreeMap::from([(ino, 1)]));
+        assert_eq!(resolved.cgroup_levels(), 1 << 2 | 1 << 1);
+        let before = fingerprint(&resolved, Some(&root));
+        std::fs::remove_dir(root.join("agent.slice/a.service")).unwrap();
+        std::fs::create_dir(root.join("agent.slice/a.service")).unwrap();
+        // Re-created: the fingerprint moves (a new inode, or at least a new stat).
+        let _ = std::fs::create_dir(root.join("missing"));
+        assert_ne!(fingerprint(&resolved, Some(&root)), before);
+        resolved.cgroups.clear();
+        assert!(cgroup_ids(&resolved, Some(&root)).is_empty());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Resolution without the host's docker: every binary "exists".
+    struct NoBinaries;
+    impl crate::policy::System for NoBinaries {
+        fn uid_of(&self, _: &str) -> Option<u32> {
+            None
+        }
+        fn search_path(&self) -> Vec<PathBuf> {
+            vec![PathBuf::from("/usr/bin")]
+        }
+        fn resolve_file(&self, path: &Path) -> Option<PathBuf> {
+            Some(path.to_path_buf())
+        }
+    }
+}

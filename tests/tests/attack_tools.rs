@@ -1,0 +1,288 @@
+//! The attacker tooling of the bypass-resistance VM tests (exec-helper's attack modes, the
+//! i386 exec trampoline, the mock API's TCP listener), proven to work on a host without the
+//! enforcer. A VM test that sees one of these attacks fail can then only be seeing the
+//! kernel defence. They need root (userfaultfd in kernel mode, ptrace) and IA32 emulation;
+//! they never skip.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+const EXEC_HELPER: &str = env!("CARGO_BIN_EXE_exec-helper");
+const MOCK_API: &str = env!("CARGO_BIN_EXE_mock-docker-api");
+
+fn run(program: &str, args: &[&str]) -> Output {
+    let output =
+        Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    eprintln!(
+        "{program} {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn helper(args: &[&str]) -> Output {
+    run(EXEC_HELPER, args)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh directory under the target's temporary directory.
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("attack-tools-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn uffd_race_execs_the_kernel_copy_of_argv() {
+    // argv = [echo, W, x]: W is "ps" in memory once the fault is handled, but the kernel had
+    // already copied "exec", and echo prints the kernel's copy.
+    let output = helper(&["uffd-race", "/bin/echo", "ps", "exec", "echo", "x"]);
+    assert!(
+        output.status.success(),
+        "uffd-race failed (userfaultfd refused? it needs root or vm.unprivileged_userfaultfd=1): {}",
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output), "exec x\n");
+    assert!(stderr(&output).contains("uffd-race: fault handled, argv[1] now ps"), "{}", stderr(&output));
+}
+
+#[test]
+fn uffd_race_pads_to_the_longer_word() {
+    let output = helper(&["uffd-race", "/bin/echo", "version", "ps", "echo", "a", "b"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "ps a b\n");
+    assert!(stderr(&output).contains("argv[1] now version"));
+}
+
+#[test]
+fn uffd_race_reports_a_failed_exec() {
+    let output = helper(&["uffd-race", "/nonexistent", "ps", "exec", "docker"]);
+    assert_eq!(output.status.code(), Some(126));
+    assert!(stderr(&output).contains("exec: No such file or directory"), "{}", stderr(&output));
+}
+
+#[test]
+fn flip_race_runs_every_try() {
+    let output = helper(&["flip-race", "20", "/bin/echo", "ps", "exec", "echo", "x"]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "tries=20 killed=0 eperm=0 ran=20 other=0\n");
+}
+
+#[test]
+fn flip_race_counts_failed_execs() {
+    let output = helper(&["flip-race", "3", "/nonexistent", "ps", "exec", "docker"]);
+    assert_eq!(stdout(&output), "tries=3 killed=0 eperm=0 ran=0 other=3\n");
+}
+
+#[test]
+fn tamper_succeeds_without_the_defence() {
+    let output = helper(&["tamper", "/bin/sleep", "sleep", "30"]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "ptrace=OK mem=OK vm_writev=OK pidfd_getfd=OK child=running\n");
+}
+
+#[test]
+fn tamper_reports_a_gone_child() {
+    // The child's exec fails and it exits (101) before the attempts; ptrace on a zombie
+    // fails with EPERM, which child= tells apart from a refusal.
+    let output = helper(&["tamper", "/nonexistent", "x"]);
+    assert!(output.status.success());
+    let line = stdout(&output);
+    assert!(line.ends_with(" child=exited(exit=101)\n"), "{line}");
+}
+
+#[test]
+fn traceme_exec_runs_under_trace() {
+    let output = helper(&["traceme", "/bin/true", "true"]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "traceme-exec=ran\n");
+}
+
+#[test]
+fn traceme_reports_other_failures() {
+    let output = helper(&["traceme", "/nonexistent", "x"]);
+    assert_eq!(stdout(&output), "traceme-exec=other(exit=101)\n");
+}
+
+#[test]
+fn memfd_exec_runs_the_copy() {
+    let output = helper(&["memfd-exec", "/bin/echo", "echo", "from", "memfd"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "from memfd\n");
+}
+
+#[test]
+fn memfd_exec_runs_a_script() {
+    let dir = scratch("memfd-script");
+    let script = dir.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho script \"$@\"\n").unwrap();
+    let output = helper(&["memfd-exec", script.to_str().unwrap(), "script", "ok"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "script ok\n");
+}
+
+struct MockApi {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for MockApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mock docker API on `socket`, with `extra` arguments; returns once it listens.
+fn mock_api(dir: &Path, extra: &[&str]) -> MockApi {
+    let socket = dir.join("docker.sock");
+    let log = dir.join("api.log");
+    let child =
+        Command::new(MOCK_API).arg(&socket).arg(&log).args(extra).spawn().expect("start mock-docker-api");
+    let api = MockApi { child, log };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "mock-docker-api did not listen on {}", socket.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    api
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_log(api: &MockApi, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&api.log).unwrap_or_default();
+        if log.lines().any(|l| l == line) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connect_unix_and_tcp_reach_the_mock_api() {
+    let dir = scratch("connect");
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let api = mock_api(&dir, &["--tcp", &address]);
+    let socket = dir.join("docker.sock");
+
+    let output = helper(&["connect-unix", socket.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "HTTP/1.1 200 OK\n");
+    let log = wait_for_log(&api, "uid=0 GET /_ping");
+    assert!(log.lines().any(|l| l == "uid=0 GET /_ping"), "log: {log}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "no TCP listener on {address}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = helper(&["connect-tcp", &address]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "HTTP/1.1 200 OK\n");
+    let log = wait_for_log(&api, "tcp GET /_ping");
+    assert!(log.lines().any(|l| l == "tcp GET /_ping"), "log: {log}");
+}
+
+#[test]
+fn connect_reports_refusal() {
+    let dir = scratch("refused");
+    let output = helper(&["connect-unix", dir.join("none.sock").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "connect: No such file or directory\n");
+    let output = helper(&["connect-tcp", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "connect: Connection refused\n");
+}
+
+#[test]
+fn mock_api_keeps_the_positional_usage() {
+    let dir = scratch("positional");
+    // GID 0: chown to root:root, as the VM does with the docker group.
+    let api = mock_api(&dir, &["0"]);
+    let socket = dir.join("docker.sock");
+    let output = helper(&["connect-unix", socket.to_str().unwrap()]);
+    assert_eq!(stdout(&output), "HTTP/1.1 200 OK\n");
+    let log = wait_for_log(&api, "uid=0 GET /_ping");
+    assert!(log.lines().any(|l| l == "uid=0 GET /_ping"), "log: {log}");
+}
+
+#[test]
+fn curl_talks_to_the_mock_api_over_its_socket() {
+    let dir = scratch("curl");
+    let api = mock_api(&dir, &[]);
+    let socket = dir.join("docker.sock");
+    let output = run("curl", &["-sS", "--unix-socket", socket.to_str().unwrap(), "http://docker/_ping"]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "OK");
+    let log = wait_for_log(&api, "uid=0 GET /_ping");
+    assert!(log.lines().any(|l| l == "uid=0 GET /_ping"), "log: {log}");
+}
+
+/// The i386 trampoline, written out as an executable file.
+fn exec32(dir: &Path) -> PathBuf {
+    let path = dir.join("exec32");
+    std::fs::write(&path, tests::elf32::exec_trampoline()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn run_exec32(args: &[&str]) -> Output {
+    let dir = scratch("exec32");
+    let path = exec32(&dir);
+    let output = Command::new(&path).args(args).output();
+    match output {
+        Ok(output) => output,
+        Err(e) if e.raw_os_error() == Some(8) => {
+            panic!(
+                "the kernel refused to run the i386 program (ENOEXEC): no IA32 emulation on this host? {e}"
+            )
+        }
+        Err(e) => panic!("cannot run {}: {e}", path.display()),
+    }
+}
+
+#[test]
+fn exec32_execs_its_arguments() {
+    let output = run_exec32(&["/bin/echo", "hello"]);
+    assert!(output.status.success(), "{:?} {}", output.status, stderr(&output));
+    assert_eq!(stdout(&output), "hello\n");
+}
+
+#[test]
+fn exec32_passes_the_environment() {
+    let dir = scratch("exec32-env");
+    let path = exec32(&dir);
+    let output = Command::new(&path).args(["/usr/bin/env"]).env_clear().env("MARK", "i386").output().unwrap();
+    assert_eq!(stdout(&output), "MARK=i386\n");
+}
+
+#[test]
+fn exec32_exits_with_the_errno() {
+    let output = run_exec32(&["/nonexistent"]);
+    assert_eq!(output.status.code(), Some(2), "ENOENT");
+    let output = run_exec32(&[]);
+    assert_eq!(output.status.code(), Some(14), "EFAULT: no PATH");
+}
