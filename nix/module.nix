@@ -90,7 +90,10 @@ let
     "mode"
     "name"
     "users"
+    "cgroups"
     "binaries"
+    "sockets"
+    "hosts"
     "deny"
     "allow"
   ];
@@ -209,8 +212,10 @@ in
       '';
       description = ''
         The policy, written to ${policyPath} (format: README.md, "The policy"): `mode`, and
-        `rule`, a list of rules with `name`, `users` (names or uids), optional `binaries`
-        (absolute paths) and `deny` or `allow`. Rules from several definitions are concatenated.
+        `rule`, a list of rules with `name`, `users` (names or uids) and/or `cgroups`
+        (cgroup v2 paths such as "/system.slice/ai-agent.service"), optional `binaries`
+        (absolute paths), `sockets` and `hosts` (the docker API endpoints only vetted
+        binaries may connect to), and `deny` or `allow`. Rules from several definitions are concatenated.
         The default is the embedded default policy, with `binaries` set to
         `services.enforcer.dockerBinaries` when docker is enabled. The daemon checks the file at
         start and on reload (file:line:column errors); a bad file at reload keeps the old policy.
@@ -332,8 +337,8 @@ in
           };
           # A new policy is applied with `systemctl reload` (no restart) on nixos-rebuild switch.
           reloadTriggers = [ policyText ];
-          # A new docker package is a new binary (a new inode): restart to vet it. The agent's
-          # old docker stays in the Nix store until garbage-collected: see docs/nixos.md.
+          # A new docker package is a new binary (a new inode): restart to vet it. The old
+          # one stays in the Nix store, unvetted: the socket gate refuses its connections.
           restartTriggers = lib.optional (config.virtualisation.docker.enable or false) config.virtualisation.docker.package;
           # Restart after activation instead of stop before / start after: the pins keep
           # enforcing either way, this only shortens the time without denial logging.

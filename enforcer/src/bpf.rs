@@ -491,11 +491,47 @@ fn verifier_error(name: &str, error: aya::programs::ProgramError) -> anyhow::Err
 /// Whether the exec hook of some enforcer instance is attached right now. Listing the
 /// kernel's programs and links needs privilege; that failure is an error, not a "no".
 pub fn exec_hook_attached() -> Result<bool> {
+    attached(&[EXEC_PROGRAM])
+}
+
+/// Whether any enforcing program of some enforcer instance is still loaded. Dropping the
+/// last reference to a link detaches it asynchronously; its program goes only once the
+/// hook no longer runs it, so this, not the link list, says when enforcement is over.
+pub fn any_program_loaded() -> Result<bool> {
+    let names: Vec<String> = HOOKS.iter().map(|(program, _)| kernel_name(program)).collect();
     let programs: Vec<_> = aya::programs::loaded_programs()
         .collect::<Result<_, _>>()
         .context("cannot list the kernel's BPF programs (run as root)")?;
-    let ours: Vec<u32> =
-        programs.iter().filter(|p| p.name_as_str() == Some(EXEC_PROGRAM)).map(|p| p.id()).collect();
+    Ok(programs.iter().any(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n))))
+}
+
+/// Waits until no enforcing program is loaded (up to `timeout`); false if one still is.
+pub fn wait_unloaded(timeout: std::time::Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    while any_program_loaded()? {
+        if std::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(true)
+}
+
+/// The kernel keeps the first 15 bytes of a program's name.
+fn kernel_name(name: &str) -> String {
+    name[..name.len().min(15)].to_string()
+}
+
+fn attached(names: &[&str]) -> Result<bool> {
+    let names: Vec<String> = names.iter().map(|n| kernel_name(n)).collect();
+    let programs: Vec<_> = aya::programs::loaded_programs()
+        .collect::<Result<_, _>>()
+        .context("cannot list the kernel's BPF programs (run as root)")?;
+    let ours: Vec<u32> = programs
+        .iter()
+        .filter(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n)))
+        .map(|p| p.id())
+        .collect();
     let links: Vec<_> = aya::programs::loaded_links()
         .collect::<Result<_, _>>()
         .context("cannot list the kernel's BPF links (run as root)")?;

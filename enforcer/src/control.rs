@@ -76,18 +76,29 @@ pub fn stop() -> Result<ExitCode> {
     match request("stop", Duration::from_secs(30))? {
         Some(reply) if reply.ok => {
             println!(
-                "stopped: the daemon (pid {}) removed the pins and exited; nothing enforces now",
-                reply.pid
+                "stopped: the daemon (pid {}) removed the pins and exited; {}",
+                reply.pid,
+                wait_detached()?
             );
         }
         Some(reply) => bail!("the daemon refused to stop: {}", reply.error.unwrap_or_default()),
         None => {
             if crate::bpf::remove_pins()? {
-                println!("stopped: no daemon was running; removed the pins; nothing enforces now");
+                println!("stopped: no daemon was running; removed the pins; {}", wait_detached()?);
             } else {
                 println!("nothing to stop: no daemon and no pins");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the kernel has released every enforcer program: dropping the last
+/// reference to a link detaches it asynchronously (and the daemon drops its own as it exits).
+fn wait_detached() -> Result<&'static str> {
+    Ok(if crate::bpf::wait_unloaded(Duration::from_secs(20))? {
+        "nothing enforces now"
+    } else {
+        "but the kernel still lists enforcer programs after 20 s (see `bpftool prog`)"
+    })
 }

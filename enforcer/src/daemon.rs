@@ -352,9 +352,14 @@ pub async fn run(options: Options) -> Result<bool> {
     }
     let counters = daemon.programs.counters()?;
     let counter = |index: u32| counters[index as usize];
+    // Our own descriptors go first: with the pins gone, that detaches everything.
+    drop(daemon);
     if detach {
         bpf::remove_pins()?;
         eprintln!("enforcer: --detach-on-exit: pins removed");
+        if !bpf::wait_unloaded(Duration::from_secs(20))? {
+            eprintln!("enforcer: warning: the kernel still lists enforcer programs after 20 s");
+        }
     }
     let _ = std::fs::remove_file(control::socket_path());
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());

@@ -38,8 +38,9 @@ pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
 /// The docker API sockets a rule gates when it does not list `sockets`.
 pub const DEFAULT_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
 
-/// Where docker CLI plugins live; a rule without `binaries` vets the compose plugin found
-/// there (the docker CLI runs it as `docker-compose [GLOBAL OPTIONS] compose ...`).
+/// Where docker CLI plugins live; a rule without `binaries` vets the compose and buildx
+/// plugins found there (the docker CLI runs them as `docker-compose [GLOBAL OPTIONS]
+/// compose ...` and `docker-buildx buildx ...`).
 pub const PLUGIN_DIRS: &[&str] = &[
     "/usr/local/lib/docker/cli-plugins",
     "/usr/local/libexec/docker/cli-plugins",
@@ -622,6 +623,14 @@ impl Policy {
                             .iter()
                             .map(|d| (Path::new(d).join("docker-compose"), PROFILE_COMPOSE, None, false)),
                     );
+                    // `docker build` runs the buildx plugin as `docker-buildx buildx build ...`:
+                    // the docker CLI's own grammar reads that argv. Unvetted, the socket gate
+                    // would refuse the plugin's connection and break `docker build`.
+                    candidates.extend(
+                        PLUGIN_DIRS
+                            .iter()
+                            .map(|d| (Path::new(d).join("docker-buildx"), PROFILE_DOCKER, None, false)),
+                    );
                     candidates
                 }
             };
@@ -925,10 +934,19 @@ deny = ["exec", "cp"]
                     "/usr/libexec/docker/cli-plugins/docker-compose",
                     "/usr/libexec/docker/cli-plugins/docker-compose",
                 ),
+                (
+                    "/usr/libexec/docker/cli-plugins/docker-buildx",
+                    "/usr/libexec/docker/cli-plugins/docker-buildx",
+                ),
             ],
             path: vec![],
         };
         let resolved = Policy::default_policy().resolve(&system).unwrap();
+        // buildx reads like the docker CLI (`docker-buildx buildx build ...`).
+        assert_eq!(
+            resolved.binaries.get(Path::new("/usr/libexec/docker/cli-plugins/docker-buildx")),
+            Some(&(1, PROFILE_DOCKER))
+        );
         assert_eq!(resolved.binaries.get(Path::new("/usr/bin/docker-compose")), Some(&(1, PROFILE_COMPOSE)));
         // nixpkgs: bin/docker wraps libexec/docker/docker, which is vetted too.
         let nix = FakeSystem {

@@ -514,16 +514,28 @@ fn check_filesystems(c: &mut Checks) {
             && log.contains("binary /nonexistent/docker not found, skipped"),
         || log.clone(),
     );
-    // Only listed binaries are vetted: the rootfs docker is another file. (Copies are
-    // closed by the socket gate, a later issue; this pins down today's behaviour.)
+    // Only listed binaries are vetted: the rootfs docker is another file, so its exec is
+    // not judged, and the socket gate refuses its connection.
     c.not_refused("unlisted-exec", "an unlisted docker binary is not matched by identity");
+    let (_, out) = c.step("unlisted-exec");
+    c.check(
+        "an unlisted docker cannot connect to the API (socket gate)",
+        out.to_lowercase().contains("operation not permitted"),
+        || out.clone(),
+    );
     c.check(
         "per-CPU counters are exact: 5 vetted execs checked, 3 denied, unlisted binary not checked",
         log.contains("stopping (checked 5, denied 3, undecidable 0, audited 0, events dropped 0)"),
         || log.clone(),
     );
-    let records = c.denial_log().1.len();
-    c.check("three denials logged", records == 3, || format!("{records} records"));
+    let records = c.denial_log().1;
+    let execs = records.iter().filter(|r| r["hook"] == "exec").count();
+    let connects = records.iter().filter(|r| r["hook"] == "connect-unix").count();
+    c.check(
+        "three exec denials and the unlisted docker's refused connections logged",
+        execs == 3 && connects >= 1,
+        || format!("{records:#?}"),
+    );
     let (rc, out) = c.step("status-detached");
     c.check(
         "run --detach-on-exit: after SIGTERM nothing enforces",
