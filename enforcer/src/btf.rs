@@ -190,6 +190,44 @@ impl Btf {
     }
 }
 
+impl Btf {
+    /// A BTF that keeps only the kernel's `bpf_lsm_*` functions, at their ids (every other
+    /// type is a placeholder). Loading an LSM program needs nothing else from BTF: the id
+    /// of its hook's function. aya's full parse of vmlinux is the slowest step of start-up
+    /// after verification, and its loader already does one of its own.
+    pub fn lsm_hooks(&self) -> Vec<u8> {
+        const KIND_FUNC: u32 = 12;
+        const KIND_PTR: u32 = 2;
+        let mut strings = vec![0u8];
+        let mut types = Vec::new();
+        let mut put = |words: [u32; 3]| words.iter().for_each(|w| types.extend_from_slice(&w.to_le_bytes()));
+        let hooks: Vec<(u32, TypeHeader)> = (1..self.types.len() as u32)
+            .filter_map(|id| Some((id, self.header(id).ok()?)))
+            .filter(|(_, h)| h.kind == KIND_FUNC && self.name(h.name_off).starts_with(b"bpf_lsm_"))
+            .collect();
+        let mut next = 1;
+        for (id, hook) in hooks {
+            // "void *" placeholders keep the ids of the functions in between.
+            for _ in next..id {
+                put([0, KIND_PTR << 24, 0]);
+            }
+            let name_off = strings.len() as u32;
+            strings.extend_from_slice(self.name(hook.name_off));
+            strings.push(0);
+            put([name_off, (KIND_FUNC << 24) | hook.vlen as u32, 0]);
+            next = id + 1;
+        }
+        let mut out = Vec::with_capacity(24 + types.len() + strings.len());
+        for word in [u32::from(MAGIC) | (1 << 16), 24, 0, types.len() as u32, types.len() as u32] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +306,24 @@ mod tests {
             let expected = reference_member(&reference, &definition, member, 0).unwrap();
             assert_eq!(ours.member(strukt, member).unwrap().0, expected, "{strukt}.{member}");
         }
+    }
+
+    /// The trimmed hook BTF gives aya the same function ids as the full one.
+    #[test]
+    fn lsm_hooks_keep_the_kernel_ids() {
+        use aya::{Btf as AyaBtf, Endianness};
+        use aya_obj::btf::BtfKind;
+        let path = std::path::Path::new(crate::kernel::VMLINUX_BTF);
+        let hooks = AyaBtf::parse(&Btf::from_file(path).unwrap().lsm_hooks(), Endianness::default()).unwrap();
+        let full = AyaBtf::from_sys_fs().unwrap();
+        for hook in ["bpf_lsm_bprm_check_security", "bpf_lsm_file_open", "bpf_lsm_bprm_committing_creds"] {
+            assert_eq!(
+                hooks.id_by_type_name_kind(hook, BtfKind::Func).unwrap(),
+                full.id_by_type_name_kind(hook, BtfKind::Func).unwrap(),
+                "{hook}"
+            );
+        }
+        assert!(hooks.id_by_type_name_kind("vfs_read", BtfKind::Func).is_err());
     }
 
     fn reference_member(btf: &btf_rs::Btf, strukt: &btf_rs::Struct, wanted: &str, base: u32) -> Option<u32> {

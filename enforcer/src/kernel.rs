@@ -53,9 +53,13 @@ fn mount_securityfs() {
     }
 }
 
-/// Offsets for the BPF programs from a BTF file (the running kernel's by default).
-pub fn offsets_from_btf(path: &Path) -> Result<KernelOffsets> {
-    let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF {}", path.display()))?;
+/// The running kernel's BTF, read once: the offsets and the programs' hook ids come from it.
+pub fn read_btf() -> Result<Btf> {
+    Btf::from_file(Path::new(VMLINUX_BTF)).with_context(|| format!("cannot parse BTF {VMLINUX_BTF}"))
+}
+
+/// Offsets for the BPF programs from a kernel's BTF.
+pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
     let field = |s: &str, m: &str, size: Option<usize>| -> Result<u32> {
         let (offset, actual) = btf.member(s, m)?;
         if size.is_some() && actual != size {
@@ -87,7 +91,7 @@ mod tests {
     /// that are ABI (pt_regs) must have their x86_64 values.
     #[test]
     fn offsets_resolve_from_host_btf() {
-        let offsets = offsets_from_btf(Path::new(VMLINUX_BTF)).expect("host BTF parses");
+        let offsets = offsets_from_btf(&read_btf().unwrap()).expect("host BTF has the offsets");
         assert_eq!(offsets.regs_orig_ax, 120);
         assert_eq!(offsets.regs_si, 104);
         assert_eq!(offsets.regs_dx, 96);
