@@ -233,6 +233,13 @@ pub async fn run(options: Options) -> Result<bool> {
         eprintln!("enforcer: verifier processed {count} instructions for {}", bpf::EXEC_PROGRAM);
     }
     notify_ready();
+    // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
+    // unless asked, and they would stay in the daemon's RSS for its whole life.
+    // SAFETY: no preconditions.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 
     let log = DenialLog::with_limits(
         &daemon.options.state_dir,
