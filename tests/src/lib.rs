@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod cpio;
 pub mod scenarios;
 pub mod vm;

@@ -109,7 +109,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Adds a host binary (and its shared libraries) to the archive at `dest`.
-fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
+pub fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
     archive.copy(dest, 0o755, source)?;
     for lib in shared_libraries(source)? {
         let dest = lib.to_string_lossy().to_string();
