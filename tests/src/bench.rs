@@ -137,7 +137,14 @@ pub struct Config {
     pub iterations: u64,
     /// Timed execs per run of the bash wrapper (each costs a bash start-up).
     pub wrapper_iterations: u64,
+    /// Run QEMU with `-icount shift=0`: the guest's clock counts executed instructions
+    /// (1 ns each) instead of following the host's wall clock, so other load on the host
+    /// does not show in the figures.
+    pub icount: bool,
 }
+
+/// QEMU arguments of the instruction-counting clock.
+pub const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0"];
 
 impl Config {
     fn warmup(n: u64) -> u64 {
@@ -418,6 +425,8 @@ pub struct Verdict {
     pub target: String,
     pub met: bool,
     pub value: f64,
+    /// For ratios: the same ratio within each round, to show how much it moves.
+    pub per_round: Vec<f64>,
 }
 
 /// The targets, judged on one boot's medians.
@@ -431,12 +440,17 @@ pub fn verdicts(m: &Measured) -> Vec<Verdict> {
         ("(4) restricted docker stub vs bare stub", "stub_enforced", "stub_bare", 1.03),
     ] {
         let r = ratio(key, base);
+        let per_round: Vec<f64> = m.runs(key).iter().zip(m.runs(base)).map(|(a, b)| a / b).collect();
+        let spread = Stats::of(&per_round)
+            .map(|s| format!("; rounds {} to {}", overhead(s.min), overhead(s.max)))
+            .unwrap_or_default();
         out.push(Verdict {
             name: name.to_string(),
-            measured: format!("ratio {r:.4} ({})", overhead(r)),
+            measured: format!("ratio {r:.4} ({}{spread})", overhead(r)),
             target: format!("<= {limit:.2} ({})", overhead(limit)),
             met: r <= limit,
             value: r,
+            per_round,
         });
     }
     let bare = m.median("stub_bare");
@@ -460,6 +474,7 @@ pub fn verdicts(m: &Measured) -> Vec<Verdict> {
         target: ">= 20x".to_string(),
         met: factor >= 20.0,
         value: factor,
+        per_round: Vec::new(),
     });
     let startup = Stats::of(&m.startup_ms).map_or(f64::NAN, |s| s.median);
     out.push(Verdict {
@@ -468,6 +483,7 @@ pub fn verdicts(m: &Measured) -> Vec<Verdict> {
         target: "< 500 ms".to_string(),
         met: startup < 500.0,
         value: startup,
+        per_round: Vec::new(),
     });
     let rss = Stats::of(&m.rss_kib).map_or(f64::NAN, |s| s.median) / 1024.0;
     out.push(Verdict {
@@ -476,6 +492,7 @@ pub fn verdicts(m: &Measured) -> Vec<Verdict> {
         target: "< 20 MiB".to_string(),
         met: rss < 20.0,
         value: rss,
+        per_round: Vec::new(),
     });
     out
 }
@@ -503,6 +520,7 @@ pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
         "rounds": config.rounds,
         "iterations": config.iterations,
         "wrapper_iterations": config.wrapper_iterations,
+        "clock": if config.icount { "qemu -icount shift=0 (1 ns per guest instruction)" } else { "host wall clock (TCG)" },
         "unit": "ns per exec (fork + execve + waitpid)",
         "stub_argv": stub_argv(),
         "stub_check": m.check_output,
@@ -517,6 +535,7 @@ pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
         "targets": verdicts(m).iter().map(|v| json!({
             "name": v.name, "measured": v.measured, "target": v.target, "met": v.met,
             "value": if v.value.is_finite() { json!(v.value) } else { Value::Null },
+            "per_round": v.per_round,
         })).collect::<Vec<_>>(),
     })
 }
@@ -524,8 +543,17 @@ pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
 /// The human-readable table.
 pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
     let mut t = format!(
-        "kernel {} ({}), {} rounds, {} execs per run ({} for the wrapper), median [min - max]\n\n",
-        kernel.label, kernel.release, config.rounds, config.iterations, config.wrapper_iterations
+        "kernel {} ({}), {} rounds, {} execs per run ({} for the wrapper), median [min - max]\nclock: {}\n\n",
+        kernel.label,
+        kernel.release,
+        config.rounds,
+        config.iterations,
+        config.wrapper_iterations,
+        if config.icount {
+            "QEMU -icount (1 ns per guest instruction: host load does not show)"
+        } else {
+            "host wall clock under TCG (host load shows)"
+        }
     );
     t.push_str(&format!(
         "{:<52} {:>10} {:>23} {:>10}\n",
@@ -569,11 +597,11 @@ pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
     t.push_str("\ntargets:\n");
     for v in verdicts(m) {
         t.push_str(&format!(
-            "  {:<4} {:<46} {:<40} target {}\n",
+            "  {:<4} {:<46} target {:<20} measured {}\n",
             if v.met { "met" } else { "MISS" },
             v.name,
-            v.measured,
-            v.target
+            v.target,
+            v.measured
         ));
     }
     t
@@ -607,14 +635,17 @@ pub fn run(
     files.file("scenario.sh", 0o644, script(config).as_bytes());
     let scenario = dir.join("bench.cpio");
     files.write_to(&scenario)?;
-    let report = vm::boot(&Boot {
-        kernel,
-        initrds: vec![base_initrd.to_path_buf(), scenario],
-        lsm: vm::DEFAULT_LSM,
-        timeout: Duration::from_secs(3600),
-        work: dir.clone(),
-        echo: true,
-    })?;
+    let report = vm::boot_with(
+        &Boot {
+            kernel,
+            initrds: vec![base_initrd.to_path_buf(), scenario],
+            lsm: vm::DEFAULT_LSM,
+            timeout: Duration::from_secs(3600),
+            work: dir.clone(),
+            echo: true,
+        },
+        if config.icount { ICOUNT_ARGS } else { &[] },
+    )?;
     if !report.done {
         bail!("the bench did not run to its end; console in {}", dir.join("console.log").display());
     }
@@ -712,9 +743,10 @@ mod tests {
         assert_eq!(met, [true, true, true, true, false, true]);
         assert!((verdicts[3].value - 945.0).abs() < 1e-6);
         let kernel = Kernel { label: "6.1".into(), release: "6.1.0-test".into(), root: PathBuf::new() };
-        let config = Config { rounds: 3, iterations: 5000, wrapper_iterations: 500 };
+        let config = Config { rounds: 3, iterations: 5000, wrapper_iterations: 500, icount: true };
         let json = to_json(&kernel, &config, &m);
         assert_eq!(json["kernel"], "6.1");
+        assert!(json["clock"].as_str().unwrap().contains("icount"));
         for key in
             ["tiny_bare", "stub_bare", "wrapper", "tiny_unrestricted", "tiny_restricted", "stub_enforced"]
         {
@@ -740,7 +772,7 @@ mod tests {
         assert!(
             to_json(
                 &Kernel { label: "x".into(), release: "y".into(), root: PathBuf::new() },
-                &Config { rounds: 3, iterations: 1, wrapper_iterations: 1 },
+                &Config { rounds: 3, iterations: 1, wrapper_iterations: 1, icount: true },
                 &m
             )["targets"][3]["value"]
                 .is_null()
@@ -749,7 +781,7 @@ mod tests {
 
     #[test]
     fn script_interleaves_rounds() {
-        let s = script(&Config { rounds: 2, iterations: 5000, wrapper_iterations: 300 });
+        let s = script(&Config { rounds: 2, iterations: 5000, wrapper_iterations: 300, icount: true });
         let position = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
         assert!(position("step r1-tiny_bare") < position("step r1-start"));
         assert!(position("step r1-start") < position("step r1-stub_enforced"));

@@ -55,6 +55,10 @@ enum Cmd {
         /// Timed execs per run of the bash wrapper (5), which costs a bash start-up each.
         #[arg(long, default_value_t = 100)]
         wrapper_iterations: u64,
+        /// Time by the host's wall clock instead of QEMU's instruction count (-icount):
+        /// real emulation speed, but other load on the host shows in every figure.
+        #[arg(long)]
+        wall_clock: bool,
     },
     /// Unit tests on the host, then every VM scenario on both kernels.
     Test {
@@ -78,8 +82,8 @@ fn main() -> ExitCode {
         Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
         Cmd::Vm { script, kernel } => vm_shell(&script, &kernel).map(|_| ExitCode::SUCCESS),
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
-        Cmd::Bench { kernel, rounds, iterations, wrapper_iterations } => {
-            let config = tests::bench::Config { rounds, iterations, wrapper_iterations };
+        Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
+            let config = tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
             bench(kernel.as_deref(), &config).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
