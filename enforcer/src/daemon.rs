@@ -2,7 +2,7 @@
 //! `enforcer verify`.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -247,9 +247,11 @@ pub async fn run(options: Options) -> Result<bool> {
     let policy = Policy::load(options.config.as_deref())?;
     let resolved = policy.resolve(&HostSystem)?;
     stage("policy parsed and resolved");
-    let offsets = kernel::offsets_from_btf(Path::new(kernel::VMLINUX_BTF))?;
+    let btf = kernel::read_btf()?;
+    let offsets = kernel::offsets_from_btf(&btf)?;
     stage("kernel offsets read from BTF");
-    let mut programs = Programs::load(&offsets, &bpf::maps_dir())?;
+    let mut programs = Programs::load(&offsets, &btf, &bpf::maps_dir())?;
+    drop(btf);
     let adopted = programs.adopted;
     programs.install_grammar()?;
     stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
@@ -292,6 +294,13 @@ pub async fn run(options: Options) -> Result<bool> {
         }
     }
     notify_ready();
+    // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
+    // unless asked, and they would stay in the daemon's RSS for its whole life.
+    // SAFETY: no preconditions.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 
     let log = DenialLog::with_limits(
         &daemon.options.state_dir,
@@ -407,10 +416,11 @@ fn notify_ready() {
 /// directory that is removed after), prints the verifier's instruction counts.
 pub fn verify() -> Result<ExitCode> {
     kernel::check_bpf_lsm()?;
-    let offsets = kernel::offsets_from_btf(Path::new(kernel::VMLINUX_BTF))?;
+    let btf = kernel::read_btf()?;
+    let offsets = kernel::offsets_from_btf(&btf)?;
     let scratch = PathBuf::from(format!("/sys/fs/bpf/enforcer-verify-{}", std::process::id()));
     let result = (|| {
-        let mut programs = Programs::load(&offsets, &scratch)?;
+        let mut programs = Programs::load(&offsets, &btf, &scratch)?;
         programs.verify_all()
     })();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
+use anyhow::{Context as _, Result, bail};
 use enforcer_common::KernelOffsets;
+
+use crate::btf::Btf;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
@@ -52,66 +53,15 @@ fn mount_securityfs() {
     }
 }
 
-/// Byte offset of `member` in struct `name`, looking through anonymous unions and
-/// structs, and the byte size of the member's type when it is an integer.
-fn member(btf: &Btf, name: &str, member: &str) -> Result<(u32, Option<usize>)> {
-    let types = btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
-    let strukt = types
-        .iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| anyhow!("struct {name} has no definition in BTF"))?;
-    find_member(btf, &strukt, member, 0)?
-        .ok_or_else(|| anyhow!("struct {name} has no member {member} in this kernel's BTF"))
+/// The running kernel's BTF, read once: the offsets and the programs' hook ids come from it.
+pub fn read_btf() -> Result<Btf> {
+    Btf::from_file(Path::new(VMLINUX_BTF)).with_context(|| format!("cannot parse BTF {VMLINUX_BTF}"))
 }
 
-fn find_member(
-    btf: &Btf,
-    strukt: &btf_rs::Struct,
-    wanted: &str,
-    base_bits: u32,
-) -> Result<Option<(u32, Option<usize>)>> {
-    for m in &strukt.members {
-        let name = btf.resolve_name(m).unwrap_or_default();
-        let bits = base_bits + m.bit_offset();
-        if name == wanted {
-            if !bits.is_multiple_of(8) {
-                bail!("member {wanted} is a bitfield");
-            }
-            return Ok(Some((bits / 8, int_size(btf, btf.resolve_chained_type(m)?))));
-        }
-        if name.is_empty()
-            && let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)?
-            && let Some(found) = find_member(btf, &inner, wanted, bits)?
-        {
-            return Ok(Some(found));
-        }
-    }
-    Ok(None)
-}
-
-/// Size of an integer type, seen through typedefs and qualifiers.
-fn int_size(btf: &Btf, mut ty: Type) -> Option<usize> {
-    for _ in 0..16 {
-        match ty {
-            Type::Int(i) => return Some(i.size()),
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => {
-                let next = ty.as_btf_type()?;
-                ty = btf.resolve_chained_type(next).ok()?;
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// Offsets for the BPF programs from a BTF file (the running kernel's by default).
-pub fn offsets_from_btf(path: &Path) -> Result<KernelOffsets> {
-    let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF {}", path.display()))?;
+/// Offsets for the BPF programs from a kernel's BTF.
+pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
     let field = |s: &str, m: &str, size: Option<usize>| -> Result<u32> {
-        let (offset, actual) = member(&btf, s, m)?;
+        let (offset, actual) = btf.member(s, m)?;
         if size.is_some() && actual != size {
             bail!("{s}.{m} has size {actual:?} in this kernel, expected {size:?}");
         }
@@ -152,7 +102,7 @@ mod tests {
     /// that are ABI (pt_regs) must have their x86_64 values.
     #[test]
     fn offsets_resolve_from_host_btf() {
-        let offsets = offsets_from_btf(Path::new(VMLINUX_BTF)).expect("host BTF parses");
+        let offsets = offsets_from_btf(&read_btf().unwrap()).expect("host BTF has the offsets");
         assert_eq!(offsets.regs_orig_ax, 120);
         assert_eq!(offsets.regs_si, 104);
         assert_eq!(offsets.regs_dx, 96);
@@ -183,8 +133,8 @@ mod tests {
 
     #[test]
     fn missing_member_is_a_clear_error() {
-        let btf = Btf::from_file(VMLINUX_BTF).unwrap();
-        let error = member(&btf, "linux_binprm", "no_such_field").unwrap_err().to_string();
+        let btf = Btf::from_file(Path::new(VMLINUX_BTF)).unwrap();
+        let error = btf.member("linux_binprm", "no_such_field").unwrap_err().to_string();
         assert_eq!(error, "struct linux_binprm has no member no_such_field in this kernel's BTF");
     }
 }

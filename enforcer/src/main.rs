@@ -1,6 +1,7 @@
 //! enforcer: denies chosen docker CLI commands to restricted users, in the kernel.
 
 mod bpf;
+mod btf;
 mod check;
 mod control;
 mod daemon;

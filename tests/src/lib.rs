@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod bypass;
 pub mod cpio;
 pub mod elf32;

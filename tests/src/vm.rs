@@ -109,7 +109,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Adds a host binary (and its shared libraries) to the archive at `dest`.
-fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
+pub fn add_binary(archive: &mut Archive, dest: &str, source: &Path) -> Result<()> {
     archive.copy(dest, 0o755, source)?;
     for lib in shared_libraries(source)? {
         let dest = lib.to_string_lossy().to_string();
@@ -262,6 +262,11 @@ pub const DEFAULT_LSM: &str = "landlock,lockdown,yama,integrity,apparmor,bpf";
 /// Boots the VM and returns what its scenario reported. The VM powers itself off at
 /// the end of the scenario; a boot that runs past the timeout is killed and fails.
 pub fn boot(boot: &Boot) -> Result<Report> {
+    boot_with(boot, &[])
+}
+
+/// [`boot`] with extra QEMU arguments (the bench's `-icount`).
+pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
     std::fs::create_dir_all(&boot.work)?;
     let initrd = boot.work.join("initrd.cpio");
     let mut data = Vec::new();
@@ -275,6 +280,7 @@ pub fn boot(boot: &Boot) -> Result<Report> {
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
         .args(["-no-reboot", "-m", "2048", "-smp", "1"])
         .args(accelerator())
+        .args(qemu_args)
         .arg("-kernel")
         .arg(boot.kernel.vmlinuz())
         .arg("-initrd")

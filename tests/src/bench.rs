@@ -1,0 +1,793 @@
+//! `cargo xtask bench`: what enforcer costs, measured in the VM.
+//!
+//! One boot per kernel runs interleaved rounds; each round measures the configurations
+//! without the enforcer, starts it (timing start-up to READY=1), measures the enforced
+//! configurations, reads the daemon's memory and stops it. Drift (and other load on the
+//! host) thus hits every configuration alike. A figure is the median over the rounds,
+//! with min and max; a comparison is a ratio of two medians of the same boot.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    cpio::Archive,
+    vm::{self, Boot, Kernel, Report},
+};
+
+/// A minimal static x86_64 ELF executable: `exit(0)`, nothing else. The exec path's cost
+/// without a loader, libc or page faults beyond one page is what the hook adds to.
+pub fn tiny_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const EHDR: u16 = 64;
+    const PHDR: u16 = 56;
+    // xor edi, edi; mov eax, 60 (exit); syscall
+    const CODE: [u8; 9] = [0x31, 0xff, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x0f, 0x05];
+    let size = u64::from(EHDR + PHDR) + CODE.len() as u64;
+    let mut elf = Vec::with_capacity(size as usize);
+    elf.extend_from_slice(&[
+        0x7f, b'E', b'L', b'F', 2, /* 64-bit */
+        1, /* LE */
+        1, /* version */
+    ]);
+    elf.resize(16, 0);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    elf.extend_from_slice(&(BASE + u64::from(EHDR + PHDR)).to_le_bytes()); // entry: the code
+    elf.extend_from_slice(&u64::from(EHDR).to_le_bytes()); // program headers right after
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [EHDR, PHDR, 1 /* phnum */, 64 /* shentsize */, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    // One PT_LOAD, read+execute, mapping the whole file at BASE.
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&5u32.to_le_bytes());
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(&CODE);
+    elf
+}
+
+/// The docker CLI's global options, 20 of them in every form the parser knows (values
+/// attached, separate, grouped booleans), before an allowed command: the most work the
+/// hook's argv scan does for an allowed exec.
+pub const GLOBAL_OPTIONS: &[&[&str]] = &[
+    &["-D"],
+    &["--debug"],
+    &["-l", "info"],
+    &["--log-level=info"],
+    &["--log-level", "debug"],
+    &["-H", "unix:///run/docker.sock"],
+    &["--host=unix:///run/docker.sock"],
+    &["--host", "unix:///run/docker.sock"],
+    &["--tls"],
+    &["--tlsverify"],
+    &["--tlscacert=/etc/docker/ca.pem"],
+    &["--tlscert", "/etc/docker/cert.pem"],
+    &["--tlskey=/etc/docker/key.pem"],
+    &["--config", "/etc/docker"],
+    &["-c", "default"],
+    &["--context=default"],
+    &["-Dl", "debug"],
+    &["-lwarn"],
+    &["-H=unix:///run/docker.sock"],
+    &["--config=/etc/docker"],
+];
+
+/// The allowed command after the options.
+pub const STUB_COMMAND: &str = "ps";
+
+/// argv of the docker-shaped stub: `docker <20 global options> ps`.
+pub fn stub_argv() -> Vec<String> {
+    let mut argv = vec!["docker".to_string()];
+    argv.extend(GLOBAL_OPTIONS.iter().flat_map(|o| o.iter().map(|s| s.to_string())));
+    argv.push(STUB_COMMAND.to_string());
+    argv
+}
+
+const TINY: &str = "/usr/local/bin/bench-true";
+const STUB: &str = "/opt/bench/docker";
+const WRAPPER: &str = "/opt/bench/wrapper/docker";
+const BENCH_EXEC: &str = "/usr/local/bin/bench-exec";
+const POLICY: &str = "/etc/enforcer/bench.toml";
+
+/// The stub is the rule's only binary: its own file, so the kernel identity differs from
+/// the tiny program's.
+fn policy() -> String {
+    format!(
+        "# cargo xtask bench: ai-worker (1001) is restricted, its docker is the stub.\n\
+         [[rule]]\nname = \"bench\"\nusers = [\"ai-worker\"]\nbinaries = [\"{STUB}\"]\n\
+         deny = [{}]\n",
+        crate::scenarios::SEED_DENY_LIST.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// The fix enforcer replaces: a bash wrapper in front of docker that refuses blacklisted
+/// subcommands and runs the real client for the rest.
+fn wrapper() -> String {
+    format!(
+        "#!/usr/bin/bash\n\
+         blocked=({})\n\
+         for arg in \"$@\"; do\n\
+         \x20   case $arg in -*) continue ;; esac\n\
+         \x20   for word in \"${{blocked[@]}}\"; do\n\
+         \x20       if [[ $arg == \"$word\" ]]; then\n\
+         \x20           echo \"docker $arg is not allowed\" >&2\n\
+         \x20           exit 1\n\
+         \x20       fi\n\
+         \x20   done\n\
+         done\n\
+         exec {STUB} \"$@\"\n",
+        crate::scenarios::SEED_DENY_LIST.join(" ")
+    )
+}
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub rounds: usize,
+    /// Timed execs per run of (1)-(4) and the bare stub.
+    pub iterations: u64,
+    /// Timed execs per run of the bash wrapper (each costs a bash start-up).
+    pub wrapper_iterations: u64,
+    /// Run QEMU with `-icount shift=0`: the guest's clock counts executed instructions
+    /// (1 ns each) instead of following the host's wall clock, so other load on the host
+    /// does not show in the figures.
+    pub icount: bool,
+}
+
+/// QEMU arguments of the instruction-counting clock.
+pub const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0"];
+
+impl Config {
+    fn warmup(n: u64) -> u64 {
+        (n / 20).max(1)
+    }
+}
+
+/// The configurations timed in each round: (key, user, program, argv, enforced, label).
+struct Measure {
+    key: &'static str,
+    user: &'static str,
+    path: &'static str,
+    enforced: bool,
+    label: &'static str,
+}
+
+const MEASURES: &[Measure] = &[
+    Measure {
+        key: "tiny_bare",
+        user: "bob",
+        path: TINY,
+        enforced: false,
+        label: "(1) tiny program, no enforcer",
+    },
+    Measure {
+        key: "stub_bare",
+        user: "ai-worker",
+        path: STUB,
+        enforced: false,
+        label: "    docker stub + 20 options, no enforcer",
+    },
+    Measure {
+        key: "wrapper",
+        user: "ai-worker",
+        path: WRAPPER,
+        enforced: false,
+        label: "(5) stub through the bash wrapper, no enforcer",
+    },
+    Measure {
+        key: "tiny_unrestricted",
+        user: "bob",
+        path: TINY,
+        enforced: true,
+        label: "(2) tiny program, enforcer, unrestricted user",
+    },
+    Measure {
+        key: "tiny_restricted",
+        user: "ai-worker",
+        path: TINY,
+        enforced: true,
+        label: "(3) tiny program, enforcer, restricted user",
+    },
+    Measure {
+        key: "stub_enforced",
+        user: "ai-worker",
+        path: STUB,
+        enforced: true,
+        label: "(4) docker stub + 20 options, enforcer, restricted",
+    },
+];
+
+fn argv_of(measure: &Measure) -> Vec<String> {
+    if measure.path == TINY { vec!["bench-true".to_string()] } else { stub_argv() }
+}
+
+/// The VM side: plain observations, judged on the host.
+pub fn script(config: &Config) -> String {
+    let mut s = String::from("start_mock_api\n");
+    let loop_step = |s: &mut String, round: usize, m: &Measure| {
+        let n = if m.key == "wrapper" { config.wrapper_iterations } else { config.iterations };
+        s.push_str(&format!(
+            "step r{round}-{} {} {BENCH_EXEC} loop {n} {} {} {}\n",
+            m.key,
+            m.user,
+            Config::warmup(n),
+            m.path,
+            argv_of(m).join(" ")
+        ));
+    };
+    for round in 1..=config.rounds {
+        // Echoed to the host's terminal as progress.
+        s.push_str(&format!("echo \"bench: round {round} of {}\"\n", config.rounds));
+        let bare = |s: &mut String| {
+            // Nothing may enforce during the bare runs.
+            s.push_str(&format!("step r{round}-pins root ls /sys/fs/bpf/enforcer\n"));
+            for m in MEASURES.iter().filter(|m| !m.enforced) {
+                loop_step(s, round, m);
+            }
+        };
+        // Odd rounds measure bare then enforced, even rounds enforced then bare: neither
+        // side always runs first after a start or a stop.
+        if round % 2 == 1 {
+            bare(&mut s);
+        }
+        s.push_str(&format!(
+            "step r{round}-start root {BENCH_EXEC} start /tmp/enforcer-r{round}.log /usr/local/sbin/enforcer run -v --config {POLICY}\n\
+             PID=$(sed -n 's/^pid=\\([0-9]*\\) .*/\\1/p' /tmp/step.out)\n"
+        ));
+        for m in MEASURES.iter().filter(|m| m.enforced) {
+            loop_step(&mut s, round, m);
+        }
+        s.push_str(&format!(
+            "step r{round}-mem root {BENCH_EXEC} mem $PID\n\
+             step r{round}-status root /usr/local/sbin/enforcer status --json --limit 0\n\
+             step r{round}-stop root /usr/local/sbin/enforcer stop\n\
+             step r{round}-exit root {BENCH_EXEC} wait-exit $PID\n\
+             report_file r{round}-log /tmp/enforcer-r{round}.log\n"
+        ));
+        if round % 2 == 0 {
+            bare(&mut s);
+        }
+    }
+    s.push_str(&format!(
+        "step check root /usr/local/sbin/enforcer check --config {POLICY} --user ai-worker -- {}\n\
+         step verify root /usr/local/sbin/enforcer verify\n",
+        stub_argv().join(" ")
+    ));
+    s
+}
+
+/// Median, min and max of a set of runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Option<Stats> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        Some(Stats { median, min: sorted[0], max: sorted[n - 1] })
+    }
+
+    fn json(&self, runs: &[f64]) -> Value {
+        json!({ "median": self.median, "min": self.min, "max": self.max, "runs": runs })
+    }
+}
+
+/// `key=value` fields of a helper's output line.
+fn fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split_whitespace().filter_map(|w| w.split_once('='))
+}
+
+fn field(text: &str, name: &str) -> Option<f64> {
+    fields(text).find(|(k, _)| *k == name).and_then(|(_, v)| v.parse().ok())
+}
+
+/// Everything one boot measured, per round.
+#[derive(Debug, Default)]
+pub struct Measured {
+    /// Per configuration key: ns per exec of each round.
+    pub per_exec_ns: Vec<(&'static str, Vec<f64>)>,
+    /// `enforcer run` to READY=1, ms, per round.
+    pub startup_ms: Vec<f64>,
+    /// The daemon's own "enforcing after N ms" (from main() on), per round.
+    pub startup_internal_ms: Vec<f64>,
+    pub rss_kib: Vec<f64>,
+    pub hwm_kib: Vec<f64>,
+    /// The `-v` start-up stages of the last round: (stage, ms since start).
+    pub stages: Vec<(String, f64)>,
+    /// Verifier: (program, instructions processed).
+    pub verifier: Vec<(String, u64)>,
+    /// Execs the hook judged with the full engine (counter `checked`), per round.
+    pub checked: Vec<f64>,
+    pub check_output: String,
+}
+
+impl Measured {
+    /// Reads a boot's report; any missing or failed step is an error that names it.
+    pub fn from_report(report: &Report, config: &Config) -> Result<Measured> {
+        let step = |name: &str| -> Result<&str> {
+            let (rc, out) = report.step(name).ok_or_else(|| anyhow!("step {name} did not run"))?;
+            if *rc != 0 {
+                bail!("step {name} failed (exit {rc}): {out}");
+            }
+            Ok(out.as_str())
+        };
+        let mut m = Measured::default();
+        for measure in MEASURES {
+            let mut runs = Vec::new();
+            for round in 1..=config.rounds {
+                let name = format!("r{round}-{}", measure.key);
+                let out = step(&name)?;
+                let (execs, failed, ns) = (field(out, "execs"), field(out, "failed"), field(out, "ns"));
+                let (Some(execs), Some(failed), Some(ns)) = (execs, failed, ns) else {
+                    bail!("step {name}: unexpected output {out:?}");
+                };
+                if failed != 0.0 {
+                    bail!("step {name}: {failed} of {execs} execs failed (refused by the hook?)");
+                }
+                runs.push(ns / execs);
+            }
+            m.per_exec_ns.push((measure.key, runs));
+        }
+        for round in 1..=config.rounds {
+            let pins = report.step(&format!("r{round}-pins")).map(|s| s.0);
+            if pins == Some(0) {
+                bail!("round {round}: something was pinned under /sys/fs/bpf/enforcer before the bare runs");
+            }
+            let start = step(&format!("r{round}-start"))?;
+            m.startup_ms.push(field(start, "ready_ns").context("no ready_ns")? / 1e6);
+            let mem = step(&format!("r{round}-mem"))?;
+            m.rss_kib.push(field(mem, "rss_kib").context("no rss_kib")?);
+            m.hwm_kib.push(field(mem, "hwm_kib").context("no hwm_kib")?);
+            let status: Value = serde_json::from_str(step(&format!("r{round}-status"))?)
+                .context("enforcer status --json is not JSON")?;
+            m.checked.push(status["counters"]["checked"].as_f64().context("no counters.checked in status")?);
+            step(&format!("r{round}-stop"))?;
+            step(&format!("r{round}-exit"))?;
+            let log = report.file(&format!("r{round}-log")).unwrap_or_default();
+            let internal = log
+                .lines()
+                .find_map(|l| l.strip_prefix("enforcer: enforcing after "))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|ms| ms.parse().ok())
+                .ok_or_else(|| {
+                    anyhow!("round {round}: the daemon's log has no \"enforcing after\": {log}")
+                })?;
+            m.startup_internal_ms.push(internal);
+            if round == config.rounds {
+                m.stages = stages(log);
+            }
+        }
+        let check = report.step("check").ok_or_else(|| anyhow!("step check did not run"))?;
+        if check.0 != 0 {
+            bail!("the stub's argv is not allowed by `enforcer check` (exit {}): {}", check.0, check.1);
+        }
+        m.check_output = check.1.trim().to_string();
+        m.verifier = verifier_counts(step("verify")?);
+        if m.verifier.is_empty() {
+            bail!("enforcer verify printed no instruction counts");
+        }
+        Ok(m)
+    }
+
+    fn runs(&self, key: &str) -> &[f64] {
+        self.per_exec_ns.iter().find(|(k, _)| *k == key).map(|(_, r)| r.as_slice()).unwrap_or_default()
+    }
+
+    fn median(&self, key: &str) -> f64 {
+        Stats::of(self.runs(key)).map_or(f64::NAN, |s| s.median)
+    }
+}
+
+/// `enforcer run -v` lines: "enforcer: [  123.4 ms] stage".
+fn stages(log: &str) -> Vec<(String, f64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("enforcer: [")?;
+            let (ms, stage) = rest.split_once(" ms] ")?;
+            Some((stage.to_string(), ms.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `enforcer verify` lines: "enforcer_bprm: verified, 15615 instructions processed".
+fn verifier_counts(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(": verified, ")?;
+            Some((name.to_string(), rest.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A target and whether the measurement met it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub name: String,
+    pub measured: String,
+    pub target: String,
+    pub met: bool,
+    pub value: f64,
+    /// For ratios: the same ratio within each round, to show how much it moves.
+    pub per_round: Vec<f64>,
+}
+
+/// The issue's targets, judged on one boot's medians.
+pub fn verdicts(m: &Measured) -> Vec<Verdict> {
+    let ratio = |a: &str, b: &str| m.median(a) / m.median(b);
+    let overhead = |r: f64| format!("{:+.2}%", (r - 1.0) * 100.0);
+    let mut out = Vec::new();
+    for (name, key, base, limit) in [
+        ("(2) unrestricted user vs (1)", "tiny_unrestricted", "tiny_bare", 1.01),
+        ("(3) restricted user, other program vs (1)", "tiny_restricted", "tiny_bare", 1.01),
+        ("(4) restricted docker stub vs bare stub", "stub_enforced", "stub_bare", 1.03),
+    ] {
+        let r = ratio(key, base);
+        let per_round: Vec<f64> = m.runs(key).iter().zip(m.runs(base)).map(|(a, b)| a / b).collect();
+        let spread = Stats::of(&per_round)
+            .map(|s| format!("; rounds {} to {}", overhead(s.min), overhead(s.max)))
+            .unwrap_or_default();
+        out.push(Verdict {
+            name: name.to_string(),
+            measured: format!("ratio {r:.4} ({}{spread})", overhead(r)),
+            target: format!("<= {limit:.2} ({})", overhead(limit)),
+            met: r <= limit,
+            value: r,
+            per_round,
+        });
+    }
+    let bare = m.median("stub_bare");
+    let hook_cost = m.median("stub_enforced") - bare;
+    let wrapper_cost = m.median("wrapper") - bare;
+    // A hook cost at or below zero is below what the bench can resolve: the wrapper's
+    // cost is then more than any multiple of it.
+    let factor = if hook_cost > 0.0 { wrapper_cost / hook_cost } else { f64::INFINITY };
+    out.push(Verdict {
+        name: "(5) wrapper's added cost / (4)'s added cost".to_string(),
+        measured: format!(
+            "{} ({:.1} us vs {:.2} us per exec)",
+            if factor.is_finite() {
+                format!("{factor:.0}x")
+            } else {
+                "inf (hook cost not measurable)".into()
+            },
+            wrapper_cost / 1e3,
+            hook_cost / 1e3
+        ),
+        target: ">= 20x".to_string(),
+        met: factor >= 20.0,
+        value: factor,
+        per_round: Vec::new(),
+    });
+    let startup = Stats::of(&m.startup_ms).map_or(f64::NAN, |s| s.median);
+    out.push(Verdict {
+        name: "start-up, `enforcer run` to enforcing".to_string(),
+        measured: format!("{startup:.0} ms"),
+        target: "< 500 ms".to_string(),
+        met: startup < 500.0,
+        value: startup,
+        per_round: Vec::new(),
+    });
+    let rss = Stats::of(&m.rss_kib).map_or(f64::NAN, |s| s.median) / 1024.0;
+    out.push(Verdict {
+        name: "daemon RSS".to_string(),
+        measured: format!("{rss:.1} MiB"),
+        target: "< 20 MiB".to_string(),
+        met: rss < 20.0,
+        value: rss,
+        per_round: Vec::new(),
+    });
+    out
+}
+
+/// One kernel's results as JSON (written to target/bench/<kernel>.json).
+pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
+    let mut figures = serde_json::Map::new();
+    for measure in MEASURES {
+        let runs = m.runs(measure.key);
+        let iterations = if measure.key == "wrapper" { config.wrapper_iterations } else { config.iterations };
+        if let Some(stats) = Stats::of(runs) {
+            let mut figure = stats.json(runs);
+            figure["label"] = json!(measure.label.trim());
+            figure["user"] = json!(measure.user);
+            figure["enforcer"] = json!(measure.enforced);
+            figure["iterations_per_run"] = json!(iterations);
+            figure["execs_per_second"] = json!(1e9 / stats.median);
+            figures.insert(measure.key.to_string(), figure);
+        }
+    }
+    let stat = |values: &[f64]| Stats::of(values).map_or(Value::Null, |s| s.json(values));
+    json!({
+        "kernel": kernel.label,
+        "release": kernel.release,
+        "rounds": config.rounds,
+        "iterations": config.iterations,
+        "wrapper_iterations": config.wrapper_iterations,
+        "clock": if config.icount { "qemu -icount shift=0 (1 ns per guest instruction)" } else { "host wall clock (TCG)" },
+        "unit": "ns per exec (fork + execve + waitpid)",
+        "stub_argv": stub_argv(),
+        "stub_check": m.check_output,
+        "figures": figures,
+        "startup_ms": stat(&m.startup_ms),
+        "startup_internal_ms": stat(&m.startup_internal_ms),
+        "startup_stages_ms_last_round": m.stages.iter().map(|(s, ms)| json!({"stage": s, "ms": ms})).collect::<Vec<_>>(),
+        "daemon_rss_kib": stat(&m.rss_kib),
+        "daemon_hwm_kib": stat(&m.hwm_kib),
+        "hook_checked_counter": m.checked,
+        "verifier_instructions": m.verifier.iter().map(|(p, n)| (p.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "targets": verdicts(m).iter().map(|v| json!({
+            "name": v.name, "measured": v.measured, "target": v.target, "met": v.met,
+            "value": if v.value.is_finite() { json!(v.value) } else { Value::Null },
+            "per_round": v.per_round,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The human-readable table.
+pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
+    let mut t = format!(
+        "kernel {} ({}), {} rounds, {} execs per run ({} for the wrapper), median [min - max]\nclock: {}\n\n",
+        kernel.label,
+        kernel.release,
+        config.rounds,
+        config.iterations,
+        config.wrapper_iterations,
+        if config.icount {
+            "QEMU -icount (1 ns per guest instruction: host load does not show)"
+        } else {
+            "host wall clock under TCG (host load shows)"
+        }
+    );
+    t.push_str(&format!(
+        "{:<52} {:>10} {:>23} {:>10}\n",
+        "exec (fork+execve+waitpid)", "us/exec", "[min - max]", "execs/s"
+    ));
+    for measure in MEASURES {
+        if let Some(s) = Stats::of(m.runs(measure.key)) {
+            t.push_str(&format!(
+                "{:<52} {:>10.1} {:>23} {:>10.0}\n",
+                measure.label,
+                s.median / 1e3,
+                format!("[{:.1} - {:.1}]", s.min / 1e3, s.max / 1e3),
+                1e9 / s.median
+            ));
+        }
+    }
+    let line = |t: &mut String, name: &str, values: &[f64], unit: &str, scale: f64| {
+        if let Some(s) = Stats::of(values) {
+            t.push_str(&format!(
+                "{:<52} {:>10.1} {:>23}\n",
+                format!("{name} ({unit})"),
+                s.median / scale,
+                format!("[{:.1} - {:.1}]", s.min / scale, s.max / scale)
+            ));
+        }
+    };
+    t.push('\n');
+    line(&mut t, "(6) start-up, `enforcer run` to READY=1", &m.startup_ms, "ms", 1.0);
+    line(&mut t, "    the daemon's own count (from main)", &m.startup_internal_ms, "ms", 1.0);
+    line(&mut t, "    daemon RSS while enforcing", &m.rss_kib, "MiB", 1024.0);
+    line(&mut t, "    daemon peak RSS (start-up)", &m.hwm_kib, "MiB", 1024.0);
+    for (program, count) in &m.verifier {
+        t.push_str(&format!("{:<52} {:>10}\n", format!("    verifier instructions, {program}"), count));
+    }
+    if !m.stages.is_empty() {
+        t.push_str("\nstart-up stages (last round, ms since main):\n");
+        for (stage, ms) in &m.stages {
+            t.push_str(&format!("  {ms:>8.1}  {stage}\n"));
+        }
+    }
+    t.push_str("\ntargets:\n");
+    for v in verdicts(m) {
+        t.push_str(&format!(
+            "  {:<4} {:<46} target {:<20} measured {}\n",
+            if v.met { "met" } else { "MISS" },
+            v.name,
+            v.target,
+            v.measured
+        ));
+    }
+    t
+}
+
+/// The bench's own files, appended to the base initramfs.
+fn archive(bench_exec: &Path) -> Result<Archive> {
+    let mut archive = Archive::new();
+    vm::add_binary(&mut archive, BENCH_EXEC, bench_exec)?;
+    vm::add_binary(&mut archive, "usr/bin/bash", Path::new("/usr/bin/bash"))
+        .context("bash is needed for the wrapper figure")?;
+    let elf = tiny_elf();
+    archive.file(TINY, 0o755, &elf);
+    archive.file(STUB, 0o755, &elf);
+    archive.file(WRAPPER, 0o755, wrapper().as_bytes());
+    archive.file(POLICY, 0o644, policy().as_bytes());
+    Ok(archive)
+}
+
+/// Boots `kernel` once and measures everything.
+pub fn run(
+    kernel: &Kernel,
+    base_initrd: &Path,
+    bench_exec: &Path,
+    work: &Path,
+    config: &Config,
+) -> Result<Measured> {
+    let dir: PathBuf = work.join(&kernel.label);
+    std::fs::create_dir_all(&dir)?;
+    let mut files = archive(bench_exec)?;
+    files.file("scenario.sh", 0o644, script(config).as_bytes());
+    let scenario = dir.join("bench.cpio");
+    files.write_to(&scenario)?;
+    let report = vm::boot_with(
+        &Boot {
+            kernel,
+            initrds: vec![base_initrd.to_path_buf(), scenario],
+            lsm: vm::DEFAULT_LSM,
+            timeout: Duration::from_secs(3600),
+            work: dir.clone(),
+            echo: true,
+        },
+        if config.icount { ICOUNT_ARGS } else { &[] },
+    )?;
+    if !report.done {
+        bail!("the bench did not run to its end; console in {}", dir.join("console.log").display());
+    }
+    Measured::from_report(&report, config)
+        .with_context(|| format!("console in {}", dir.join("console.log").display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_elf_is_a_static_x86_64_executable_that_exits_0() {
+        let elf = tiny_elf();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 64 + 56 + 9);
+        assert_eq!(u16::from_le_bytes([elf[16], elf[17]]), 2, "ET_EXEC");
+        assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 0x3e, "x86_64");
+        let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
+        assert_eq!(entry, 0x40_0000 + 120);
+        let filesz = u64::from_le_bytes(elf[64 + 32..64 + 40].try_into().unwrap());
+        assert_eq!(filesz, elf.len() as u64);
+        // The host runs it: it is a real program, not just a well-formed header.
+        let path = std::env::temp_dir().join(format!("enforcer-tiny-elf-{}", std::process::id()));
+        std::fs::write(&path, &elf).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = std::process::Command::new(&path).status();
+        std::fs::remove_file(&path).unwrap();
+        assert!(status.unwrap().success());
+    }
+
+    #[test]
+    fn stub_argv_has_20_global_options_then_the_command() {
+        let argv = stub_argv();
+        assert_eq!(GLOBAL_OPTIONS.len(), 20);
+        assert_eq!(argv.first().map(String::as_str), Some("docker"));
+        assert_eq!(argv.last().map(String::as_str), Some(STUB_COMMAND));
+        assert!(argv.len() < 64, "within the engine's argument limit");
+        // Words go through the VM shell unquoted.
+        assert!(argv.iter().all(|a| !a.is_empty() && !a.contains([' ', '\'', '"', '*', '?', '$'])));
+    }
+
+    #[test]
+    fn stats_median_min_max() {
+        assert_eq!(Stats::of(&[3.0, 1.0, 2.0]), Some(Stats { median: 2.0, min: 1.0, max: 3.0 }));
+        assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]), Some(Stats { median: 2.5, min: 1.0, max: 4.0 }));
+        assert_eq!(Stats::of(&[f64::NAN, 5.0]), Some(Stats { median: 5.0, min: 5.0, max: 5.0 }));
+        assert_eq!(Stats::of(&[]), None);
+    }
+
+    #[test]
+    fn helper_output_parsing() {
+        assert_eq!(field("execs=5000 failed=0 ns=123456789", "ns"), Some(123456789.0));
+        assert_eq!(field("pid=42 ready_ns=7", "pid"), Some(42.0));
+        assert_eq!(field("x", "ns"), None);
+        let log = "enforcer: [   49.6 ms] policy parsed and resolved\nenforcer: enforcing after 960 ms (fresh pins): x\n";
+        assert_eq!(stages(log), vec![("policy parsed and resolved".to_string(), 49.6)]);
+        let verify = "kernel 6.1.0\nenforcer_bprm: verified, 15615 instructions processed\nenforcer_fopen: verified, 92 instructions processed\n";
+        assert_eq!(
+            verifier_counts(verify),
+            vec![("enforcer_bprm".into(), 15615), ("enforcer_fopen".into(), 92)]
+        );
+    }
+
+    /// A made-up boot: the JSON has every figure with median/min/max and the verdicts.
+    fn sample() -> Measured {
+        let runs = |base: f64| vec![base, base * 1.02, base * 0.99];
+        Measured {
+            per_exec_ns: vec![
+                ("tiny_bare", runs(100_000.0)),
+                ("stub_bare", runs(110_000.0)),
+                ("wrapper", runs(2_000_000.0)),
+                ("tiny_unrestricted", runs(100_500.0)),
+                ("tiny_restricted", runs(100_800.0)),
+                ("stub_enforced", runs(112_000.0)),
+            ],
+            startup_ms: vec![900.0, 850.0, 950.0],
+            startup_internal_ms: vec![800.0, 790.0, 810.0],
+            rss_kib: vec![10_000.0, 10_100.0, 9_900.0],
+            hwm_kib: vec![29_000.0; 3],
+            stages: vec![("policy parsed and resolved".into(), 50.0)],
+            verifier: vec![("enforcer_bprm".into(), 15615)],
+            checked: vec![5250.0; 3],
+            check_output: "verdict: allow".into(),
+        }
+    }
+
+    #[test]
+    fn verdicts_and_json_shape() {
+        let m = sample();
+        let verdicts = verdicts(&m);
+        let met: Vec<bool> = verdicts.iter().map(|v| v.met).collect();
+        // (2) +0.5%, (3) +0.8%, (4) +1.8%, wrapper 1,890 us vs 2 us, start-up 900 ms, 9.9 MiB.
+        assert_eq!(met, [true, true, true, true, false, true]);
+        assert!((verdicts[3].value - 945.0).abs() < 1e-6);
+        let kernel = Kernel { label: "6.1".into(), release: "6.1.0-test".into(), root: PathBuf::new() };
+        let config = Config { rounds: 3, iterations: 5000, wrapper_iterations: 500, icount: true };
+        let json = to_json(&kernel, &config, &m);
+        assert_eq!(json["kernel"], "6.1");
+        assert!(json["clock"].as_str().unwrap().contains("icount"));
+        for key in
+            ["tiny_bare", "stub_bare", "wrapper", "tiny_unrestricted", "tiny_restricted", "stub_enforced"]
+        {
+            let figure = &json["figures"][key];
+            assert!(figure["median"].is_f64() && figure["min"].is_f64() && figure["max"].is_f64(), "{key}");
+            assert_eq!(figure["runs"].as_array().unwrap().len(), 3);
+        }
+        assert_eq!(json["figures"]["wrapper"]["iterations_per_run"], 500);
+        assert_eq!(json["startup_ms"]["median"], 900.0);
+        assert_eq!(json["verifier_instructions"]["enforcer_bprm"], 15615);
+        assert_eq!(json["targets"].as_array().unwrap().len(), 6);
+        assert_eq!(json["targets"][4]["met"], false);
+        let table = table(&kernel, &config, &m);
+        assert!(table.contains("MISS") && table.contains("(4) docker stub"), "{table}");
+    }
+
+    #[test]
+    fn an_unmeasurable_hook_cost_still_compares() {
+        let mut m = sample();
+        m.per_exec_ns[5].1 = vec![109_000.0; 3];
+        let wrapper = &verdicts(&m)[3];
+        assert!(wrapper.met && wrapper.value.is_infinite());
+        assert!(
+            to_json(
+                &Kernel { label: "x".into(), release: "y".into(), root: PathBuf::new() },
+                &Config { rounds: 3, iterations: 1, wrapper_iterations: 1, icount: true },
+                &m
+            )["targets"][3]["value"]
+                .is_null()
+        );
+    }
+
+    #[test]
+    fn script_interleaves_rounds() {
+        let s = script(&Config { rounds: 2, iterations: 5000, wrapper_iterations: 300, icount: true });
+        let position = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
+        assert!(position("step r1-tiny_bare") < position("step r1-start"));
+        assert!(position("step r1-start") < position("step r1-stub_enforced"));
+        assert!(position("step r1-stop") < position("step r2-start"));
+        assert!(position("step r2-stop") < position("step r2-tiny_bare"));
+        assert!(s.contains("loop 300 15 /opt/bench/wrapper/docker docker -D --debug"));
+        assert!(s.contains("loop 5000 250 /usr/local/bin/bench-true bench-true"));
+    }
+}
