@@ -313,11 +313,12 @@ fn send_event(event: &mut DenialEvent) {
     }
 }
 
-/// Reads argv[i] from the exec caller's memory, and copies each argument it reads into
-/// the event's argv log.
+/// Reads argv[i] from the exec caller's memory; with `log`, copies each argument it reads
+/// into the event's argv log (only done after a denial, so an allowed exec pays nothing).
 struct UserArgv {
     argv: u64,
     event: *mut DenialEvent,
+    log: bool,
 }
 
 /// Reads argv from the kernel's own copy at `bprm->p` (in the new mm, current at
@@ -327,6 +328,7 @@ struct CopyArgv {
     cursor: u64,
     index: u32,
     event: *mut DenialEvent,
+    log: bool,
 }
 
 #[inline(always)]
@@ -370,7 +372,9 @@ impl ArgSource for UserArgv {
             bpf_probe_read_user_str(buf.bytes.as_mut_ptr() as *mut _, ARG_BUF as u32, ptr as *const _)
         };
         fill_len(buf, n)?;
-        log_arg(self.event, buf);
+        if self.log {
+            log_arg(self.event, buf);
+        }
         Ok(())
     }
 }
@@ -413,21 +417,23 @@ impl ArgSource for CopyArgv {
             string_end(self.cursor + ARG_BUF as u64 - 1)?
         };
         self.index += 1;
-        log_arg(self.event, buf);
+        if self.log {
+            log_arg(self.event, buf);
+        }
         Ok(())
     }
 }
 
 /// An argv source that lives in the loop state between `bpf_loop` iterations.
 trait LoopSource: ArgSource {
-    fn load(state: &LoopState, event: *mut DenialEvent) -> Self;
+    fn load(state: &LoopState, event: *mut DenialEvent, log: bool) -> Self;
     fn store(&self, state: &mut LoopState);
 }
 
 impl LoopSource for UserArgv {
     #[inline(always)]
-    fn load(state: &LoopState, event: *mut DenialEvent) -> Self {
-        UserArgv { argv: state.argv, event }
+    fn load(state: &LoopState, event: *mut DenialEvent, log: bool) -> Self {
+        UserArgv { argv: state.argv, event, log }
     }
 
     #[inline(always)]
@@ -436,8 +442,8 @@ impl LoopSource for UserArgv {
 
 impl LoopSource for CopyArgv {
     #[inline(always)]
-    fn load(state: &LoopState, event: *mut DenialEvent) -> Self {
-        CopyArgv { cursor: state.cursor, index: state.cursor_index, event }
+    fn load(state: &LoopState, event: *mut DenialEvent, log: bool) -> Self {
+        CopyArgv { cursor: state.cursor, index: state.cursor_index, event, log }
     }
 
     #[inline(always)]
@@ -456,7 +462,9 @@ pub struct LoopState {
     envc: u32,
     /// Next argument index to scan.
     next: u32,
-    /// The kernel's copy (re-check): the address of string `cursor_index`.
+    /// The kernel's copy (re-check): where it starts, and the address of string
+    /// `cursor_index`.
+    copy_start: u64,
     cursor: u64,
     cursor_index: u32,
     /// The environment walk found a loader variable, or could not finish.
@@ -518,7 +526,7 @@ extern "C" fn scan_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
         state.result = Some(Scan::Undecidable(Reason::NotConfigured));
         return 1;
     };
-    let mut source = S::load(state, event);
+    let mut source = S::load(state, event, false);
     let index = state.next;
     state.next = index + 1;
     let result = state.scan.step(&mut source, state.argc, index, buf, &MapGrammar);
@@ -532,10 +540,11 @@ extern "C" fn scan_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// bpf_loop callback: reads one more argument into the event's log (argv[0] before the
-/// scan, the arguments the scan did not need after a denial), until argv or the log ends.
+/// bpf_loop callback: reads one more argument, into the event's log when `LOG` (after a
+/// denial, from argv[0] on), until argv or the log ends. Without `LOG` it only steps over
+/// argv[0] of the kernel's copy, which can only be read in order.
 #[inline(never)]
-extern "C" fn log_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn read_one<S: LoopSource, const LOG: bool>(_: u64, ctx: *mut c_void) -> i64 {
     let state = loop_state(ctx);
     let Some((buf, event)) = scratch_parts() else { return 1 };
     let index = state.next;
@@ -544,7 +553,7 @@ extern "C" fn log_one<S: LoopSource>(_: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     state.next = index + 1;
-    let mut source = S::load(state, event);
+    let mut source = S::load(state, event, LOG);
     let read = source.read(index, buf);
     source.store(state);
     if read.is_err() { 1 } else { 0 }
@@ -809,6 +818,7 @@ unsafe fn decide(
             argc: 0,
             envc: 0,
             next: 0,
+            copy_start: 0,
             cursor: 0,
             cursor_index: 0,
             env: None,
@@ -841,11 +851,16 @@ unsafe fn decide(
             event.rule = decision.rule;
             event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
         }
-        // The rest of argv for the log, when argv was read at all.
+        // argv for the log, from argv[0], when argv was read at all.
         if unsafe { (*state).argc } != 0 {
+            unsafe {
+                (*state).next = 0;
+                (*state).cursor = (*state).copy_start;
+                (*state).cursor_index = 0;
+            }
             let log = match stage {
-                Stage::Early => log_one::<UserArgv> as *mut c_void,
-                Stage::Commit => log_one::<CopyArgv> as *mut c_void,
+                Stage::Early => read_one::<UserArgv, true> as *mut c_void,
+                Stage::Commit => read_one::<CopyArgv, true> as *mut c_void,
             };
             unsafe { bpf_loop(MAX_ARGS + 1, log, &mut ctx as *mut _ as *mut c_void, 0) };
         }
@@ -888,8 +903,7 @@ unsafe fn scan_caller(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan
     }
     let envc = unsafe { (*state).envc };
     let walked = unsafe { bpf_loop(envc, env_user_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
-    // argv[0] goes to the log only.
-    unsafe { bpf_loop(1, log_one::<UserArgv> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    // argv[0] is the program name, which docker ignores.
     unsafe { (*state).next = 1 };
     if let Some(reason) = unsafe { core::ptr::read_volatile(&(*state).env) } {
         return Scan::Undecidable(reason);
@@ -911,6 +925,7 @@ unsafe fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
         return Scan::Undecidable(Reason::UnreadableArgv);
     };
     unsafe {
+        (*state).copy_start = p;
         (*state).cursor = p;
         (*state).cursor_index = 0;
     }
@@ -927,7 +942,7 @@ unsafe fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
         (*state).cursor = p;
         (*state).cursor_index = 0;
     }
-    unsafe { bpf_loop(1, log_one::<CopyArgv> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    unsafe { bpf_loop(1, read_one::<CopyArgv, false> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
     unsafe { (*state).next = 1 };
     unsafe { run_scan(ctx, scan_one::<CopyArgv> as *mut c_void) }
 }

@@ -64,10 +64,15 @@ impl Daemon {
         }
         let fingerprint = dynamic::fingerprint(resolved, self.cgroup_root.as_deref());
         let paths: Vec<PathBuf> = resolved.binaries.keys().cloned().collect();
-        let identities = self.programs.kernel_identities(&paths)?;
         let sockets = dynamic::existing_sockets(resolved);
-        let socket_paths: Vec<PathBuf> = sockets.keys().cloned().collect();
-        let socket_identities = self.programs.kernel_identities(&socket_paths)?;
+        // One probe for both: attaching and detaching it is most of its cost.
+        let probed: Vec<PathBuf> = paths.iter().chain(sockets.keys()).cloned().collect();
+        let socket_identities = self.programs.kernel_identities(&probed)?;
+        let identities: std::collections::BTreeMap<PathBuf, _> = socket_identities
+            .iter()
+            .filter(|(path, _)| resolved.binaries.contains_key(*path))
+            .map(|(path, id)| (path.clone(), *id))
+            .collect();
         let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
         let dynamic = dynamic::dynamic(&sockets, &socket_identities, cgroups);
         let policy_state =
