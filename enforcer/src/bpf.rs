@@ -520,6 +520,22 @@ pub fn wait_unloaded(timeout: std::time::Duration) -> Result<bool> {
     Ok(true)
 }
 
+/// Invocations and run time of each enforcing program loaded now: (program, run count,
+/// run time in ns). The kernel counts them only while `kernel.bpf_stats_enabled` is 1.
+pub fn program_stats() -> Result<Vec<(&'static str, u64, u64)>> {
+    let programs: Vec<_> = aya::programs::loaded_programs()
+        .collect::<Result<_, _>>()
+        .context("cannot list the kernel's BPF programs (run as root)")?;
+    Ok(programs
+        .iter()
+        .filter_map(|p| {
+            let name = p.name_as_str()?;
+            let (program, _) = HOOKS.iter().find(|(program, _)| kernel_name(program) == name)?;
+            Some((*program, p.run_count(), p.run_time().as_nanos() as u64))
+        })
+        .collect())
+}
+
 /// The kernel keeps the first 15 bytes of a program's name.
 fn kernel_name(name: &str) -> String {
     name[..name.len().min(15)].to_string()

@@ -72,8 +72,18 @@ struct Status {
     policy: Option<PolicyInfo>,
     counters: Option<Counters>,
     rules: Vec<RuleCounters>,
+    /// Per loaded enforcing program: invocations and run time, counted by the kernel while
+    /// `kernel.bpf_stats_enabled` is 1 (`sysctl kernel.bpf_stats_enabled=1`), else zero.
+    programs: Vec<ProgramStats>,
     denials: Vec<Denial>,
     notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ProgramStats {
+    name: String,
+    run_count: u64,
+    run_time_ns: u64,
 }
 
 fn parse_since(text: &str) -> Result<std::time::SystemTime> {
@@ -166,6 +176,14 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
         policy,
         counters,
         rules,
+        programs: bpf::program_stats()?
+            .into_iter()
+            .map(|(name, run_count, run_time_ns)| ProgramStats {
+                name: name.to_string(),
+                run_count,
+                run_time_ns,
+            })
+            .collect(),
         denials: DenialLog::with_limits(
             state_dir,
             DEFAULT_LOG_MAX_BYTES,
@@ -220,6 +238,14 @@ fn print_table(status: &Status) {
             rule.denied,
             rule.undecidable,
             rule.audited
+        );
+    }
+    for program in status.programs.iter().filter(|p| p.run_count > 0) {
+        println!(
+            "program {:<22} {} runs, {:.0} ns per run",
+            program.name,
+            program.run_count,
+            program.run_time_ns as f64 / program.run_count as f64
         );
     }
     for note in &status.notes {
