@@ -929,6 +929,11 @@ unsafe fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
         (*state).cursor = p;
         (*state).cursor_index = 0;
     }
+    // Step over argv[0], scan argv, then walk on from where the scan stopped, over the
+    // rest of argv and through the environment: each string is read once.
+    unsafe { bpf_loop(1, read_one::<CopyArgv, false> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
+    unsafe { (*state).next = 1 };
+    let scan = unsafe { run_scan(ctx, scan_one::<CopyArgv> as *mut c_void) };
     let walked =
         unsafe { bpf_loop(MAX_STRINGS, env_copy_one as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
     if let Some(reason) = unsafe { core::ptr::read_volatile(&(*state).env) } {
@@ -937,14 +942,7 @@ unsafe fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx) -> Scan {
     if walked < 0 {
         return Scan::Undecidable(Reason::NotConfigured);
     }
-    // Back to argv[0] for the scan.
-    unsafe {
-        (*state).cursor = p;
-        (*state).cursor_index = 0;
-    }
-    unsafe { bpf_loop(1, read_one::<CopyArgv, false> as *mut c_void, ctx as *mut _ as *mut c_void, 0) };
-    unsafe { (*state).next = 1 };
-    unsafe { run_scan(ctx, scan_one::<CopyArgv> as *mut c_void) }
+    scan
 }
 
 #[inline(always)]
