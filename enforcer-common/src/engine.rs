@@ -31,9 +31,12 @@ pub enum Reason {
     TooManyArgs = 6,
     /// argv could not be read from memory.
     UnreadableArgv = 7,
-    /// The exec came through a syscall or ABI whose argv the kernel program cannot locate.
+    /// The exec came through a syscall or ABI whose argv the early check cannot locate.
+    /// Such execs are deferred to the re-check on the kernel's copy, which decides them;
+    /// kept so that old records still decode.
     UnsupportedExecPath = 8,
-    /// The binary runs as an interpreter (`#!` or binfmt_misc): its argv is not the caller's.
+    /// The binary runs as an interpreter (`#!` or binfmt_misc): its argv is not the
+    /// caller's. Deferred to the re-check like `UnsupportedExecPath`.
     Interpreter = 9,
     /// The kernel could not identify the executed file.
     UnreadableFile = 10,

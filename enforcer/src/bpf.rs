@@ -350,13 +350,17 @@ impl Programs {
 
     /// Attaches every hook and pins it, then removes the pins of older hooks (an adopted
     /// daemon's): from here on the policy is enforced, whoever holds the pins.
-    pub fn attach_hooks(&mut self, stamp: u128) -> Result<()> {
+    /// Returns how long each program took to verify and to attach.
+    pub fn attach_hooks(&mut self, stamp: u128) -> Result<Vec<HookTiming>> {
         for dir in [links_dir(), progs_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let ours: Vec<String> = HOOKS.iter().map(|(program, _)| format!("{program}-{stamp}")).collect();
+        let mut timings = Vec::new();
         for ((program_name, hook), name) in HOOKS.iter().zip(&ours) {
+            let started = std::time::Instant::now();
             let program = self.load_lsm(program_name, hook)?;
+            let verified = started.elapsed();
             program
                 .pin(progs_dir().join(name))
                 .with_context(|| format!("cannot pin program {program_name}"))?;
@@ -365,6 +369,11 @@ impl Programs {
             let link: FdLink = program.take_link(link_id)?.into();
             link.pin(links_dir().join(name))
                 .with_context(|| format!("cannot pin the link of {program_name}"))?;
+            timings.push(HookTiming {
+                program: program_name,
+                verify: verified,
+                attach: started.elapsed() - verified,
+            });
         }
         for dir in [links_dir(), progs_dir()] {
             for entry in std::fs::read_dir(&dir)? {
@@ -376,7 +385,7 @@ impl Programs {
             }
         }
         remove_other_map_versions()?;
-        Ok(())
+        Ok(timings)
     }
 
     /// Instructions the verifier processed for a loaded program, when the kernel says.
@@ -394,6 +403,13 @@ impl Programs {
 
 fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Vec<u64>> {
     (0..COUNTER_COUNT).map(|index| Ok(map.get(&index, 0)?.iter().sum())).collect()
+}
+
+/// How long the kernel took to verify a program (load) and to attach it.
+pub struct HookTiming {
+    pub program: &'static str,
+    pub verify: std::time::Duration,
+    pub attach: std::time::Duration,
 }
 
 /// What the kernel maps learn from the running system, and re-learn when it changes: the
@@ -502,9 +518,7 @@ pub fn exec_hook_attached() -> Result<bool> {
 /// hook no longer runs it, so this, not the link list, says when enforcement is over.
 pub fn any_program_loaded() -> Result<bool> {
     let names: Vec<String> = HOOKS.iter().map(|(program, _)| kernel_name(program)).collect();
-    let programs: Vec<_> = aya::programs::loaded_programs()
-        .collect::<Result<_, _>>()
-        .context("cannot list the kernel's BPF programs (run as root)")?;
+    let programs = loaded_programs()?;
     Ok(programs.iter().any(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n))))
 }
 
@@ -523,9 +537,7 @@ pub fn wait_unloaded(timeout: std::time::Duration) -> Result<bool> {
 /// Invocations and run time of each enforcing program loaded now: (program, run count,
 /// run time in ns). The kernel counts them only while `kernel.bpf_stats_enabled` is 1.
 pub fn program_stats() -> Result<Vec<(&'static str, u64, u64)>> {
-    let programs: Vec<_> = aya::programs::loaded_programs()
-        .collect::<Result<_, _>>()
-        .context("cannot list the kernel's BPF programs (run as root)")?;
+    let programs = loaded_programs()?;
     Ok(programs
         .iter()
         .filter_map(|p| {
@@ -543,16 +555,44 @@ fn kernel_name(name: &str) -> String {
 
 fn attached(names: &[&str]) -> Result<bool> {
     let names: Vec<String> = names.iter().map(|n| kernel_name(n)).collect();
-    let programs: Vec<_> = aya::programs::loaded_programs()
-        .collect::<Result<_, _>>()
-        .context("cannot list the kernel's BPF programs (run as root)")?;
+    let programs = loaded_programs()?;
     let ours: Vec<u32> = programs
         .iter()
         .filter(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n)))
         .map(|p| p.id())
         .collect();
-    let links: Vec<_> = aya::programs::loaded_links()
-        .collect::<Result<_, _>>()
-        .context("cannot list the kernel's BPF links (run as root)")?;
+    let links = loaded_links()?;
     Ok(links.iter().any(|link| ours.contains(&link.program_id())))
+}
+
+/// Whether a listing error is an object that went away between its id and its fd (a
+/// program or link being released as we look): skipped, not an error.
+fn vanished(error: &aya::sys::SyscallError) -> bool {
+    error.io_error.kind() == std::io::ErrorKind::NotFound
+}
+
+/// The kernel's BPF programs. Listing needs privilege; that failure is an error, not "none".
+fn loaded_programs() -> Result<Vec<aya::programs::ProgramInfo>> {
+    let mut programs = Vec::new();
+    for program in aya::programs::loaded_programs() {
+        match program {
+            Ok(program) => programs.push(program),
+            Err(aya::programs::ProgramError::SyscallError(e)) if vanished(&e) => {}
+            Err(e) => return Err(e).context("cannot list the kernel's BPF programs (run as root)"),
+        }
+    }
+    Ok(programs)
+}
+
+/// The kernel's BPF links (see [`loaded_programs`]).
+fn loaded_links() -> Result<Vec<aya::programs::links::LinkInfo>> {
+    let mut links = Vec::new();
+    for link in aya::programs::loaded_links() {
+        match link {
+            Ok(link) => links.push(link),
+            Err(aya::programs::links::LinkError::SyscallError(e)) if vanished(&e) => {}
+            Err(e) => return Err(e).context("cannot list the kernel's BPF links (run as root)"),
+        }
+    }
+    Ok(links)
 }

@@ -286,7 +286,14 @@ pub async fn run(options: Options) -> Result<bool> {
     let message = daemon.install(&policy, &resolved)?;
     stage("policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    daemon.programs.attach_hooks(stamp)?;
+    for hook in daemon.programs.attach_hooks(stamp)? {
+        stage(&format!(
+            "{}: verified in {:.1} ms, attached and pinned in {:.1} ms",
+            hook.program,
+            hook.verify.as_secs_f64() * 1000.0,
+            hook.attach.as_secs_f64() * 1000.0
+        ));
+    }
     stage("hooks verified, attached and pinned");
     eprintln!(
         "enforcer: enforcing after {} ms ({}): {message}",
