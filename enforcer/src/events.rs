@@ -176,12 +176,31 @@ impl Denial {
         if let Some(command) = &self.command {
             line.push_str(&format!(" command={:?}", command));
         }
-        line.push_str(&format!(
-            " binary={} argv={}",
-            self.binary.as_deref().unwrap_or(&self.path),
-            serde_json::to_string(&self.argv).unwrap_or_default()
-        ));
+        if self.is_exec() {
+            line.push_str(&format!(
+                " binary={} argv={}",
+                self.binary.as_deref().unwrap_or(&self.path),
+                serde_json::to_string(&self.argv).unwrap_or_default()
+            ));
+        } else if let Some(binary) = &self.binary {
+            line.push_str(&format!(" binary={binary}"));
+        }
         line
+    }
+
+    /// Whether an exec check decided (else a socket or ptrace gate).
+    pub fn is_exec(&self) -> bool {
+        self.hook == "exec" || self.hook == "exec-recheck"
+    }
+
+    /// What was attempted, for tables: argv for an exec, else the hook, its target and
+    /// the acting command.
+    pub fn attempt(&self) -> String {
+        if self.is_exec() {
+            self.argv.join(" ")
+        } else {
+            format!("{} {} by {}", self.hook, self.target.as_deref().unwrap_or("?"), self.comm)
+        }
     }
 }
 
@@ -387,6 +406,8 @@ mod tests {
         unix.argc = 1;
         let denial = decode(&unix, &["r".into()], |_: &FileId| None);
         assert_eq!(denial.target.as_deref(), Some("/run/docker.sock"));
+        assert_eq!(denial.attempt(), "connect-unix /run/docker.sock by docker");
+        assert!(!denial.log_line().contains("argv="), "{}", denial.log_line());
         assert!(denial.argv.is_empty());
         assert_eq!(denial.reason, "unvetted_client");
 

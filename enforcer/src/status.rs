@@ -254,7 +254,7 @@ fn print_table(status: &Status) {
     println!("recent denials ({}):", status.denials.len());
     if !status.denials.is_empty() {
         println!(
-            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} argv",
+            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} argv, or the connection or ptrace attempt",
             "time", "user", "pid", "rule", "action", "reason"
         );
     }
@@ -271,7 +271,7 @@ fn print_table(status: &Status) {
             d.rule,
             d.action,
             reason,
-            d.argv.join(" ")
+            d.attempt()
         );
     }
 }

@@ -404,6 +404,8 @@ start_enforcer
 echo "@@say enforcer is running with the embedded default policy"
 step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
 step ps ai-worker docker ps
+step copy ai-worker sh -c 'cp /usr/bin/docker /tmp/d && /tmp/d exec -u git gitea gitea admin user generate-access-token -u admin'
+step curl ai-worker curl -sS --unix-socket /var/run/docker.sock -X POST http://docker/containers/gitea/exec
 step status root /usr/local/sbin/enforcer status
 stop_enforcer
 "#;
@@ -473,18 +475,35 @@ fn demo(kernel_label: &str) -> Result<()> {
         "incident",
     );
     show("docker ps   # as ai-worker", "ps");
+    show(
+        "cp /usr/bin/docker /tmp/d && /tmp/d exec -u git gitea gitea admin ...   # a copy: another file",
+        "copy",
+    );
+    show("curl --unix-socket /var/run/docker.sock -X POST http://docker/containers/gitea/exec", "curl");
     show("enforcer status   # as root", "status");
     let denials: Vec<&str> = report
         .file("enforcer-log")
         .unwrap_or("")
         .lines()
-        .filter(|l| l.starts_with("enforcer: denied"))
+        .filter(|l| l.starts_with("enforcer: denied") || l.starts_with("enforcer: killed"))
         .collect();
     println!("\n# the daemon's log (journald in production):\n{}", denials.join("\n"));
     let (incident_rc, incident_out) = report.step("incident").cloned().unwrap_or_default();
     let (ps_rc, _) = report.step("ps").cloned().unwrap_or((-1, String::new()));
-    if report.done && incident_rc != 0 && incident_out.contains("Operation not permitted") && ps_rc == 0 {
-        println!("\ndemo: the kernel refused ai-worker's docker exec (EPERM); docker ps still works.");
+    let (copy_rc, copy_out) = report.step("copy").cloned().unwrap_or_default();
+    let (curl_rc, _) = report.step("curl").cloned().unwrap_or_default();
+    if report.done
+        && incident_rc != 0
+        && incident_out.contains("Operation not permitted")
+        && ps_rc == 0
+        && copy_rc != 0
+        && copy_out.to_lowercase().contains("operation not permitted")
+        && curl_rc != 0
+    {
+        println!(
+            "\ndemo: the kernel refused ai-worker's docker exec (EPERM) and the copy's and curl's \
+             connections to the docker socket; docker ps still works."
+        );
         Ok(())
     } else {
         bail!(
