@@ -258,6 +258,15 @@ fn restricted_rules(state: &PolicyState, generation: u32) -> u32 {
     rules
 }
 
+/// The generation in force and the rules that restrict the current task; None for everyone
+/// else (one array read and one hash lookup, the path nearly every hook call takes).
+#[inline(always)]
+fn restricted() -> Option<(u32, u32)> {
+    let (generation, state) = policy()?;
+    let rules = restricted_rules(&state, generation);
+    if rules == 0 { None } else { Some((generation, rules)) }
+}
+
 /// Rules naming one of the current task's ancestor cgroups (or its own) at the levels
 /// in `levels`.
 #[inline(never)]
@@ -575,18 +584,25 @@ extern "C" fn env_user_one(index: u64, ctx: *mut c_void) -> i64 {
         state.env = Some(Reason::UnreadableArgv);
         return 1;
     };
+    if env_string_refused(state, scratch, ptr) { 1 } else { 0 }
+}
+
+/// Reads the start of the environment string at `ptr` (in the current mm) and records why
+/// it ends the walk, if it does: unreadable, or a loader variable.
+#[inline(always)]
+fn env_string_refused(state: &mut LoopState, scratch: *mut Scratch, ptr: u64) -> bool {
     let prefix = unsafe { &mut (*scratch).env };
     let n =
         unsafe { bpf_probe_read_user_str(prefix.as_mut_ptr() as *mut _, ENV_PREFIX as u32, ptr as *const _) };
     if n <= 0 {
         state.env = Some(Reason::UnreadableArgv);
-        return 1;
+        return true;
     }
     if is_loader_variable(prefix) {
         state.env = Some(Reason::LoaderEnvironment);
-        return 1;
+        return true;
     }
-    0
+    false
 }
 
 /// bpf_loop callback: walks one string of the kernel's copy: argv strings are stepped
@@ -601,23 +617,8 @@ extern "C" fn env_copy_one(_: u64, ctx: *mut c_void) -> i64 {
         state.env = Some(Reason::NotConfigured);
         return 1;
     };
-    if state.cursor_index >= state.argc {
-        let prefix = unsafe { &mut (*scratch).env };
-        let n = unsafe {
-            bpf_probe_read_user_str(
-                prefix.as_mut_ptr() as *mut _,
-                ENV_PREFIX as u32,
-                state.cursor as *const _,
-            )
-        };
-        if n <= 0 {
-            state.env = Some(Reason::UnreadableArgv);
-            return 1;
-        }
-        if is_loader_variable(prefix) {
-            state.env = Some(Reason::LoaderEnvironment);
-            return 1;
-        }
+    if state.cursor_index >= state.argc && env_string_refused(state, scratch, state.cursor) {
+        return 1;
     }
     match string_end(state.cursor) {
         Ok(end) => {
@@ -708,12 +709,7 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some((generation, state)) = policy() else { return 0 };
-    // The path everyone but a restricted user takes: one array read, one hash lookup.
-    let user_rules = restricted_rules(&state, generation);
-    if user_rules == 0 {
-        return 0;
-    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
     let bprm: u64 = ctx.arg(0);
     unsafe { check_exec(bprm, generation, user_rules, Stage::Early) }
 }
@@ -723,11 +719,7 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
 /// receives. A denial kills the task before its first instruction.
 #[lsm(hook = "bprm_committing_creds")]
 pub fn enforcer_commit(ctx: LsmContext) -> i32 {
-    let Some((generation, state)) = policy() else { return 0 };
-    let user_rules = restricted_rules(&state, generation);
-    if user_rules == 0 {
-        return 0;
-    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
     let bprm: u64 = ctx.arg(0);
     unsafe { check_exec(bprm, generation, user_rules, Stage::Commit) };
     0
@@ -1072,11 +1064,7 @@ pub fn enforcer_unix_connect(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some((generation, state)) = policy() else { return 0 };
-    let user_rules = restricted_rules(&state, generation);
-    if user_rules == 0 {
-        return 0;
-    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
     let other: u64 = ctx.arg(1);
     let off = OFFSETS.load();
     let mut socket_rules = 0;
@@ -1138,11 +1126,7 @@ pub fn enforcer_inet_connect(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some((generation, state)) = policy() else { return 0 };
-    let user_rules = restricted_rules(&state, generation);
-    if user_rules == 0 {
-        return 0;
-    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
     let address: u64 = ctx.arg(1);
     let Some(key) = (unsafe { host_key(address, generation) }) else { return 0 };
     let mut host_rules = 0;
@@ -1216,11 +1200,7 @@ pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
     if mode & PTRACE_MODE_ATTACH == 0 {
         return 0;
     }
-    let Some((generation, state)) = policy() else { return 0 };
-    let user_rules = restricted_rules(&state, generation);
-    if user_rules == 0 {
-        return 0;
-    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
     let child: u64 = ctx.arg(0);
     let off = OFFSETS.load();
     let Ok(identity) = (unsafe { exe_identity(child, &off) }) else { return 0 };

@@ -510,16 +510,16 @@ fn verifier_error(name: &str, error: aya::programs::ProgramError) -> anyhow::Err
 /// Whether the exec hook of some enforcer instance is attached right now. Listing the
 /// kernel's programs and links needs privilege; that failure is an error, not a "no".
 pub fn exec_hook_attached() -> Result<bool> {
-    attached(&[EXEC_PROGRAM])
+    let ours: Vec<u32> =
+        our_programs()?.iter().filter(|(name, _)| *name == EXEC_PROGRAM).map(|(_, p)| p.id()).collect();
+    Ok(loaded_links()?.iter().any(|link| ours.contains(&link.program_id())))
 }
 
 /// Whether any enforcing program of some enforcer instance is still loaded. Dropping the
 /// last reference to a link detaches it asynchronously; its program goes only once the
 /// hook no longer runs it, so this, not the link list, says when enforcement is over.
 pub fn any_program_loaded() -> Result<bool> {
-    let names: Vec<String> = HOOKS.iter().map(|(program, _)| kernel_name(program)).collect();
-    let programs = loaded_programs()?;
-    Ok(programs.iter().any(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n))))
+    Ok(!our_programs()?.is_empty())
 }
 
 /// Waits until no enforcing program is loaded (up to `timeout`); false if one still is.
@@ -537,32 +537,23 @@ pub fn wait_unloaded(timeout: std::time::Duration) -> Result<bool> {
 /// Invocations and run time of each enforcing program loaded now: (program, run count,
 /// run time in ns). The kernel counts them only while `kernel.bpf_stats_enabled` is 1.
 pub fn program_stats() -> Result<Vec<(&'static str, u64, u64)>> {
-    let programs = loaded_programs()?;
-    Ok(programs
+    Ok(our_programs()?
         .iter()
-        .filter_map(|p| {
-            let name = p.name_as_str()?;
-            let (program, _) = HOOKS.iter().find(|(program, _)| kernel_name(program) == name)?;
-            Some((*program, p.run_count(), p.run_time().as_nanos() as u64))
-        })
+        .map(|(name, p)| (*name, p.run_count(), p.run_time().as_nanos() as u64))
         .collect())
 }
 
-/// The kernel keeps the first 15 bytes of a program's name.
-fn kernel_name(name: &str) -> String {
-    name[..name.len().min(15)].to_string()
-}
-
-fn attached(names: &[&str]) -> Result<bool> {
-    let names: Vec<String> = names.iter().map(|n| kernel_name(n)).collect();
-    let programs = loaded_programs()?;
-    let ours: Vec<u32> = programs
-        .iter()
-        .filter(|p| p.name_as_str().is_some_and(|n| names.iter().any(|ours| ours == n)))
-        .map(|p| p.id())
-        .collect();
-    let links = loaded_links()?;
-    Ok(links.iter().any(|link| ours.contains(&link.program_id())))
+/// The enforcing programs loaded in the kernel (any enforcer instance's), by their name in
+/// `HOOKS` (the kernel keeps only the first 15 bytes of a program's name).
+fn our_programs() -> Result<Vec<(&'static str, aya::programs::ProgramInfo)>> {
+    Ok(loaded_programs()?
+        .into_iter()
+        .filter_map(|p| {
+            let kernel_name = p.name_as_str()?;
+            let (name, _) = HOOKS.iter().find(|(name, _)| name[..name.len().min(15)] == *kernel_name)?;
+            Some((*name, p))
+        })
+        .collect())
 }
 
 /// Whether a listing error is an object that went away between its id and its fd (a

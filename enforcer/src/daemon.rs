@@ -67,14 +67,14 @@ impl Daemon {
         let sockets = dynamic::existing_sockets(resolved);
         // One probe for both: attaching and detaching it is most of its cost.
         let probed: Vec<PathBuf> = paths.iter().chain(sockets.keys()).cloned().collect();
-        let socket_identities = self.programs.kernel_identities(&probed)?;
-        let identities: std::collections::BTreeMap<PathBuf, _> = socket_identities
+        let probed_identities = self.programs.kernel_identities(&probed)?;
+        let identities: std::collections::BTreeMap<PathBuf, _> = probed_identities
             .iter()
             .filter(|(path, _)| resolved.binaries.contains_key(*path))
             .map(|(path, id)| (path.clone(), *id))
             .collect();
         let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
-        let dynamic = dynamic::dynamic(&sockets, &socket_identities, cgroups);
+        let dynamic = dynamic::dynamic(&sockets, &probed_identities, cgroups);
         let policy_state =
             self.programs.install_policy(&policy.rule_configs(), resolved, &identities, &dynamic)?;
         self.resolved = Some(resolved.clone());
