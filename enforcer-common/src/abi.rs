@@ -136,6 +136,12 @@ pub const TOKEN_FLAG_VALUE: u32 = 2;
 pub const TOKEN_LEAF: u32 = 3;
 /// A command group (`container`, `compose`): its own flags and a subcommand may follow.
 pub const TOKEN_GROUP: u32 = 4;
+/// A command without subcommands that has flags with another command's power
+/// (`container start -a` attaches): the scan reads its arguments for those flags.
+pub const TOKEN_LEAF_POWER_FLAGS: u32 = 5;
+/// In a `TOKEN_LEAF_POWER_FLAGS` command's scope: a flag that turns it into the command
+/// `node` (`--attach` of `container start` -> `container attach`).
+pub const TOKEN_FLAG_POWER: u32 = 6;
 
 /// Which client a vetted binary is, so the engine knows where its argv starts.
 pub const PROFILE_DOCKER: u32 = 0;
@@ -298,6 +304,19 @@ pub struct KernelOffsets {
     /// `unix_address.name`, a `sockaddr_un` (its `sun_path` 2 bytes further).
     pub unix_address_name: u32,
     pub task_tgid: u32,
+    /// `task_struct.seccomp` + `seccomp.filter`: the newest filter of the task's chain.
+    pub task_seccomp_filter: u32,
+    /// `seccomp_filter.prev`, `.notif` (non-NULL while a listener fd is open), `.prog`.
+    pub seccomp_filter_prev: u32,
+    pub seccomp_filter_notif: u32,
+    pub seccomp_filter_prog: u32,
+    /// `bpf_prog.orig_prog`: the classic BPF the filter was installed as (kept on x86_64).
+    pub bpf_prog_orig_prog: u32,
+    /// `sock_fprog_kern.len` (u16) and `.filter` (`struct sock_filter *`).
+    pub fprog_len: u32,
+    pub fprog_filter: u32,
+    /// `msghdr.msg_name`: the destination of a `sendto`/`sendmsg` (a kernel copy).
+    pub msghdr_name: u32,
     /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
     pub valid: u32,
 }
@@ -321,6 +340,9 @@ pub const COUNTER_DEFERRED: u32 = 8;
 pub const COUNTER_CONNECTS_REFUSED: u32 = 9;
 /// ptrace-class accesses to a running vetted client refused.
 pub const COUNTER_TAMPER_REFUSED: u32 = 10;
+/// A restricted task's hook found this CPU's scratch space in use by another program run
+/// (possible under `preempt=full` or PREEMPT_RT) and failed closed without a record.
+pub const COUNTER_SCRATCH_BUSY: u32 = 11;
 pub const GLOBAL_COUNTERS: u32 = 16;
 /// Per-rule counters: denied, undecidable, audited, for each rule of each generation, at
 /// `GLOBAL_COUNTERS + (generation * MAX_RULES + rule) * RULE_COUNTERS + kind`.
@@ -351,6 +373,43 @@ pub const HOOK_EXEC_COMMIT: u32 = 1;
 pub const HOOK_UNIX_CONNECT: u32 = 2;
 pub const HOOK_INET_CONNECT: u32 = 3;
 pub const HOOK_PTRACE: u32 = 4;
+pub const HOOK_PRCTL: u32 = 5;
+/// `socket_sendmsg` with a destination (`sendto(..., MSG_FASTOPEN, addr)` connects TCP
+/// without `socket_connect`).
+pub const HOOK_INET_SEND: u32 = 6;
+
+/// `prctl` option that rewrites the memory map's fields, `mm->exe_file` among them
+/// (`PR_SET_MM_EXE_FILE`, `PR_SET_MM_MAP`).
+pub const PR_SET_MM: i32 = 35;
+
+/// Seccomp filters of one chain the exec check walks; a longer chain is refused.
+pub const MAX_SECCOMP_FILTERS: u32 = 128;
+/// Classic BPF instructions the exec check reads across one chain: the kernel's own limit
+/// for a chain (`MAX_INSNS_PER_PATH`), so a chain the kernel accepted is never too long.
+pub const MAX_SECCOMP_INSNS: u32 = 32768;
+/// Instructions read per step of the walk (one `sock_filter` is 8 bytes).
+pub const SECCOMP_CHUNK: usize = 8;
+
+/// Whether one classic BPF instruction of a seccomp filter can make a system call appear
+/// to succeed without running it, or returns a computed action: `SECCOMP_RET_ERRNO` with
+/// errno 0 returns 0 (so `socket()` "returns" fd 0), `BPF_RET | BPF_A` returns whatever the
+/// filter computed. Every other return action either runs the call, fails it, kills, traps
+/// into the task itself or (`SECCOMP_RET_USER_NOTIF`) asks a listener, checked apart.
+#[inline(always)]
+pub fn seccomp_insn_fakes_success(code: u16, k: u32) -> bool {
+    const BPF_CLASS_RET: u16 = 0x06;
+    const BPF_RVAL_MASK: u16 = 0x18;
+    const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_DATA: u32 = 0x0000_ffff;
+    if code & 0x07 != BPF_CLASS_RET {
+        return false;
+    }
+    if code & BPF_RVAL_MASK != 0 {
+        return true;
+    }
+    k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ERRNO && k & SECCOMP_RET_DATA == 0
+}
 
 /// `DenialEvent::flags`: the early check allowed what the kernel's own copy denies.
 pub const EVENT_FLAG_RACE: u32 = 1;
@@ -412,6 +471,8 @@ pub struct Scratch {
     pub skip: [u8; SKIP_CHUNK],
     pub env: [u8; ENV_PREFIX],
     pub socket_name: SocketNameKey,
+    /// Classic BPF instructions of a seccomp filter being checked (code, jt, jf, k).
+    pub seccomp: [u64; SECCOMP_CHUNK],
 }
 
 /// One argument as read by the kernel: up to `ARG_BUF - 1` bytes and a NUL.
@@ -461,6 +522,34 @@ mod tests {
         let n = text.len().min(ENV_PREFIX - 1);
         buf[..n].copy_from_slice(&text.as_bytes()[..n]);
         buf
+    }
+
+    #[test]
+    fn seccomp_returns_that_fake_success() {
+        const RET_K: u16 = 0x06;
+        const RET_A: u16 = 0x16;
+        // ERRNO(0): the call "succeeds" with 0 without running.
+        assert!(seccomp_insn_fakes_success(RET_K, 0x0005_0000));
+        // A computed return could be anything.
+        assert!(seccomp_insn_fakes_success(RET_A, 0));
+        // systemd's and docker's default profiles: EPERM/ENOSYS, allow, kill, log, trap.
+        for k in [
+            0x0005_0001,
+            0x0005_0026,
+            0x0005_ffff,
+            0x7fff_0000,
+            0x0000_0000,
+            0x8000_0000,
+            0x7ffc_0000,
+            0x0003_0000,
+            0x7ff0_0000,
+            0x7fc0_0000,
+        ] {
+            assert!(!seccomp_insn_fakes_success(RET_K, k), "{k:#x}");
+        }
+        // Not a return: loads and jumps carry any k.
+        assert!(!seccomp_insn_fakes_success(0x20, 0x0005_0000));
+        assert!(!seccomp_insn_fakes_success(0x15, 0x0005_0000));
     }
 
     #[test]

@@ -57,6 +57,20 @@ pub enum Reason {
     /// ptrace, `/proc/PID/mem`, `process_vm_writev` or `pidfd_getfd` against a running
     /// vetted client.
     TamperClient = 17,
+    /// A vetted client was executed under a seccomp filter with a user-notification
+    /// listener: another process would answer its system calls (and could hand it a
+    /// socket that process also holds).
+    SeccompListener = 18,
+    /// A vetted client was executed under a seccomp filter that can fake a system call's
+    /// success (`SECCOMP_RET_ERRNO` with errno 0 makes `socket()` return fd 0, a socket
+    /// the caller may share) or whose return value is computed (`BPF_RET | BPF_A`).
+    SeccompFakeSuccess = 19,
+    /// The seccomp filter chain of a vetted client's exec could not be read, or is longer
+    /// than the kernel program walks.
+    SeccompUnreadable = 20,
+    /// `prctl(PR_SET_MM, ...)`: a restricted task would rewrite its memory map, including
+    /// the executable the socket gate identifies it by.
+    SetMm = 21,
 }
 
 impl Reason {
@@ -80,6 +94,10 @@ impl Reason {
             15 => LoaderEnvironment,
             16 => TooManyStrings,
             17 => TamperClient,
+            18 => SeccompListener,
+            19 => SeccompFakeSuccess,
+            20 => SeccompUnreadable,
+            21 => SetMm,
             _ => return None,
         })
     }
@@ -105,6 +123,10 @@ impl Reason {
             LoaderEnvironment => "loader_environment",
             TooManyStrings => "too_many_strings",
             TamperClient => "tamper_client",
+            SeccompListener => "seccomp_listener",
+            SeccompFakeSuccess => "seccomp_fake_success",
+            SeccompUnreadable => "seccomp_unreadable",
+            SetMm => "set_mm",
         }
     }
 }
@@ -254,6 +276,9 @@ enum State {
     OptionValue,
     /// At the root after `--`: the next argument is the command, whatever it looks like.
     CommandNext,
+    /// After a leaf that has power flags (`scope` is the leaf): its arguments are read
+    /// for them until argv or the leaf's flags (`--`) end.
+    LeafArguments,
 }
 
 /// Outcome of feeding one argument.
@@ -293,6 +318,7 @@ impl Scanner {
                 Step::Continue
             }
             State::CommandNext => self.command_word(arg, grammar),
+            State::LeafArguments => self.leaf_argument(arg, grammar),
             State::Options => {
                 let len = arg.len as usize;
                 // "", "-" and words not starting with '-' are positional: the command.
@@ -438,6 +464,12 @@ impl Scanner {
         }
         match grammar.lookup(&token) {
             Some(info) if info.kind == TOKEN_LEAF => Step::Done(Scan::Command(info.node)),
+            Some(info) if info.kind == TOKEN_LEAF_POWER_FLAGS => {
+                self.scope = info.node;
+                self.node = info.node;
+                self.state = State::LeafArguments;
+                Step::Continue
+            }
             Some(info) if info.kind == TOKEN_GROUP => {
                 self.scope = info.node;
                 self.node = info.node;
@@ -445,6 +477,63 @@ impl Scanner {
             }
             _ => Step::Done(Scan::Undecidable(Reason::UnknownCommand)),
         }
+    }
+}
+
+impl Scanner {
+    /// One argument after a leaf with power flags. Every argument is read as pflag could
+    /// read it (which arguments are values is not modelled): a power flag anywhere, in any
+    /// spelling (`--attach`, `--attach=…`, `-a`, `-ia`, `-a=…`), gives the leaf that power,
+    /// even where the CLI would take it as another flag's value: when in doubt, the
+    /// stronger command. `--` ends pflag's flags: the leaf stays itself.
+    #[inline(always)]
+    fn leaf_argument<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
+        let len = arg.len as usize;
+        if len < 2 || byte_at(&arg.bytes, 0) != b'-' {
+            return Step::Continue;
+        }
+        if byte_at(&arg.bytes, 1) == b'-' {
+            if len == 2 {
+                return Step::Done(Scan::Command(self.node));
+            }
+            let mut token = Token::empty(self.scope);
+            let mut i = 0;
+            while i < TOKEN_LEN - 1 {
+                if i >= len {
+                    break;
+                }
+                let c = byte_at(&arg.bytes, i);
+                if c == b'=' {
+                    break;
+                }
+                set_byte(&mut token, i, c);
+                i += 1;
+            }
+            return match grammar.lookup(&token) {
+                Some(info) if info.kind == TOKEN_FLAG_POWER => Step::Done(Scan::Command(info.node)),
+                _ => Step::Continue,
+            };
+        }
+        let mut j = 1;
+        while j < MAX_SHORT_GROUP {
+            if j >= len {
+                return Step::Continue;
+            }
+            let c = byte_at(&arg.bytes, j);
+            if c == b'=' {
+                return Step::Continue;
+            }
+            let mut token = Token::empty(self.scope);
+            token.bytes[0] = b'-';
+            token.bytes[1] = c;
+            if let Some(info) = grammar.lookup(&token)
+                && info.kind == TOKEN_FLAG_POWER
+            {
+                return Step::Done(Scan::Command(info.node));
+            }
+            j += 1;
+        }
+        if j >= len { Step::Continue } else { Step::Done(Scan::Undecidable(Reason::ShortGroupTooLong)) }
     }
 }
 

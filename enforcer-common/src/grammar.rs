@@ -9,7 +9,8 @@
 use crate::{
     abi::{
         MAX_NODES, PROFILE_COMPOSE, PROFILE_DOCKER, SCOPE_COMPOSE_ENTRY, SCOPE_ROOT, Start, TOKEN_FLAG_BOOL,
-        TOKEN_FLAG_VALUE, TOKEN_GROUP, TOKEN_LEAF, TOKEN_LEN, Token, TokenInfo,
+        TOKEN_FLAG_POWER, TOKEN_FLAG_VALUE, TOKEN_GROUP, TOKEN_LEAF, TOKEN_LEAF_POWER_FLAGS, TOKEN_LEN,
+        Token, TokenInfo,
     },
     tree::{FlagSpec, NODES, NodeSpec},
 };
@@ -125,7 +126,13 @@ fn covers_within(entry: u32, id: u32, depth: u32) -> bool {
 }
 
 fn kind_of(id: u32) -> u32 {
-    if is_group(id) { TOKEN_GROUP } else { TOKEN_LEAF }
+    if is_group(id) {
+        TOKEN_GROUP
+    } else if node(id).is_some_and(|n| !n.power_flags.is_empty()) {
+        TOKEN_LEAF_POWER_FLAGS
+    } else {
+        TOKEN_LEAF
+    }
 }
 
 fn flag_kind(flag: &FlagSpec) -> u32 {
@@ -177,6 +184,16 @@ pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
             flag(&mut f, group, flag_spec);
         }
         children(group, |child, word, info| f(group, word, TokenInfo { node: child, ..info }));
+    }
+    // Each leaf with power flags: those flags, in the leaf's own scope.
+    for leaf in 1..node_count() {
+        let Some(spec) = node(leaf) else { continue };
+        for power in spec.power_flags {
+            let Some(target) = node_by_path(power.same_as) else { continue };
+            let info = TokenInfo { kind: TOKEN_FLAG_POWER, node: target };
+            let as_flag = FlagSpec { long: power.long, short: power.short, takes_value: false };
+            flag_spellings(&as_flag, |word| f(leaf, word, info));
+        }
     }
     // A standalone docker-compose: compose's flags and commands, the global options the
     // docker CLI passes to its plugins, and `compose` itself (plugin invocation).
@@ -234,7 +251,7 @@ pub fn resolve_entry<G: Grammar>(grammar: &G, entry: &str) -> Option<u32> {
             return None;
         }
         let info = grammar.lookup(&Token::from_bytes(scope, word.as_bytes())?)?;
-        if info.kind != TOKEN_LEAF && info.kind != TOKEN_GROUP {
+        if !matches!(info.kind, TOKEN_LEAF | TOKEN_LEAF_POWER_FLAGS | TOKEN_GROUP) {
             return None;
         }
         found = Some(info.node);

@@ -37,7 +37,34 @@ pub struct NodeSpec {
     pub same_as: Option<&'static str>,
     /// Hidden from `--help` (cobra `Hidden: true`), but runs all the same.
     pub hidden: bool,
+    /// For a leaf: flags that give it another command's power (`start --attach` is an
+    /// attach). The engine reads the leaf's arguments for them.
+    pub power_flags: &'static [PowerFlag],
 }
+
+/// A flag of a leaf command that makes it do what another command does.
+pub struct PowerFlag {
+    /// Long name without the dashes.
+    pub long: &'static str,
+    pub short: Option<u8>,
+    /// Canonical path of the command whose power the flag gives.
+    pub same_as: &'static str,
+}
+
+/// `container start`: `-a/--attach` attaches to the container's streams, `-i/--interactive`
+/// to its stdin (cli/command/container/start.go: `if opts.Attach || opts.OpenStdin`).
+const START_POWER: &[PowerFlag] = &[
+    PowerFlag { long: "attach", short: Some(b'a'), same_as: "container attach" },
+    PowerFlag { long: "interactive", short: Some(b'i'), same_as: "container attach" },
+];
+
+/// Builds: `--push` pushes the result (`--output=type=registry`), a push of whatever image
+/// the build starts `FROM`.
+const BUILD_POWER: &[PowerFlag] = &[PowerFlag { long: "push", short: None, same_as: "image push" }];
+
+/// `compose up --watch/-w` runs compose's watch (cp and exec into the services).
+const COMPOSE_UP_POWER: &[PowerFlag] =
+    &[PowerFlag { long: "watch", short: Some(b'w'), same_as: "compose watch" }];
 
 /// Every cobra command group has `-h/--help`.
 pub const HELP_ONLY: &[FlagSpec] = &[FlagSpec { long: "help", short: Some(b'h'), takes_value: false }];
@@ -99,7 +126,15 @@ const STACK_FLAGS: &[FlagSpec] = &[
 
 /// A command without subcommands.
 const fn leaf(path: &'static str) -> NodeSpec {
-    NodeSpec { path, aliases: &[], shortcuts: &[], flags: &[], same_as: None, hidden: false }
+    NodeSpec {
+        path,
+        aliases: &[],
+        shortcuts: &[],
+        flags: &[],
+        same_as: None,
+        hidden: false,
+        power_flags: &[],
+    }
 }
 
 /// A command group and the flags it accepts before its subcommand.
@@ -147,8 +182,18 @@ pub const NODES: &[NodeSpec] = &[
     // denied power (exec, cp, attach, commit, export, push, publish, watch, alpha) out of
     // this list, so that those spellings stay undecidable.
     NodeSpec { same_as: Some("buildx"), ..group("builder", BUILDX_FLAGS) },
-    NodeSpec { aliases: &["f"], same_as: Some("buildx bake"), ..leaf("builder bake") },
-    NodeSpec { aliases: &["b"], same_as: Some("buildx build"), ..leaf("builder build") },
+    NodeSpec {
+        aliases: &["f"],
+        same_as: Some("buildx bake"),
+        power_flags: BUILD_POWER,
+        ..leaf("builder bake")
+    },
+    NodeSpec {
+        aliases: &["b"],
+        same_as: Some("buildx build"),
+        power_flags: BUILD_POWER,
+        ..leaf("builder build")
+    },
     NodeSpec { same_as: Some("buildx create"), ..leaf("builder create") },
     NodeSpec { same_as: Some("buildx dap"), ..group("builder dap", BUILDX_FLAGS) },
     NodeSpec { same_as: Some("buildx dap attach"), hidden: true, ..leaf("builder dap attach") },
@@ -213,7 +258,7 @@ pub const NODES: &[NodeSpec] = &[
     NodeSpec { shortcuts: &["restart"], ..leaf("container restart") },
     NodeSpec { aliases: &["remove"], shortcuts: &["rm"], ..leaf("container rm") },
     NodeSpec { shortcuts: &["run"], ..leaf("container run") },
-    NodeSpec { shortcuts: &["start"], ..leaf("container start") },
+    NodeSpec { shortcuts: &["start"], power_flags: START_POWER, ..leaf("container start") },
     NodeSpec { shortcuts: &["stats"], ..leaf("container stats") },
     NodeSpec { shortcuts: &["stop"], ..leaf("container stop") },
     NodeSpec { shortcuts: &["top"], ..leaf("container top") },
@@ -234,7 +279,7 @@ pub const NODES: &[NodeSpec] = &[
     // image. `docker build` and `docker image build` run `buildx build` when buildx is
     // installed.
     group("image", HELP_ONLY),
-    NodeSpec { shortcuts: &["build"], ..leaf("image build") },
+    NodeSpec { shortcuts: &["build"], power_flags: BUILD_POWER, ..leaf("image build") },
     NodeSpec { shortcuts: &["history"], ..leaf("image history") },
     NodeSpec { shortcuts: &["import"], ..leaf("image import") },
     leaf("image inspect"),
@@ -352,7 +397,7 @@ pub const NODES: &[NodeSpec] = &[
     // in them (cp and exec): a default policy entry of its own.
     group("compose", COMPOSE_FLAGS),
     NodeSpec { same_as: Some("container attach"), ..leaf("compose attach") },
-    leaf("compose build"),
+    NodeSpec { power_flags: BUILD_POWER, ..leaf("compose build") },
     NodeSpec { same_as: Some("container commit"), ..leaf("compose commit") },
     leaf("compose config"),
     NodeSpec { same_as: Some("container cp"), ..leaf("compose cp") },
@@ -380,7 +425,7 @@ pub const NODES: &[NodeSpec] = &[
     leaf("compose stop"),
     leaf("compose top"),
     leaf("compose unpause"),
-    leaf("compose up"),
+    NodeSpec { power_flags: COMPOSE_UP_POWER, ..leaf("compose up") },
     leaf("compose version"),
     leaf("compose volumes"),
     leaf("compose wait"),
@@ -405,8 +450,8 @@ pub const NODES: &[NodeSpec] = &[
     // `imagetools create` writes a new manifest to a registry: a push. `dial-stdio` pipes
     // to the builder (BuildKit), which gives what `build` gives.
     group("buildx", BUILDX_FLAGS),
-    NodeSpec { aliases: &["f"], shortcuts: &["bake"], ..leaf("buildx bake") },
-    NodeSpec { aliases: &["b"], ..leaf("buildx build") },
+    NodeSpec { aliases: &["f"], shortcuts: &["bake"], power_flags: BUILD_POWER, ..leaf("buildx bake") },
+    NodeSpec { aliases: &["b"], power_flags: BUILD_POWER, ..leaf("buildx build") },
     leaf("buildx create"),
     group("buildx dap", BUILDX_FLAGS),
     NodeSpec { hidden: true, ..leaf("buildx dap attach") },

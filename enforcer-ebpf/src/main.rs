@@ -23,6 +23,14 @@
 //! the identity the kernel itself uses for a file the loader opened.
 #![no_std]
 #![no_main]
+// The BPF target has no atomic compare-and-exchange in `core::sync::atomic` (rustc does
+// not mark it CAS-capable), but LLVM lowers the intrinsic to BPF's `cmpxchg` (ISA v3,
+// which every kernel enforcer supports): the scratch claim needs it.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(
+    target_arch = "bpf",
+    allow(internal_features, reason = "core_intrinsics: atomic_cxchg for the scratch claim, see above")
+)]
 
 use core::ffi::c_void;
 
@@ -38,20 +46,22 @@ use aya_ebpf::{
         },
     },
     macros::{lsm, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::LsmContext,
 };
 use enforcer_common::{
     ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, ALLOWED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo,
     BinaryKey, COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_COUNT,
     COUNTER_DEFERRED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES,
-    COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, CgroupKey, Decision, DenialEvent, ENV_PREFIX,
-    EVENT_ARGV_LEN, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId, GENERATIONS, HOOK_EXEC,
-    HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_PTRACE, HOOK_UNIX_CONNECT, HostKey, KernelOffsets, MAX_ARGS,
-    MAX_CGROUP_LEVEL, MAX_RULES, MAX_SKIP_CHUNKS, MAX_STRINGS, NR_EXECVE, NR_EXECVEAT, PTRACE_MODE_ATTACH,
+    COUNTER_SCRATCH_BUSY, COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, CgroupKey, Decision, DenialEvent,
+    ENV_PREFIX, EVENT_ARGV_LEN, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId, GENERATIONS,
+    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_INET_SEND, HOOK_PRCTL, HOOK_PTRACE,
+    HOOK_UNIX_CONNECT, HostKey, KernelOffsets, MAX_ARGS, MAX_CGROUP_LEVEL, MAX_RULES, MAX_SECCOMP_FILTERS,
+    MAX_SECCOMP_INSNS, MAX_SKIP_CHUNKS, MAX_STRINGS, NR_EXECVE, NR_EXECVEAT, PR_SET_MM, PTRACE_MODE_ATTACH,
     PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, ReadError, Reason,
-    RuleConfig, Rules, SKIP_CHUNK, SOCKET_NAME_LEN, Scan, Scratch, SocketNameKey, Start, Token, TokenInfo,
-    UserKey, Verdict, grammar::Grammar, is_loader_variable, judge_rule, rule_counter,
+    RuleConfig, Rules, SECCOMP_CHUNK, SKIP_CHUNK, SOCKET_NAME_LEN, Scan, Scratch, SocketNameKey, Start,
+    Token, TokenInfo, UserKey, Verdict, grammar::Grammar, is_loader_variable, judge_rule, rule_counter,
+    seccomp_insn_fakes_success,
 };
 
 const EPERM: i32 = 1;
@@ -84,6 +94,14 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     unix_addr: 0,
     unix_address_name: 0,
     task_tgid: 0,
+    task_seccomp_filter: 0,
+    seccomp_filter_prev: 0,
+    seccomp_filter_notif: 0,
+    seccomp_filter_prog: 0,
+    bpf_prog_orig_prog: 0,
+    fprog_len: 0,
+    fprog_filter: 0,
+    msghdr_name: 0,
     valid: 0,
 });
 
@@ -152,6 +170,20 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LOOP: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Whether this CPU's `SCRATCH` and `LOOP` are in use by a program run (1) or free (0).
+/// A hook that needs them claims them with an atomic compare-and-exchange and fails
+/// closed when another run holds them: under `preempt=full` or PREEMPT_RT a program can
+/// be preempted and a second one run on the same CPU.
+#[map]
+static CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `linux_binprm` address -> the policy generation its early check judged by, so the
+/// re-check of the same exec judges by the same generation even when a reload flipped it
+/// in between (otherwise a verdict that changed with the policy would look like a race).
+/// Taken out again by the re-check; LRU so an exec that failed in between cannot fill it.
+#[map]
+static EXEC_GENERATION: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
+
 /// Thread id -> identity of the file it last opened (identity probe results).
 #[map]
 static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
@@ -163,6 +195,59 @@ static PROBED: HashMap<u32, FileId> = HashMap::with_max_entries(64, 0);
 fn scratch_ptr() -> Option<*mut Scratch> {
     let ptr = SCRATCH.get_ptr_mut(0)?;
     Some(unsafe { core::ptr::read_volatile(&ptr) })
+}
+
+/// Claims this CPU's scratch space for the current program run (see `CLAIM`).
+#[inline(always)]
+fn claim_scratch() -> bool {
+    let Some(flag) = CLAIM.get_ptr_mut(0) else { return false };
+    // SAFETY: a per-CPU map value, valid and 8-byte aligned for the whole program run;
+    // every access to it is this atomic exchange or (the release) a store by the holder.
+    unsafe { compare_exchange(flag, 0, 1) }
+}
+
+/// Atomically replaces `*ptr` by `new` when it is `old`; whether it was.
+///
+/// # Safety
+/// `ptr` is valid and 8-byte aligned, and accessed only atomically meanwhile.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
+    use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+    // SAFETY: as the caller promises.
+    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(ptr, old, new).1 }
+}
+
+/// The host build (unit tests of this crate) has the stable API.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: as the caller promises.
+    unsafe { AtomicU64::from_ptr(ptr) }.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+}
+
+/// Releases what `claim_scratch` claimed.
+#[inline(always)]
+fn release_scratch() {
+    if let Some(flag) = CLAIM.get_ptr_mut(0) {
+        // SAFETY: as in `claim_scratch`. Sequentially consistent, so no scratch access of
+        // this run moves past it (BPF has no fence instruction to ask for that apart).
+        unsafe { compare_exchange(flag, 1, 0) };
+    }
+}
+
+/// Runs `body` with this CPU's scratch space claimed; when another run holds it, counts
+/// that and returns what `busy` returns instead (the caller's fail-closed verdict).
+#[inline(always)]
+fn with_scratch(busy: impl FnOnce() -> i32, body: impl FnOnce() -> i32) -> i32 {
+    if !claim_scratch() {
+        count(COUNTER_SCRATCH_BUSY);
+        return busy();
+    }
+    let verdict = body();
+    release_scratch();
+    verdict
 }
 
 /// The rules of one policy generation.
@@ -242,8 +327,8 @@ fn policy() -> Option<(u32, PolicyState)> {
     POLICY.get(0).map(|state| (state.active & 1, *state))
 }
 
-/// The rules that restrict the current task: by its real uid, and by the cgroups it runs
-/// in when some rule names cgroups.
+/// The rules that restrict the current task in `generation`: by its real uid, and by the
+/// cgroups it runs in when some rule names cgroups.
 #[inline(always)]
 fn restricted_rules(state: &PolicyState, generation: u32) -> u32 {
     let uid = bpf_get_current_uid_gid() as u32;
@@ -348,7 +433,8 @@ fn log_arg(event: *mut DenialEvent, buf: &ArgBuf) {
         event.argv_truncated = 1;
         return;
     }
-    let size = (buf.len as usize + 1) & (ARG_BUF - 1);
+    // The argument and its NUL: 1..=ARG_BUF bytes (a cut-short argument fills the buffer).
+    let size = (buf.len as usize).min(ARG_BUF - 1) + 1;
     // The event's argv has ARG_BUF bytes of slack past EVENT_ARGV_LEN, so any offset
     // below EVENT_ARGV_LEN plus any size below ARG_BUF stays inside it.
     let dst = unsafe { event.argv.as_mut_ptr().add(offset & (EVENT_ARGV_LEN - 1)) };
@@ -480,6 +566,16 @@ pub struct LoopState {
     env: Option<Reason>,
     scan: ArgvScan,
     result: Option<Scan>,
+    /// The seccomp walk: the next filter of the chain, the next instruction of the
+    /// current one and how many of its instructions are left, filters and instructions
+    /// seen so far, and the verdict (None: nothing refused, once `seccomp_done`).
+    seccomp_filter: u64,
+    seccomp_insn: u64,
+    seccomp_left: u32,
+    seccomp_filters: u32,
+    seccomp_insns: u32,
+    seccomp_done: bool,
+    seccomp: Option<Reason>,
     /// Judging: the rules that apply, their generation, and the decision once found.
     rules: u32,
     generation: u32,
@@ -633,6 +729,123 @@ extern "C" fn env_copy_one(_: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
+/// bpf_loop callback: one step of the seccomp walk: enter the next filter of the chain
+/// (refusing one with a listener), or check the next chunk of the current filter's
+/// instructions for returns that fake success.
+#[inline(never)]
+extern "C" fn seccomp_one(_: u64, ctx: *mut c_void) -> i64 {
+    let state = loop_state(ctx);
+    let off = OFFSETS.load();
+    let refuse = |state: &mut LoopState, reason: Reason| {
+        state.seccomp = Some(reason);
+        1
+    };
+    if state.seccomp_left == 0 {
+        let filter = state.seccomp_filter;
+        if filter == 0 {
+            state.seccomp_done = true;
+            return 1;
+        }
+        if state.seccomp_filters >= MAX_SECCOMP_FILTERS {
+            return refuse(state, Reason::SeccompUnreadable);
+        }
+        state.seccomp_filters += 1;
+        // SAFETY (these reads): `filter` is a `struct seccomp_filter *` of the current
+        // task's chain, which cannot shrink while the task runs; the helper checks it.
+        let Ok(notif) = (unsafe { read_kernel::<u64>(filter, off.seccomp_filter_notif) }) else {
+            return refuse(state, Reason::SeccompUnreadable);
+        };
+        if notif != 0 {
+            return refuse(state, Reason::SeccompListener);
+        }
+        let program = unsafe { read_kernel::<u64>(filter, off.seccomp_filter_prog) }.unwrap_or(0);
+        let original = if program == 0 {
+            0
+        } else {
+            unsafe { read_kernel::<u64>(program, off.bpf_prog_orig_prog) }.unwrap_or(0)
+        };
+        if original == 0 {
+            return refuse(state, Reason::SeccompUnreadable);
+        }
+        let (Ok(len), Ok(insns), Ok(prev)) = (
+            unsafe { read_kernel::<u16>(original, off.fprog_len) },
+            unsafe { read_kernel::<u64>(original, off.fprog_filter) },
+            unsafe { read_kernel::<u64>(filter, off.seccomp_filter_prev) },
+        ) else {
+            return refuse(state, Reason::SeccompUnreadable);
+        };
+        state.seccomp_insns += len as u32;
+        if state.seccomp_insns > MAX_SECCOMP_INSNS || insns == 0 {
+            return refuse(state, Reason::SeccompUnreadable);
+        }
+        state.seccomp_insn = insns;
+        state.seccomp_left = len as u32;
+        state.seccomp_filter = prev;
+        return 0;
+    }
+    let Some(scratch) = scratch_ptr() else { return refuse(state, Reason::NotConfigured) };
+    let n = state.seccomp_left.min(SECCOMP_CHUNK as u32);
+    let size = (((n - 1) & (SECCOMP_CHUNK as u32 - 1)) + 1) * 8;
+    // SAFETY: the scratch map value is this run's (claimed); `size` is at most its
+    // `seccomp` array's 64 bytes.
+    let chunk = unsafe { &mut (*scratch).seccomp };
+    let read = unsafe {
+        probe_read_kernel_raw(chunk.as_mut_ptr() as *mut _, size, state.seccomp_insn as *const c_void)
+    };
+    if read != 0 {
+        return refuse(state, Reason::SeccompUnreadable);
+    }
+    let mut i = 0;
+    while i < SECCOMP_CHUNK {
+        if i as u32 >= n {
+            break;
+        }
+        // `struct sock_filter`: u16 code, u8 jt, u8 jf, u32 k (little-endian).
+        let insn = chunk[i];
+        if seccomp_insn_fakes_success(insn as u16, (insn >> 32) as u32) {
+            return refuse(state, Reason::SeccompFakeSuccess);
+        }
+        i += 1;
+    }
+    state.seccomp_insn += size as u64;
+    state.seccomp_left -= n;
+    0
+}
+
+/// Why the current task's seccomp filters make it unfit to run a vetted client, if they
+/// do: a filter with a user-notification listener (another process answers its system
+/// calls), one that can fake a call's success, or a chain that cannot be walked within
+/// bounds. Plain filters (allow, errno, kill, log, trap) pass.
+#[inline(always)]
+unsafe fn seccomp_refusal(off: &KernelOffsets) -> Option<Reason> {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let Ok(head) = (unsafe { read_kernel::<u64>(task, off.task_seccomp_filter) }) else {
+        return Some(Reason::SeccompUnreadable);
+    };
+    if head == 0 {
+        return None;
+    }
+    let state = LOOP.get_ptr_mut(0)?;
+    unsafe {
+        (*state).seccomp_filter = head;
+        (*state).seccomp_insn = 0;
+        (*state).seccomp_left = 0;
+        (*state).seccomp_filters = 0;
+        (*state).seccomp_insns = 0;
+        (*state).seccomp_done = false;
+        (*state).seccomp = None;
+    }
+    let mut ctx = LoopCtx { state };
+    // Filters plus chunks of instructions, with room to spare: the walk ends by itself.
+    let steps = MAX_SECCOMP_FILTERS * 2 + MAX_SECCOMP_INSNS / SECCOMP_CHUNK as u32;
+    unsafe { bpf_loop(steps, seccomp_one as *mut c_void, &mut ctx as *mut _ as *mut c_void, 0) };
+    match unsafe { core::ptr::read_volatile(&(*state).seccomp) } {
+        Some(reason) => Some(reason),
+        None if unsafe { core::ptr::read_volatile(&(*state).seccomp_done) } => None,
+        None => Some(Reason::SeccompUnreadable),
+    }
+}
+
 /// The caller's argv and envp, from the saved registers of the exec syscall running.
 /// `UnsupportedExecPath` for an exec entry whose registers the program does not know
 /// (the 32-bit one): only the re-check can see that exec's argv.
@@ -714,13 +927,31 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
     unsafe { check_exec(bprm, generation, user_rules, Stage::Early) }
 }
 
+/// The generation the early check of this exec judged by, else the one in force, and the
+/// rules that restrict the current task in it.
+#[inline(always)]
+fn restricted_for_commit(bprm: u64) -> Option<(u32, u32)> {
+    let (active, state) = policy()?;
+    // SAFETY: a plain value copied out of the map.
+    let generation = match unsafe { EXEC_GENERATION.get(&bprm) } {
+        Some(generation) => {
+            let generation = *generation & 1;
+            let _ = EXEC_GENERATION.remove(&bprm);
+            generation
+        }
+        None => active,
+    };
+    let rules = restricted_rules(&state, generation);
+    if rules == 0 { None } else { Some((generation, rules)) }
+}
+
 /// The authoritative re-check, after the point of no return: `current->mm` is the new mm
 /// and `bprm->p` the kernel's copy of argv and the environment, exactly what the client
 /// receives. A denial kills the task before its first instruction.
 #[lsm(hook = "bprm_committing_creds")]
 pub fn enforcer_commit(ctx: LsmContext) -> i32 {
-    let Some((generation, user_rules)) = restricted() else { return 0 };
     let bprm: u64 = ctx.arg(0);
+    let Some((generation, user_rules)) = restricted_for_commit(bprm) else { return 0 };
     unsafe { check_exec(bprm, generation, user_rules, Stage::Commit) };
     0
 }
@@ -737,9 +968,39 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
         unsafe { vetted_exec(bprm, &off, generation, user_rules) }
     };
     // Most execs of a restricted user are not of a vetted client: they end here.
-    let (identity, binary) = match vetted {
-        Ok(Some(vetted)) => vetted,
+    let vetted = match vetted {
+        Ok(Some(vetted)) => Ok(vetted),
         Ok(None) => return 0,
+        Err(reason) => Err(reason),
+    };
+    if stage == Stage::Early {
+        let _ = EXEC_GENERATION.insert(&bprm, &generation, 0);
+    }
+    // A denial at the re-check kills; so does finding the scratch space busy there.
+    let busy = || {
+        if stage == Stage::Commit {
+            unsafe { bpf_send_signal(SIGKILL) };
+        }
+        -EPERM
+    };
+    with_scratch(busy, || unsafe { judge_exec(bprm, &off, generation, user_rules, stage, hook, vetted) })
+}
+
+/// `check_exec` for a vetted client (or one whose identity failed), with the scratch space
+/// claimed.
+#[inline(always)]
+unsafe fn judge_exec(
+    bprm: u64,
+    off: &KernelOffsets,
+    generation: u32,
+    user_rules: u32,
+    stage: Stage,
+    hook: u32,
+    vetted: Result<(FileId, BinaryInfo), Reason>,
+) -> i32 {
+    let off = *off;
+    let (identity, binary) = match vetted {
+        Ok(vetted) => vetted,
         Err(reason) => {
             let Some(event) = begin_event(hook, generation) else { return -EPERM };
             return unsafe { finish_exec(event, user_rules, Verdict::Undecidable(reason), stage, false) };
@@ -763,7 +1024,7 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
     }
     let pre = match unsafe { traced(&off) } {
         Ok(true) => Some(Reason::Traced),
-        Ok(false) => None,
+        Ok(false) => unsafe { seccomp_refusal(&off) },
         Err(_) => Some(Reason::NotConfigured),
     };
     if pre.is_none() && deferred && stage == Stage::Early {
@@ -814,6 +1075,13 @@ unsafe fn decide(
             cursor: 0,
             cursor_index: 0,
             env: None,
+            seccomp_filter: 0,
+            seccomp_insn: 0,
+            seccomp_left: 0,
+            seccomp_filters: 0,
+            seccomp_insns: 0,
+            seccomp_done: false,
+            seccomp: None,
             scan: ArgvScan::new(start),
             result: None,
             rules,
@@ -1066,6 +1334,12 @@ pub fn enforcer_unix_connect(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let other: u64 = ctx.arg(1);
+    with_scratch(|| -EPERM, || unix_connect(other, generation, user_rules))
+}
+
+/// `enforcer_unix_connect` for a restricted task, with the scratch space claimed.
+#[inline(always)]
+fn unix_connect(other: u64, generation: u32, user_rules: u32) -> i32 {
     let off = OFFSETS.load();
     let mut socket_rules = 0;
     // The socket file's inode: symlinks, hard links and bind mounts all lead to it.
@@ -1128,6 +1402,33 @@ pub fn enforcer_inet_connect(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let address: u64 = ctx.arg(1);
+    unsafe { gate_host(address, generation, user_rules, HOOK_INET_CONNECT) }
+}
+
+/// `sendto`/`sendmsg` with a destination: `MSG_FASTOPEN` on a TCP socket connects to it
+/// inside the send (`tcp_sendmsg_fastopen`), never through `socket_connect`, so a gated
+/// address is gated here too. Sends without a destination (nearly all) cost one read.
+#[lsm(hook = "socket_sendmsg")]
+pub fn enforcer_inet_send(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let msg: u64 = ctx.arg(1);
+    let off = OFFSETS.load();
+    // SAFETY: `msg` is the hook's `struct msghdr *`; the helper checks the read.
+    let Ok(name) = (unsafe { read_kernel::<u64>(msg, off.msghdr_name) }) else { return 0 };
+    if name == 0 {
+        return 0;
+    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
+    unsafe { gate_host(name, generation, user_rules, HOOK_INET_SEND) }
+}
+
+/// Admits a TCP connection (or fast-open send) to `address` (a kernel `sockaddr`) from a
+/// restricted task only when the client is vetted for every rule that gates the address.
+#[inline(always)]
+unsafe fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -> i32 {
     let Some(key) = (unsafe { host_key(address, generation) }) else { return 0 };
     let mut host_rules = 0;
     if let Some(rules) = unsafe { HOSTS.get(&key) } {
@@ -1141,19 +1442,24 @@ pub fn enforcer_inet_connect(ctx: LsmContext) -> i32 {
     if gating == 0 {
         return 0;
     }
-    gate_client(generation, gating, HOOK_INET_CONNECT, |event| {
-        let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
-        event.argv[0] = bytes[0][0];
-        event.argv[1] = bytes[0][1];
-        event.argv[2] = bytes[1][0];
-        event.argv[3] = bytes[1][1];
-        let mut i = 0;
-        while i < 16 {
-            event.argv[4 + i] = key.addr[i];
-            i += 1;
-        }
-        event.argv_len = 20;
-    })
+    with_scratch(
+        || -EPERM,
+        || {
+            gate_client(generation, gating, hook, |event| {
+                let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
+                event.argv[0] = bytes[0][0];
+                event.argv[1] = bytes[0][1];
+                event.argv[2] = bytes[1][0];
+                event.argv[3] = bytes[1][1];
+                let mut i = 0;
+                while i < 16 {
+                    event.argv[4 + i] = key.addr[i];
+                    i += 1;
+                }
+                event.argv_len = 20;
+            })
+        },
+    )
 }
 
 /// The hosts-map key of a connect address, normalised the way the kernel routes it: an
@@ -1209,10 +1515,44 @@ pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
     };
     let rules = if binary.rules & user_rules != 0 { binary.rules & user_rules } else { user_rules };
     let target: u32 = unsafe { read_kernel(child, off.task_tgid) }.unwrap_or(0);
-    refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
-        event.file = identity;
-        event.target_pid = target;
-    })
+    with_scratch(
+        || -EPERM,
+        || {
+            refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
+                event.file = identity;
+                event.target_pid = target;
+            })
+        },
+    )
+}
+
+/// `prctl(PR_SET_MM, ...)` rewrites the fields of the task's memory map, `mm->exe_file`
+/// among them (`PR_SET_MM_EXE_FILE`, `PR_SET_MM_MAP` with `exe_fd`): the identity the
+/// socket gate and the ptrace guard read. Linux allows it with CAP_CHECKPOINT_RESTORE in
+/// the task's own user namespace, which `unshare(CLONE_NEWUSER)` gives anyone. Besides an
+/// exec, which the exec checks judge, it is the only way `exe_file` changes, so no
+/// restricted task gets it. (Returning 0 leaves the kernel's default, "not handled",
+/// in place for every other option.)
+#[lsm(hook = "task_prctl")]
+pub fn enforcer_prctl(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(5);
+    if previous != 0 {
+        return previous;
+    }
+    let option: i32 = ctx.arg(0);
+    if option != PR_SET_MM {
+        return 0;
+    }
+    let Some((generation, user_rules)) = restricted() else { return 0 };
+    let sub_option: u64 = ctx.arg(1);
+    with_scratch(
+        || -EPERM,
+        || {
+            refuse(generation, user_rules, HOOK_PRCTL, Reason::SetMm, COUNTER_TAMPER_REFUSED, |event| {
+                event.target_pid = sub_option as u32;
+            })
+        },
+    )
 }
 
 #[lsm(hook = "file_open")]

@@ -3,8 +3,8 @@
 //! when the daemon is gone.
 //!
 //! Layout under `PIN_ROOT` (`/sys/fs/bpf/enforcer`):
-//! - `maps-v<ABI>/`: the policy and state maps (those declared `pinned` in the BPF crate) (`POLICY`, `USERS`, `BINARIES`, `RULES`,
-//!   `EVENTS`, `COUNTERS`), versioned by [`MAPS_ABI`] so an upgrade that changes a map's
+//! - `maps-<digest>/`: the policy and state maps (those declared `pinned` in the BPF crate) (`POLICY`, `USERS`, `BINARIES`, `RULES`,
+//!   `EVENTS`, `COUNTERS`), named by [`maps_digest`] so an upgrade that changes a map's
 //!   layout starts fresh maps instead of misreading old ones;
 //! - `links/<program>-<stamp>` and `progs/<program>-<stamp>`: the attached hooks (see
 //!   [`HOOKS`]) of the daemon that started at `<stamp>`. A new daemon attaches its own
@@ -44,15 +44,58 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("enforcer_unix_connect", "unix_stream_connect"),
     ("enforcer_inet_connect", "socket_connect"),
     ("enforcer_ptrace", "ptrace_access_check"),
+    ("enforcer_prctl", "task_prctl"),
+    ("enforcer_inet_send", "socket_sendmsg"),
 ];
 
 /// Where everything is pinned.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/enforcer";
-/// Bumped whenever a pinned map's key, value or size changes.
-pub const MAPS_ABI: u32 = 2;
+/// Bumped whenever a pinned map's meaning changes in a way [`maps_digest`] cannot see.
+pub const MAPS_ABI: u32 = 3;
 
+/// The pinned maps' directory, named by [`maps_digest`]: programs of a build that encodes
+/// the maps differently never read another build's maps, not even during an upgrade,
+/// while both builds' programs are attached.
 pub fn maps_dir() -> PathBuf {
-    Path::new(PIN_ROOT).join(format!("maps-v{MAPS_ABI}"))
+    Path::new(PIN_ROOT).join(format!("maps-{}", maps_digest()))
+}
+
+/// A digest of everything the pinned maps encode: the ABI version, the size of every
+/// pinned key and value, the counters' layout, and the command tree (rules store node ids,
+/// which are positions in it, local to a build).
+pub fn maps_digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let paths: Vec<&str> = enforcer_common::tree::NODES.iter().map(|n| n.path).collect();
+        digest_of(&paths)
+    })
+}
+
+fn digest_of(node_paths: &[&str]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(MAPS_ABI.to_le_bytes());
+    for size in [
+        size_of::<PolicyState>(),
+        size_of::<UserKey>(),
+        size_of::<CgroupKey>(),
+        size_of::<BinaryKey>(),
+        size_of::<BinaryInfo>(),
+        size_of::<SocketNameKey>(),
+        size_of::<HostKey>(),
+        size_of::<RuleConfig>(),
+        size_of::<enforcer_common::DenialEvent>(),
+        COUNTER_COUNT as usize,
+        RULE_COUNTERS as usize,
+        MAX_RULES,
+    ] {
+        hash.update((size as u64).to_le_bytes());
+    }
+    for path in node_paths {
+        hash.update(path.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn links_dir() -> PathBuf {
@@ -135,6 +178,11 @@ impl Programs {
 
     /// Loads program `name` for LSM hook `hook` (the kernel's verifier runs here).
     fn load_lsm(&mut self, name: &str, hook: &str) -> Result<&mut Lsm> {
+        // Test hook: the VM tests make one program fail as a verifier rejection would, to
+        // show that start-up then attaches nothing (root sets a daemon's environment).
+        if std::env::var_os("ENFORCER_TEST_REFUSE_PROGRAM").is_some_and(|refused| refused == name) {
+            bail!("the kernel refused program {name}: refused by ENFORCER_TEST_REFUSE_PROGRAM (a test)");
+        }
         let program = lsm_program(&mut self.ebpf, name)?;
         program.load(hook, &self.btf).map_err(|e| verifier_error(name, e))?;
         Ok(program)
@@ -356,24 +404,26 @@ impl Programs {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let ours: Vec<String> = HOOKS.iter().map(|(program, _)| format!("{program}-{stamp}")).collect();
-        let mut timings = Vec::new();
-        for ((program_name, hook), name) in HOOKS.iter().zip(&ours) {
+        // Every program is verified before any is attached: a rejection leaves what was in
+        // force (an older daemon's pins, or nothing) exactly as it was, never half a set.
+        let mut verified = Vec::new();
+        for (program_name, hook) in HOOKS {
             let started = std::time::Instant::now();
-            let program = self.load_lsm(program_name, hook)?;
-            let verified = started.elapsed();
-            program
-                .pin(progs_dir().join(name))
-                .with_context(|| format!("cannot pin program {program_name}"))?;
-            let link_id =
-                program.attach().with_context(|| format!("cannot attach {program_name} at {hook}"))?;
-            let link: FdLink = program.take_link(link_id)?.into();
-            link.pin(links_dir().join(name))
-                .with_context(|| format!("cannot pin the link of {program_name}"))?;
-            timings.push(HookTiming {
-                program: program_name,
-                verify: verified,
-                attach: started.elapsed() - verified,
-            });
+            self.load_lsm(program_name, hook)?;
+            verified.push(started.elapsed());
+        }
+        let mut timings = Vec::new();
+        for (((program_name, hook), name), verify) in HOOKS.iter().zip(&ours).zip(verified) {
+            let started = std::time::Instant::now();
+            if let Err(error) = self.attach_one(program_name, hook, name) {
+                // All or none: ours go again; an older daemon's pins were not touched.
+                for name in &ours {
+                    let _ = std::fs::remove_file(links_dir().join(name));
+                    let _ = std::fs::remove_file(progs_dir().join(name));
+                }
+                return Err(error);
+            }
+            timings.push(HookTiming { program: program_name, verify, attach: started.elapsed() });
         }
         for dir in [links_dir(), progs_dir()] {
             for entry in std::fs::read_dir(&dir)? {
@@ -388,6 +438,16 @@ impl Programs {
         Ok(timings)
     }
 
+    /// Pins loaded program `program_name`, attaches it at `hook` and pins the link as `name`.
+    fn attach_one(&mut self, program_name: &str, hook: &str, name: &str) -> Result<()> {
+        let program = self.lsm(program_name)?;
+        program.pin(progs_dir().join(name)).with_context(|| format!("cannot pin program {program_name}"))?;
+        let link_id = program.attach().with_context(|| format!("cannot attach {program_name} at {hook}"))?;
+        let link: FdLink = program.take_link(link_id)?.into();
+        link.pin(links_dir().join(name)).with_context(|| format!("cannot pin the link of {program_name}"))?;
+        Ok(())
+    }
+
     /// Instructions the verifier processed for a loaded program, when the kernel says.
     pub fn verified_instructions(&mut self, name: &str) -> Option<u32> {
         self.lsm(name).ok()?.info().ok()?.verified_instruction_count()
@@ -398,6 +458,26 @@ impl Programs {
         let map: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
         sum_counters(&map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node ids are positions in the tree: any change to it is a new maps directory.
+    #[test]
+    fn maps_digest_follows_the_tree() {
+        let paths: Vec<&str> = enforcer_common::tree::NODES.iter().map(|n| n.path).collect();
+        assert_eq!(digest_of(&paths), maps_digest());
+        assert_eq!(maps_digest().len(), 16);
+        let mut reordered = paths.clone();
+        reordered.swap(0, 1);
+        assert_ne!(digest_of(&reordered), maps_digest());
+        let mut grown = paths.clone();
+        grown.push("container teleport");
+        assert_ne!(digest_of(&grown), maps_digest());
+        assert!(maps_dir().starts_with(PIN_ROOT));
     }
 }
 
@@ -427,7 +507,7 @@ fn remove_other_map_versions() -> Result<()> {
     let ours = maps_dir();
     for entry in std::fs::read_dir(PIN_ROOT)? {
         let path = entry?.path();
-        let is_maps = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("maps-v"));
+        let is_maps = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("maps-"));
         if is_maps && path != ours {
             std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }

@@ -83,6 +83,16 @@ pub fn check(
         _ => None,
     };
     println!("command: {}", command.unwrap_or("-"));
+    if let (Scan::Command(node), Some(rule)) = (scan, policy.rules.get(decision.rule as usize))
+        && decision.verdict != Verdict::Allow
+        && crate::policy::implicit_tunnel(rule, node)
+    {
+        println!(
+            "why: {} pipes raw requests to the whole docker API, so every rule that denies any command \
+             denies it too, listed or not",
+            command.unwrap_or("this command")
+        );
+    }
     Ok(ExitCode::from(code))
 }
 

@@ -177,17 +177,10 @@ impl Daemon {
         }
     }
 
-    /// Answers one control connection. Returns true when the daemon must stop.
-    async fn serve(&mut self, stream: UnixStream) -> bool {
-        let (reader, mut writer) = stream.into_split();
-        let mut line = String::new();
-        let read =
-            tokio::time::timeout(Duration::from_secs(5), BufReader::new(reader).read_line(&mut line)).await;
-        if !matches!(read, Ok(Ok(_))) {
-            return false;
-        }
+    /// Carries out one control request. Returns the reply and whether the daemon must stop.
+    fn answer(&mut self, line: &str) -> (Reply, bool) {
         let pid = std::process::id();
-        let (reply, stop) = match line.trim() {
+        match line.trim() {
             "ping" => (Reply { ok: true, pid, ..Default::default() }, false),
             "reload" => match self.reload() {
                 Ok(message) => (Reply { ok: true, pid, message: Some(message), ..Default::default() }, false),
@@ -213,12 +206,77 @@ impl Daemon {
                 },
                 false,
             ),
-        };
-        let mut text = serde_json::to_string(&reply).unwrap_or_default();
-        text.push('\n');
-        let _ = writer.write_all(text.as_bytes()).await;
-        stop
+        }
     }
+}
+
+/// A control request read off its connection, and where its reply goes.
+struct ControlRequest {
+    line: String,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// Reads one control connection's request line in its own task, so a slow or idle client
+/// never holds up the event loop (denials, refreshes, other clients); the loop answers it.
+fn read_control(stream: UnixStream, requests: tokio::sync::mpsc::Sender<ControlRequest>) {
+    tokio::spawn(async move {
+        let (reader, writer) = stream.into_split();
+        let mut line = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), BufReader::new(reader).read_line(&mut line)).await;
+        if matches!(read, Ok(Ok(n)) if n > 0) {
+            let _ = requests.send(ControlRequest { line, writer }).await;
+        }
+    });
+}
+
+/// Writes a reply in its own task (a client that does not read cannot stall the loop).
+fn send_reply(mut writer: tokio::net::unix::OwnedWriteHalf, reply: &Reply) {
+    let mut text = serde_json::to_string(reply).unwrap_or_default();
+    text.push('\n');
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer.write_all(text.as_bytes())).await;
+    });
+}
+
+/// Holds the single-instance lock (`daemon.lock` beside the control socket) for the
+/// daemon's life: a second `enforcer run` would flip policy generations and remove the
+/// first one's pins while both drain the ring buffer.
+struct InstanceLock {
+    _file: std::fs::File,
+}
+
+fn lock_instance() -> Result<InstanceLock> {
+    use std::{io::Write as _, os::fd::AsRawFd as _};
+    let path = control::socket_path().with_file_name("daemon.lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: a valid open descriptor; flock has no other preconditions.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            anyhow::bail!(
+                "another enforcer daemon{} is running (it holds {}): stop it first (systemctl stop enforcer), \
+                 or change its policy with `enforcer reload`",
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                path.display()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(InstanceLock { _file: file })
 }
 
 fn listen_control() -> Result<UnixListener> {
@@ -248,6 +306,7 @@ pub async fn run(options: Options) -> Result<bool> {
         }
     };
     kernel::check_bpf_lsm()?;
+    let _lock = lock_instance()?;
     // The policy is checked before anything is loaded: a bad file changes nothing.
     let policy = Policy::load(options.config.as_deref())?;
     let resolved = policy.resolve(&HostSystem)?;
@@ -261,7 +320,19 @@ pub async fn run(options: Options) -> Result<bool> {
     programs.install_grammar()?;
     stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
 
-    let previous = state::load(&options.state_dir).filter(|_| adopted);
+    let previous = match state::load(&options.state_dir) {
+        Ok(previous) => previous.filter(|_| adopted),
+        Err(error) => {
+            let aside = state::quarantine(&options.state_dir).map_or_else(
+                |e| format!("could not move it aside: {e:#}"),
+                |p| format!("moved to {}", p.display()),
+            );
+            eprintln!(
+                "enforcer: error: {error:#} ({aside}); starting a fresh record of rule and binary names"
+            );
+            None
+        }
+    };
     let now = state::now_rfc3339();
     let (enforcing_since, generations) = match previous {
         Some(previous) => (previous.enforcing_since, previous.generations),
@@ -341,6 +412,7 @@ pub async fn run(options: Options) -> Result<bool> {
     let mut detach = daemon.options.detach_on_exit;
     let mut stopped = false;
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    let (request_sender, mut requests) = tokio::sync::mpsc::channel::<ControlRequest>(16);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
@@ -359,11 +431,18 @@ pub async fn run(options: Options) -> Result<bool> {
             }
             _ = sighup.recv() => { let _ = daemon.reload(); }
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted
-                    && daemon.serve(stream).await
-                {
+                if let Ok((stream, _)) = accepted {
+                    read_control(stream, request_sender.clone());
+                }
+            }
+            Some(request) = requests.recv() => {
+                let (reply, stop) = daemon.answer(&request.line);
+                send_reply(request.writer, &reply);
+                if stop {
                     detach = false; // the pins are gone already
                     stopped = true;
+                    // Let the reply go out before the runtime shuts down.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     break;
                 }
             }

@@ -10,7 +10,8 @@ use std::{
 use anyhow::{Context as _, Result};
 use enforcer_common::{
     ACTION_AUDITED, ACTION_KILLED, DenialEvent, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId,
-    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_PTRACE, HOOK_UNIX_CONNECT, HostKey, Reason,
+    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_INET_SEND, HOOK_PRCTL, HOOK_PTRACE,
+    HOOK_UNIX_CONNECT, HostKey, Reason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,8 @@ fn hook_name(hook: u32) -> &'static str {
         HOOK_UNIX_CONNECT => "connect-unix",
         HOOK_INET_CONNECT => "connect-tcp",
         HOOK_PTRACE => "ptrace",
+        HOOK_PRCTL => "prctl",
+        HOOK_INET_SEND => "send-tcp",
         _ => "unknown",
     }
 }
@@ -93,7 +96,7 @@ pub fn decode(
     let argv_len = (event.argv_len as usize).min(event.argv.len());
     let target = match event.hook {
         HOOK_UNIX_CONNECT => Some(c_string(&event.argv[..argv_len])).filter(|t| !t.is_empty()),
-        HOOK_INET_CONNECT => {
+        HOOK_INET_CONNECT | HOOK_INET_SEND => {
             let a = &event.argv;
             let mut key = HostKey {
                 generation: 0,
@@ -105,6 +108,8 @@ pub fn decode(
             Some(crate::policy::host_text(&key))
         }
         HOOK_PTRACE => Some(format!("pid {}", event.target_pid)),
+        // The PR_SET_MM sub-option (13: PR_SET_MM_EXE_FILE, 14: PR_SET_MM_MAP).
+        HOOK_PRCTL => Some(format!("PR_SET_MM option {}", event.target_pid)),
         _ => None,
     };
     let is_exec = matches!(event.hook, HOOK_EXEC | HOOK_EXEC_COMMIT);

@@ -90,6 +90,14 @@ pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
         dentry_inode: field("dentry", "d_inode", None)?,
         unix_addr: field("unix_sock", "addr", None)?,
         unix_address_name: field("unix_address", "name", None)?,
+        task_seccomp_filter: field("task_struct", "seccomp", None)? + field("seccomp", "filter", None)?,
+        seccomp_filter_prev: field("seccomp_filter", "prev", None)?,
+        seccomp_filter_notif: field("seccomp_filter", "notif", None)?,
+        seccomp_filter_prog: field("seccomp_filter", "prog", None)?,
+        bpf_prog_orig_prog: field("bpf_prog", "orig_prog", None)?,
+        fprog_len: field("sock_fprog_kern", "len", Some(2))?,
+        fprog_filter: field("sock_fprog_kern", "filter", None)?,
+        msghdr_name: field("msghdr", "msg_name", None)?,
         valid: 1,
     })
 }

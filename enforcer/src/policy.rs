@@ -511,14 +511,26 @@ impl Policy {
         }
     }
 
-    /// The kernel's view of each rule, in rule order.
+    /// The kernel's view of each rule, in rule order. A rule that denies any command also
+    /// denies the raw API tunnels ([`RAW_API_TUNNELS`]), listed or not: through one, every
+    /// denied request reaches the daemon from a client the kernel cannot judge.
     pub fn rule_configs(&self) -> Vec<RuleConfig> {
+        let tunnels: Vec<u32> =
+            RAW_API_TUNNELS.iter().filter_map(|path| grammar::node_by_path(path)).collect();
         self.rules
             .iter()
             .map(|rule| {
                 let mut config = RuleConfig::default();
+                let denies_anything = rule.kind == ListKind::Allow || !rule.commands.is_empty();
                 for node in 1..grammar::node_count() {
-                    if rule.commands.iter().any(|&entry| grammar::covers(entry, node)) {
+                    let listed = rule.commands.iter().any(|&entry| grammar::covers(entry, node));
+                    let tunnel = denies_anything && tunnels.iter().any(|&t| grammar::covers(t, node));
+                    // Deny list: the bit denies. Allow list: the bit allows.
+                    let bit = match rule.kind {
+                        ListKind::Deny => listed || tunnel,
+                        ListKind::Allow => listed && !tunnel,
+                    };
+                    if bit {
                         config.set_command(node);
                     }
                 }
@@ -533,6 +545,20 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// Commands that pipe raw requests to the docker API (`docker system dial-stdio`, which
+/// the CLI's `ssh://` connection helper also runs): denied by every rule that denies
+/// anything, since each denied request could pass through them.
+pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio"];
+
+/// Whether `node` is a raw API tunnel that `rule` does not name itself (denied because the
+/// rule denies something else), for `enforcer check` to say why.
+pub fn implicit_tunnel(rule: &Rule, node: u32) -> bool {
+    let tunnel =
+        RAW_API_TUNNELS.iter().filter_map(|p| grammar::node_by_path(p)).any(|t| grammar::covers(t, node));
+    tunnel
+        && !(rule.kind == ListKind::Deny && rule.commands.iter().any(|&entry| grammar::covers(entry, node)))
 }
 
 /// How the system answers the questions resolution asks; the real one reads the user

@@ -57,9 +57,25 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(STATE_FILE)
 }
 
-pub fn load(state_dir: &Path) -> Option<State> {
-    let text = std::fs::read_to_string(path(state_dir)).ok()?;
-    serde_json::from_str(&text).ok()
+/// The saved state: `Ok(None)` when there is none yet, an error naming the file when it
+/// cannot be read or parsed (a truncated write, a hand edit).
+pub fn load(state_dir: &Path) -> Result<Option<State>> {
+    let file = path(state_dir);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    serde_json::from_str(&text).map(Some).with_context(|| format!("{} is corrupt", file.display()))
+}
+
+/// Moves a corrupt state file aside (to `state.json.corrupt`), so the next save starts a
+/// fresh record and the bad one stays for a post-mortem. Returns where it went.
+pub fn quarantine(state_dir: &Path) -> Result<PathBuf> {
+    let file = path(state_dir);
+    let aside = state_dir.join(format!("{STATE_FILE}.corrupt"));
+    std::fs::rename(&file, &aside).with_context(|| format!("cannot move {} aside", file.display()))?;
+    Ok(aside)
 }
 
 /// Writes the state atomically (temporary file, then rename).
@@ -80,6 +96,29 @@ pub fn save(state_dir: &Path, state: &State) -> Result<()> {
             .with_context(|| format!("cannot write {}", temporary.display()))?;
     }
     std::fs::rename(&temporary, &target).with_context(|| format!("cannot write {}", target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_corrupt_and_good_state() {
+        let dir = std::env::temp_dir().join(format!("enforcer-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(load(&dir).unwrap().is_none());
+        std::fs::write(path(&dir), b"{\"enforcing_since\": \"2026").unwrap();
+        let error = format!("{:#}", load(&dir).unwrap_err());
+        assert!(error.contains("state.json is corrupt"), "{error}");
+        let aside = quarantine(&dir).unwrap();
+        assert!(aside.ends_with("state.json.corrupt") && aside.exists());
+        assert!(load(&dir).unwrap().is_none());
+        let state = State { daemon_pid: 42, ..Default::default() };
+        save(&dir, &state).unwrap();
+        assert_eq!(load(&dir).unwrap(), Some(state));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 pub fn now_rfc3339() -> String {

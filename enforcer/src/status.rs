@@ -6,8 +6,9 @@ use std::{path::Path, process::ExitCode, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use enforcer_common::{
     COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_DEFERRED,
-    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES, COUNTER_TAMPER_REFUSED,
-    COUNTER_UNDECIDABLE, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, rule_counter,
+    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES, COUNTER_SCRATCH_BUSY,
+    COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED,
+    RULE_COUNTER_UNDECIDABLE, rule_counter,
 };
 use serde::Serialize;
 
@@ -51,6 +52,7 @@ struct Counters {
     deferred: u64,
     connects_refused: u64,
     tamper_refused: u64,
+    scratch_busy: u64,
     events_dropped: u64,
 }
 
@@ -114,8 +116,14 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
     let enforcing = bpf::exec_hook_attached()?;
     let pins = bpf::read_pins()?;
     let daemon_reply = control::request("ping", Duration::from_secs(5)).unwrap_or(None);
-    let saved = state::load(state_dir);
     let mut notes = Vec::new();
+    let saved = match state::load(state_dir) {
+        Ok(saved) => saved,
+        Err(error) => {
+            notes.push(format!("{error:#}: rule and binary names below may be missing"));
+            None
+        }
+    };
     if daemon_reply.is_none() {
         if enforcing {
             notes.push(
@@ -142,6 +150,7 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
             deferred: at(COUNTER_DEFERRED),
             connects_refused: at(COUNTER_CONNECTS_REFUSED),
             tamper_refused: at(COUNTER_TAMPER_REFUSED),
+            scratch_busy: at(COUNTER_SCRATCH_BUSY),
             events_dropped: at(COUNTER_EVENTS_DROPPED),
         }
     });
@@ -227,8 +236,8 @@ fn print_table(status: &Status) {
         );
         println!(
             "bypasses:  killed on re-check {} (races {}), deferred to re-check {}, connects refused {}, \
-             tampering refused {}",
-            c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused
+             tampering refused {}, refused with scratch busy {}",
+            c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused, c.scratch_busy
         );
     }
     for rule in &status.rules {
