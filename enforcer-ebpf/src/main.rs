@@ -237,17 +237,23 @@ fn release_scratch() {
     }
 }
 
-/// Runs `body` with this CPU's scratch space claimed; when another run holds it, counts
-/// that and returns what `busy` returns instead (the caller's fail-closed verdict).
-#[inline(always)]
-fn with_scratch(busy: impl FnOnce() -> i32, body: impl FnOnce() -> i32) -> i32 {
-    if !claim_scratch() {
-        count(COUNTER_SCRATCH_BUSY);
-        return busy();
-    }
-    let verdict = body();
-    release_scratch();
-    verdict
+/// Evaluates `$body` with this CPU's scratch space claimed; when another run holds it,
+/// counts that and evaluates `$busy` instead (the caller's fail-closed verdict). A macro,
+/// not a function taking closures: the body must be inlined into the hook, or its stack
+/// frame adds to the hook's and the two exceed the verifier's 512 bytes.
+macro_rules! with_scratch {
+    ($busy:expr, $body:expr $(,)?) => {{
+        if !claim_scratch() {
+            count(COUNTER_SCRATCH_BUSY);
+            $busy
+        } else {
+            let verdict: i32 = $body;
+            release_scratch();
+            // Only 0 and -EPERM are ever returned; saying so keeps the value provably in
+            // the LSM return range (6.12 checks it).
+            if verdict == 0 { 0 } else { -EPERM }
+        }
+    }};
 }
 
 /// The rules of one policy generation.
@@ -968,44 +974,49 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
         unsafe { vetted_exec(bprm, &off, generation, user_rules) }
     };
     // Most execs of a restricted user are not of a vetted client: they end here.
-    let vetted = match vetted {
-        Ok(Some(vetted)) => Ok(vetted),
-        Ok(None) => return 0,
-        Err(reason) => Err(reason),
-    };
+    if let Ok(None) = vetted {
+        return 0;
+    }
     if stage == Stage::Early {
         let _ = EXEC_GENERATION.insert(&bprm, &generation, 0);
     }
     // A denial at the re-check kills; so does finding the scratch space busy there.
+    // (Each outcome of `vetted` is its own branch: a merged enum would carry registers
+    // the verifier sees as never written.)
     let busy = || {
         if stage == Stage::Commit {
             unsafe { bpf_send_signal(SIGKILL) };
         }
         -EPERM
     };
-    with_scratch(busy, || unsafe { judge_exec(bprm, &off, generation, user_rules, stage, hook, vetted) })
+    match vetted {
+        Ok(Some((identity, binary))) => {
+            with_scratch!(busy(), unsafe { judge_exec(bprm, generation, user_rules, stage, identity, binary) })
+        }
+        Ok(None) => 0,
+        Err(reason) => with_scratch!(busy(), {
+            match begin_event(hook, generation) {
+                Some(event) => unsafe {
+                    finish_exec(event, user_rules, Verdict::Undecidable(reason), stage, false)
+                },
+                None => -EPERM,
+            }
+        }),
+    }
 }
 
-/// `check_exec` for a vetted client (or one whose identity failed), with the scratch space
-/// claimed.
+/// `check_exec` for a vetted client, with the scratch space claimed.
 #[inline(always)]
 unsafe fn judge_exec(
     bprm: u64,
-    off: &KernelOffsets,
     generation: u32,
     user_rules: u32,
     stage: Stage,
-    hook: u32,
-    vetted: Result<(FileId, BinaryInfo), Reason>,
+    identity: FileId,
+    binary: BinaryInfo,
 ) -> i32 {
-    let off = *off;
-    let (identity, binary) = match vetted {
-        Ok(vetted) => vetted,
-        Err(reason) => {
-            let Some(event) = begin_event(hook, generation) else { return -EPERM };
-            return unsafe { finish_exec(event, user_rules, Verdict::Undecidable(reason), stage, false) };
-        }
-    };
+    let off = OFFSETS.load();
+    let hook = if stage == Stage::Early { HOOK_EXEC } else { HOOK_EXEC_COMMIT };
     let Some(event) = begin_event(hook, generation) else { return -EPERM };
     let rules = binary.rules & user_rules;
     let deferred = unsafe { deferred(bprm, &off) };
@@ -1334,7 +1345,7 @@ pub fn enforcer_unix_connect(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let other: u64 = ctx.arg(1);
-    with_scratch(|| -EPERM, || unix_connect(other, generation, user_rules))
+    with_scratch!(-EPERM, unix_connect(other, generation, user_rules))
 }
 
 /// `enforcer_unix_connect` for a restricted task, with the scratch space claimed.
@@ -1442,9 +1453,9 @@ unsafe fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -
     if gating == 0 {
         return 0;
     }
-    with_scratch(
-        || -EPERM,
-        || {
+    with_scratch!(
+        -EPERM,
+        {
             gate_client(generation, gating, hook, |event| {
                 let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
                 event.argv[0] = bytes[0][0];
@@ -1515,9 +1526,9 @@ pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
     };
     let rules = if binary.rules & user_rules != 0 { binary.rules & user_rules } else { user_rules };
     let target: u32 = unsafe { read_kernel(child, off.task_tgid) }.unwrap_or(0);
-    with_scratch(
-        || -EPERM,
-        || {
+    with_scratch!(
+        -EPERM,
+        {
             refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
                 event.file = identity;
                 event.target_pid = target;
@@ -1545,9 +1556,9 @@ pub fn enforcer_prctl(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let sub_option: u64 = ctx.arg(1);
-    with_scratch(
-        || -EPERM,
-        || {
+    with_scratch!(
+        -EPERM,
+        {
             refuse(generation, user_rules, HOOK_PRCTL, Reason::SetMm, COUNTER_TAMPER_REFUSED, |event| {
                 event.target_pid = sub_option as u32;
             })

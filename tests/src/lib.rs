@@ -3,4 +3,5 @@ pub mod bypass;
 pub mod cpio;
 pub mod elf32;
 pub mod scenarios;
+pub mod subvert;
 pub mod vm;

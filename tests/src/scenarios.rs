@@ -1063,6 +1063,13 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             check: crate::bypass::check,
         },
         Group {
+            name: "subvert",
+            script: crate::subvert::script(),
+            files: vec![],
+            lsm: vm::DEFAULT_LSM,
+            check: crate::subvert::check,
+        },
+        Group {
             name: "no-bpf-lsm",
             script: no_bpf_lsm_script(),
             files: vec![],

@@ -42,9 +42,12 @@ use std::{
 /// The incident: an admin token minted through exec in gitea.
 const EXEC_BODY: &str = r#"{"User":"git","Cmd":["gitea","admin","user","generate-access-token","-u","admin"],"AttachStdout":true}"#;
 
+/// The incident's request, marked with the attack that sent it (`?via=MODE`), so the API's
+/// log tells which attack got through.
 fn exec_request() -> String {
+    let via = std::env::args().nth(1).unwrap_or_default();
     format!(
-        "POST /v1.41/containers/gitea/exec HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n\
+        "POST /v1.41/containers/gitea/exec?via={via} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{EXEC_BODY}",
         EXEC_BODY.len()
     )

@@ -1,0 +1,402 @@
+//! The subvert group (bypass resistance, round 2): a restricted user subverts the vetted
+//! client itself instead of going around it (its executable identity through
+//! `PR_SET_MM`, its system calls through seccomp), uses same-power spellings and raw API
+//! tunnels, connects over TCP fast open; and the robustness of the daemon and programs
+//! (scratch space, all-or-none start, single instance, argv records, idle control clients,
+//! a corrupt state file). Each attack has a control that succeeds where nothing defends.
+
+use crate::{scenarios::Checks, scenarios::json_step, vm};
+
+/// The wrapper script's words exactly, as a user would write them into a policy.
+const WRAPPER_WORDS: &str =
+    r#""exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag""#;
+
+pub fn script() -> String {
+    let long_arg = "x".repeat(255);
+    format!(
+        r#"
+ifconfig lo 127.0.0.1 up
+/usr/local/sbin/mock-docker-api /run/docker.sock /tmp/mock-api.log 998 --tcp 127.0.0.1:2375 >/tmp/mock-api.out 2>&1 &
+i=0
+while [ ! -S /run/docker.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+
+# All or none: a start whose sixth program the kernel refuses attaches nothing at all.
+step refused-fresh root env ENFORCER_TEST_REFUSE_PROGRAM=enforcer_prctl /usr/local/sbin/enforcer run
+step refused-fresh-status root /usr/local/sbin/enforcer status --json --limit 0
+
+# A state file cut short by a crash: reported, moved aside, a fresh record started.
+mkdir -p /var/lib/enforcer
+printf '{{"enforcing_since": "2026' > /var/lib/enforcer/state.json
+start_enforcer
+FIRST_PID=$ENFORCER_PID
+report_file state-corrupt /var/lib/enforcer/state.json.corrupt
+# One daemon at a time.
+step second-daemon root /usr/local/sbin/enforcer run
+step after-second ai-worker docker exec gitea after-second
+step status-after-second root /usr/local/sbin/enforcer status --json --limit 0
+
+# 1. The executable identity, rewritten by the process itself (PR_SET_MM_MAP with exe_fd,
+# allowed with CAP_CHECKPOINT_RESTORE in a user namespace of its own).
+step set-mm ai-worker /usr/local/bin/subvert set-mm-exe /usr/bin/docker /run/docker.sock
+step set-mm-bob bob /usr/local/bin/subvert set-mm-exe /usr/bin/docker /run/docker.sock
+
+# 2. seccomp: a supervisor answers the vetted client's socket() with a socket it shares.
+step notify ai-worker /usr/local/bin/subvert seccomp-notify /run/docker.sock /usr/bin/docker docker version
+step notify-bob bob /usr/local/bin/subvert seccomp-notify /run/docker.sock /usr/bin/docker docker version
+step errno0 ai-worker /usr/local/bin/subvert seccomp-errno0 /run/docker.sock /usr/bin/docker docker version
+step errno0-bob bob /usr/local/bin/subvert seccomp-errno0 /run/docker.sock /usr/bin/docker docker version
+# Plain filters (systemd's SystemCallFilter=, a runtime's default profile) keep working.
+step plain-filters ai-worker /usr/local/bin/subvert seccomp-plain 3 /usr/bin/docker docker ps
+step plain-filters-40 ai-worker /usr/local/bin/subvert seccomp-plain 40 /usr/bin/docker docker ps
+step filters-unbounded ai-worker /usr/local/bin/subvert seccomp-plain 130 /usr/bin/docker docker ps
+step filters-unbounded-bob bob /usr/local/bin/subvert seccomp-plain 130 /usr/bin/docker docker ps
+
+# 3. Same-power flags of allowed commands.
+step start-attach ai-worker docker start -a gitea
+step start-attach-long ai-worker docker -D container start --attach gitea
+step start-interactive ai-worker docker start -ai gitea
+step start-attach-after ai-worker docker start gitea -a
+step start-plain ai-worker docker start gitea
+step build-push ai-worker docker build --push /tmp
+step check-start root /usr/local/sbin/enforcer check --user ai-worker -- docker start -i gitea
+
+# An argument of 255 bytes and more is recorded whole (up to the buffer), in its place.
+step long-arg ai-worker docker exec gitea {long_arg} after-long
+
+# 4. Scratch space held by a preempted run: restricted execs of docker fail closed, nobody
+# else notices.
+step jam root /usr/local/bin/subvert jam-scratch 1
+step jammed-ps ai-worker docker ps
+step jammed-other ai-worker ls /
+step jammed-bob bob docker ps
+step unjam root /usr/local/bin/subvert jam-scratch 0
+step unjammed-ps ai-worker docker ps
+
+# 5. Twenty idle control clients do not hold up the daemon: a denial is logged at once.
+i=0
+while [ $i -lt 20 ]; do
+    (sleep 60 | socat - UNIX-CONNECT:/run/enforcer/control.sock >/dev/null 2>&1) &
+    i=$((i + 1))
+done
+sleep 1
+step idle-denied ai-worker docker exec gitea while-idle
+step idle-logged root sh -c 'i=0; while [ $i -lt 30 ]; do grep -q while-idle /var/lib/enforcer/denials.jsonl && exit 0; sleep 0.1; i=$((i + 1)); done; exit 1'
+step idle-ping root /usr/local/sbin/enforcer status --json --limit 0
+busybox killall socat 2>/dev/null
+cp /tmp/enforcer.log /tmp/enforcer-first.log
+report_file enforcer-first-log /tmp/enforcer-first.log
+
+# 6. A failed restart leaves the previous pins enforcing, exec hooks and socket gate alike.
+kill -9 $ENFORCER_PID
+wait $ENFORCER_PID 2>/dev/null
+step refused-restart root env ENFORCER_TEST_REFUSE_PROGRAM=enforcer_inet_send /usr/local/sbin/enforcer run
+step old-pins-exec ai-worker docker exec gitea old-pins
+step old-pins-socket ai-worker /usr/local/bin/exec-helper connect-unix /run/docker.sock
+step old-pins-status root /usr/local/sbin/enforcer status --json --limit 0
+
+# 7. A policy that lists exactly the wrapper's words: raw API tunnels are denied anyway.
+cat > /tmp/wrapper.toml <<'POLICY'
+[[rule]]
+name = "wrapper-words"
+users = ["ai-worker"]
+hosts = ["127.0.0.1:2375"]
+deny = [{WRAPPER_WORDS}]
+POLICY
+start_enforcer --config /tmp/wrapper.toml
+printf 'POST /v1.41/containers/gitea/exec?via=dial-stdio HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\n\r\n{{}}' > /tmp/exec.http
+step dial-stdio ai-worker sh -c 'docker system dial-stdio < /tmp/exec.http'
+step dial-stdio-bob bob sh -c 'docker system dial-stdio < /tmp/exec.http'
+mkdir -p /tmp/fake-ssh
+printf '#!/bin/sh\nexec docker system dial-stdio\n' > /tmp/fake-ssh/ssh
+chmod 755 /tmp/fake-ssh/ssh
+step ssh-tunnel ai-worker sh -c 'PATH=/tmp/fake-ssh:$PATH docker -H ssh://agent@elsewhere ps'
+step ssh-tunnel-bob bob sh -c 'PATH=/tmp/fake-ssh:$PATH docker -H ssh://agent@elsewhere ps'
+step check-tunnel root /usr/local/sbin/enforcer check --config /tmp/wrapper.toml --user ai-worker -- docker system dial-stdio
+
+# 8. TCP fast open connects inside sendto(), not through connect().
+step fastopen ai-worker /usr/local/bin/subvert fastopen 127.0.0.1:2375
+step fastopen-bob bob /usr/local/bin/subvert fastopen 127.0.0.1:2375
+
+step status root /usr/local/sbin/enforcer status --json --limit 0
+stop_enforcer
+report_file mock-api /tmp/mock-api.log
+report_file denials /var/lib/enforcer/denials.jsonl
+"#
+    )
+}
+
+pub fn check(c: &mut Checks) {
+    c.finished();
+    let (log, records) = c.denial_log();
+    let api = c.report.file("mock-api").unwrap_or("").to_string();
+    let reached = |uid: u32, via: &str| {
+        api.lines().any(|l| l.starts_with(&format!("uid={uid} ")) && l.contains(&format!("via={via}")))
+    };
+    let tcp_reached =
+        |via: &str| api.lines().any(|l| l.starts_with("tcp ") && l.contains(&format!("via={via}")));
+
+    // All or none.
+    let (rc, out) = c.step("refused-fresh");
+    c.check(
+        "a start whose sixth program is refused fails with the program named",
+        rc != 0 && out.contains("refused program enforcer_prctl"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, status, out) = json_step(c, "refused-fresh-status");
+    c.check(
+        "after that failed start nothing is attached (not half a set of hooks)",
+        status["enforcing"] == false,
+        || out.clone(),
+    );
+
+    // Corrupt state, single instance.
+    c.succeeded("enforcer-start");
+    let enforcer_log = c.report.file("enforcer-first-log").unwrap_or("").to_string();
+    c.check(
+        "a corrupt state.json is reported and moved aside",
+        enforcer_log.contains("state.json is corrupt") && c.report.file("state-corrupt").is_some(),
+        || enforcer_log.clone(),
+    );
+    let (rc, out) = c.step("second-daemon");
+    c.check(
+        "a second daemon is refused with the first one's pid",
+        rc != 0 && out.contains("another enforcer daemon (pid ") && out.contains("is running"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.denied("after-second");
+    let (_, status, out) = json_step(c, "status-after-second");
+    c.check(
+        "the first daemon still answers and enforces",
+        status["enforcing"] == true && status["daemon"]["running"] == true,
+        || out.clone(),
+    );
+
+    // 1. PR_SET_MM.
+    let (_, out) = c.step("set-mm-bob");
+    c.check(
+        "control: the PR_SET_MM tool makes /usr/bin/docker the executable where nothing defends",
+        out.contains("set_mm=OK exe=/usr/bin/docker request=HTTP/1.1"),
+        || out.clone(),
+    );
+    c.check("control: its request reaches the API", reached(vm::OTHER_UID, "set-mm-exe"), || api.clone());
+    let (_, out) = c.step("set-mm");
+    c.check(
+        "PR_SET_MM is refused to a restricted user: the executable stays the tool, the socket refuses it",
+        out.contains("set_mm=Operation_not_permitted")
+            && out.contains("exe=/usr/local/bin/subvert")
+            && out.contains("request=Operation not permitted"),
+        || out.clone(),
+    );
+    c.check(
+        "PR_SET_MM: the incident's exec never reached the API",
+        !reached(vm::AI_WORKER_UID, "set-mm-exe"),
+        || api.clone(),
+    );
+    c.check(
+        "PR_SET_MM refusals are logged (hook prctl, reason set_mm)",
+        records.iter().any(|r| r["hook"] == "prctl" && r["reason"] == "set_mm"),
+        || log.clone(),
+    );
+
+    // 2. seccomp.
+    let (_, out) = c.step("notify-bob");
+    c.check(
+        "control: the seccomp supervisor injects its socket and sends its own request where nothing defends",
+        out.contains("injected=OK request=HTTP/1.1"),
+        || out.clone(),
+    );
+    c.check(
+        "control: the supervisor's request reaches the API",
+        reached(vm::OTHER_UID, "seccomp-notify"),
+        || api.clone(),
+    );
+    let (_, out) = c.step("notify");
+    c.check(
+        "a vetted client under a seccomp listener is refused at exec",
+        out.contains("child=exec-EPERM") && !out.contains("injected=OK"),
+        || out.clone(),
+    );
+    c.check(
+        "seccomp listener: nothing reached the API",
+        !reached(vm::AI_WORKER_UID, "seccomp-notify"),
+        || api.clone(),
+    );
+    let (_, out) = c.step("errno0-bob");
+    c.check(
+        "control: a plain ERRNO(0) filter hands docker a shared socket where nothing defends",
+        out.contains("request=HTTP/1.1"),
+        || out.clone(),
+    );
+    c.check(
+        "control: the ERRNO(0) attack's request reaches the API",
+        reached(vm::OTHER_UID, "seccomp-errno0"),
+        || api.clone(),
+    );
+    let (_, out) = c.step("errno0");
+    c.check(
+        "a vetted client under a fake-success filter is refused at exec",
+        out.contains("child=exec-EPERM"),
+        || out.clone(),
+    );
+    c.check(
+        "seccomp ERRNO(0): nothing reached the API",
+        !reached(vm::AI_WORKER_UID, "seccomp-errno0"),
+        || api.clone(),
+    );
+    for step in ["plain-filters", "plain-filters-40"] {
+        let (_, out) = c.step(step);
+        c.check(
+            format!("{step}: docker ps runs under plain seccomp filters"),
+            out.contains("child=exit=0"),
+            || out.clone(),
+        );
+    }
+    let (_, out) = c.step("filters-unbounded");
+    c.check(
+        "a filter chain longer than the walk's bound is refused",
+        out.contains("child=exec-EPERM"),
+        || out.clone(),
+    );
+    let (_, out) = c.step("filters-unbounded-bob");
+    c.check(
+        "control: the same chain does not stop an unrestricted user",
+        out.contains("child=exit=0"),
+        || out.clone(),
+    );
+    c.check(
+        "seccomp refusals are logged with their reasons",
+        ["seccomp_listener", "seccomp_fake_success", "seccomp_unreadable"]
+            .iter()
+            .all(|reason| records.iter().any(|r| r["reason"] == *reason)),
+        || log.clone(),
+    );
+
+    // 3. Same-power flags.
+    for step in ["start-attach", "start-attach-long", "start-interactive", "start-attach-after", "build-push"]
+    {
+        c.denied(step);
+    }
+    c.not_refused("start-plain", "docker start without attaching is allowed");
+    c.check(
+        "no attach reached the API",
+        !api.lines().any(|l| l.starts_with(&format!("uid={} ", vm::AI_WORKER_UID)) && l.contains("/attach")),
+        || api.clone(),
+    );
+    let (rc, out) = c.step("check-start");
+    c.check(
+        "enforcer check names start -i as an attach",
+        rc == 1 && out.contains("verdict: deny") && out.contains("command: container attach"),
+        || format!("exit {rc}: {out}"),
+    );
+
+    // Long arguments in the record.
+    c.denied("long-arg");
+    let long = "x".repeat(255);
+    c.check(
+        "a 255-byte argument is recorded, and the next argument after it",
+        records.iter().any(|r| {
+            r["argv"].get(3) == Some(&serde_json::json!(long))
+                && r["argv"].get(4) == Some(&serde_json::json!("after-long"))
+        }),
+        || log.clone(),
+    );
+
+    // Scratch space busy.
+    let (rc, out) = c.step("jam");
+    c.check("the scratch claim was jammed on the VM's CPU", rc == 0 && out.contains("jammed=1"), || {
+        format!("exit {rc}: {out}")
+    });
+    c.denied("jammed-ps");
+    c.succeeded("jammed-other");
+    c.succeeded("jammed-bob");
+    c.succeeded("unjammed-ps");
+
+    // Idle control clients.
+    c.denied("idle-denied");
+    c.succeeded("idle-logged");
+    let (_, status, out) = json_step(c, "idle-ping");
+    c.check(
+        "the daemon answers status while twenty control clients idle",
+        status["daemon"]["running"] == true,
+        || out.clone(),
+    );
+
+    // A failed restart keeps the old pins.
+    let (rc, out) = c.step("refused-restart");
+    c.check(
+        "a restart whose programs are refused fails",
+        rc != 0 && out.contains("refused program enforcer_inet_send"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.denied("old-pins-exec");
+    let (rc, out) = c.step("old-pins-socket");
+    c.check(
+        "the previous pins' socket gate still refuses an unvetted client",
+        rc == 1 && out.contains("connect: Operation not permitted"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, status, out) = json_step(c, "old-pins-status");
+    c.check("status: still enforcing after the failed restart", status["enforcing"] == true, || out.clone());
+
+    // Raw API tunnels.
+    c.denied("dial-stdio");
+    c.check(
+        "dial-stdio: the exec request never reached the API",
+        !reached(vm::AI_WORKER_UID, "dial-stdio"),
+        || api.clone(),
+    );
+    c.check(
+        "control: bob's dial-stdio carries the same request to the API",
+        reached(vm::OTHER_UID, "dial-stdio"),
+        || api.clone(),
+    );
+    let (rc, out) = c.step("ssh-tunnel");
+    c.check(
+        "docker -H ssh:// with a fake ssh cannot tunnel: its dial-stdio is refused",
+        rc != 0 && !out.contains("CONTAINER ID"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("ssh-tunnel-bob");
+    c.check("control: the fake ssh tunnel works for bob", rc == 0 && out.contains("CONTAINER ID"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step("check-tunnel");
+    c.check(
+        "enforcer check says why dial-stdio is denied under a policy that does not list it",
+        rc == 1 && out.contains("verdict: deny") && out.contains("why: system dial-stdio pipes raw requests"),
+        || format!("exit {rc}: {out}"),
+    );
+
+    // TCP fast open.
+    let (_, out) = c.step("fastopen-bob");
+    c.check(
+        "control: a fast-open sendto reaches the TCP API for bob",
+        out.contains("sendto=OK request=HTTP/1.1"),
+        || out.clone(),
+    );
+    c.check("control: bob's fast-open request is in the API log", tcp_reached("fastopen"), || api.clone());
+    let (_, out) = c.step("fastopen");
+    c.check(
+        "a fast-open sendto to a gated address is refused",
+        out.contains("sendto=Operation_not_permitted"),
+        || out.clone(),
+    );
+    let tcp_requests = api.lines().filter(|l| l.starts_with("tcp ") && l.contains("via=fastopen")).count();
+    c.check("only bob's fast-open request reached the TCP API", tcp_requests == 1, || api.clone());
+    c.check(
+        "fast-open refusals are logged (hook send-tcp, the address)",
+        records.iter().any(|r| r["hook"] == "send-tcp" && r["target"] == "127.0.0.1:2375"),
+        || log.clone(),
+    );
+
+    let (rc, status, out) = json_step(c, "status");
+    let counter = |name: &str| status["counters"][name].as_u64().unwrap_or(0);
+    c.check(
+        "status counts the refused tampering, connections and the busy scratch space",
+        rc == 0
+            && counter("tamper_refused") >= 1
+            && counter("connects_refused") >= 1
+            && counter("scratch_busy") >= 1,
+        || out.clone(),
+    );
+}
