@@ -156,13 +156,47 @@ fn mock_api(dir: &Path, extra: &[&str]) -> MockApi {
     let log = dir.join("api.log");
     let child =
         Command::new(MOCK_API).arg(&socket).arg(&log).args(extra).spawn().expect("start mock-docker-api");
-    let api = MockApi { child, log };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut api = MockApi { child, log };
+    let deadline = Instant::now() + Duration::from_secs(30);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "mock-docker-api did not listen on {}", socket.display());
+        if let Ok(Some(status)) = api.child.try_wait() {
+            panic!("mock-docker-api exited ({status}) before it listened on {}", socket.display());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     api
+}
+
+/// A mock API with a TCP listener too, on a free port (tried again when another test took
+/// the port between the probe and the mock's bind); returns it with its address once both
+/// listen.
+fn mock_api_tcp(dir: &Path) -> (MockApi, String) {
+    for _ in 0..5 {
+        let address = format!("127.0.0.1:{}", free_port());
+        let socket = dir.join("docker.sock");
+        let log = dir.join("api.log");
+        let child = Command::new(MOCK_API)
+            .arg(&socket)
+            .arg(&log)
+            .args(["--tcp", &address])
+            .spawn()
+            .expect("start mock-docker-api");
+        let mut api = MockApi { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(api.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            if std::net::TcpStream::connect(&address).is_ok()
+                && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            {
+                return (api, address);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("mock-docker-api did not listen on TCP after 5 tries");
 }
 
 fn free_port() -> u16 {
@@ -183,9 +217,7 @@ fn wait_for_log(api: &MockApi, line: &str) -> String {
 #[test]
 fn connect_unix_and_tcp_reach_the_mock_api() {
     let dir = scratch("connect");
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    let api = mock_api(&dir, &["--tcp", &address]);
+    let (api, address) = mock_api_tcp(&dir);
     let socket = dir.join("docker.sock");
 
     let output = helper(&["connect-unix", socket.to_str().unwrap()]);
@@ -194,11 +226,6 @@ fn connect_unix_and_tcp_reach_the_mock_api() {
     let log = wait_for_log(&api, "uid=0 GET /_ping");
     assert!(log.lines().any(|l| l == "uid=0 GET /_ping"), "log: {log}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < deadline, "no TCP listener on {address}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let output = helper(&["connect-tcp", &address]);
     assert!(output.status.success());
     assert_eq!(stdout(&output), "HTTP/1.1 200 OK\n");
@@ -285,4 +312,89 @@ fn exec32_exits_with_the_errno() {
     assert_eq!(output.status.code(), Some(2), "ENOENT");
     let output = run_exec32(&[]);
     assert_eq!(output.status.code(), Some(14), "EFAULT: no PATH");
+}
+
+// ---- subvert: the round-2 attacks on the vetted client itself --------------------------
+
+const SUBVERT: &str = env!("CARGO_BIN_EXE_subvert");
+
+/// The docker CLI the VM tests use (the host's).
+fn docker_cli() -> String {
+    for candidate in ["/usr/local/bin/docker", "/usr/bin/docker"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    panic!("no docker CLI on this host (cargo xtask setup installs one)");
+}
+
+fn subvert(args: &[&str]) -> Output {
+    run(SUBVERT, args)
+}
+
+#[test]
+fn set_mm_exe_makes_another_file_the_executable() {
+    let dir = scratch("set-mm");
+    let api = mock_api(&dir, &[]);
+    let socket = dir.join("docker.sock");
+    let docker = docker_cli();
+    let output = subvert(&["set-mm-exe", &docker, socket.to_str().unwrap()]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.starts_with(&format!("set_mm=OK exe={docker} request=HTTP/1.1")), "{out}");
+    let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=set-mm-exe");
+    assert!(log.contains("POST /v1.41/containers/gitea/exec?via=set-mm-exe"), "log: {log}");
+}
+
+#[test]
+fn seccomp_supervisor_injects_a_shared_socket_into_the_client() {
+    let dir = scratch("notify");
+    let api = mock_api(&dir, &[]);
+    let host = format!("unix://{}", dir.join("docker.sock").display());
+    let docker = docker_cli();
+    let output = subvert(&["seccomp-notify", "-", &docker, "docker", "-H", &host, "version"]);
+    let out = stdout(&output);
+    assert!(out.contains("injected=OK request=HTTP/1.1"), "{out}");
+    let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=seccomp-notify");
+    assert!(log.contains("exec?via=seccomp-notify"), "log: {log}");
+}
+
+#[test]
+fn seccomp_errno0_hands_the_client_a_shared_socket() {
+    let dir = scratch("errno0");
+    let api = mock_api(&dir, &[]);
+    let host = format!("unix://{}", dir.join("docker.sock").display());
+    let docker = docker_cli();
+    let output = subvert(&["seccomp-errno0", "-", &docker, "docker", "-H", &host, "version"]);
+    let out = stdout(&output);
+    assert!(out.starts_with("request=HTTP/1.1"), "{out}");
+    let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=seccomp-errno0");
+    assert!(log.contains("exec?via=seccomp-errno0"), "log: {log}");
+}
+
+#[test]
+fn plain_filter_chains_let_the_client_run() {
+    for filters in ["3", "130"] {
+        let output = subvert(&["seccomp-plain", filters, "/bin/true", "true"]);
+        assert_eq!(stdout(&output), "child=exit=0\n", "{filters} filters");
+    }
+    // The filters are real: the errno action fails kexec_load with EPERM, not ENOSYS.
+    let output = subvert(&["seccomp-plain", "1", "/bin/false", "false"]);
+    assert_eq!(stdout(&output), "child=exit=1\n");
+}
+
+#[test]
+fn fastopen_reaches_the_tcp_api() {
+    let dir = scratch("fastopen");
+    let (api, address) = mock_api_tcp(&dir);
+    let output = subvert(&["fastopen", &address]);
+    assert!(stdout(&output).starts_with("sendto=OK request=HTTP/1.1"), "{}", stdout(&output));
+    let log = wait_for_log(&api, "tcp POST /v1.41/containers/gitea/exec?via=fastopen");
+    assert!(log.contains("tcp POST /v1.41/containers/gitea/exec?via=fastopen"), "log: {log}");
+}
+
+#[test]
+fn jam_scratch_finds_nothing_without_the_enforcer() {
+    let output = subvert(&["jam-scratch", "1"]);
+    assert_eq!(stdout(&output), "jammed=0\n");
 }
