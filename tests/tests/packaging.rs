@@ -679,3 +679,99 @@ fn assert_same_file(path: &Value, expected: &Path) {
         expected.display()
     );
 }
+
+// ---- the module under nixpkgs' own module system ----------------------------------------
+
+/// Where nixpkgs' lib and `security` module are (shared/nixpkgs/README.md): `ENFORCER_NIXPKGS`,
+/// which `.ci/run` sets; without it, `../shared/nixpkgs` next to the checkout (the layout of
+/// CI and of the developers' machines). Missing: the test fails, it does not skip.
+fn nixpkgs_dir() -> Result<PathBuf> {
+    let path = match std::env::var_os("ENFORCER_NIXPKGS") {
+        Some(path) => PathBuf::from(path),
+        None => repo().join("../shared/nixpkgs"),
+    };
+    ensure!(
+        path.join("lib/default.nix").is_file(),
+        "{} holds no nixpkgs lib: set ENFORCER_NIXPKGS to the folder of shared/nixpkgs/README.md \
+         (.ci/run sets it to ../shared/nixpkgs)",
+        path.display()
+    );
+    Ok(path.canonicalize()?)
+}
+
+/// Evaluates `body` (a Nix expression with `evalWith { security, release, configuration }`
+/// in scope) with tests/nix/eval-nixos.nix, which runs nix/module.nix through nixpkgs' real
+/// `lib.evalModules` next to nixpkgs' `security` module.
+fn nixos_eval(name: &str, body: &str) -> Result<Value> {
+    let nixpkgs = nixpkgs_dir()?;
+    let dir = TempDir::new(name);
+    let expression = format!(
+        r##"{{ repo, nixpkgs }}: let
+          root = /. + repo;
+          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/tests/nix/eval-nixos.nix") {{
+            nixpkgs = /. + nixpkgs;
+            inherit security release configuration;
+            module = root + "/nix/module.nix";
+          }};
+        in {body}"##
+    );
+    let out = run(nix_instantiate(&dir.0)
+        .args(["--eval", "--strict", "--json", "--argstr", "repo"])
+        .arg(repo())
+        .arg("--argstr")
+        .arg("nixpkgs")
+        .arg(&nixpkgs)
+        .arg("-E")
+        .arg(expression))?;
+    if !out.status.success() {
+        bail!("nix-instantiate --eval failed ({}):\n{}", out.status, text(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("not JSON: {}", text(&out.stdout)))
+}
+
+/// The configuration of docs/nixos.md, as a new user copies it (less what the declarations of
+/// tests/nix/eval-nixos.nix do not cover: users, nix.settings, the agent's own unit).
+const DOCS_CONFIGURATION: &str = r##"({ config, ... }: {
+  virtualisation.docker.enable = true;
+  services.enforcer = {
+    enable = true;
+    settings = {
+      mode = "enforce";
+      rule = [ {
+        name = "ai-worker-docker";
+        users = [ "ai-worker" ];
+        cgroups = [ "/system.slice/ai-agent.service" ];
+        binaries = config.services.enforcer.dockerBinaries;
+        deny = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag"
+                 "system dial-stdio" "compose watch" "checkpoint create" ];
+      } ];
+    };
+    before = [ "ai-agent.service" ];
+  };
+})"##;
+
+/// NixOS 25.05 and master, configured as docs/nixos.md says: one `lsm=`, nixpkgs' own list
+/// with `bpf` once and last (master loads it last on purpose: AppArmor must come before it).
+#[test]
+fn nixos_module_real_module_system_lsm() -> Result<()> {
+    let v = nixos_eval(
+        "real-lsm",
+        &format!(
+            r##"let
+              docs = security: let e = evalWith {{ inherit security; release = "25.05"; configuration = {DOCS_CONFIGURATION}; }};
+                in {{ inherit (e) lsmParams failedAssertions; lsm = e.config.security.lsm; }};
+            in {{ master = docs "master"; "25.05" = docs "25.05"; }}"##
+        ),
+    )?;
+    for version in ["master", "25.05"] {
+        let case = &v[version];
+        assert_eq!(
+            case["lsmParams"],
+            serde_json::json!(["lsm=landlock,yama,bpf"]),
+            "security module of {version}: security.lsm = {}",
+            case["lsm"]
+        );
+        assert_eq!(case["failedAssertions"], serde_json::json!([]), "{version}");
+    }
+    Ok(())
+}
