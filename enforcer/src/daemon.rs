@@ -192,7 +192,9 @@ impl Daemon {
             "reload" => match self.reload() {
                 Ok(message) => (Reply { ok: true, pid, message: Some(message), ..Default::default() }, false),
                 Err(error) => {
-                    (Reply { ok: false, pid, error: Some(format!("{error:#}")), ..Default::default() }, false)
+                    let policy_error = error.chain().any(|e| e.is::<crate::policy::PolicyError>());
+                    let error = Some(format!("{error:#}"));
+                    (Reply { ok: false, pid, error, policy_error, ..Default::default() }, false)
                 }
             },
             "stop" => match bpf::remove_pins() {
