@@ -153,6 +153,7 @@ let
     optional = cond: value: if cond then [ value ] else [ ];
     optionals = cond: list: if cond then list else [ ];
     optionalAttrs = cond: set: if cond then set else { };
+    optionalString = cond: string: if cond then string else "";
     imap0 = f: list: genList (i: f i (elemAt list i)) (length list);
     concatStrings = concatStringsSep "";
     concatMapStrings = f: list: concatStringsSep "" (map f list);

@@ -629,9 +629,15 @@ fn flake_and_package_evaluate() -> Result<()> {
       outputs = flake.outputs { self = outputs; nixpkgs = { legacyPackages.x86_64-linux = pkgs; }; };
       pkgArgs = {
         inherit lib;
-        stdenv = { mkDerivation = a: a // { builder = "mkDerivation"; }; cc.cc.lib = "libgcc"; };
+        stdenv = {
+          mkDerivation = a: a // { builder = "mkDerivation"; };
+          cc.cc.lib = "libgcc";
+          buildPlatform.canExecute = host: true;
+          hostPlatform = { };
+        };
         rustPlatform.buildRustPackage = a: a // { builder = "buildRustPackage"; };
         autoPatchelfHook = "autoPatchelfHook";
+        installShellFiles = "installShellFiles";
         bpf-linker = "bpf-linker";
       };
       fromSource = import (root + "/nix/package.nix") pkgArgs;
@@ -647,7 +653,7 @@ fn flake_and_package_evaluate() -> Result<()> {
       modulePath = toString outputs.nixosModules.default;
       overlay = (outputs.overlays.default pkgs { }).enforcer.called;
       fromSource = {
-        inherit (fromSource) pname version builder cargoBuildFlags nativeBuildInputs;
+        inherit (fromSource) pname version builder cargoBuildFlags nativeBuildInputs postInstall;
         lockFile = toString fromSource.cargoLock.lockFile;
         bootstrap = fromSource.env.RUSTC_BOOTSTRAP;
         inherit (fromSource.meta) mainProgram platforms;
@@ -689,7 +695,13 @@ fn flake_and_package_evaluate() -> Result<()> {
     assert_eq!(source["version"], version);
     assert_eq!(source["cargoBuildFlags"], serde_json::json!(["-p", "enforcer"]));
     assert_same_file(&source["lockFile"], &repo.join("Cargo.lock"));
-    assert_eq!(source["nativeBuildInputs"], serde_json::json!(["bpf-linker"]));
+    assert_eq!(source["nativeBuildInputs"], serde_json::json!(["bpf-linker", "installShellFiles"]));
+    // Completions and man pages from the binary itself (tests/cli.rs runs the same commands).
+    let generated = source["postInstall"].as_str().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(generated.contains(&format!("--{shell} <($out/bin/enforcer completions {shell})")), "{generated}");
+    }
+    assert!(generated.contains("$out/bin/enforcer manpages man") && generated.contains("installManPage man/*.1"));
     assert_eq!(source["bootstrap"], "1");
     assert_eq!(source["mainProgram"], "enforcer");
     assert_eq!(source["keepsSources"], true);
@@ -699,8 +711,12 @@ fn flake_and_package_evaluate() -> Result<()> {
     assert_eq!(prebuilt["builder"], "mkDerivation");
     assert_eq!(prebuilt["version"], version);
     assert_eq!(prebuilt["src"], "/tmp/enforcer");
-    assert_eq!(prebuilt["nativeBuildInputs"], serde_json::json!(["autoPatchelfHook"]));
-    assert!(prebuilt["installPhase"].as_str().unwrap().contains("$out/bin/enforcer"));
+    assert_eq!(prebuilt["nativeBuildInputs"], serde_json::json!(["autoPatchelfHook", "installShellFiles"]));
+    let install = prebuilt["installPhase"].as_str().unwrap();
+    assert!(install.contains("$out/bin/enforcer"));
+    // Patched before it runs to write its completions.
+    let patched = install.find("autoPatchelf $out").expect("autoPatchelf in installPhase");
+    assert!(patched < install.find("completions bash").expect("completions"), "{install}");
     Ok(())
 }
 
