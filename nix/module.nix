@@ -519,6 +519,8 @@ in
             PrivateNetwork = true;
           };
         };
+        # The collector's directory, world-readable: node-exporter runs as its own user.
+        systemd.tmpfiles.rules = [ "d ${builtins.dirOf cfg.metrics.textfile} 0755 root root -" ];
         systemd.timers.enforcer-metrics-textfile = {
           wantedBy = [ "timers.target" ];
           timerConfig = {

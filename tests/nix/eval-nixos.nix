@@ -108,6 +108,10 @@ let
         type = types.attrsOf (types.submodule { freeformType = types.attrsOf types.anything; });
         default = { };
       };
+      systemd.tmpfiles.rules = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
       virtualisation.docker = {
         enable = mkOption {
           type = types.bool;

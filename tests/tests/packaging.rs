@@ -873,6 +873,7 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
                 listen = metrics.config.systemd.services.enforcer-metrics.serviceConfig.ExecStart;
                 textfile = metrics.config.systemd.services.enforcer-metrics-textfile.serviceConfig.ExecStart;
                 timer = metrics.config.systemd.timers.enforcer-metrics-textfile.timerConfig.OnUnitActiveSec;
+                tmpfiles = metrics.config.systemd.tmpfiles.rules;
               }};
               noMetrics = builtins.attrNames docs.config.systemd.services;
             }}"##
@@ -942,6 +943,10 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
         &format!("{exe} metrics --textfile /var/lib/prometheus-node-exporter-text-files/enforcer.prom")
     ));
     assert_eq!(v["metrics"]["timer"], "15s");
+    assert_eq!(
+        v["metrics"]["tmpfiles"],
+        serde_json::json!(["d /var/lib/prometheus-node-exporter-text-files 0755 root root -"])
+    );
     assert_eq!(v["noMetrics"], serde_json::json!(["ai-agent", "enforcer"]));
     Ok(())
 }
