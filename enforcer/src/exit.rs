@@ -24,14 +24,14 @@ pub const ERROR: u8 = 70;
 /// The table in `--help` and in the man page.
 pub const HELP: &str = "\
 Exit status:
-  0   allowed (check), enforcing (status), done
+  0   allowed (check); enforcing (status); done
   1   denied (check); nothing enforces (status)
   2   undecidable (check): the kernel denies it too
-  3   run: detached by `enforcer stop`
-  64  usage: a bad command line
-  65  policy: the file cannot be read or is invalid (file:line:column on stderr); reload: the
-      daemon rejected it and keeps the policy in force
-  69  unavailable: no daemon is running (reload), the listen address is taken (metrics)
+  3   detached by `enforcer stop` (run)
+  64  a bad command line
+  65  the policy cannot be read or is invalid (file:line:column);
+      reload: rejected, the policy in force stays
+  69  no daemon is running (reload); the address is taken (metrics)
   70  any other error (permissions, the kernel, I/O)";
 
 /// A bad command line found after parsing (an unknown --client, --user or --since).

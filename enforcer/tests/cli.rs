@@ -86,7 +86,7 @@ fn check_verdicts_and_errors_have_distinct_codes() {
     let help = enforcer(&dir.0, &["check", "--help"]);
     assert_eq!(code(&help), 0);
     assert!(
-        stdout(&help).contains("Exit status:") && stdout(&help).contains("65  policy"),
+        stdout(&help).contains("Exit status:") && stdout(&help).contains("65  the policy cannot be read"),
         "{}",
         stdout(&help)
     );

@@ -206,12 +206,12 @@ fn check_default_policy(c: &mut Checks) {
     c.finished();
     let (rc, out) = c.step("bad-policy");
     c.check(
-        "broken policy rejected with file:line",
-        rc != 0 && out.contains("/tmp/bad.toml:4:17: unknown docker command \"exce\""),
+        "broken policy rejected with file:line, exit 65 (a policy error)",
+        rc == 65 && out.contains("/tmp/bad.toml:4:17: unknown docker command \"exce\""),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("unknown-user");
-    c.check("unknown user rejected", rc != 0 && out.contains("unknown user \"no-such-user\""), || {
+    c.check("unknown user rejected, exit 65", rc == 65 && out.contains("unknown user \"no-such-user\""), || {
         format!("exit {rc}: {out}")
     });
     let (rc, out) = c.step("status-before");
