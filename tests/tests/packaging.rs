@@ -5,9 +5,10 @@
 //! `cargo xtask setup` installs. A missing tool fails these tests; they never skip.
 //!
 //! Everything runs offline: `nix-instantiate` with a throw-away store and state directory,
-//! against a stub `lib` (tests/nix/stub-lib.nix) instead of nixpkgs. Nothing here builds the
-//! Nix package, evaluates the module in the real NixOS module system, or starts the unit under
-//! systemd.
+//! against a stub `lib` (tests/nix/stub-lib.nix), and against nixpkgs' own `lib` and
+//! `security` module (master and 25.05) from `ENFORCER_NIXPKGS` (tests/nix/eval-nixos.nix;
+//! `.ci/run` sets it). Nothing here builds the Nix package, evaluates a whole NixOS system, or
+//! starts the unit under systemd.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
