@@ -428,6 +428,14 @@ mod quiet_tests {
 }
 
 fn unit_tests() -> Result<()> {
+    // Compiling (and the BPF build's progress) goes to the log; the tests' own report stays
+    // on the terminal.
+    quiet(
+        "building the host tests: cargo test --workspace --no-run",
+        Command::new(env!("CARGO"))
+            .args(["test", "--workspace", "--exclude", "enforcer-ebpf", "--no-run"])
+            .current_dir(workspace_root()),
+    )?;
     say("host unit tests: cargo test --workspace (BPF crate excluded: it only builds for BPF)");
     run(Command::new(env!("CARGO"))
         .args(["test", "--workspace", "--exclude", "enforcer-ebpf"])
