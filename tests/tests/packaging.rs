@@ -866,6 +866,9 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
               atMinimum = failedWith "none" "22.05" (enabled {{ }});
               noBpf = failedWith "master" "26.05" ((enabled {{ }}) // {{ security.lsm = docs.lib.mkForce [ "landlock" "yama" ]; }});
               lsmsOnNew = failedWith "25.05" "25.05" (enabled {{ lsms = [ "bpf" ]; }});
+              # An LSM of the administrator's (as security.apparmor adds one): bpf stays last, once.
+              apparmor = let e = evalWith {{ security = "master"; configuration = (enabled {{ }}) // {{ security.lsm = [ "apparmor" ]; }}; }};
+                in {{ inherit (e) lsmParams failedAssertions; }};
               old = {{ inherit (old) lsmParams failedAssertions; }};
               badMode = evalFails (enabled {{ settings.mode = "enforcing"; }});
               badKey = evalFails (enabled {{ settings.rule = [ {{ name = "r"; users = [ "ai-worker" ]; deyn = [ "exec" ]; }} ]; }});
@@ -929,6 +932,10 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     let lsms = v["lsmsOnNew"].as_array().unwrap();
     assert_eq!(lsms.len(), 1, "{lsms:?}");
     assert!(lsms[0].as_str().unwrap().contains("set that instead"), "{lsms:?}");
+    assert_eq!(
+        v["apparmor"],
+        serde_json::json!({"lsmParams": ["lsm=apparmor,landlock,yama,bpf"], "failedAssertions": []})
+    );
     // Before 25.05: the module's own lsm=, bpf moved last.
     assert_eq!(v["old"]["lsmParams"], serde_json::json!(["lsm=yama,apparmor,bpf"]));
     assert_eq!(v["old"]["failedAssertions"], serde_json::json!([]));
