@@ -211,9 +211,11 @@ fn check_default_policy(c: &mut Checks) {
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("unknown-user");
-    c.check("unknown user rejected, exit 65", rc == 65 && out.contains("unknown user \"no-such-user\""), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "unknown user rejected, exit 65",
+        rc == 65 && out.contains("unknown user \"no-such-user\""),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step("status-before");
     c.check(
         "status before start: not enforcing, exit 1",
@@ -1047,7 +1049,8 @@ fn check_follow_and_metrics(c: &mut Checks) {
     c.denied("follow-exec");
     let json = c.report.file("follow-json").unwrap_or("").to_string();
     let records: Vec<serde_json::Value> = json.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let live = |r: &serde_json::Value| r["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == "follow-live"));
+    let live =
+        |r: &serde_json::Value| r["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == "follow-live"));
     c.check(
         "status --follow --json --user ai-worker: JSON lines, the new denial exactly once, only ai-worker's",
         !records.is_empty()
@@ -1061,7 +1064,10 @@ fn check_follow_and_metrics(c: &mut Checks) {
         "status --follow: a table row for the new denial (user, rule, command, argv)",
         table.lines().filter(|l| l.contains("follow-live")).count() == 1
             && table.lines().any(|l| {
-                l.contains("follow-live") && l.contains("ai-worker") && l.contains("agent") && l.contains("exec")
+                l.contains("follow-live")
+                    && l.contains("ai-worker")
+                    && l.contains("agent")
+                    && l.contains("exec")
             }),
         || table.clone(),
     );
@@ -1110,9 +1116,11 @@ fn check_follow_and_metrics(c: &mut Checks) {
         || format!("exit {rc}: {http}"),
     );
     let (rc, out) = c.step("metrics-listen-taken");
-    c.check("metrics --listen on an address in use: exit 69", rc == 69 && out.contains("cannot listen"), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "metrics --listen on an address in use: exit 69",
+        rc == 69 && out.contains("cannot listen"),
+        || format!("exit {rc}: {out}"),
+    );
 }
 
 /// The lsm= list without bpf, as on a kernel booted without it.

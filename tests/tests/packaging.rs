@@ -469,7 +469,9 @@ fn same_unit_as_contrib(unit: &Value) -> Result<()> {
         module.insert(("Unit".into(), key.clone()), vec![normalize(value)]);
     }
     module.insert(("Unit".into(), "Description".into()), vec![normalize(&unit["description"])]);
-    for (nix, key) in [("startLimitBurst", "StartLimitBurst"), ("startLimitIntervalSec", "StartLimitIntervalSec")] {
+    for (nix, key) in
+        [("startLimitBurst", "StartLimitBurst"), ("startLimitIntervalSec", "StartLimitIntervalSec")]
+    {
         if !unit[nix].is_null() {
             module.insert(("Unit".into(), key.into()), vec![normalize(&unit[nix])]);
         }
@@ -700,9 +702,14 @@ fn flake_and_package_evaluate() -> Result<()> {
     // Completions and man pages from the binary itself (tests/cli.rs runs the same commands).
     let generated = source["postInstall"].as_str().unwrap();
     for shell in ["bash", "zsh", "fish"] {
-        assert!(generated.contains(&format!("--{shell} <($out/bin/enforcer completions {shell})")), "{generated}");
+        assert!(
+            generated.contains(&format!("--{shell} <($out/bin/enforcer completions {shell})")),
+            "{generated}"
+        );
     }
-    assert!(generated.contains("$out/bin/enforcer manpages man") && generated.contains("installManPage man/*.1"));
+    assert!(
+        generated.contains("$out/bin/enforcer manpages man") && generated.contains("installManPage man/*.1")
+    );
     assert_eq!(source["bootstrap"], "1");
     assert_eq!(source["mainProgram"], "enforcer");
     assert_eq!(source["keepsSources"], true);
@@ -910,10 +917,16 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
 
     // The unit: lib.getExe of the package, the start limit, the checked policy as reload trigger.
     let start = v["exec"]["ExecStart"].as_str().unwrap();
-    assert!(start.ends_with(&format!("-enforcer-0.1.0{exe} run --config /etc/enforcer/policy.toml")), "{start}");
+    assert!(
+        start.ends_with(&format!("-enforcer-0.1.0{exe} run --config /etc/enforcer/policy.toml")),
+        "{start}"
+    );
     assert_eq!(v["startLimit"], serde_json::json!({"startLimitBurst": 5, "startLimitIntervalSec": 30}));
     assert_eq!(v["reloadTriggers"], serde_json::json!(["enforcer-policy.toml"]));
-    assert_eq!(v["agent"], serde_json::json!({"after": ["enforcer.service"], "requires": ["enforcer.service"]}));
+    assert_eq!(
+        v["agent"],
+        serde_json::json!({"after": ["enforcer.service"], "requires": ["enforcer.service"]})
+    );
     assert_eq!(v["packages"], serde_json::json!(["enforcer-0.1.0"]), "pkgs.enforcer when there is one");
     assert_same_file(&v["doc"], &repo().join("docs/nixos.md"));
     same_unit_as_contrib(&v["unit"])?;
@@ -925,10 +938,7 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     assert_eq!(v["atMinimum"], serde_json::json!([]), "22.05 itself is supported");
     // security.lsm without bpf, and services.enforcer.lsms where NixOS has security.lsm.
     let no_bpf = v["noBpf"].as_array().unwrap();
-    assert!(
-        no_bpf.iter().any(|m| m.as_str().unwrap().contains("security.lsm must list bpf")),
-        "{no_bpf:?}"
-    );
+    assert!(no_bpf.iter().any(|m| m.as_str().unwrap().contains("security.lsm must list bpf")), "{no_bpf:?}");
     let lsms = v["lsmsOnNew"].as_array().unwrap();
     assert_eq!(lsms.len(), 1, "{lsms:?}");
     assert!(lsms[0].as_str().unwrap().contains("set that instead"), "{lsms:?}");
@@ -946,10 +956,12 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     assert_eq!(v["goodMode"], false, "the control: mode = \"audit\" evaluates");
 
     // Metrics: a service of its own for each form; none by default.
-    assert!(v["metrics"]["listen"].as_str().unwrap().ends_with(&format!("{exe} metrics --listen 127.0.0.1:9477")));
-    assert!(v["metrics"]["textfile"].as_str().unwrap().ends_with(
-        &format!("{exe} metrics --textfile /var/lib/prometheus-node-exporter-text-files/enforcer.prom")
-    ));
+    assert!(
+        v["metrics"]["listen"].as_str().unwrap().ends_with(&format!("{exe} metrics --listen 127.0.0.1:9477"))
+    );
+    assert!(v["metrics"]["textfile"].as_str().unwrap().ends_with(&format!(
+        "{exe} metrics --textfile /var/lib/prometheus-node-exporter-text-files/enforcer.prom"
+    )));
     assert_eq!(v["metrics"]["timer"], "15s");
     assert_eq!(
         v["metrics"]["tmpfiles"],
