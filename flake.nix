@@ -20,9 +20,14 @@
         default = self.packages.${system}.enforcer;
       };
 
-      # services.enforcer.package defaults to the same build (the module calls package.nix).
+      # pkgs.enforcer, which services.enforcer.package defaults to (without the overlay the
+      # module calls package.nix itself).
+      overlays.default = final: prev: { enforcer = final.callPackage ./nix/package.nix { }; };
+
+      # The path, not `import`: NixOS then names this file in its messages (conflicts,
+      # option locations) instead of `<unknown-file>`.
       nixosModules = {
-        enforcer = import ./nix/module.nix;
+        enforcer = ./nix/module.nix;
         default = self.nixosModules.enforcer;
       };
     };

@@ -7,10 +7,10 @@
 #     before = [ "ai-agent.service" ];
 #   };
 #
-# What is tested (tests/tests/packaging.rs, offline, without nixpkgs): this file parses, and it
-# evaluates against a stub `lib` (tests/nix/stub-lib.nix) to the expected policy text, lsm=
-# parameter, unit and ordering. It has not been evaluated by the real NixOS module system or
-# booted in a NixOS VM in CI.
+# Needs NixOS 22.05 or later (asserted). What is tested (tests/tests/packaging.rs, offline):
+# this file parses; it evaluates with nixpkgs' own module system and `security` module (master
+# and 25.05) to the expected lsm=, policy, unit and assertions; and against a stub `lib`
+# (tests/nix/stub-lib.nix). It has not been booted in a NixOS VM in CI.
 {
   config,
   lib,
@@ -25,9 +25,7 @@ let
 
   # The README's default policy (the wrapper script's blacklist for the agent's account), with
   # NixOS's docker binaries named (see dockerBinaries).
-  defaultSettings = {
-    mode = "enforce";
-    rule = [
+  defaultRules = [
       {
         name = "ai-worker-docker";
         users = [ "ai-worker" ];
@@ -51,200 +49,248 @@ let
         ];
       }
     ];
-  };
 
-  # ---- The policy file, rendered in pure Nix --------------------------------------------
-  # Only the policy's shape: top-level keys whose values are strings, integers or booleans,
-  # then arrays of tables (`rule = [ { ... } ]` becomes `[[rule]]`) whose values are strings,
-  # integers, booleans or lists of strings and integers. Anything else is an evaluation error
-  # naming the setting. null values are left out. (Not pkgs.formats.toml: that one builds the
-  # file with a derivation, and this one can be evaluated, and tested, without nixpkgs.)
+  # ---- The policy file ---------------------------------------------------------------------
+  settingsFormat = pkgs.formats.toml { };
 
-  # A bare key when TOML allows one, else a quoted key.
-  tomlKey = key: if builtins.match "[A-Za-z0-9_-]+" key != null then key else builtins.toJSON key;
+  # null means "not set": left out of the file (TOML has no null).
+  withoutNulls = lib.filterAttrs (_: value: value != null);
+  policySettings =
+    withoutNulls cfg.settings
+    // {
+      rule = map (rule: withoutNulls (rule // { binaries = mapBinaries rule.binaries; })) cfg.settings.rule;
+    };
+  mapBinaries =
+    binaries:
+    if binaries == null then null else map (b: if builtins.isAttrs b then withoutNulls b else b) binaries;
 
-  # JSON's string escapes (\" \\ \n \t \uXXXX ...) are all valid in a TOML basic string.
-  tomlScalar =
-    where: value:
-    if builtins.isString value then
-      builtins.toJSON value
-    else if builtins.isBool value then
-      (if value then "true" else "false")
-    else if builtins.isInt value then
-      toString value
+  renderedPolicy = settingsFormat.generate "enforcer-policy-unchecked.toml" policySettings;
+  # The package's own parser checks the file at build time, so that a misspelt command or an
+  # unknown key fails nixos-rebuild with file:line:column instead of the boot.
+  policyFile =
+    if cfg.checkPolicy then
+      pkgs.runCommand "enforcer-policy.toml"
+        {
+          rendered = renderedPolicy;
+          preferLocalBuild = true;
+        }
+        ''
+          if ! ${lib.getExe cfg.package} validate --config "$rendered"; then
+            echo "services.enforcer.settings: the rendered policy is rejected (above); it reads:" >&2
+            cat -n "$rendered" >&2
+            exit 1
+          fi
+          cp "$rendered" "$out"
+        ''
     else
-      throw "services.enforcer.settings.${where}: a ${builtins.typeOf value} cannot go into the policy (strings, integers, booleans and lists of strings or integers only)";
-
-  tomlValue =
-    where: value:
-    if builtins.isList value then
-      "[" + lib.concatMapStringsSep ", " (tomlScalar where) value + "]"
-    else
-      tomlScalar where value;
-
-  isTableArray = value: builtins.isList value && value != [ ] && builtins.all builtins.isAttrs value;
-
-  # `key = value` lines of one table: the policy's keys in the README's order, then any other
-  # key in alphabetical order.
-  keyOrder = [
-    "mode"
-    "name"
-    "users"
-    "cgroups"
-    "binaries"
-    "sockets"
-    "hosts"
-    "deny"
-    "allow"
-  ];
-  keyValueLines =
-    where: attrs:
-    let
-      keys = builtins.filter (key: attrs.${key} != null) (builtins.attrNames attrs);
-      ordered =
-        builtins.filter (key: builtins.elem key keys) keyOrder
-        ++ builtins.filter (key: !(builtins.elem key keyOrder)) keys;
-    in
-    map (key: "${tomlKey key} = ${tomlValue "${where}${key}" attrs.${key}}") ordered;
-
-  toTOML =
-    settings:
-    let
-      keys = builtins.attrNames settings;
-      tableKeys = builtins.filter (key: isTableArray settings.${key}) keys;
-      topLevel = lib.filterAttrs (key: value: !(isTableArray value)) settings;
-      table =
-        key: index: attrs:
-        "\n[[${tomlKey key}]]\n" + lib.concatStringsSep "\n" (keyValueLines "${key}.${toString index}." attrs) + "\n";
-      tables =
-        key: lib.concatStrings (lib.imap0 (index: attrs: table key index attrs) settings.${key});
-    in
-    "# Written by the NixOS module services.enforcer from services.enforcer.settings.\n"
-    + lib.concatMapStrings (line: line + "\n") (keyValueLines "" topLevel)
-    + lib.concatMapStrings tables tableKeys;
-
-  policyText = toTOML cfg.settings;
+      renderedPolicy;
   policyPath = "/etc/enforcer/policy.toml";
 
+  # ---- NixOS version ------------------------------------------------------------------------
+  # 22.05: systemd.services.<name>.reloadTriggers, lib.mkPackageOption and lib.getExe.
+  minimumRelease = "22.05";
+  release =
+    if options ? system.nixos.release then config.system.nixos.release else lib.trivial.release;
+  supported = lib.versionAtLeast (lib.versions.majorMinor release) minimumRelease;
+
   # ---- lsm= -------------------------------------------------------------------------------
-  # NixOS 25.05 and later have security.lsm and render the one lsm= parameter from it; before
-  # that, this module writes lsm= itself. Two lsm= parameters would be a bug: the kernel keeps
-  # only the last one.
+  # NixOS 25.05 and later have security.lsm, render the one lsm= parameter from it and list
+  # bpf by default (master: last, with mkAfter, because AppArmor must come before it). A
+  # definition of ours would merge ahead of NixOS's own and put bpf first, so there this module
+  # defines nothing and only asserts that bpf is there. Before 25.05, this module writes lsm=.
   nixosHasSecurityLsm = options ? security.lsm;
+  defaultLsms = [
+    "landlock"
+    "lockdown"
+    "yama"
+    "integrity"
+    "apparmor"
+    "bpf"
+  ];
   # "bpf" exactly once, last; the others in the given order.
-  lsmsWithBpf = builtins.filter (lsm: lsm != "bpf") cfg.lsms ++ [ "bpf" ];
+  lsmsWithBpf =
+    builtins.filter (lsm: lsm != "bpf") (if cfg.lsms == null then defaultLsms else cfg.lsms) ++ [ "bpf" ];
   lsmParams = builtins.filter (lib.hasPrefix "lsm=") config.boot.kernelParams;
   lsmParamHasBpf = param: builtins.elem "bpf" (lib.splitString "," (lib.removePrefix "lsm=" param));
 
   # Rules that leave `binaries` to the daemon's search, which finds NixOS's wrapper script and
   # not the real CLI behind it (see dockerBinaries).
-  rulesWithoutBinaries = builtins.filter (rule: (rule.binaries or null) == null) (
-    if isTableArray (cfg.settings.rule or null) then cfg.settings.rule else [ ]
-  );
+  rulesWithoutBinaries = builtins.filter (rule: rule.binaries == null) cfg.settings.rule;
 
-  enforcer = "${cfg.package}/bin/enforcer";
+  enforcer = lib.getExe cfg.package;
   serviceName = unit: lib.removeSuffix ".service" unit;
+  metricsService = {
+    description = "enforcer: Prometheus metrics of the enforcement counters";
+    after = [ "enforcer.service" ];
+    serviceConfig = {
+      # Reads the pinned maps: root with the BPF capabilities, nothing else.
+      CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN";
+      NoNewPrivileges = true;
+      PrivateMounts = true;
+      ProtectSystem = "strict";
+      ProtectHome = true;
+      PrivateTmp = true;
+      PrivateDevices = true;
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectKernelLogs = true;
+      ProtectControlGroups = true;
+      ProtectClock = true;
+      ProtectHostname = true;
+      RestrictNamespaces = true;
+      LockPersonality = true;
+      MemoryDenyWriteExecute = true;
+      RestrictRealtime = true;
+      RestrictSUIDSGID = true;
+      SystemCallArchitectures = "native";
+      SystemCallFilter = "@system-service bpf";
+      SystemCallErrorNumber = "EPERM";
+    };
+  };
 in
 {
+  meta = {
+    doc = ../docs/nixos.md;
+    # meta.maintainers only takes entries of nixpkgs' lib.maintainers, which has none for this
+    # project: see README.md for who maintains it.
+    maintainers = [ ];
+  };
+
   options.services.enforcer = {
     enable = lib.mkEnableOption "enforcer, which denies chosen docker CLI commands to restricted users in the kernel (BPF LSM)";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
-      example = lib.literalExpression "pkgs.callPackage ./nix/package.nix { prebuilt = ./enforcer; }";
-      description = ''
-        The enforcer package. The default builds it from this repository's source, which needs
-        a nightly Rust with rust-src and bpf-linker (see nix/package.nix; untested). A binary
+    # pkgs.enforcer when an overlay provides it (the flake's overlays.default), else this
+    # repository's nix/package.nix.
+    package = lib.mkPackageOption (pkgs // { enforcer = pkgs.enforcer or (pkgs.callPackage ./package.nix { }); }) "enforcer" {
+      extraDescription = ''
+        Without an overlay that provides `pkgs.enforcer`, this repository's nix/package.nix,
+        built from source (needs a nightly Rust with rust-src and bpf-linker; untested). A binary
         built by `cargo xtask build` can be used instead:
         `pkgs.callPackage ./nix/package.nix { prebuilt = ./enforcer; }`.
       '';
     };
 
     settings = mkOption {
-      type =
-        let
-          scalar = types.oneOf [
-            types.str
-            types.int
-            types.bool
-          ];
-          ruleValue = types.oneOf [
-            scalar
-            (types.listOf (types.either types.str types.int))
-          ];
-        in
-        types.attrsOf (
-          types.nullOr (
-            types.oneOf [
-              scalar
-              (types.listOf (types.attrsOf (types.nullOr ruleValue)))
-            ]
-          )
-        );
-      default = defaultSettings;
-      defaultText = lib.literalExpression ''
-        {
-          mode = "enforce";
-          rule = [
-            {
-              name = "ai-worker-docker";
-              users = [ "ai-worker" ];
-              binaries = config.services.enforcer.dockerBinaries; # left out when empty
-              deny = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag" "system dial-stdio" "compose watch" "checkpoint create" ];
-            }
-          ];
-        }
-      '';
-      example = lib.literalExpression ''
-        {
-          mode = "enforce";
-          rule = [
-            {
-              name = "ai-worker-docker";
-              users = [ "ai-worker" ];
-              binaries = config.services.enforcer.dockerBinaries;
-              deny = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag" "system dial-stdio" "compose watch" "checkpoint create" ];
-            }
-          ];
-        }
-      '';
+      default = { };
       description = ''
-        The policy, written to ${policyPath} (format: README.md, "The policy"): `mode`, and
-        `rule`, a list of rules with `name`, `users` (names or uids) and/or `cgroups`
-        (cgroup v2 paths such as "/system.slice/ai-agent.service"), optional `binaries`
-        (absolute paths), `sockets` and `hosts` (the docker API endpoints only vetted
-        binaries may connect to), and `deny` or `allow`. Rules from several definitions are concatenated.
-        The default is the embedded default policy, with `binaries` set to
-        `services.enforcer.dockerBinaries` when docker is enabled. The daemon checks the file at
-        start and on reload (file:line:column errors); a bad file at reload keeps the old policy.
+        The policy, written to ${policyPath} (format: README.md, "The policy"). Checked at
+        build time by `enforcer validate` (see `checkPolicy`), and by the daemon at start and on
+        reload; a bad file at reload keeps the old policy.
+      '';
+      type = types.submodule {
+        # Keys of later policy versions pass through; `enforcer validate` judges them.
+        freeformType = settingsFormat.type;
+        options = {
+          mode = mkOption {
+            type = types.enum [
+              "enforce"
+              "audit"
+            ];
+            default = "enforce";
+            description = ''"enforce" denies; "audit" logs what would be denied and denies nothing.'';
+          };
+          rule = mkOption {
+            default = defaultRules;
+            defaultText = lib.literalExpression ''
+              [ {
+                name = "ai-worker-docker";
+                users = [ "ai-worker" ];
+                binaries = config.services.enforcer.dockerBinaries; # left out when empty
+                deny = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag" "system dial-stdio" "compose watch" "checkpoint create" ];
+              } ]
+            '';
+            description = "The rules (at most 32); definitions from several modules are concatenated.";
+            type = types.listOf (
+              types.submodule {
+                options = {
+                  name = mkOption {
+                    type = types.str;
+                    description = "Names the rule in logs and counters.";
+                  };
+                  users = mkOption {
+                    type = types.nullOr (types.listOf (types.either types.str types.ints.unsigned));
+                    default = null;
+                    description = "Restricted users, by name or uid (matched by real uid).";
+                  };
+                  cgroups = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    example = [ "/system.slice/ai-agent.service" ];
+                    description = "cgroup v2 paths: every process in them or below is restricted, whatever its uid. A rule needs users or cgroups.";
+                  };
+                  binaries = mkOption {
+                    type = types.nullOr (
+                      types.listOf (
+                        types.either types.str (
+                          types.submodule {
+                            options = {
+                              path = mkOption {
+                                type = types.str;
+                                description = "Absolute path of the client.";
+                              };
+                              client = mkOption {
+                                type = types.enum [
+                                  "docker"
+                                  "docker-compose"
+                                ];
+                                description = "Which command line the client parses.";
+                              };
+                            };
+                          }
+                        )
+                      )
+                    );
+                    default = null;
+                    description = "The docker clients to vet (absolute paths); null: those found in PATH and the usual places. On NixOS use `config.services.enforcer.dockerBinaries`.";
+                  };
+                  sockets = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    description = ''The docker API's unix sockets only vetted clients may connect to; null: [ "/var/run/docker.sock" "/run/docker.sock" ].'';
+                  };
+                  hosts = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    example = [ "127.0.0.1:2375" ];
+                    description = "TCP endpoints of the docker API, gated the same way.";
+                  };
+                  deny = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    description = ''Docker commands denied (everything else allowed), e.g. "exec", "compose exec". Set deny or allow.'';
+                  };
+                  allow = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    description = "Docker commands allowed (everything else denied). Set deny or allow.";
+                  };
+                };
+              }
+            );
+          };
+        };
+      };
+    };
+
+    checkPolicy = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Check the rendered policy at build time with the package's `enforcer validate`, so
+        that nixos-rebuild fails with file:line:column. Turn off only when the package cannot
+        run on the build machine (cross compilation).
       '';
     };
 
     lsms = mkOption {
-      type = types.listOf types.str;
-      default =
-        if nixosHasSecurityLsm then
-          [ "bpf" ]
-        else
-          [
-            "landlock"
-            "lockdown"
-            "yama"
-            "integrity"
-            "apparmor"
-            "bpf"
-          ];
-      defaultText = lib.literalExpression ''
-        if options ? security.lsm then [ "bpf" ]
-        else [ "landlock" "lockdown" "yama" "integrity" "apparmor" "bpf" ]'';
+      type = types.nullOr (types.listOf types.str);
+      default = null;
       description = ''
-        The LSMs to activate at boot; "bpf" is added when missing. On NixOS before 25.05 this is
-        the whole `lsm=` kernel parameter, so it must list every LSM to keep (compare
-        `cat /sys/kernel/security/lsm`). On NixOS 25.05 and later these are added to
-        `security.lsm`, which renders the one `lsm=` parameter (the kernel ignores repeated
-        names). Takes effect at the next boot.
+        NixOS before 25.05 only: the whole `lsm=` kernel parameter, "bpf" added when missing
+        (null: ${lib.concatStringsSep "," defaultLsms}). It replaces the kernel's built-in list,
+        so list every LSM to keep (compare `cat /sys/kernel/security/lsm`). On NixOS 25.05 and
+        later leave it null: NixOS renders `lsm=` from `security.lsm`, which lists bpf by
+        default (asserted). Takes effect at the next boot.
       '';
     };
 
@@ -283,11 +329,48 @@ in
         stops or restarts them (enforcement itself continues while the daemon is down).
       '';
     };
+
+    metrics = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9477";
+        description = ''
+          Serve the counters in the Prometheus text format on http://ADDRESS/metrics, from a
+          service of its own (enforcer-metrics.service; the daemon itself has no network).
+          Keep it on a local address: the counters tell who was denied what.
+        '';
+      };
+      textfile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files/enforcer.prom";
+        description = ''
+          Write the counters in the Prometheus text format to this file every
+          `metrics.interval`, for node-exporter's textfile collector
+          (`--collector.textfile.directory`). Written atomically (a rename).
+        '';
+      };
+      interval = mkOption {
+        type = types.str;
+        default = "15s";
+        description = "How often the textfile is rewritten (a systemd time span).";
+      };
+    };
   };
 
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       {
+        assertions = [
+          {
+            assertion = supported;
+            message = "services.enforcer needs NixOS ${minimumRelease} or later (systemd reloadTriggers); this is NixOS ${release}";
+          }
+        ];
+      }
+
+      (lib.mkIf supported {
         assertions = [
           {
             assertion = builtins.length lsmParams == 1 && lsmParamHasBpf (builtins.head lsmParams);
@@ -297,11 +380,19 @@ in
             assertion = !(builtins.elem "enforcer.service" cfg.before);
             message = "services.enforcer.before cannot contain enforcer.service itself";
           }
+          {
+            assertion = !nixosHasSecurityLsm || cfg.lsms == null;
+            message = "services.enforcer.lsms is for NixOS before 25.05; this NixOS renders lsm= from security.lsm: set that instead";
+          }
+          {
+            assertion = !nixosHasSecurityLsm || builtins.elem "bpf" config.security.lsm;
+            message = "services.enforcer: security.lsm must list bpf (NixOS lists it by default; was it overridden?); it is ${builtins.toJSON config.security.lsm}";
+          }
         ];
 
         warnings = lib.optional (cfg.dockerBinaries != [ ] && rulesWithoutBinaries != [ ]) (
           "services.enforcer: rule(s) ${
-            lib.concatMapStringsSep ", " (rule: builtins.toJSON (rule.name or "?")) rulesWithoutBinaries
+            lib.concatMapStringsSep ", " (rule: builtins.toJSON rule.name) rulesWithoutBinaries
           } have no `binaries`: the daemon then finds bin/docker, a wrapper script, and not "
           + "libexec/docker/docker, the real CLI, which the restricted user can run directly. "
           + "Set binaries = config.services.enforcer.dockerBinaries;"
@@ -309,7 +400,7 @@ in
 
         environment.systemPackages = [ cfg.package ];
 
-        environment.etc."enforcer/policy.toml".text = policyText;
+        environment.etc."enforcer/policy.toml".source = policyFile;
 
         # Same unit as contrib/systemd/enforcer.service; the reasons for each line are there.
         systemd.services.enforcer = {
@@ -332,11 +423,11 @@ in
           unitConfig = {
             DefaultDependencies = false;
             AssertPathIsMountPoint = "/sys/fs/bpf";
-            StartLimitIntervalSec = 30;
-            StartLimitBurst = 5;
           };
+          startLimitIntervalSec = 30;
+          startLimitBurst = 5;
           # A new policy is applied with `systemctl reload` (no restart) on nixos-rebuild switch.
-          reloadTriggers = [ policyText ];
+          reloadTriggers = [ policyFile ];
           # A new docker package is a new binary (a new inode): restart to vet it. The old
           # one stays in the Nix store, unvetted: the socket gate refuses its connections.
           restartTriggers = lib.optional (config.virtualisation.docker.enable or false) config.virtualisation.docker.package;
@@ -389,10 +480,10 @@ in
             SystemCallErrorNumber = "EPERM";
           };
         };
-      }
+      })
 
-      # The agent (and any other listed service) starts only once the policy is enforced.
-      {
+      (lib.mkIf supported {
+        # The agent (and any other listed service) starts only once the policy is enforced.
         systemd.services = lib.listToAttrs (
           map (
             unit:
@@ -402,12 +493,42 @@ in
             }
           ) cfg.before
         );
-      }
 
-      (lib.optionalAttrs nixosHasSecurityLsm { security.lsm = lsmsWithBpf; })
+        # Before 25.05, NixOS has no security.lsm: this module writes the one lsm= itself.
+        boot.kernelParams = lib.mkIf (!nixosHasSecurityLsm) [ "lsm=${lib.concatStringsSep "," lsmsWithBpf}" ];
+      })
 
-      (lib.optionalAttrs (!nixosHasSecurityLsm) {
-        boot.kernelParams = [ "lsm=${lib.concatStringsSep "," lsmsWithBpf}" ];
+      (lib.mkIf (supported && cfg.metrics.listen != null) {
+        systemd.services.enforcer-metrics = lib.recursiveUpdate metricsService {
+          wantedBy = [ "multi-user.target" ];
+          serviceConfig = {
+            ExecStart = "${enforcer} metrics --listen ${cfg.metrics.listen}";
+            Restart = "on-failure";
+            RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+          };
+        };
+      })
+
+      (lib.mkIf (supported && cfg.metrics.textfile != null) {
+        systemd.services.enforcer-metrics-textfile = lib.recursiveUpdate metricsService {
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${enforcer} metrics --textfile ${cfg.metrics.textfile}";
+            ReadWritePaths = builtins.dirOf cfg.metrics.textfile;
+            RestrictAddressFamilies = "AF_UNIX";
+            PrivateNetwork = true;
+          };
+        };
+        # The collector's directory, world-readable: node-exporter runs as its own user.
+        systemd.tmpfiles.rules = [ "d ${builtins.dirOf cfg.metrics.textfile} 0755 root root -" ];
+        systemd.timers.enforcer-metrics-textfile = {
+          wantedBy = [ "timers.target" ];
+          timerConfig = {
+            OnActiveSec = "0s";
+            OnUnitActiveSec = cfg.metrics.interval;
+            AccuracySec = "1s";
+          };
+        };
       })
     ]
   );

@@ -991,7 +991,9 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
     };
     match vetted {
         Ok(Some((identity, binary))) => {
-            with_scratch!(busy(), unsafe { judge_exec(bprm, generation, user_rules, stage, identity, binary) })
+            with_scratch!(busy(), unsafe {
+                judge_exec(bprm, generation, user_rules, stage, identity, binary)
+            })
         }
         Ok(None) => 0,
         Err(reason) => with_scratch!(busy(), {
@@ -1453,24 +1455,21 @@ unsafe fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -
     if gating == 0 {
         return 0;
     }
-    with_scratch!(
-        -EPERM,
-        {
-            gate_client(generation, gating, hook, |event| {
-                let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
-                event.argv[0] = bytes[0][0];
-                event.argv[1] = bytes[0][1];
-                event.argv[2] = bytes[1][0];
-                event.argv[3] = bytes[1][1];
-                let mut i = 0;
-                while i < 16 {
-                    event.argv[4 + i] = key.addr[i];
-                    i += 1;
-                }
-                event.argv_len = 20;
-            })
-        },
-    )
+    with_scratch!(-EPERM, {
+        gate_client(generation, gating, hook, |event| {
+            let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
+            event.argv[0] = bytes[0][0];
+            event.argv[1] = bytes[0][1];
+            event.argv[2] = bytes[1][0];
+            event.argv[3] = bytes[1][1];
+            let mut i = 0;
+            while i < 16 {
+                event.argv[4 + i] = key.addr[i];
+                i += 1;
+            }
+            event.argv_len = 20;
+        })
+    },)
 }
 
 /// The hosts-map key of a connect address, normalised the way the kernel routes it: an
@@ -1526,15 +1525,12 @@ pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
     };
     let rules = if binary.rules & user_rules != 0 { binary.rules & user_rules } else { user_rules };
     let target: u32 = unsafe { read_kernel(child, off.task_tgid) }.unwrap_or(0);
-    with_scratch!(
-        -EPERM,
-        {
-            refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
-                event.file = identity;
-                event.target_pid = target;
-            })
-        },
-    )
+    with_scratch!(-EPERM, {
+        refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
+            event.file = identity;
+            event.target_pid = target;
+        })
+    },)
 }
 
 /// `prctl(PR_SET_MM, ...)` rewrites the fields of the task's memory map, `mm->exe_file`
@@ -1556,14 +1552,11 @@ pub fn enforcer_prctl(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let sub_option: u64 = ctx.arg(1);
-    with_scratch!(
-        -EPERM,
-        {
-            refuse(generation, user_rules, HOOK_PRCTL, Reason::SetMm, COUNTER_TAMPER_REFUSED, |event| {
-                event.target_pid = sub_option as u32;
-            })
-        },
-    )
+    with_scratch!(-EPERM, {
+        refuse(generation, user_rules, HOOK_PRCTL, Reason::SetMm, COUNTER_TAMPER_REFUSED, |event| {
+            event.target_pid = sub_option as u32;
+        })
+    },)
 }
 
 #[lsm(hook = "file_open")]

@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use enforcer_common::{ArgBuf, Decision, Scan, SliceArgv, Verdict, decide};
 
 use crate::policy::{Policy, UserSpec, profile_for_path};
@@ -53,7 +53,12 @@ pub fn check(
     let profile = match client {
         Some(name) => match crate::grammar::profile_by_name(name) {
             Some(profile) => profile,
-            None => bail!("unknown client {name:?}: expected docker or docker-compose"),
+            None => {
+                return Err(crate::exit::Usage(format!(
+                    "--client {name:?}: unknown client, expected docker or docker-compose"
+                ))
+                .into());
+            }
         },
         None => profile_for_path(Path::new(argv.first().map_or("docker", String::as_str))),
     };
@@ -65,9 +70,9 @@ pub fn check(
     let (scan, decision) = decide_argv(&policy, user, profile, argv);
     let rule = policy.rules.get(decision.rule as usize).map_or("-", |r| r.name.as_str());
     let (verdict, code) = match decision.verdict {
-        Verdict::Allow => ("allow", 0),
-        Verdict::Deny { .. } => ("deny", 1),
-        Verdict::Undecidable(_) => ("undecidable", 2),
+        Verdict::Allow => ("allow", crate::exit::OK),
+        Verdict::Deny { .. } => ("deny", crate::exit::DENY),
+        Verdict::Undecidable(_) => ("undecidable", crate::exit::UNDECIDABLE),
     };
     println!("verdict: {verdict}");
     if decision.verdict != Verdict::Allow {

@@ -31,6 +31,10 @@ pub struct Reply {
     pub message: Option<String>,
     #[serde(default)]
     pub pid: u32,
+    /// The request failed on the policy file itself (it cannot be read, is invalid, or names
+    /// what this machine lacks), not on the kernel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy_error: bool,
 }
 
 /// Sends one request to the daemon. `Ok(None)` when no daemon listens.
@@ -58,7 +62,11 @@ pub fn request(line: &str, timeout: Duration) -> Result<Option<Reply>> {
 /// `enforcer reload`.
 pub fn reload() -> Result<ExitCode> {
     match request("reload", Duration::from_secs(120))? {
-        None => bail!("no daemon is running (nothing listens on {})", socket_path().display()),
+        None => Err(crate::exit::Unavailable(format!(
+            "no daemon is running (nothing listens on {})",
+            socket_path().display()
+        ))
+        .into()),
         Some(reply) if reply.ok => {
             println!("{}", reply.message.unwrap_or_else(|| "reloaded".into()));
             Ok(ExitCode::SUCCESS)
@@ -66,7 +74,7 @@ pub fn reload() -> Result<ExitCode> {
         Some(reply) => {
             eprintln!("enforcer: error: {}", reply.error.unwrap_or_default());
             eprintln!("enforcer: the policy in force is unchanged");
-            Ok(ExitCode::FAILURE)
+            Ok(ExitCode::from(if reply.policy_error { crate::exit::POLICY } else { crate::exit::ERROR }))
         }
     }
 }

@@ -185,7 +185,9 @@ impl Daemon {
             "reload" => match self.reload() {
                 Ok(message) => (Reply { ok: true, pid, message: Some(message), ..Default::default() }, false),
                 Err(error) => {
-                    (Reply { ok: false, pid, error: Some(format!("{error:#}")), ..Default::default() }, false)
+                    let policy_error = error.chain().any(|e| e.is::<crate::policy::PolicyError>());
+                    let error = Some(format!("{error:#}"));
+                    (Reply { ok: false, pid, error, policy_error, ..Default::default() }, false)
                 }
             },
             "stop" => match bpf::remove_pins() {
@@ -252,7 +254,13 @@ fn lock_instance() -> Result<InstanceLock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut file = match std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
             "cannot open {}: permission denied (enforcer needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)",

@@ -229,7 +229,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn admits(&self, denial: &Denial) -> bool {
+    pub fn admits(&self, denial: &Denial) -> bool {
         if self.uid.is_some_and(|uid| uid != denial.uid) {
             return false;
         }
@@ -246,6 +246,11 @@ pub const DEFAULT_LOG_KEEP: usize = 4;
 impl DenialLog {
     pub fn with_limits(state_dir: &Path, max_bytes: u64, keep: usize) -> DenialLog {
         DenialLog { path: state_dir.join(DENIALS_FILE), max_bytes: max_bytes.max(1), keep }
+    }
+
+    /// The current file (`denials.jsonl`).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
@@ -297,8 +302,17 @@ impl DenialLog {
     /// The most recent `limit` records that pass `filter`, oldest first, across the
     /// rotated files. Lines that do not parse are skipped.
     pub fn recent(&self, limit: usize, filter: &Filter) -> Result<Vec<Denial>> {
+        self.recent_in(true, limit, filter)
+    }
+
+    /// `recent` from the rotated files only (`status --follow` reads the current one itself).
+    pub fn recent_rotated(&self, limit: usize, filter: &Filter) -> Result<Vec<Denial>> {
+        self.recent_in(false, limit, filter)
+    }
+
+    fn recent_in(&self, current: bool, limit: usize, filter: &Filter) -> Result<Vec<Denial>> {
         let mut records = std::collections::VecDeque::new();
-        let files = (1..=self.keep).rev().map(|n| self.rotated(n)).chain([self.path.clone()]);
+        let files = (1..=self.keep).rev().map(|n| self.rotated(n)).chain(current.then(|| self.path.clone()));
         for path in files {
             let file = match File::open(&path) {
                 Ok(file) => file,

@@ -7,8 +7,11 @@ mod control;
 mod daemon;
 mod dynamic;
 mod events;
+mod exit;
+mod follow;
 mod grammar;
 mod kernel;
+mod metrics;
 mod policy;
 mod state;
 mod status;
@@ -17,12 +20,20 @@ mod users;
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/enforcer";
 
+// The daemon's own constant is what the unit's SuccessExitStatus= names.
+const _: () = assert!(exit::DETACHED == daemon::EXIT_DETACHED);
+
 #[derive(Parser)]
-#[command(version, about = "Denies chosen docker CLI commands to restricted users, in the kernel (BPF LSM)")]
+#[command(
+    name = "enforcer",
+    version,
+    about = "Denies chosen docker CLI commands to restricted users, in the kernel (BPF LSM)",
+    after_help = exit::HELP
+)]
 struct Cli {
     /// Where the denial log and the daemon's state live.
     #[arg(long, global = true, default_value = DEFAULT_STATE_DIR, env = "ENFORCER_STATE_DIR")]
@@ -52,15 +63,19 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Show whether the policy is enforced, the counters and the recent denials. Exits 1
-    /// when nothing enforces (or it cannot tell).
+    /// Show whether the policy is enforced, the counters and the recent denials. Exits 0
+    /// when enforcing, 1 when nothing enforces, 70 when it cannot tell.
+    #[command(after_help = exit::HELP)]
     Status {
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (with --follow: one JSON object per line).
         #[arg(long)]
         json: bool,
-        /// How many recent denials to show.
+        /// How many recent denials to show (with --follow: before the new ones).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Stream denials as they are logged, with the same filters, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
         /// Only denials since this time: RFC 3339 (2026-11-27T10:00:00Z) or an age (10m, 2h).
         #[arg(long)]
         since: Option<String>,
@@ -69,12 +84,14 @@ enum Command {
         user: Option<String>,
     },
     /// Ask the running daemon to reload its policy file. A bad file is rejected with its
-    /// file:line and the policy in force stays.
+    /// file:line and the policy in force stays (exit 65); no daemon: exit 69.
+    #[command(after_help = exit::HELP)]
     Reload,
     /// Detach: remove the pinned programs and maps, and stop the daemon if it runs.
     Stop,
     /// Decide an argv as the kernel would: prints the verdict, the rule and the command;
-    /// exits 0 (allow), 1 (deny) or 2 (undecidable).
+    /// exits 0 (allow), 1 (deny) or 2 (undecidable); 65 for a policy it cannot read.
+    #[command(after_help = exit::HELP)]
     Check {
         /// Policy file [default: /etc/enforcer/policy.toml if present, else the embedded default]
         #[arg(long)]
@@ -93,10 +110,44 @@ enum Command {
     /// Load and verify the BPF programs without attaching them; print the instructions
     /// the kernel's verifier processed for each.
     Verify,
+    /// Check a policy file as the daemon reads it, without the machine: syntax, keys, modes,
+    /// docker commands, limits (not whether its users, binaries and cgroups exist here).
+    /// Exits 0 when valid, 65 with file:line:column when not. The NixOS module runs it at
+    /// build time.
+    #[command(after_help = exit::HELP)]
+    Validate {
+        /// Policy file [default: /etc/enforcer/policy.toml if present, else the embedded default]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The counters (per rule, per hook, drops, races, program runs) in the Prometheus text
+    /// format: on stdout, into a node-exporter textfile, or served on a local address.
+    Metrics {
+        /// Serve http://ADDRESS/metrics until stopped (e.g. 127.0.0.1:9477).
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "textfile")]
+        listen: Option<String>,
+        /// Write the metrics to this file atomically (a rename), for node-exporter's
+        /// textfile collector, and exit.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (enforcer.1, enforcer-status.1, ...) into a directory.
+    #[command(hide = true)]
+    Manpages { directory: PathBuf },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print on stdout and succeed; a bad command line is EX_USAGE
+        // (clap's own 2 would read as "undecidable" from `check`).
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     let result = match cli.command {
         Command::Run { config, detach_on_exit, log_max_bytes, log_keep, verbose } => {
             let options = daemon::Options {
@@ -112,12 +163,15 @@ fn main() -> ExitCode {
                 .build()
                 .context("cannot start the async runtime")
                 .and_then(|rt| rt.block_on(daemon::run(options)))
-                .map(
-                    |stopped| if stopped { ExitCode::from(daemon::EXIT_DETACHED) } else { ExitCode::SUCCESS },
-                )
+                .map(|stopped| if stopped { ExitCode::from(exit::DETACHED) } else { ExitCode::SUCCESS })
         }
-        Command::Status { json, limit, since, user } => {
-            status::status(&status::Query { json, limit, since, user }, &cli.state_dir)
+        Command::Status { json, limit, follow, since, user } => {
+            let query = status::Query { json, limit, since, user };
+            if follow {
+                follow::follow(&query, &cli.state_dir)
+            } else {
+                status::status(&query, &cli.state_dir)
+            }
         }
         Command::Reload => control::reload(),
         Command::Stop => control::stop(),
@@ -125,12 +179,46 @@ fn main() -> ExitCode {
             check::check(config.as_deref(), user.as_deref(), client.as_deref(), &argv)
         }
         Command::Verify => daemon::verify(),
+        Command::Validate { config } => validate(config.as_deref()),
+        Command::Metrics { listen, textfile } => {
+            metrics::metrics(&cli.state_dir, listen.as_deref(), textfile.as_deref())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "enforcer", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { directory } => manpages(&directory),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("enforcer: error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&error))
         }
     }
+}
+
+/// `enforcer validate`: parse and check the policy, nothing resolved against this machine.
+fn validate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let policy = policy::Policy::load(config)?;
+    println!(
+        "valid: {} ({} rule{}, mode {})",
+        policy.source,
+        policy.rules.len(),
+        if policy.rules.len() == 1 { "" } else { "s" },
+        match policy.mode {
+            policy::Mode::Enforce => "enforce",
+            policy::Mode::Audit => "audit",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One page per command, from the same definitions as `--help`.
+fn manpages(directory: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(directory).with_context(|| format!("cannot create {}", directory.display()))?;
+    // Hidden commands (this generator) get no page.
+    clap_mangen::generate_to(Cli::command(), directory)
+        .with_context(|| format!("cannot write the man pages into {}", directory.display()))?;
+    Ok(ExitCode::SUCCESS)
 }

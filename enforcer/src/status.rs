@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use enforcer_common::{
     COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_DEFERRED,
     COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES, COUNTER_SCRATCH_BUSY,
@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::{
     bpf, control,
     events::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, Denial, DenialLog, Filter},
+    exit::Usage,
     state,
 };
 
@@ -26,74 +27,74 @@ pub struct Query {
 }
 
 #[derive(Serialize)]
-struct Daemon {
-    running: bool,
-    pid: Option<u32>,
+pub struct Daemon {
+    pub running: bool,
+    pub pid: Option<u32>,
 }
 
 #[derive(Serialize)]
-struct PolicyInfo {
-    source: String,
-    digest: String,
-    mode: String,
-    loaded: String,
-    generation: u32,
+pub struct PolicyInfo {
+    pub source: String,
+    pub digest: String,
+    pub mode: String,
+    pub loaded: String,
+    pub generation: u32,
 }
 
 #[derive(Serialize, Default)]
-struct Counters {
-    checked: u64,
-    allowed: u64,
-    denied: u64,
-    undecidable: u64,
-    audited: u64,
-    races: u64,
-    killed: u64,
-    deferred: u64,
-    connects_refused: u64,
-    tamper_refused: u64,
-    scratch_busy: u64,
-    events_dropped: u64,
+pub struct Counters {
+    pub checked: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub undecidable: u64,
+    pub audited: u64,
+    pub races: u64,
+    pub killed: u64,
+    pub deferred: u64,
+    pub connects_refused: u64,
+    pub tamper_refused: u64,
+    pub scratch_busy: u64,
+    pub events_dropped: u64,
 }
 
 #[derive(Serialize)]
-struct RuleCounters {
-    name: String,
-    denied: u64,
-    undecidable: u64,
-    audited: u64,
+pub struct RuleCounters {
+    pub name: String,
+    pub denied: u64,
+    pub undecidable: u64,
+    pub audited: u64,
 }
 
 #[derive(Serialize)]
-struct Status {
-    enforcing: bool,
-    enforcing_since: Option<String>,
-    daemon: Daemon,
-    kernel: String,
-    lsms: String,
-    policy: Option<PolicyInfo>,
-    counters: Option<Counters>,
-    rules: Vec<RuleCounters>,
+pub struct Status {
+    pub enforcing: bool,
+    pub enforcing_since: Option<String>,
+    pub daemon: Daemon,
+    pub kernel: String,
+    pub lsms: String,
+    pub policy: Option<PolicyInfo>,
+    pub counters: Option<Counters>,
+    pub rules: Vec<RuleCounters>,
     /// Per loaded enforcing program: invocations and run time, counted by the kernel while
     /// `kernel.bpf_stats_enabled` is 1 (`sysctl kernel.bpf_stats_enabled=1`), else zero.
-    programs: Vec<ProgramStats>,
-    denials: Vec<Denial>,
-    notes: Vec<String>,
+    pub programs: Vec<ProgramStats>,
+    pub denials: Vec<Denial>,
+    pub notes: Vec<String>,
 }
 
 #[derive(Serialize)]
-struct ProgramStats {
-    name: String,
-    run_count: u64,
-    run_time_ns: u64,
+pub struct ProgramStats {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
 }
 
 fn parse_since(text: &str) -> Result<std::time::SystemTime> {
     if let Ok(time) = humantime::parse_rfc3339_weak(text) {
         return Ok(time);
     }
-    let age: Duration = humantime::parse_duration(text).with_context(|| {
-        format!("--since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or an age (10m)")
+    let age: Duration = humantime::parse_duration(text).map_err(|_| {
+        Usage(format!("--since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or an age (10m)"))
     })?;
     Ok(std::time::SystemTime::now() - age)
 }
@@ -104,15 +105,32 @@ fn parse_user(text: &str) -> Result<u32> {
     }
     match crate::users::uid_of(text) {
         Some(uid) => Ok(uid),
-        None => bail!("--user {text:?}: no such user"),
+        None => Err(Usage(format!("--user {text:?}: no such user")).into()),
     }
 }
 
-pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
-    let filter = Filter {
+/// The denials `query` selects (the filters shared by `status` and `status --follow`).
+pub fn filter_of(query: &Query) -> Result<Filter> {
+    Ok(Filter {
         since: query.since.as_deref().map(parse_since).transpose()?,
         uid: query.user.as_deref().map(parse_user).transpose()?,
-    };
+    })
+}
+
+pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
+    let filter = filter_of(query)?;
+    let status = collect(state_dir, query.limit, &filter)?;
+    if query.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_table(&status);
+    }
+    Ok(ExitCode::from(if status.enforcing { crate::exit::OK } else { crate::exit::DENY }))
+}
+
+/// What `status` shows (and `metrics` exports): from the kernel, the pins, the daemon's
+/// state and the denial log.
+pub fn collect(state_dir: &Path, limit: usize, filter: &Filter) -> Result<Status> {
     let enforcing = bpf::exec_hook_attached()?;
     let pins = bpf::read_pins()?;
     let daemon_reply = control::request("ping", Duration::from_secs(5)).unwrap_or(None);
@@ -198,15 +216,10 @@ pub fn status(query: &Query, state_dir: &Path) -> Result<ExitCode> {
             DEFAULT_LOG_MAX_BYTES,
             saved.as_ref().map_or(DEFAULT_LOG_KEEP, |s| s.log_keep),
         )
-        .recent(query.limit, &filter)?,
+        .recent(limit, filter)?,
         notes,
     };
-    if query.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print_table(&status);
-    }
-    Ok(if status.enforcing { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(status)
 }
 
 fn print_table(status: &Status) {
@@ -262,25 +275,35 @@ fn print_table(status: &Status) {
     }
     println!("recent denials ({}):", status.denials.len());
     if !status.denials.is_empty() {
-        println!(
-            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} argv, or the connection or ptrace attempt",
-            "time", "user", "pid", "rule", "action", "reason"
-        );
+        println!("{}", denial_header());
     }
     for d in &status.denials {
-        let reason = match &d.command {
-            Some(command) => format!("{}:{command}", d.reason),
-            None => d.reason.clone(),
-        };
-        println!(
-            "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} {}",
-            d.time,
-            d.user.clone().unwrap_or_else(|| d.uid.to_string()),
-            d.pid,
-            d.rule,
-            d.action,
-            reason,
-            d.attempt()
-        );
+        println!("{}", denial_row(d));
     }
+}
+
+/// The column titles of the denial table (`status`, `status --follow`).
+pub fn denial_header() -> String {
+    format!(
+        "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} argv, or the connection or ptrace attempt",
+        "time", "user", "pid", "rule", "action", "reason"
+    )
+}
+
+/// One denial as a table row.
+pub fn denial_row(d: &Denial) -> String {
+    let reason = match &d.command {
+        Some(command) => format!("{}:{command}", d.reason),
+        None => d.reason.clone(),
+    };
+    format!(
+        "  {:<24} {:<12} {:>7} {:<18} {:<8} {:<28} {}",
+        d.time,
+        d.user.clone().unwrap_or_else(|| d.uid.to_string()),
+        d.pid,
+        d.rule,
+        d.action,
+        reason,
+        d.attempt()
+    )
 }

@@ -61,19 +61,47 @@ let
   isDerivation = value: isAttrs value && (value.type or null == "derivation" || value ? outPath);
 
   # ---- option types: name and a (deep) check -------------------------------------------
+  # `fill` (when present) completes a checked value the way the module system would: a
+  # submodule's unset options take their defaults, also inside lists.
   mkType = name: check: { inherit name check; };
+  fillWith = t: v: if t ? fill then t.fill v else v;
   types = rec {
     bool = mkType "bool" isBool;
     int = mkType "int" isInt;
+    ints.unsigned = mkType "ints.unsigned" (v: isInt v && v >= 0);
     str = mkType "str" isString;
     package = mkType "package" isDerivation;
     strMatching = pattern: mkType "strMatching ${pattern}" (v: isString v && match pattern v != null);
     enum = values: mkType "enum" (v: builtins.elem v values);
-    nullOr = t: mkType "nullOr ${t.name}" (v: v == null || t.check v);
-    listOf = t: mkType "listOf ${t.name}" (v: isList v && all t.check v);
+    nullOr = t: mkType "nullOr ${t.name}" (v: v == null || t.check v) // {
+      fill = v: if v == null then null else fillWith t v;
+    };
+    listOf = t: mkType "listOf ${t.name}" (v: isList v && all t.check v) // { fill = map (fillWith t); };
     attrsOf = t: mkType "attrsOf ${t.name}" (v: isAttrs v && all (n: t.check v.${n}) (attrNames v));
-    either = a: b: mkType "either ${a.name} ${b.name}" (v: a.check v || b.check v);
+    either = a: b: mkType "either ${a.name} ${b.name}" (v: a.check v || b.check v) // {
+      fill = v: if a.check v then fillWith a v else fillWith b v;
+    };
     oneOf = ts: mkType "oneOf" (v: any (t: t.check v) ts);
+    # Only the attribute-set form ({ options; freeformType; }), which is what the module uses.
+    submodule =
+      spec:
+      let
+        opts = spec.options or { };
+        free = spec ? freeformType;
+      in
+      mkType "submodule" (
+        v:
+        isAttrs v
+        && all (n: if opts ? ${n} then opts.${n}.type.check v.${n} else free) (attrNames v)
+      )
+      // {
+        fill =
+          v:
+          v
+          // mapAttrs (
+            n: o: if v ? ${n} then fillWith o.type v.${n} else fillWith o.type (o.default or (throw "stub: ${n} has no value and no default"))
+          ) opts;
+      };
   };
 
   lib = rec {
@@ -106,10 +134,26 @@ let
       inherit text;
     };
 
+    mkPackageOption =
+      pkgs: name:
+      { extraDescription ? "", ... }:
+      mkOption {
+        type = types.package;
+        default = pkgs.${name};
+        description = "The ${name} package to use. ${extraDescription}";
+      };
+    getExe = package: "${package}/bin/${package.meta.mainProgram}";
+    versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+    versions.majorMinor =
+      v: concatStringsSep "." (lib.imap0 (_: x: x) (builtins.genList (i: elemAt (builtins.splitVersion v) i) 2));
+    trivial.release = "26.05";
+    recursiveUpdate = stub.recursiveUpdate;
+
     # ---- lists, strings, attribute sets ----
     optional = cond: value: if cond then [ value ] else [ ];
     optionals = cond: list: if cond then list else [ ];
     optionalAttrs = cond: set: if cond then set else { };
+    optionalString = cond: string: if cond then string else "";
     imap0 = f: list: genList (i: f i (elemAt list i)) (length list);
     concatStrings = concatStringsSep "";
     concatMapStrings = f: list: concatStringsSep "" (map f list);
@@ -212,12 +256,12 @@ let
               if given ? ${name} then
                 (
                   if decl.type.check given.${name} then
-                    given.${name}
+                    fillWith decl.type given.${name}
                   else
                     throw "stub: ${where} is not of type ${decl.type.name}"
                 )
               else
-                decl.default or (throw "stub: ${where} has no value and no default")
+                fillWith decl.type (decl.default or (throw "stub: ${where} has no value and no default"))
             )
           else
             optionValues (path ++ [ name ]) decl (given.${name} or { })

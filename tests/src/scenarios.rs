@@ -206,14 +206,16 @@ fn check_default_policy(c: &mut Checks) {
     c.finished();
     let (rc, out) = c.step("bad-policy");
     c.check(
-        "broken policy rejected with file:line",
-        rc != 0 && out.contains("/tmp/bad.toml:4:17: unknown docker command \"exce\""),
+        "broken policy rejected with file:line, exit 65 (a policy error)",
+        rc == 65 && out.contains("/tmp/bad.toml:4:17: unknown docker command \"exce\""),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("unknown-user");
-    c.check("unknown user rejected", rc != 0 && out.contains("unknown user \"no-such-user\""), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "unknown user rejected, exit 65",
+        rc == 65 && out.contains("unknown user \"no-such-user\""),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step("status-before");
     c.check(
         "status before start: not enforcing, exit 1",
@@ -836,6 +838,36 @@ step status-adopted root /usr/local/sbin/enforcer status --json --limit 100
 step status-user-bob root /usr/local/sbin/enforcer status --json --user bob
 step status-user-worker root /usr/local/sbin/enforcer status --json --user ai-worker --since 1h
 step status-since-future root /usr/local/sbin/enforcer status --json --since 2999-01-01T00:00:00Z
+# Live view: followers with filters, then a denial; each follower shows it once (its backlog
+# or the stream, whichever it lands in), and the filtered one never.
+E=/usr/local/sbin/enforcer
+$E status --follow --json --limit 100 --user ai-worker >/tmp/follow.jsonl 2>/tmp/follow.err &
+FOLLOW_JSON=$!
+$E status --follow --limit 100 >/tmp/follow.txt 2>&1 &
+FOLLOW_TABLE=$!
+$E status --follow --limit 100 --user bob >/tmp/follow-bob.txt 2>&1 &
+FOLLOW_BOB=$!
+step follow-exec ai-worker docker exec gitea follow-live
+i=0
+while [ $i -lt 300 ] && ! { grep -q follow-live /tmp/follow.jsonl && grep -q follow-live /tmp/follow.txt; }; do sleep 0.1; i=$((i + 1)); done
+kill $FOLLOW_JSON $FOLLOW_TABLE $FOLLOW_BOB
+report_file follow-json /tmp/follow.jsonl
+report_file follow-table /tmp/follow.txt
+report_file follow-bob /tmp/follow-bob.txt
+# Metrics: the same counters as status, on stdout, in a textfile and on a local listener.
+step metrics-status root $E status --json --limit 0
+step metrics root $E metrics
+mkdir -p /tmp/textfile
+step metrics-textfile root $E metrics --textfile /tmp/textfile/enforcer.prom
+report_file metrics-prom /tmp/textfile/enforcer.prom
+ifconfig lo 127.0.0.1 up
+$E metrics --listen 127.0.0.1:9477 >/tmp/metrics-listen.log 2>&1 &
+METRICS_PID=$!
+i=0
+while [ $i -lt 100 ] && ! curl -s -o /dev/null http://127.0.0.1:9477/metrics; do sleep 0.1; i=$((i + 1)); done
+step metrics-http root curl -sS -i http://127.0.0.1:9477/metrics
+step metrics-listen-taken root $E metrics --listen 127.0.0.1:9477
+kill $METRICS_PID
 # A broken policy is rejected by reload; the policy in force stays.
 printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /tmp/policy.toml
 step reload-broken root /usr/local/sbin/enforcer reload
@@ -942,10 +974,11 @@ fn check_daemon(c: &mut Checks) {
         counts == (0, 2, 0),
         || format!("{counts:?}"),
     );
+    check_follow_and_metrics(c);
     let (rc, out) = c.step("reload-broken");
     c.check(
-        "reload with a broken file fails with file:line and keeps the old policy",
-        rc == 1
+        "reload with a broken file fails with file:line (exit 65, a policy error) and keeps the old policy",
+        rc == 65
             && out.contains("/tmp/policy.toml:4:17: unknown docker command \"pss\"")
             && out.contains("unchanged"),
         || format!("exit {rc}: {out}"),
@@ -1007,6 +1040,85 @@ fn check_daemon(c: &mut Checks) {
         "after enforcer stop, ai-worker's exec runs and reaches the API",
         !out.contains("Operation not permitted")
             && api.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        || format!("exit {rc}: {out}"),
+    );
+}
+
+/// `status --follow` and `metrics` against the running daemon (the daemon group).
+fn check_follow_and_metrics(c: &mut Checks) {
+    c.denied("follow-exec");
+    let json = c.report.file("follow-json").unwrap_or("").to_string();
+    let records: Vec<serde_json::Value> = json.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let live =
+        |r: &serde_json::Value| r["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == "follow-live"));
+    c.check(
+        "status --follow --json --user ai-worker: JSON lines, the new denial exactly once, only ai-worker's",
+        !records.is_empty()
+            && records.len() == json.lines().count()
+            && records.iter().filter(|r| live(r)).count() == 1
+            && records.iter().all(|r| r["uid"] == 1001),
+        || json.clone(),
+    );
+    let table = c.report.file("follow-table").unwrap_or("").to_string();
+    c.check(
+        "status --follow: a table row for the new denial (user, rule, command, argv)",
+        table.lines().filter(|l| l.contains("follow-live")).count() == 1
+            && table.lines().any(|l| {
+                l.contains("follow-live")
+                    && l.contains("ai-worker")
+                    && l.contains("agent")
+                    && l.contains("exec")
+            }),
+        || table.clone(),
+    );
+    let bob = c.report.file("follow-bob").unwrap_or("").to_string();
+    c.check(
+        "status --follow --user bob: the header, none of ai-worker's denials",
+        bob.contains("argv, or the connection") && !bob.contains("follow-live") && !bob.contains("ai-worker"),
+        || bob.clone(),
+    );
+
+    let (_, status, _) = json_step(c, "metrics-status");
+    let (rc, metrics) = c.step("metrics");
+    let sample = |text: &str, name: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let denied = status["counters"]["denied"].as_u64();
+    c.check(
+        "metrics: Prometheus text, the counters equal to status's",
+        rc == 0
+            && metrics.contains("# TYPE enforcer_exec_verdicts_total counter")
+            && sample(&metrics, "enforcer_enforcing") == Some(1)
+            && sample(&metrics, "enforcer_daemon_running") == Some(1)
+            && denied.is_some()
+            && sample(&metrics, "enforcer_exec_verdicts_total{verdict=\"denied\"}") == denied
+            && sample(&metrics, "enforcer_exec_checks_total") == status["counters"]["checked"].as_u64()
+            && sample(&metrics, "enforcer_rule_verdicts_total{rule=\"agent\",verdict=\"denied\"}")
+                == status["rules"][0]["denied"].as_u64()
+            && sample(&metrics, "enforcer_events_dropped_total").is_some()
+            && sample(&metrics, "enforcer_recheck_races_total").is_some(),
+        || format!("exit {rc}: {metrics}\nstatus: {status}"),
+    );
+    let (rc, out) = c.step("metrics-textfile");
+    let prom = c.report.file("metrics-prom").unwrap_or("").to_string();
+    c.check(
+        "metrics --textfile: the same text in the file",
+        rc == 0 && sample(&prom, "enforcer_exec_verdicts_total{verdict=\"denied\"}") == denied,
+        || format!("exit {rc}: {out}\n{prom}"),
+    );
+    let (rc, http) = c.step("metrics-http");
+    c.check(
+        "metrics --listen: GET /metrics answers 200 with the text format",
+        rc == 0
+            && http.starts_with("HTTP/1.1 200")
+            && http.contains("text/plain; version=0.0.4")
+            && sample(&http, "enforcer_exec_verdicts_total{verdict=\"denied\"}") == denied,
+        || format!("exit {rc}: {http}"),
+    );
+    let (rc, out) = c.step("metrics-listen-taken");
+    c.check(
+        "metrics --listen on an address in use: exit 69",
+        rc == 69 && out.contains("cannot listen"),
         || format!("exit {rc}: {out}"),
     );
 }

@@ -5,9 +5,10 @@
 //! `cargo xtask setup` installs. A missing tool fails these tests; they never skip.
 //!
 //! Everything runs offline: `nix-instantiate` with a throw-away store and state directory,
-//! against a stub `lib` (tests/nix/stub-lib.nix) instead of nixpkgs. Nothing here builds the
-//! Nix package, evaluates the module in the real NixOS module system, or starts the unit under
-//! systemd.
+//! against a stub `lib` (tests/nix/stub-lib.nix), and against nixpkgs' own `lib` and
+//! `security` module (master and 25.05) from `ENFORCER_NIXPKGS` (tests/nix/eval-nixos.nix;
+//! `.ci/run` sets it). Nothing here builds the Nix package, evaluates a whole NixOS system, or
+//! starts the unit under systemd.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -312,10 +313,19 @@ const MODULE_PRELUDE: &str = r##"
       type = "derivation";
       name = "enforcer-0.1.0";
       outPath = "/nix/store/00000000000000000000000000000000-enforcer-0.1.0";
+      meta.mainProgram = "enforcer";
+    };
+    # The policy's value is kept for the test; runCommand's script is returned unrun.
+    formats.toml = { }: {
+      type = lib.types.attrsOf (lib.types.oneOf [ ]);
+      generate = name: value: { type = "derivation"; inherit name; outPath = "/nix/store/22222222222222222222222222222222-${name}"; settingsValue = value; };
+    };
+    runCommand = name: env: buildCommand: env // {
+      type = "derivation"; inherit name buildCommand; outPath = "/nix/store/33333333333333333333333333333333-${name}";
     };
   };
   docker = { type = "derivation"; name = "docker"; outPath = "/nix/store/11111111111111111111111111111111-docker-27.5.1"; };
-  evalFull = { enforcer, options ? { }, kernelParams ? [ ], dockerEnabled ? true }:
+  evalFull = { enforcer, options ? { }, kernelParams ? [ ], dockerEnabled ? true, extra ? { } }:
     lib.stub.evalModule {
       module = import (/. + repo + "/nix/module.nix");
       inherit pkgs options;
@@ -323,10 +333,12 @@ const MODULE_PRELUDE: &str = r##"
         services.enforcer = enforcer;
         virtualisation.docker = { enable = dockerEnabled; package = docker; };
         boot.kernelParams = kernelParams;
-      };
+      } // extra;
       feedback = [ [ "boot" "kernelParams" ] ];
     };
   eval = args: (evalFull args).config;
+  # The value rendered into /etc/enforcer/policy.toml (through the checked file).
+  policyOf = config: config.environment.etc."enforcer/policy.toml".source.rendered.settingsValue;
   failed = config: map (a: a.message) (builtins.filter (a: !a.assertion) (config.assertions or [ ]));
   warnings = config: config.warnings or [ ];
   seed = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag" ];
@@ -358,7 +370,8 @@ fn nixos_module_ai_worker() -> Result<()> {
           config = full.config;
         in {{
           dockerBinaries = full.final.services.enforcer.dockerBinaries;
-          policy = config.environment.etc."enforcer/policy.toml".text;
+          policy = policyOf config;
+          policyFile = config.environment.etc."enforcer/policy.toml".source.outPath;
           kernelParams = config.boot.kernelParams;
           hasSecurityLsm = config ? security;
           unit = config.systemd.services.enforcer;
@@ -371,14 +384,9 @@ fn nixos_module_ai_worker() -> Result<()> {
     );
     let v = nix_eval("module-ai-worker", &expression)?;
 
-    // The policy file: valid TOML, exactly the rule given.
-    let policy = v["policy"].as_str().context("policy text")?;
-    let dir = TempDir::new("policy");
-    let file = dir.0.join("policy.toml");
-    std::fs::write(&file, policy)?;
-    let parsed: toml::Table = std::fs::read_to_string(&file)?
-        .parse()
-        .with_context(|| format!("the rendered policy is not TOML:\n{policy}"))?;
+    // The policy file: exactly the rule given.
+    let parsed = toml_of(&v["policy"])?;
+    let policy = v["policyFile"].as_str().context("policy file")?;
     let docker_binaries =
         [format!("{STUB_DOCKER}/bin/docker"), format!("{STUB_DOCKER}/libexec/docker/docker")];
     let expected: toml::Table = format!(
@@ -387,7 +395,7 @@ fn nixos_module_ai_worker() -> Result<()> {
         serde_json::to_string(&SEED_LIST)?
     )
     .parse()?;
-    assert_eq!(parsed, expected, "rendered policy:\n{policy}");
+    assert_eq!(parsed, expected, "rendered policy");
     // NixOS's bin/docker is a wrapper script around libexec/docker/docker: both are named.
     assert_eq!(v["dockerBinaries"], serde_json::json!(docker_binaries));
 
@@ -429,6 +437,12 @@ fn nixos_module_ai_worker() -> Result<()> {
     same_unit_as_contrib(unit)
 }
 
+/// The settings value that pkgs.formats.toml renders, as TOML (formats.toml turns the JSON of
+/// the value into TOML the same way).
+fn toml_of(settings: &Value) -> Result<toml::Table> {
+    toml::Table::try_from(settings).with_context(|| format!("not a TOML table: {settings}"))
+}
+
 /// The module's unit is the contrib unit: same [Unit] ordering and conditions, same [Service]
 /// settings (ExecStart=/ExecReload= aside, which run the package and name the policy file).
 fn same_unit_as_contrib(unit: &Value) -> Result<()> {
@@ -455,6 +469,13 @@ fn same_unit_as_contrib(unit: &Value) -> Result<()> {
         module.insert(("Unit".into(), key.clone()), vec![normalize(value)]);
     }
     module.insert(("Unit".into(), "Description".into()), vec![normalize(&unit["description"])]);
+    for (nix, key) in
+        [("startLimitBurst", "StartLimitBurst"), ("startLimitIntervalSec", "StartLimitIntervalSec")]
+    {
+        if !unit[nix].is_null() {
+            module.insert(("Unit".into(), key.into()), vec![normalize(&unit[nix])]);
+        }
+    }
     for (nix, key) in [("after", "After"), ("before", "Before"), ("conflicts", "Conflicts")] {
         module.insert(("Unit".into(), key.into()), list(&unit[nix]));
     }
@@ -488,8 +509,9 @@ fn nixos_module_cases() -> Result<()> {
           newNixos = eval {{
             enforcer = {{ enable = true; }};
             options = {{ security.lsm = {{ }}; }};
-            # what NixOS renders from its security.lsm default [ landlock yama bpf ] plus ours
-            kernelParams = [ "lsm=landlock,yama,bpf,bpf" ];
+            extra = {{ security.lsm = [ "landlock" "yama" "bpf" ]; }};
+            # what NixOS renders from its security.lsm default
+            kernelParams = [ "lsm=landlock,yama,bpf" ];
           }};
           secondLsm = eval {{ enforcer = {{ enable = true; }}; kernelParams = [ "lsm=landlock,yama" ]; }};
           bpfTwice = eval {{ enforcer = {{ enable = true; lsms = [ "bpf" "yama" "bpf" "landlock" ]; }}; }};
@@ -507,28 +529,28 @@ fn nixos_module_cases() -> Result<()> {
               }};
             }};
           }};
-          float = builtins.tryEval (builtins.deepSeq (eval {{
+          float = builtins.tryEval (builtins.deepSeq (policyOf (eval {{
             enforcer = {{ enable = true; settings.rule = [ {{ name = "x"; users = [ 1.5 ]; deny = [ "exec" ]; }} ]; }};
-          }}).environment.etc."enforcer/policy.toml".text true);
+          }})) true);
         in {{
           defaults = {{
-            policy = defaults.environment.etc."enforcer/policy.toml".text;
+            policy = policyOf defaults;
             kernelParams = defaults.boot.kernelParams;
             failed = failed defaults;
             warnings = warnings defaults;
           }};
           noBinaries = warnings noBinaries;
           noBinariesNoDocker = warnings noDocker;
-          noDocker = noDocker.environment.etc."enforcer/policy.toml".text;
+          noDocker = policyOf noDocker;
           newNixos = {{
-            securityLsm = newNixos.security.lsm;
+            securityLsm = newNixos.security.lsm or null;
             kernelParams = newNixos.boot.kernelParams or [ ];
             failed = failed newNixos;
           }};
           secondLsm = failed secondLsm;
           bpfTwice = bpfTwice.boot.kernelParams;
           disabled = disabled;
-          escaped = escaped.environment.etc."enforcer/policy.toml".text;
+          escaped = policyOf escaped;
           floatRejected = !float.success;
         }}"##
     );
@@ -538,9 +560,9 @@ fn nixos_module_cases() -> Result<()> {
     // enabled) and the usual LSMs.
     let embedded: toml::Table =
         std::fs::read_to_string(repo().join("enforcer/src/default-policy.toml"))?.parse()?;
-    let no_docker: toml::Table = v["noDocker"].as_str().unwrap().parse()?;
+    let no_docker = toml_of(&v["noDocker"])?;
     assert_eq!(no_docker, embedded, "settings default to the embedded default policy");
-    let defaults: toml::Table = v["defaults"]["policy"].as_str().unwrap().parse()?;
+    let defaults = toml_of(&v["defaults"]["policy"])?;
     let mut with_binaries = embedded.clone();
     with_binaries["rule"].as_array_mut().unwrap()[0].as_table_mut().unwrap().insert(
         "binaries".into(),
@@ -563,8 +585,9 @@ fn nixos_module_cases() -> Result<()> {
     assert!(warnings[0].as_str().unwrap().contains("\"r\""), "{warnings:?}");
     assert_eq!(v["noBinariesNoDocker"], serde_json::json!([]), "no docker, nothing to name");
 
-    // NixOS with security.lsm: bpf goes there; no lsm= of our own next to NixOS's.
-    assert_eq!(v["newNixos"]["securityLsm"], serde_json::json!(["bpf"]));
+    // NixOS with security.lsm: the module defines neither it (NixOS lists bpf) nor an lsm= of
+    // its own.
+    assert_eq!(v["newNixos"]["securityLsm"], Value::Null);
     assert_eq!(v["newNixos"]["kernelParams"], serde_json::json!([]));
     assert_eq!(v["newNixos"]["failed"], serde_json::json!([]));
 
@@ -577,8 +600,7 @@ fn nixos_module_cases() -> Result<()> {
     assert_eq!(v["disabled"], serde_json::json!({}), "a disabled module defines nothing");
 
     // Escaping: the strings come back exactly; integers stay integers; null is left out.
-    let escaped = v["escaped"].as_str().unwrap();
-    let parsed: toml::Table = escaped.parse().with_context(|| format!("not TOML:\n{escaped}"))?;
+    let parsed = toml_of(&v["escaped"])?;
     let expected: toml::Table = r#"
         mode = "audit"
         [[rule]]
@@ -592,7 +614,7 @@ fn nixos_module_cases() -> Result<()> {
         deny = ["exec"]
     "#
     .parse()?;
-    assert_eq!(parsed, expected, "rendered:\n{escaped}");
+    assert_eq!(parsed, expected, "rendered");
 
     assert_eq!(v["floatRejected"], true, "a float in the settings is an evaluation error");
     Ok(())
@@ -610,22 +632,31 @@ fn flake_and_package_evaluate() -> Result<()> {
       outputs = flake.outputs { self = outputs; nixpkgs = { legacyPackages.x86_64-linux = pkgs; }; };
       pkgArgs = {
         inherit lib;
-        stdenv = { mkDerivation = a: a // { builder = "mkDerivation"; }; cc.cc.lib = "libgcc"; };
+        stdenv = {
+          mkDerivation = a: a // { builder = "mkDerivation"; };
+          cc.cc.lib = "libgcc";
+          buildPlatform.canExecute = host: true;
+          hostPlatform = { };
+        };
         rustPlatform.buildRustPackage = a: a // { builder = "buildRustPackage"; };
         autoPatchelfHook = "autoPatchelfHook";
+        installShellFiles = "installShellFiles";
         bpf-linker = "bpf-linker";
       };
       fromSource = import (root + "/nix/package.nix") pkgArgs;
       prebuilt = import (root + "/nix/package.nix") (pkgArgs // { prebuilt = "/tmp/enforcer"; });
-      module = outputs.nixosModules.default { inherit lib pkgs; config = { }; options = { }; };
+      module = import outputs.nixosModules.default { inherit lib pkgs; config = { }; options = { }; };
     in {
       inputs = builtins.attrNames flake.inputs;
       outputs = builtins.attrNames outputs;
       packages = builtins.attrNames outputs.packages.x86_64-linux;
       default = outputs.packages.x86_64-linux.default.called;
       moduleOptions = builtins.attrNames module.options.services.enforcer;
+      moduleIsPath = builtins.isPath outputs.nixosModules.default;
+      modulePath = toString outputs.nixosModules.default;
+      overlay = (outputs.overlays.default pkgs { }).enforcer.called;
       fromSource = {
-        inherit (fromSource) pname version builder cargoBuildFlags nativeBuildInputs;
+        inherit (fromSource) pname version builder cargoBuildFlags nativeBuildInputs postInstall;
         lockFile = toString fromSource.cargoLock.lockFile;
         bootstrap = fromSource.env.RUSTC_BOOTSTRAP;
         inherit (fromSource.meta) mainProgram platforms;
@@ -640,12 +671,25 @@ fn flake_and_package_evaluate() -> Result<()> {
     let version = workspace["workspace"]["package"]["version"].as_str().unwrap();
 
     assert_eq!(v["inputs"], serde_json::json!(["nixpkgs"]));
-    assert_eq!(v["outputs"], serde_json::json!(["nixosModules", "packages"]));
+    assert_eq!(v["outputs"], serde_json::json!(["nixosModules", "overlays", "packages"]));
+    // A path, so that NixOS names the file in its messages.
+    assert_eq!(v["moduleIsPath"], true);
+    assert_same_file(&v["modulePath"], &repo.join("nix/module.nix"));
+    assert_same_file(&v["overlay"], &repo.join("nix/package.nix"));
     assert_eq!(v["packages"], serde_json::json!(["default", "enforcer"]));
     assert_same_file(&v["default"], &repo.join("nix/package.nix"));
     assert_eq!(
         v["moduleOptions"],
-        serde_json::json!(["before", "dockerBinaries", "enable", "lsms", "package", "settings"])
+        serde_json::json!([
+            "before",
+            "checkPolicy",
+            "dockerBinaries",
+            "enable",
+            "lsms",
+            "metrics",
+            "package",
+            "settings"
+        ])
     );
 
     let source = &v["fromSource"];
@@ -654,7 +698,18 @@ fn flake_and_package_evaluate() -> Result<()> {
     assert_eq!(source["version"], version);
     assert_eq!(source["cargoBuildFlags"], serde_json::json!(["-p", "enforcer"]));
     assert_same_file(&source["lockFile"], &repo.join("Cargo.lock"));
-    assert_eq!(source["nativeBuildInputs"], serde_json::json!(["bpf-linker"]));
+    assert_eq!(source["nativeBuildInputs"], serde_json::json!(["bpf-linker", "installShellFiles"]));
+    // Completions and man pages from the binary itself (tests/cli.rs runs the same commands).
+    let generated = source["postInstall"].as_str().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(
+            generated.contains(&format!("--{shell} <($out/bin/enforcer completions {shell})")),
+            "{generated}"
+        );
+    }
+    assert!(
+        generated.contains("$out/bin/enforcer manpages man") && generated.contains("installManPage man/*.1")
+    );
     assert_eq!(source["bootstrap"], "1");
     assert_eq!(source["mainProgram"], "enforcer");
     assert_eq!(source["keepsSources"], true);
@@ -664,8 +719,12 @@ fn flake_and_package_evaluate() -> Result<()> {
     assert_eq!(prebuilt["builder"], "mkDerivation");
     assert_eq!(prebuilt["version"], version);
     assert_eq!(prebuilt["src"], "/tmp/enforcer");
-    assert_eq!(prebuilt["nativeBuildInputs"], serde_json::json!(["autoPatchelfHook"]));
-    assert!(prebuilt["installPhase"].as_str().unwrap().contains("$out/bin/enforcer"));
+    assert_eq!(prebuilt["nativeBuildInputs"], serde_json::json!(["autoPatchelfHook", "installShellFiles"]));
+    let install = prebuilt["installPhase"].as_str().unwrap();
+    assert!(install.contains("$out/bin/enforcer"));
+    // Patched before it runs to write its completions.
+    let patched = install.find("autoPatchelf $out").expect("autoPatchelf in installPhase");
+    assert!(patched < install.find("completions bash").expect("completions"), "{install}");
     Ok(())
 }
 
@@ -678,4 +737,236 @@ fn assert_same_file(path: &Value, expected: &Path) {
         path.display(),
         expected.display()
     );
+}
+
+// ---- the module under nixpkgs' own module system ----------------------------------------
+
+/// Where nixpkgs' lib and `security` module are (shared/nixpkgs/README.md): `ENFORCER_NIXPKGS`,
+/// which `.ci/run` sets; without it, `../shared/nixpkgs` next to the checkout (the layout of
+/// CI and of the developers' machines). Missing: the test fails, it does not skip.
+fn nixpkgs_dir() -> Result<PathBuf> {
+    let path = match std::env::var_os("ENFORCER_NIXPKGS") {
+        Some(path) => PathBuf::from(path),
+        None => repo().join("../shared/nixpkgs"),
+    };
+    ensure!(
+        path.join("lib/default.nix").is_file(),
+        "{} holds no nixpkgs lib: set ENFORCER_NIXPKGS to the folder of shared/nixpkgs/README.md \
+         (.ci/run sets it to ../shared/nixpkgs)",
+        path.display()
+    );
+    Ok(path.canonicalize()?)
+}
+
+/// Evaluates `body` (a Nix expression with `evalWith { security, release, configuration }`
+/// in scope) with tests/nix/eval-nixos.nix, which runs nix/module.nix through nixpkgs' real
+/// `lib.evalModules` next to nixpkgs' `security` module.
+fn nixos_eval(name: &str, body: &str) -> Result<Value> {
+    let nixpkgs = nixpkgs_dir()?;
+    let dir = TempDir::new(name);
+    let expression = format!(
+        r##"{{ repo, nixpkgs }}: let
+          root = /. + repo;
+          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/tests/nix/eval-nixos.nix") {{
+            nixpkgs = /. + nixpkgs;
+            inherit security release configuration;
+            module = root + "/nix/module.nix";
+          }};
+        in {body}"##
+    );
+    let out = run(nix_instantiate(&dir.0)
+        .args(["--eval", "--strict", "--json", "--argstr", "repo"])
+        .arg(repo())
+        .arg("--argstr")
+        .arg("nixpkgs")
+        .arg(&nixpkgs)
+        .arg("-E")
+        .arg(expression))?;
+    if !out.status.success() {
+        bail!("nix-instantiate --eval failed ({}):\n{}", out.status, text(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("not JSON: {}", text(&out.stdout)))
+}
+
+/// The configuration of docs/nixos.md, as a new user copies it (less what the declarations of
+/// tests/nix/eval-nixos.nix do not cover: users, nix.settings, the agent's own unit).
+const DOCS_CONFIGURATION: &str = r##"({ config, ... }: {
+  virtualisation.docker.enable = true;
+  services.enforcer = {
+    enable = true;
+    settings = {
+      mode = "enforce";
+      rule = [ {
+        name = "ai-worker-docker";
+        users = [ "ai-worker" ];
+        cgroups = [ "/system.slice/ai-agent.service" ];
+        binaries = config.services.enforcer.dockerBinaries;
+        deny = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag"
+                 "system dial-stdio" "compose watch" "checkpoint create" ];
+      } ];
+    };
+    before = [ "ai-agent.service" ];
+  };
+})"##;
+
+/// NixOS 25.05 and master, configured as docs/nixos.md says: one `lsm=`, nixpkgs' own list
+/// with `bpf` once and last (master loads it last on purpose: AppArmor must come before it).
+#[test]
+fn nixos_module_real_module_system_lsm() -> Result<()> {
+    let v = nixos_eval(
+        "real-lsm",
+        &format!(
+            r##"let
+              docs = security: let e = evalWith {{ inherit security; release = "25.05"; configuration = {DOCS_CONFIGURATION}; }};
+                in {{ inherit (e) lsmParams failedAssertions; lsm = e.config.security.lsm; }};
+            in {{ master = docs "master"; "25.05" = docs "25.05"; }}"##
+        ),
+    )?;
+    for version in ["master", "25.05"] {
+        let case = &v[version];
+        assert_eq!(
+            case["lsmParams"],
+            serde_json::json!(["lsm=landlock,yama,bpf"]),
+            "security module of {version}: security.lsm = {}",
+            case["lsm"]
+        );
+        assert_eq!(case["failedAssertions"], serde_json::json!([]), "{version}");
+    }
+    Ok(())
+}
+
+/// The rest under the real module system: the policy rendered through pkgs.formats.toml and
+/// checked by `enforcer validate` at build time, the unit, the version and lsm assertions,
+/// NixOS before 25.05, typed settings, metrics.
+#[test]
+fn nixos_module_real_module_system_cases() -> Result<()> {
+    let v = nixos_eval(
+        "real-cases",
+        &format!(
+            r##"let
+              docs = evalWith {{ security = "master"; configuration = {DOCS_CONFIGURATION}; }};
+              policy = docs.config.environment.etc."enforcer/policy.toml".source;
+              unit = docs.config.systemd.services.enforcer;
+              enabled = extra: {{ services.enforcer = {{ enable = true; }} // extra; virtualisation.docker.enable = true; }};
+              failedWith = security: release: configuration: (evalWith {{ inherit security release configuration; }}).failedAssertions;
+              # An evaluation error (a type error in the settings) is what nixos-rebuild shows first.
+              evalFails = configuration: !(builtins.tryEval (builtins.deepSeq
+                (evalWith {{ security = "master"; inherit configuration; }}).config.environment.etc."enforcer/policy.toml".source.rendered.settingsValue true)).success;
+              old = evalWith {{ security = "none"; release = "24.11"; configuration = enabled {{ lsms = [ "yama" "bpf" "apparmor" ]; }}; }};
+              metrics = evalWith {{ security = "master"; configuration = enabled {{
+                metrics.listen = "127.0.0.1:9477";
+                metrics.textfile = "/var/lib/prometheus-node-exporter-text-files/enforcer.prom";
+              }}; }};
+            in {{
+              policyName = policy.name;
+              settings = policy.rendered.settingsValue;
+              buildCommand = policy.buildCommand;
+              unchecked = (evalWith {{ security = "master"; configuration = enabled {{ checkPolicy = false; }}; }}).config.environment.etc."enforcer/policy.toml".source.name;
+              exec = {{ inherit (unit.serviceConfig) ExecStart ExecReload; }};
+              startLimit = {{ inherit (unit) startLimitBurst startLimitIntervalSec; }};
+              inherit unit;
+              reloadTriggers = map (p: p.name) unit.reloadTriggers;
+              agent = docs.config.systemd.services.ai-agent;
+              packages = map (p: p.name) docs.config.environment.systemPackages;
+              doc = toString docs.config.meta.doc;
+              tooOld = failedWith "none" "21.11" (enabled {{ }});
+              atMinimum = failedWith "none" "22.05" (enabled {{ }});
+              noBpf = failedWith "master" "26.05" ((enabled {{ }}) // {{ security.lsm = docs.lib.mkForce [ "landlock" "yama" ]; }});
+              lsmsOnNew = failedWith "25.05" "25.05" (enabled {{ lsms = [ "bpf" ]; }});
+              # An LSM of the administrator's (as security.apparmor adds one): bpf stays last, once.
+              apparmor = let e = evalWith {{ security = "master"; configuration = (enabled {{ }}) // {{ security.lsm = [ "apparmor" ]; }}; }};
+                in {{ inherit (e) lsmParams failedAssertions; }};
+              old = {{ inherit (old) lsmParams failedAssertions; }};
+              badMode = evalFails (enabled {{ settings.mode = "enforcing"; }});
+              badKey = evalFails (enabled {{ settings.rule = [ {{ name = "r"; users = [ "ai-worker" ]; deyn = [ "exec" ]; }} ]; }});
+              goodMode = evalFails (enabled {{ settings.mode = "audit"; }});
+              metrics = {{
+                listen = metrics.config.systemd.services.enforcer-metrics.serviceConfig.ExecStart;
+                textfile = metrics.config.systemd.services.enforcer-metrics-textfile.serviceConfig.ExecStart;
+                timer = metrics.config.systemd.timers.enforcer-metrics-textfile.timerConfig.OnUnitActiveSec;
+                tmpfiles = metrics.config.systemd.tmpfiles.rules;
+              }};
+              noMetrics = builtins.attrNames docs.config.systemd.services;
+            }}"##
+        ),
+    )?;
+    let exe = "/bin/enforcer";
+
+    // The policy: the docs' rule exactly, nulls left out, and checked at build time by the
+    // package's own parser before it becomes /etc/enforcer/policy.toml.
+    assert_eq!(v["policyName"], "enforcer-policy.toml");
+    let settings = &v["settings"];
+    let docker = settings["rule"][0]["binaries"][0].as_str().unwrap_or_default().to_string();
+    assert!(docker.ends_with("-docker-27.5.1/bin/docker"), "{settings}");
+    let mut deny = SEED_LIST.map(String::from).to_vec();
+    deny.extend(["system dial-stdio", "compose watch", "checkpoint create"].map(String::from));
+    assert_eq!(
+        *settings,
+        serde_json::json!({"mode": "enforce", "rule": [{
+            "name": "ai-worker-docker",
+            "users": ["ai-worker"],
+            "cgroups": ["/system.slice/ai-agent.service"],
+            "binaries": [docker, docker.replace("/bin/docker", "/libexec/docker/docker")],
+            "deny": deny,
+        }]})
+    );
+    let build = v["buildCommand"].as_str().unwrap();
+    assert!(build.contains(&format!("{exe} validate --config \"$rendered\"")), "{build}");
+    assert!(build.contains("cp \"$rendered\" \"$out\""), "{build}");
+    assert_eq!(v["unchecked"], "enforcer-policy-unchecked.toml", "checkPolicy = false");
+
+    // The unit: lib.getExe of the package, the start limit, the checked policy as reload trigger.
+    let start = v["exec"]["ExecStart"].as_str().unwrap();
+    assert!(
+        start.ends_with(&format!("-enforcer-0.1.0{exe} run --config /etc/enforcer/policy.toml")),
+        "{start}"
+    );
+    assert_eq!(v["startLimit"], serde_json::json!({"startLimitBurst": 5, "startLimitIntervalSec": 30}));
+    assert_eq!(v["reloadTriggers"], serde_json::json!(["enforcer-policy.toml"]));
+    assert_eq!(
+        v["agent"],
+        serde_json::json!({"after": ["enforcer.service"], "requires": ["enforcer.service"]})
+    );
+    assert_eq!(v["packages"], serde_json::json!(["enforcer-0.1.0"]), "pkgs.enforcer when there is one");
+    assert_same_file(&v["doc"], &repo().join("docs/nixos.md"));
+    same_unit_as_contrib(&v["unit"])?;
+
+    // The minimum NixOS version, asserted.
+    let failed = v["tooOld"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].as_str().unwrap().contains("needs NixOS 22.05 or later"), "{failed:?}");
+    assert_eq!(v["atMinimum"], serde_json::json!([]), "22.05 itself is supported");
+    // security.lsm without bpf, and services.enforcer.lsms where NixOS has security.lsm.
+    let no_bpf = v["noBpf"].as_array().unwrap();
+    assert!(no_bpf.iter().any(|m| m.as_str().unwrap().contains("security.lsm must list bpf")), "{no_bpf:?}");
+    let lsms = v["lsmsOnNew"].as_array().unwrap();
+    assert_eq!(lsms.len(), 1, "{lsms:?}");
+    assert!(lsms[0].as_str().unwrap().contains("set that instead"), "{lsms:?}");
+    assert_eq!(
+        v["apparmor"],
+        serde_json::json!({"lsmParams": ["lsm=apparmor,landlock,yama,bpf"], "failedAssertions": []})
+    );
+    // Before 25.05: the module's own lsm=, bpf moved last.
+    assert_eq!(v["old"]["lsmParams"], serde_json::json!(["lsm=yama,apparmor,bpf"]));
+    assert_eq!(v["old"]["failedAssertions"], serde_json::json!([]));
+
+    // Typed settings: a wrong mode or a misspelt rule key fails the evaluation.
+    assert_eq!(v["badMode"], true, "mode = \"enforcing\" is not an enum value");
+    assert_eq!(v["badKey"], true, "a rule key that does not exist");
+    assert_eq!(v["goodMode"], false, "the control: mode = \"audit\" evaluates");
+
+    // Metrics: a service of its own for each form; none by default.
+    assert!(
+        v["metrics"]["listen"].as_str().unwrap().ends_with(&format!("{exe} metrics --listen 127.0.0.1:9477"))
+    );
+    assert!(v["metrics"]["textfile"].as_str().unwrap().ends_with(&format!(
+        "{exe} metrics --textfile /var/lib/prometheus-node-exporter-text-files/enforcer.prom"
+    )));
+    assert_eq!(v["metrics"]["timer"], "15s");
+    assert_eq!(
+        v["metrics"]["tmpfiles"],
+        serde_json::json!(["d /var/lib/prometheus-node-exporter-text-files 0755 root root -"])
+    );
+    assert_eq!(v["noMetrics"], serde_json::json!(["ai-agent", "enforcer"]));
+    Ok(())
 }

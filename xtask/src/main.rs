@@ -117,6 +117,48 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Where the set-up and build steps' own output goes (apt, rustup, cargo): the terminal gets
+/// one line per step, and an error points here.
+fn setup_log() -> PathBuf {
+    target_dir().join("xtask").join("setup.log")
+}
+
+/// Runs one set-up step with its output appended to `log`; says the step in one line. On
+/// failure the error names the log and quotes its last lines.
+fn quiet_in(log: &Path, step: &str, command: &mut Command) -> Result<()> {
+    use std::io::Write as _;
+    say(step);
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let start = file.metadata()?.len();
+    writeln!(file, "==== {step}: {command:?}")?;
+    let status = command
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    // The step's own lines only, not those of earlier steps.
+    let text = std::fs::read(log).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&text[(start as usize).min(text.len())..]).into_owned();
+    let lines: Vec<&str> = ours.lines().collect();
+    let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+    bail!("{step} failed ({status}); its output is in {}, ending with:\n{tail}", log.display())
+}
+
+fn quiet(step: &str, command: &mut Command) -> Result<()> {
+    quiet_in(&setup_log(), step, command)
+}
+
 fn output(command: &mut Command) -> Result<String> {
     let out = command.output().with_context(|| format!("cannot run {command:?}"))?;
     if !out.status.success() {
@@ -149,8 +191,7 @@ struct Apt {
 impl Apt {
     fn update(&mut self) -> Result<()> {
         if !self.updated {
-            say("apt-get update");
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            quiet("apt-get update", Command::new("apt-get").args(["update"]))?;
             self.updated = true;
         }
         Ok(())
@@ -164,11 +205,13 @@ impl Apt {
             );
         }
         self.update()?;
-        say(&format!("apt-get install {}", packages.join(" ")));
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        quiet(
+            &format!("apt-get install {}", packages.join(" ")),
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
     }
 }
 
@@ -196,8 +239,10 @@ fn setup_rust_src() -> Result<()> {
         say("rust-src (nightly): present");
         return Ok(());
     }
-    say("rustup component add rust-src --toolchain nightly");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    quiet(
+        "rustup component add rust-src --toolchain nightly",
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+    )
 }
 
 /// bpf-linker must use the same LLVM as the nightly rustc that emits the bitcode. Debian
@@ -237,11 +282,13 @@ fn setup_bpf_linker() -> Result<()> {
     let link = prefix.join("lib").join("libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    say(&format!("building bpf-linker against {} (about a minute)", libllvm.display()));
-    run(Command::new("cargo")
-        .args(["install", "--locked", "bpf-linker", "--no-default-features", "--features"])
-        .arg(format!("llvm-{llvm_major}"))
-        .env("LLVM_PREFIX", &prefix))?;
+    quiet(
+        &format!("cargo install bpf-linker against {} (about a minute)", libllvm.display()),
+        Command::new("cargo")
+            .args(["install", "--locked", "bpf-linker", "--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm_major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )?;
     Ok(())
 }
 
@@ -278,10 +325,12 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
             search.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
         names.sort_by_key(|a| version_key(a));
         let package = names.pop().ok_or_else(|| anyhow!("no Debian package matches {pattern}"))?;
-        say(&format!("kernel {label}: downloading {package}"));
         let download = cache.join("download");
         std::fs::create_dir_all(&download)?;
-        run(Command::new("apt-get").args(["download", "-q", &package]).current_dir(&download))?;
+        quiet(
+            &format!("kernel {label}: apt-get download {package}"),
+            Command::new("apt-get").args(["download", &package]).current_dir(&download),
+        )?;
         let deb = std::fs::read_dir(&download)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -289,7 +338,7 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
             .ok_or_else(|| anyhow!("apt-get download left no .deb for {package}"))?;
         let staging = cache.join(format!("{label}.partial"));
         let _ = std::fs::remove_dir_all(&staging);
-        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+        quiet(&format!("kernel {label}: dpkg -x"), Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
         std::fs::remove_file(&deb)?;
         std::fs::rename(&staging, &dir)?;
         kernels.push(unpacked_kernel(label, &dir)?.ok_or_else(|| anyhow!("{package} holds no vmlinuz"))?);
@@ -324,11 +373,23 @@ fn unpacked_kernel(label: &str, dir: &Path) -> Result<Option<Kernel>> {
 }
 
 fn build() -> Result<Artifacts> {
-    say("cargo build --release (enforcer + BPF object, mock docker API)");
-    run(Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"])
-        .current_dir(workspace_root()))?;
+    quiet(
+        "cargo build --release (enforcer + BPF object, mock docker API)",
+        Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"])
+            .current_dir(workspace_root()),
+    )?;
     let release = target_dir().join("release");
+    // Completions and man pages, from the binary's own clap definitions (as the Nix package
+    // installs them).
+    let enforcer = release.join("enforcer");
+    let generated = release.join("share");
+    std::fs::create_dir_all(generated.join("completions"))?;
+    for shell in ["bash", "zsh", "fish"] {
+        let script = output(Command::new(&enforcer).args(["completions", shell]))?;
+        std::fs::write(generated.join("completions").join(format!("enforcer.{shell}")), script)?;
+    }
+    run(Command::new(&enforcer).arg("manpages").arg(generated.join("man")))?;
     Ok(Artifacts {
         enforcer: release.join("enforcer"),
         mock_api: release.join("mock-docker-api"),
@@ -337,7 +398,44 @@ fn build() -> Result<Artifacts> {
     })
 }
 
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    #[test]
+    fn quiet_steps_log_their_output_and_point_to_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-quiet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = dir.join("setup.log");
+        quiet_in(&log, "first step", Command::new("sh").args(["-c", "echo progress of the first"])).unwrap();
+        let error = quiet_in(
+            &log,
+            "second step",
+            Command::new("sh")
+                .args(["-c", "echo progress; echo 'E: Unable to locate package x' >&2; exit 100"]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("second step failed"), "{error}");
+        assert!(error.contains(&log.display().to_string()), "the error names the log: {error}");
+        assert!(error.contains("E: Unable to locate package x"), "and quotes its end: {error}");
+        assert!(!error.contains("progress of the first"), "only the failed step's lines: {error}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("==== first step") && text.contains("progress of the first"), "{text}");
+        assert!(text.contains("==== second step") && text.contains("progress\n"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn unit_tests() -> Result<()> {
+    // Compiling (and the BPF build's progress) goes to the log; the tests' own report stays
+    // on the terminal.
+    quiet(
+        "building the host tests: cargo test --workspace --no-run",
+        Command::new(env!("CARGO"))
+            .args(["test", "--workspace", "--exclude", "enforcer-ebpf", "--no-run"])
+            .current_dir(workspace_root()),
+    )?;
     say("host unit tests: cargo test --workspace (BPF crate excluded: it only builds for BPF)");
     run(Command::new(env!("CARGO"))
         .args(["test", "--workspace", "--exclude", "enforcer-ebpf"])

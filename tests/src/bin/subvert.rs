@@ -425,15 +425,8 @@ fn unix_socket() -> RawFd {
 fn wait_connected(fd: RawFd, pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        // SAFETY: our own child; WNOWAIT leaves it to be reaped by `child_status`.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        if unsafe {
-            libc::waitid(libc::P_PID, pid as u32, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
-        } == 0
-            && unsafe { info.si_pid() } == pid
-        {
-            return false;
-        }
+        // Connected first: the client may have finished (and exited) already, while the
+        // socket it connected stays open through our reference.
         // SAFETY: valid out-pointers of the right size.
         let connected = unsafe {
             let mut address: libc::sockaddr_un = std::mem::zeroed();
@@ -442,6 +435,15 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
         };
         if connected {
             return true;
+        }
+        // SAFETY: our own child; WNOWAIT leaves it to be reaped by `child_status`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        if unsafe {
+            libc::waitid(libc::P_PID, pid as u32, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+        } == 0
+            && unsafe { info.si_pid() } == pid
+        {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
