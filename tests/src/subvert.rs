@@ -202,7 +202,7 @@ pub fn check(c: &mut Checks) {
     let (_, out) = c.step("notify-bob");
     c.check(
         "control: the seccomp supervisor injects its socket and sends its own request where nothing defends",
-        out.contains("injected=OK request=HTTP/1.1"),
+        out.contains("injected=OK request="),
         || out.clone(),
     );
     c.check(
@@ -224,7 +224,7 @@ pub fn check(c: &mut Checks) {
     let (_, out) = c.step("errno0-bob");
     c.check(
         "control: a plain ERRNO(0) filter hands docker a shared socket where nothing defends",
-        out.contains("request=HTTP/1.1"),
+        out.lines().last().is_some_and(|l| l.starts_with("request=") && !l.contains("not-connected")),
         || out.clone(),
     );
     c.check(

@@ -354,7 +354,8 @@ fn seccomp_supervisor_injects_a_shared_socket_into_the_client() {
     let docker = docker_cli();
     let output = subvert(&["seccomp-notify", "-", &docker, "docker", "-H", &host, "version"]);
     let out = stdout(&output);
-    assert!(out.contains("injected=OK request=HTTP/1.1"), "{out}");
+    // The response may be read by docker, which shares the socket: the API's log is the proof.
+    assert!(out.contains("injected=OK request="), "{out}");
     let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=seccomp-notify");
     assert!(log.contains("exec?via=seccomp-notify"), "log: {log}");
 }
@@ -367,8 +368,9 @@ fn seccomp_errno0_hands_the_client_a_shared_socket() {
     let docker = docker_cli();
     let output = subvert(&["seccomp-errno0", "-", &docker, "docker", "-H", &host, "version"]);
     let out = stdout(&output);
-    // docker's own output (it shares stdout) comes first; the result line is the last.
-    assert!(out.lines().last().is_some_and(|l| l.starts_with("request=HTTP/1.1")), "{out}");
+    // docker's own output (it shares stdout) comes first; the result line is the last. The
+    // response may be read by docker, which shares the socket: the API's log is the proof.
+    assert!(out.lines().last().is_some_and(|l| l.starts_with("request=")), "{out}");
     let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=seccomp-errno0");
     assert!(log.contains("exec?via=seccomp-errno0"), "log: {log}");
 }
