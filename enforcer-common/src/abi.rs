@@ -317,6 +317,10 @@ pub struct KernelOffsets {
     pub fprog_filter: u32,
     /// `msghdr.msg_name`: the destination of a `sendto`/`sendmsg` (a kernel copy).
     pub msghdr_name: u32,
+    /// `task_struct.cred`, `cred.user_ns`, `user_namespace.level` (0: the initial one).
+    pub task_cred: u32,
+    pub cred_user_ns: u32,
+    pub user_ns_level: u32,
     /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
     pub valid: u32,
 }
@@ -392,15 +396,18 @@ pub const SECCOMP_CHUNK: usize = 8;
 
 /// Whether one classic BPF instruction of a seccomp filter can make a system call appear
 /// to succeed without running it, or returns a computed action: `SECCOMP_RET_ERRNO` with
-/// errno 0 returns 0 (so `socket()` "returns" fd 0), `BPF_RET | BPF_A` returns whatever the
-/// filter computed. Every other return action either runs the call, fails it, kills, traps
-/// into the task itself or (`SECCOMP_RET_USER_NOTIF`) asks a listener, checked apart.
+/// errno 0 returns 0 (so `socket()` "returns" fd 0), `SECCOMP_RET_TRAP` leaves the system
+/// call's number in the return register (`socket()` "returns" fd 41 to a client that
+/// ignores SIGSYS), `BPF_RET | BPF_A` returns whatever the filter computed. Every other
+/// return action runs the call, fails it with an error, kills, or (`SECCOMP_RET_TRACE`,
+/// `SECCOMP_RET_USER_NOTIF`) asks a tracer or a listener, which are checked apart.
 #[inline(always)]
 pub fn seccomp_insn_fakes_success(code: u16, k: u32) -> bool {
     const BPF_CLASS_RET: u16 = 0x06;
     const BPF_RVAL_MASK: u16 = 0x18;
     const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
     const SECCOMP_RET_DATA: u32 = 0x0000_ffff;
     if code & 0x07 != BPF_CLASS_RET {
         return false;
@@ -408,7 +415,8 @@ pub fn seccomp_insn_fakes_success(code: u16, k: u32) -> bool {
     if code & BPF_RVAL_MASK != 0 {
         return true;
     }
-    k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ERRNO && k & SECCOMP_RET_DATA == 0
+    let action = k & SECCOMP_RET_ACTION_FULL;
+    action == SECCOMP_RET_TRAP || (action == SECCOMP_RET_ERRNO && k & SECCOMP_RET_DATA == 0)
 }
 
 /// `DenialEvent::flags`: the early check allowed what the kernel's own copy denies.
@@ -532,7 +540,11 @@ mod tests {
         assert!(seccomp_insn_fakes_success(RET_K, 0x0005_0000));
         // A computed return could be anything.
         assert!(seccomp_insn_fakes_success(RET_A, 0));
-        // systemd's and docker's default profiles: EPERM/ENOSYS, allow, kill, log, trap.
+        // A trap leaves the call's number as its result.
+        assert!(seccomp_insn_fakes_success(RET_K, 0x0003_0000));
+        assert!(seccomp_insn_fakes_success(RET_K, 0x0003_0007));
+        // systemd's and docker's default profiles: EPERM/ENOSYS, allow, kill, log; trace and
+        // user notification are judged apart.
         for k in [
             0x0005_0001,
             0x0005_0026,
@@ -541,7 +553,6 @@ mod tests {
             0x0000_0000,
             0x8000_0000,
             0x7ffc_0000,
-            0x0003_0000,
             0x7ff0_0000,
             0x7fc0_0000,
         ] {

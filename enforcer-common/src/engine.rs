@@ -71,6 +71,10 @@ pub enum Reason {
     /// `prctl(PR_SET_MM, ...)`: a restricted task would rewrite its memory map, including
     /// the executable the socket gate identifies it by.
     SetMm = 21,
+    /// A vetted client was executed in a user namespace other than the initial one: there
+    /// the caller may have mounted its own dynamic loader, libraries or NSS modules over the
+    /// ones the client loads, or chrooted, so the client would run the caller's code.
+    UserNamespace = 22,
 }
 
 impl Reason {
@@ -98,6 +102,7 @@ impl Reason {
             19 => SeccompFakeSuccess,
             20 => SeccompUnreadable,
             21 => SetMm,
+            22 => UserNamespace,
             _ => return None,
         })
     }
@@ -127,6 +132,7 @@ impl Reason {
             SeccompFakeSuccess => "seccomp_fake_success",
             SeccompUnreadable => "seccomp_unreadable",
             SetMm => "set_mm",
+            UserNamespace => "user_namespace",
         }
     }
 }
@@ -485,7 +491,8 @@ impl Scanner {
     /// read it (which arguments are values is not modelled): a power flag anywhere, in any
     /// spelling (`--attach`, `--attach=…`, `-a`, `-ia`, `-a=…`), gives the leaf that power,
     /// even where the CLI would take it as another flag's value: when in doubt, the
-    /// stronger command. `--` ends pflag's flags: the leaf stays itself.
+    /// stronger command. Not even `--` ends the search: it ends pflag's flags only when it
+    /// is not itself a value (`--detach-keys -- -a` still attaches).
     #[inline(always)]
     fn leaf_argument<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G) -> Step {
         let len = arg.len as usize;
@@ -494,7 +501,7 @@ impl Scanner {
         }
         if byte_at(&arg.bytes, 1) == b'-' {
             if len == 2 {
-                return Step::Done(Scan::Command(self.node));
+                return Step::Continue;
             }
             let mut token = Token::empty(self.scope);
             let mut i = 0;

@@ -102,6 +102,9 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     fprog_len: 0,
     fprog_filter: 0,
     msghdr_name: 0,
+    task_cred: 0,
+    cred_user_ns: 0,
+    user_ns_level: 0,
     valid: 0,
 });
 
@@ -831,7 +834,7 @@ unsafe fn seccomp_refusal(off: &KernelOffsets) -> Option<Reason> {
     if head == 0 {
         return None;
     }
-    let state = LOOP.get_ptr_mut(0)?;
+    let Some(state) = LOOP.get_ptr_mut(0) else { return Some(Reason::NotConfigured) };
     unsafe {
         (*state).seccomp_filter = head;
         (*state).seccomp_insn = 0;
@@ -883,6 +886,21 @@ unsafe fn deferred(bprm: u64, off: &KernelOffsets) -> bool {
     let filename: u64 = unsafe { read_kernel(bprm, off.binprm_filename) }.unwrap_or(0);
     let interp: u64 = unsafe { read_kernel(bprm, off.binprm_interp) }.unwrap_or(1);
     filename != interp || matches!(unsafe { caller_exec(off) }, Err(Reason::UnsupportedExecPath))
+}
+
+/// Whether the current task runs in a user namespace other than the initial one, where it
+/// can mount over (or chroot away from) the loader and libraries a vetted client loads.
+/// The check holds for namespaces created by the caller and for ones it joined alike: an
+/// unprivileged task can change its mount namespace or root only inside a user namespace
+/// of its own (`mntns_install` and `chroot` need the capability in the initial one
+/// otherwise), and `setns`/`unshare` of a user namespace need an unshared `fs_struct`.
+#[inline(always)]
+unsafe fn foreign_user_namespace(off: &KernelOffsets) -> Result<bool, i32> {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let cred: u64 = unsafe { read_kernel(task, off.task_cred) }?;
+    let user_ns: u64 = unsafe { read_kernel(cred, off.cred_user_ns) }?;
+    let level: u32 = unsafe { read_kernel(user_ns, off.user_ns_level) }?;
+    Ok(level != 0)
 }
 
 /// Whether the current task is being traced (its tracer could rewrite the client).
@@ -1035,10 +1053,11 @@ unsafe fn judge_exec(
             )
         };
     }
-    let pre = match unsafe { traced(&off) } {
-        Ok(true) => Some(Reason::Traced),
-        Ok(false) => unsafe { seccomp_refusal(&off) },
-        Err(_) => Some(Reason::NotConfigured),
+    let pre = match (unsafe { traced(&off) }, unsafe { foreign_user_namespace(&off) }) {
+        (Ok(true), _) => Some(Reason::Traced),
+        (_, Ok(true)) => Some(Reason::UserNamespace),
+        (Ok(false), Ok(false)) => unsafe { seccomp_refusal(&off) },
+        _ => Some(Reason::NotConfigured),
     };
     if pre.is_none() && deferred && stage == Stage::Early {
         count(COUNTER_DEFERRED);

@@ -98,6 +98,9 @@ pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
         fprog_len: field("sock_fprog_kern", "len", Some(2))?,
         fprog_filter: field("sock_fprog_kern", "filter", None)?,
         msghdr_name: field("msghdr", "msg_name", None)?,
+        task_cred: field("task_struct", "cred", None)?,
+        cred_user_ns: field("cred", "user_ns", None)?,
+        user_ns_level: field("user_namespace", "level", Some(4))?,
         valid: 1,
     })
 }

@@ -137,9 +137,13 @@ pub fn parse_host(text: &str) -> Result<HostKey, String> {
         return Ok(HostKey { generation: 0, port, family: 0, addr: [0; 16] });
     }
     let addr: std::net::SocketAddr = text.parse().map_err(|_| invalid())?;
+    // dockerd listening on the unspecified address accepts a connection to any of this
+    // host's addresses (127.0.0.2, the host's own, docker0's): gate the port on all of them.
+    if addr.ip().is_unspecified() {
+        return Ok(HostKey { generation: 0, port: addr.port(), family: 0, addr: [0; 16] });
+    }
     let mut key = HostKey { generation: 0, port: addr.port(), family: 4, addr: [0; 16] };
-    // The same normalisation as the kernel program's: mapped IPv6 is IPv4, and the
-    // unspecified address is this host.
+    // The same normalisation as the kernel program's: mapped IPv6 is IPv4.
     let ip = match addr.ip() {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => std::net::IpAddr::V4(v4),
@@ -548,9 +552,11 @@ impl Policy {
 }
 
 /// Commands that pipe raw requests to the docker API (`docker system dial-stdio`, which
-/// the CLI's `ssh://` connection helper also runs): denied by every rule that denies
-/// anything, since each denied request could pass through them.
-pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio"];
+/// the CLI's `ssh://` connection helper also runs) or to its BuildKit endpoint
+/// (`buildx dial-stdio`, through which a BuildKit client exports with `push=true`, past
+/// the `--push` power flag): denied by every rule that denies anything, since each denied
+/// request could pass through them.
+pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio", "buildx dial-stdio"];
 
 /// Whether `node` is a raw API tunnel that `rule` does not name itself (denied because the
 /// rule denies something else), for `enforcer check` to say why.
@@ -1025,7 +1031,7 @@ deny = ["exec", "cp"]
     fn sockets_hosts_and_cgroups() {
         let policy = parse(
             "[[rule]]\nname = \"agent\"\ncgroups = [\"/system.slice/ai-agent.service/\"]\n\
-             hosts = [\"127.0.0.1:2375\", \"[::ffff:10.0.0.1]:2376\", \"*:2377\", \"0.0.0.0:1\"]\n\
+             hosts = [\"127.0.0.1:2375\", \"[::ffff:10.0.0.1]:2376\", \"*:2377\", \"0.0.0.0:1\", \"[::]:1\"]\n\
              deny = [\"exec\"]\n",
         )
         .unwrap();
@@ -1035,7 +1041,8 @@ deny = ["exec", "cp"]
         let defaults: Vec<PathBuf> = DEFAULT_SOCKETS.iter().map(PathBuf::from).collect();
         assert_eq!(rule.sockets, defaults);
         let hosts: Vec<String> = rule.hosts.iter().map(host_text).collect();
-        assert_eq!(hosts, ["127.0.0.1:2375", "10.0.0.1:2376", "*:2377", "127.0.0.1:1"]);
+        // The unspecified address is a wildcard listener's: every address of the port.
+        assert_eq!(hosts, ["127.0.0.1:2375", "10.0.0.1:2376", "*:2377", "*:1", "*:1"]);
         let sockets =
             parse("[[rule]]\nname = \"r\"\nusers = [1]\nsockets = [\"/srv/d.sock\"]\ndeny = [\"exec\"]\n")
                 .unwrap();

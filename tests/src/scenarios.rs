@@ -1177,7 +1177,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
         Group {
             name: "subvert",
             script: crate::subvert::script(),
-            files: vec![],
+            files: vec![("attack/fake-ld".into(), 0o755, crate::subvert::fake_loader(work)?)],
             lsm: vm::DEFAULT_LSM,
             check: crate::subvert::check,
         },

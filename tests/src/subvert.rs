@@ -5,7 +5,16 @@
 //! (scratch space, all-or-none start, single instance, argv records, idle control clients,
 //! a corrupt state file). Each attack has a control that succeeds where nothing defends.
 
+use std::path::{Path, PathBuf};
+
 use crate::{scenarios::Checks, scenarios::json_step, vm};
+
+/// The fake dynamic loader (`crate::elf64`) for the VM's docker socket, written into `work`.
+pub fn fake_loader(work: &Path) -> anyhow::Result<PathBuf> {
+    let path = work.join("fake-ld");
+    std::fs::write(&path, crate::elf64::fake_loader("/run/docker.sock"))?;
+    Ok(path)
+}
 
 /// The wrapper script's words exactly, as a user would write them into a policy.
 const WRAPPER_WORDS: &str =
@@ -95,10 +104,12 @@ step old-pins-socket ai-worker /usr/local/bin/exec-helper connect-unix /run/dock
 step old-pins-status root /usr/local/sbin/enforcer status --json --limit 0
 
 # 7. A policy that lists exactly the wrapper's words: raw API tunnels are denied anyway.
+cp /usr/local/bin/exec-helper /usr/local/bin/docker-stub
 cat > /tmp/wrapper.toml <<'POLICY'
 [[rule]]
 name = "wrapper-words"
 users = ["ai-worker"]
+binaries = ["/usr/bin/docker", {{ path = "/usr/local/bin/docker-stub", client = "docker" }}]
 hosts = ["127.0.0.1:2375"]
 deny = [{WRAPPER_WORDS}]
 POLICY
@@ -113,7 +124,14 @@ step ssh-tunnel ai-worker sh -c 'PATH=/tmp/fake-ssh:$PATH docker -H ssh://agent@
 step ssh-tunnel-bob bob sh -c 'PATH=/tmp/fake-ssh:$PATH docker -H ssh://agent@elsewhere ps'
 step check-tunnel root /usr/local/sbin/enforcer check --config /tmp/wrapper.toml --user ai-worker -- docker system dial-stdio
 
-# 8. TCP fast open connects inside sendto(), not through connect().
+# 8. A dynamically linked vetted client runs the caller's loader in a user and mount
+# namespace of the caller's own (exe_file stays the client's): refused to run there.
+step fake-loader ai-worker unshare -Urm sh -c 'mount --bind /attack/fake-ld /lib64/ld-linux-x86-64.so.2 && exec /usr/local/bin/docker-stub ps'
+step fake-loader-bob bob unshare -Urm sh -c 'mount --bind /attack/fake-ld /lib64/ld-linux-x86-64.so.2 && exec /usr/local/bin/docker-stub ps'
+step userns-ps ai-worker unshare -Ur docker ps
+step userns-other ai-worker unshare -Ur ls /
+
+# 9. TCP fast open connects inside sendto(), not through connect().
 step fastopen ai-worker /usr/local/bin/subvert fastopen 127.0.0.1:2375
 step fastopen-bob bob /usr/local/bin/subvert fastopen 127.0.0.1:2375
 
@@ -365,6 +383,25 @@ pub fn check(c: &mut Checks) {
         "enforcer check says why dial-stdio is denied under a policy that does not list it",
         rc == 1 && out.contains("verdict: deny") && out.contains("why: system dial-stdio pipes raw requests"),
         || format!("exit {rc}: {out}"),
+    );
+
+    // The caller's own loader under a vetted dynamically linked client.
+    let (rc, out) = c.step("fake-loader-bob");
+    c.check(
+        "control: in a user and mount namespace of its own, the fake loader runs as the vetted client and its request reaches the API",
+        rc == 0 && out.contains("HTTP/1.1") && reached(vm::OTHER_UID, "fake-loader"),
+        || format!("exit {rc}: {out}\n{api}"),
+    );
+    c.denied("fake-loader");
+    c.check("fake loader: nothing reached the API", !reached(vm::AI_WORKER_UID, "fake-loader"), || {
+        api.clone()
+    });
+    c.denied("userns-ps");
+    c.succeeded("userns-other");
+    c.check(
+        "user-namespace refusals are logged (reason user_namespace)",
+        records.iter().any(|r| r["reason"] == "user_namespace"),
+        || log.clone(),
     );
 
     // TCP fast open.

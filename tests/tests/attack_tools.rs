@@ -401,3 +401,23 @@ fn jam_scratch_finds_nothing_without_the_enforcer() {
     let output = subvert(&["jam-scratch", "1"]);
     assert_eq!(stdout(&output), "jammed=0\n");
 }
+
+/// The fake loader (tests/src/elf64.rs) bind-mounted over the dynamic loader in a mount
+/// namespace: a dynamically linked program executed there runs it, with its own file as
+/// the executable, and the request reaches the API.
+#[test]
+fn fake_loader_runs_in_place_of_a_dynamic_client() {
+    let dir = scratch("fake-ld");
+    let api = mock_api(&dir, &[]);
+    let socket = dir.join("docker.sock");
+    let loader = dir.join("fake-ld");
+    std::fs::write(&loader, tests::elf64::fake_loader(socket.to_str().unwrap())).unwrap();
+    std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script =
+        format!("mount --bind {} /lib64/ld-linux-x86-64.so.2 && exec {EXEC_HELPER} ps 0", loader.display());
+    let output = run("unshare", &["-m", "--propagation", "private", "sh", "-c", &script]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("HTTP/1.1 "), "{}", stdout(&output));
+    let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=fake-loader");
+    assert!(log.contains("exec?via=fake-loader"), "log: {log}");
+}
