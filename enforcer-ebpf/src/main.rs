@@ -180,12 +180,14 @@ static LOOP: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// `linux_binprm` address -> the policy generation its early check judged by, so the
-/// re-check of the same exec judges by the same generation even when a reload flipped it
-/// in between (otherwise a verdict that changed with the policy would look like a race).
-/// Taken out again by the re-check; LRU so an exec that failed in between cannot fill it.
+/// `linux_binprm` address -> the policy serial (high 32 bits) and generation (low) its
+/// early check judged by, so the re-check of the same exec judges by the same generation
+/// even when a reload flipped it in between (otherwise a verdict that changed with the
+/// policy would look like a race). Taken out again by the re-check; LRU so execs that
+/// failed in between cannot fill it, and trusted only within one reload (`serial`), so an
+/// entry left by such an exec cannot speak for a later one at the same address.
 #[map]
-static EXEC_GENERATION: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
+static EXEC_GENERATION: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// Thread id -> identity of the file it last opened (identity probe results).
 #[map]
@@ -957,11 +959,15 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
 fn restricted_for_commit(bprm: u64) -> Option<(u32, u32)> {
     let (active, state) = policy()?;
     // SAFETY: a plain value copied out of the map.
-    let generation = match unsafe { EXEC_GENERATION.get(&bprm) } {
-        Some(generation) => {
-            let generation = *generation & 1;
+    let generation = match unsafe { EXEC_GENERATION.get(&bprm) }.copied() {
+        Some(judged) => {
             let _ = EXEC_GENERATION.remove(&bprm);
-            generation
+            let serial = (judged >> 32) as u32;
+            if serial == state.serial || serial.wrapping_add(1) == state.serial {
+                judged as u32 & 1
+            } else {
+                active
+            }
         }
         None => active,
     };
@@ -996,7 +1002,9 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
         return 0;
     }
     if stage == Stage::Early {
-        let _ = EXEC_GENERATION.insert(&bprm, &generation, 0);
+        let serial = POLICY.get(0).map_or(0, |state| state.serial);
+        let judged = ((serial as u64) << 32) | generation as u64;
+        let _ = EXEC_GENERATION.insert(&bprm, &judged, 0);
     }
     // A denial at the re-check kills; so does finding the scratch space busy there.
     // (Each outcome of `vetted` is its own branch: a merged enum would carry registers

@@ -148,6 +148,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A report piped into `head` or a closed pipe ends the command quietly, as in
+        // any Unix tool, instead of a panic on the failed write. (The daemon keeps Rust's
+        // default: SIGPIPE ignored, a write error handled.)
+        // SAFETY: setting a signal's disposition to the default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run { config, detach_on_exit, log_max_bytes, log_keep, verbose } => {
             let options = daemon::Options {
