@@ -119,7 +119,11 @@ pub fn fake_loader(socket: &str) -> Vec<u8> {
     let mut sockaddr = vec![0u8; 110];
     sockaddr[..2].copy_from_slice(&1u16.to_le_bytes()); // AF_UNIX
     sockaddr[2..2 + socket.len()].copy_from_slice(socket.as_bytes());
-    let total = CODE_OFFSET + code.len() as u64 + 110 + request.len() as u64 + FAIL_MESSAGE.len() as u64;
+    let used = CODE_OFFSET + code.len() as u64 + 110 + request.len() as u64 + FAIL_MESSAGE.len() as u64;
+    // A whole number of pages: 6.1's loader zeroes the rest of an interpreter segment's
+    // last page, which faults on a read-only segment (exit by SIGSEGV) unless there is no
+    // rest.
+    let total = used.next_multiple_of(0x1000);
 
     let mut elf = Vec::with_capacity(total as usize);
     // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_SYSV, padding.
@@ -150,7 +154,7 @@ pub fn fake_loader(socket: &str) -> Vec<u8> {
     elf.extend_from_slice(&sockaddr);
     elf.extend_from_slice(&request);
     elf.extend_from_slice(FAIL_MESSAGE);
-    debug_assert_eq!(elf.len() as u64, total);
+    elf.resize(total as usize, 0);
     elf
 }
 
@@ -171,6 +175,8 @@ mod tests {
         let sockaddr = CODE_OFFSET as usize + code_len;
         assert_eq!(&elf[sockaddr..sockaddr + 2], &[1, 0]);
         assert_eq!(&elf[sockaddr + 2..sockaddr + 18], b"/run/docker.sock");
-        assert!(elf.ends_with(FAIL_MESSAGE));
+        assert_eq!(elf.len() % 0x1000, 0);
+        let message = sockaddr + 110 + exec_request().len();
+        assert_eq!(&elf[message..message + FAIL_MESSAGE.len()], FAIL_MESSAGE);
     }
 }
