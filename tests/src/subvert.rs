@@ -135,6 +135,20 @@ step userns-other ai-worker unshare -Ur ls /
 step fastopen ai-worker /usr/local/bin/subvert fastopen 127.0.0.1:2375
 step fastopen-bob bob /usr/local/bin/subvert fastopen 127.0.0.1:2375
 
+# 10. A reload between an exec's two checks: the early check allows `stop` under the
+# policy in force, a reload to one that denies it lands while the exec waits between the
+# checks (held by a fanotify permission event on the loader), and the re-check judges by
+# the generation the early check used: no kill, no "race".
+sed 's/^deny = \[/deny = ["stop", /' /tmp/wrapper.toml > /tmp/wrapper-stop.toml
+/usr/local/bin/subvert reload-race /tmp/wrapper.toml /tmp/wrapper-stop.toml /tmp/race-ready 1001 > /tmp/reload-race.out 2>&1 &
+RACE_PID=$!
+i=0
+while [ ! -e /tmp/race-ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+step reload-race ai-worker /usr/local/bin/docker-stub stop web
+wait $RACE_PID
+report_file reload-race /tmp/reload-race.out
+step stop-after-reload ai-worker /usr/local/bin/docker-stub stop web
+
 step status root /usr/local/sbin/enforcer status --json --limit 0
 stop_enforcer
 report_file mock-api /tmp/mock-api.log
@@ -425,6 +439,26 @@ pub fn check(c: &mut Checks) {
         records.iter().any(|r| r["hook"] == "send-tcp" && r["target"] == "127.0.0.1:2375"),
         || log.clone(),
     );
+
+    // A reload between the two checks of one exec.
+    let race = c.report.file("reload-race").unwrap_or("").to_string();
+    c.check(
+        "the reload landed while the exec waited between its checks",
+        race.contains("reloaded=OK held=1"),
+        || race.clone(),
+    );
+    let (rc, out) = c.step("reload-race");
+    c.check(
+        "an exec allowed by its early check is not killed by a reload before its re-check",
+        rc != 137 && !out.contains("Operation not permitted"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.check(
+        "no race is recorded for it",
+        !records.iter().any(|r| r["race"] == true && r["argv"].get(1) == Some(&serde_json::json!("stop"))),
+        || log.clone(),
+    );
+    c.denied("stop-after-reload");
 
     let (rc, status, out) = json_step(c, "status");
     let counter = |name: &str| status["counters"][name].as_u64().unwrap_or(0);

@@ -421,3 +421,40 @@ fn fake_loader_runs_in_place_of_a_dynamic_client() {
     let log = wait_for_log(&api, "uid=0 POST /v1.41/containers/gitea/exec?via=fake-loader");
     assert!(log.contains("exec?via=fake-loader"), "log: {log}");
 }
+
+/// The reload-race listener holds the first exec of a dynamic program by the given uid at
+/// its loader, asks the daemon's control socket to reload meanwhile, and lets it go on.
+#[test]
+fn reload_race_holds_an_exec_until_the_reload_is_answered() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = scratch("reload-race");
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("control.sock")).unwrap();
+    let requests = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream).write_all(b"{\"ok\":true,\"pid\":1}\n").unwrap();
+        line
+    });
+    let (config, new, ready) = (dir.join("policy.toml"), dir.join("new.toml"), dir.join("ready"));
+    std::fs::write(&config, "old").unwrap();
+    std::fs::write(&new, "new").unwrap();
+    let race = Command::new(SUBVERT)
+        .args(["reload-race", config.to_str().unwrap(), new.to_str().unwrap(), ready.to_str().unwrap(), "0"])
+        .env("ENFORCER_RUNTIME_DIR", &dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the listener did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Any dynamically linked program opens the loader: this one is held until the reload.
+    let held = run(EXEC_HELPER, &["ps", "0"]);
+    assert!(held.status.success());
+    let output = race.wait_with_output().unwrap();
+    assert_eq!(stdout(&output), "reloaded=OK held=1\n");
+    assert_eq!(requests.join().unwrap(), "reload\n");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "new");
+}

@@ -28,6 +28,13 @@
 //!   subvert fastopen ADDR:PORT
 //!       sendto(MSG_FASTOPEN) of the incident's exec to ADDR:PORT on a fresh TCP socket
 //!       (a connect that never passes socket_connect). Prints `sendto=R request=R`.
+//!   subvert reload-race CONFIG NEW READY UID
+//!       root: hold the first exec by UID between its two checks and reload the policy
+//!       meanwhile. A fanotify listener for FAN_OPEN_EXEC_PERM on the dynamic loader (which
+//!       the kernel opens between `bprm_check_security` and `bprm_committing_creds`) answers
+//!       every other exec at once; for UID's it copies NEW over CONFIG and asks the daemon
+//!       to reload (its control socket, no exec) before it lets the exec go on. Touches
+//!       READY once listening; prints `reloaded=R held=N` (R: the daemon's reply).
 //!   subvert jam-scratch 1|0
 //!       root: set (1) or clear (0) the enforcer's per-CPU scratch claim on every CPU, as
 //!       a program preempted mid-run would leave it. Prints `jammed=N` (the CPUs written).
@@ -133,6 +140,9 @@ fn main() {
         }
         Some("fastopen") if args.len() == 2 => fastopen(&args[1]),
         Some("jam-scratch") if args.len() == 2 => jam_scratch(args[1] == "1"),
+        Some("reload-race") if args.len() == 5 => {
+            reload_race(&args[1], &args[2], &args[3], args[4].parse().expect("UID is a number"))
+        }
         _ => {
             eprintln!(
                 "usage: subvert set-mm-exe EXE SOCKET | seccomp-notify SOCKET PATH ARGV... \
@@ -671,6 +681,90 @@ fn fastopen(address: &str) -> ! {
         println!("sendto=OK request={}", first_line(&mut stream));
     }
     std::process::exit(0);
+}
+
+// ---- a reload between an exec's two checks -------------------------------------------
+
+fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
+    // SAFETY: plain syscalls; the mark's path is a valid C string.
+    let fan =
+        unsafe { libc::fanotify_init(libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC, libc::O_RDONLY as u32) };
+    if fan < 0 {
+        fail("fanotify_init");
+    }
+    let loader = CString::new("/lib64/ld-linux-x86-64.so.2").expect("no NUL");
+    if unsafe {
+        libc::fanotify_mark(
+            fan,
+            libc::FAN_MARK_ADD,
+            libc::FAN_OPEN_EXEC_PERM,
+            libc::AT_FDCWD,
+            loader.as_ptr(),
+        )
+    } != 0
+    {
+        fail("fanotify_mark");
+    }
+    std::fs::write(ready, b"").unwrap_or_else(|_| fail("touch READY"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reloaded = String::from("none");
+    let mut held = 0;
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline && reloaded == "none" {
+        let mut poll = libc::pollfd { fd: fan, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+            continue;
+        }
+        // SAFETY: reading events into our buffer.
+        let n = unsafe { libc::read(fan, buffer.as_mut_ptr().cast(), buffer.len()) };
+        let mut at = 0;
+        while n > 0 && at + size_of::<libc::fanotify_event_metadata>() <= n as usize {
+            // SAFETY: the kernel wrote whole event records.
+            let event: libc::fanotify_event_metadata =
+                unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
+            let status = std::fs::read_to_string(format!("/proc/{}/status", event.pid)).unwrap_or_default();
+            let real_uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+            if real_uid == Some(uid) && reloaded == "none" {
+                held += 1;
+                reloaded = match std::fs::copy(new, config) {
+                    Ok(_) => control_request("reload"),
+                    Err(e) => format!("copy:{}", strerror(&e)),
+                };
+            }
+            let response = libc::fanotify_response { fd: event.fd, response: libc::FAN_ALLOW };
+            // SAFETY: answering the event we read, then closing its descriptor.
+            unsafe {
+                libc::write(
+                    fan,
+                    (&response as *const libc::fanotify_response).cast(),
+                    size_of::<libc::fanotify_response>(),
+                );
+                libc::close(event.fd);
+            }
+            at += event.event_len as usize;
+        }
+    }
+    println!("reloaded={} held={held}", reloaded.replace(' ', "_"));
+    std::process::exit(0);
+}
+
+/// One request to the enforcer daemon's control socket; its reply's `ok`.
+fn control_request(request: &str) -> String {
+    let dir = std::env::var("ENFORCER_RUNTIME_DIR").unwrap_or_else(|_| "/run/enforcer".into());
+    let mut stream = match connect_unix(&format!("{dir}/control.sock")) {
+        Ok(stream) => stream,
+        Err(e) => return format!("connect:{e}"),
+    };
+    if let Err(e) = stream.write_all(format!("{request}\n").as_bytes()) {
+        return format!("write:{}", strerror(&e));
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    if reply.contains("\"ok\":true") { "OK".into() } else { reply.trim().to_string() }
 }
 
 // ---- scratch jam ----------------------------------------------------------------------
