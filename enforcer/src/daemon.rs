@@ -221,6 +221,12 @@ impl Daemon {
     }
 }
 
+/// The control socket's identity (device, inode), so that exiting removes only our own.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn listen_control() -> Result<UnixListener> {
     let path = control::socket_path();
     if let Some(dir) = path.parent() {
@@ -252,6 +258,17 @@ pub async fn run(options: Options) -> Result<bool> {
     let policy = Policy::load(options.config.as_deref())?;
     let resolved = policy.resolve(&HostSystem)?;
     stage("policy parsed and resolved");
+    // One daemon at a time. A second one would take over the control socket (and remove it
+    // when it exits), so `status` would say "daemon: not running" while the first still ran
+    // and `reload` would reach the wrong one. (Not privileged enough to ask: the BPF load
+    // below fails with a clearer message.)
+    if let Ok(Some(reply)) = control::request("ping", Duration::from_secs(5)) {
+        anyhow::bail!(
+            "another enforcer daemon is already running (pid {}); stop it first (`systemctl stop \
+             enforcer`, or SIGTERM: the pins keep enforcing meanwhile)",
+            reply.pid
+        );
+    }
     let btf = kernel::read_btf()?;
     let offsets = kernel::offsets_from_btf(&btf)?;
     stage("kernel offsets read from BTF");
@@ -332,6 +349,7 @@ pub async fn run(options: Options) -> Result<bool> {
         eprintln!("enforcer: logged {queued} denial(s) queued in the kernel while no daemon ran");
     }
     let listener = listen_control()?;
+    let own_socket = socket_identity(&control::socket_path());
     // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
@@ -382,7 +400,10 @@ pub async fn run(options: Options) -> Result<bool> {
             eprintln!("enforcer: warning: the kernel still lists enforcer programs after 20 s");
         }
     }
-    let _ = std::fs::remove_file(control::socket_path());
+    // Not a socket someone else bound meanwhile: that daemon would become unreachable.
+    if own_socket.is_some() && socket_identity(&control::socket_path()) == own_socket {
+        let _ = std::fs::remove_file(control::socket_path());
+    }
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
     eprintln!(
         "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",

@@ -114,13 +114,16 @@ pub struct Group {
     /// Extra files for the VM (path, mode, contents), put in the scenario's archive.
     pub files: Vec<(String, u32, PathBuf)>,
     pub lsm: &'static str,
+    /// Boot the docker flavour: the real dockerd, containerd and runc are in the VM (the
+    /// script starts them with `start_dockerd`). Off: only the mock API is there.
+    pub real_daemon: bool,
     pub check: fn(&mut Checks),
 }
 
 fn default_policy_script() -> String {
     let mut script = String::from(
         r#"
-start_mock_api
+start_dockerd
 # A broken policy and an unknown user are refused before anything is attached.
 printf '[[rule]]\nname = "r"\nusers = ["ai-worker"]\ndeny = ["exec", "exce"]\n' > /tmp/bad.toml
 step bad-policy root /usr/local/sbin/enforcer run --config /tmp/bad.toml
@@ -129,7 +132,13 @@ step unknown-user root /usr/local/sbin/enforcer run --config /tmp/unknown-user.t
 step status-before root /usr/local/sbin/enforcer status --json
 
 start_enforcer
+# The real daemon's debug log has one "Calling METHOD PATH" line per API request: what
+# ai-worker's commands sent is the part written from here on, until root's turn below.
+API_START=$(wc -c < /tmp/dockerd.log)
 step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
+step exec-secret ai-worker docker exec gitea cat /data/secret
+step cp-secret ai-worker docker cp gitea:/data/secret /tmp/secret
+step exec-marker ai-worker docker exec gitea sh -c 'echo ai-worker > /data/worker-was-here'
 step exec-absolute ai-worker /usr/bin/docker exec gitea true
 ln -s /usr/bin/docker /tmp/dk
 step exec-symlink ai-worker /tmp/dk exec gitea true
@@ -167,8 +176,13 @@ step long-argv ai-worker docker exec gitea $(seq 1000 1200)
     }
     script.push_str(
         r#"
-step root-exec root docker exec gitea true
+tail -c +$((API_START + 1)) /tmp/dockerd.log > /tmp/api-worker.log
+step root-exec root docker exec gitea cat /data/secret
+step marker-absent root docker exec gitea sh -c 'test ! -e /data/worker-was-here'
 step other-exec bob docker exec gitea true
+# The agent's own containers still run.
+step run-own ai-worker docker run --rm --network none local/busybox echo own-container-ran
+step ps-all ai-worker docker ps -a --format '{{.Names}}'
 step status root /usr/local/sbin/enforcer status --json --limit 100
 step status-table root /usr/local/sbin/enforcer status --limit 100
 step status-limit root /usr/local/sbin/enforcer status --json --limit 2
@@ -177,15 +191,14 @@ step container-exec ai-worker docker container exec gitea true
 step compose-exec ai-worker docker compose exec gitea sh
 step check-cli root /usr/local/sbin/enforcer check --user ai-worker -- docker -D container exec -it web sh
 step verify root /usr/local/sbin/enforcer verify
-cp /tmp/mock-api.log /tmp/mock-api-enforced.log
 stop_enforcer
 step exec-after-sigterm ai-worker docker exec gitea true
 step detach root /usr/local/sbin/enforcer stop
 step status-after root /usr/local/sbin/enforcer status --json --limit 100
-step exec-after-stop ai-worker docker exec gitea true
-report_file mock-api /tmp/mock-api-enforced.log
-report_file mock-api-after /tmp/mock-api.log
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
+report_file api-worker /tmp/api-worker.log
 report_file denials /var/lib/enforcer/denials.jsonl
+stop_dockerd
 "#,
     );
     script
@@ -222,8 +235,20 @@ fn check_default_policy(c: &mut Checks) {
     );
     c.succeeded("enforcer-start");
 
+    let (rc, out) = c.step("dockerd-start");
+    c.check("the real dockerd answers (20.10)", rc == 0 && out.trim().starts_with("20.10"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step("gitea-start");
+    c.check("root created the gitea container", rc == 0 && out.contains("gitea local/busybox Up"), || {
+        format!("exit {rc}: {out}")
+    });
+
     const DENIED_SPELLINGS: &[&str] = &[
         "incident",
+        "exec-secret",
+        "cp-secret",
+        "exec-marker",
         "exec-absolute",
         "exec-symlink",
         "exec-sh",
@@ -267,32 +292,38 @@ fn check_default_policy(c: &mut Checks) {
     c.succeeded("version");
     let (_, out) = c.step("version");
     c.check(
-        "docker version reached the (mock) server",
-        out.contains("Server") && out.contains("28.0.0"),
+        "docker version reached the real daemon",
+        out.contains("Server") && out.contains("20.10"),
         || out.clone(),
     );
 
-    let worker = c.api_requests(vm::AI_WORKER_UID);
+    let worker = daemon_calls(c.report.file("api-worker").unwrap_or(""));
     let leaked: Vec<&String> = worker
         .iter()
-        .filter(|r| !(r.ends_with("/_ping") || r.contains("/version") || r.contains("/containers/json")))
+        .filter(|r| !(r.ends_with("/_ping") || r.ends_with("/version") || r.contains("/containers/json")))
         .collect();
     c.check(
-        "ai-worker's denied commands never reached the API",
-        leaked.is_empty() && !worker.is_empty(),
-        || format!("ai-worker requests: {worker:?}"),
+        "ai-worker's denied commands never reached the daemon (only ping, version, ps did)",
+        leaked.is_empty() && worker.iter().any(|r| r.contains("/containers/json")),
+        || format!("requests while ai-worker ran: {worker:?}"),
     );
-    let root = c.api_requests(0);
+    let (rc, out) = c.step("root-exec");
     c.check(
-        "root's docker exec reaches the API",
-        root.iter().any(|r| r.contains("/containers/gitea/exec")),
-        || format!("root requests: {root:?}"),
+        "root's docker exec runs in the container (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
     );
-    let other = c.api_requests(vm::OTHER_UID);
+    c.succeeded("marker-absent");
+    c.succeeded("other-exec");
+    let (rc, out) = c.step("run-own");
+    c.check("ai-worker's own docker run --rm works", rc == 0 && out.contains("own-container-ran"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step("ps-all");
     c.check(
-        "another docker user's exec reaches the API",
-        other.iter().any(|r| r.contains("/containers/gitea/exec")),
-        || format!("bob requests: {other:?}"),
+        "ai-worker's docker ps -a lists gitea, and the --rm container is gone",
+        rc == 0 && out.trim() == "gitea",
+        || format!("exit {rc}: {out}"),
     );
 
     let (rc, out) = c.step("status");
@@ -440,13 +471,30 @@ fn check_default_policy(c: &mut Checks) {
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("exec-after-stop");
-    let after = c.report.file("mock-api-after").unwrap_or("");
     c.check(
-        "after stop nothing is enforced: ai-worker's exec reaches the API",
-        !out.contains("Operation not permitted")
-            && after.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        "after stop nothing is enforced: ai-worker's exec runs (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
         || format!("exit {rc}: {out}"),
     );
+}
+
+/// What `start_dockerd` (tests/vm/helpers.sh) writes into the gitea container's volume.
+pub const GITEA_SECRET: &str = "gitea-admin-token-s3cret";
+
+/// The API requests in a dockerd debug log: "METHOD PATH" per `Calling METHOD PATH` line,
+/// the API version prefix removed ("POST /containers/gitea/exec").
+pub fn daemon_calls(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("msg=\"Calling ").map(|(_, rest)| rest.trim_end_matches('"')))
+        .map(|call| {
+            let (method, path) = call.split_once(' ').unwrap_or((call, ""));
+            let path = match path.strip_prefix("/v1.") {
+                Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+                None => path,
+            };
+            format!("{method} {path}")
+        })
+        .collect()
 }
 
 fn filesystems_script() -> String {
@@ -812,7 +860,7 @@ fn check_commands(c: &mut Checks) {
 
 fn daemon_script() -> String {
     r#"
-start_mock_api
+start_dockerd
 cat > /tmp/policy.toml <<'POLICY'
 [[rule]]
 name = "agent"
@@ -824,6 +872,9 @@ DAEMON_ARGS="--config /tmp/policy.toml --log-max-bytes 20000 --log-keep 2"
 start_enforcer $DAEMON_ARGS
 step first-exec ai-worker docker exec gitea true
 step status-running root /usr/local/sbin/enforcer status --json
+# A second daemon is refused while one runs, and leaves the first one's control socket.
+step second-daemon root /usr/local/sbin/enforcer run $DAEMON_ARGS
+step status-after-second root /usr/local/sbin/enforcer status --json --limit 0
 # The daemon dies hard: the pinned programs keep enforcing.
 kill -9 $ENFORCER_PID
 wait $ENFORCER_PID 2>/dev/null
@@ -862,13 +913,13 @@ stop_enforcer
 step exec-after-sigterm ai-worker docker exec gitea true
 step detach root /usr/local/sbin/enforcer stop
 step status-stopped root /usr/local/sbin/enforcer status
-step exec-after-stop ai-worker docker exec gitea true
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
 report_file enforcer-first-log /tmp/enforcer-first.log
 report_file denials /var/lib/enforcer/denials.jsonl
 report_file denials-1 /var/lib/enforcer/denials.jsonl.1
 report_file denials-2 /var/lib/enforcer/denials.jsonl.2
 report_file denials-3 /var/lib/enforcer/denials.jsonl.3
-report_file mock-api /tmp/mock-api.log
+stop_dockerd
 "#
     .to_string()
 }
@@ -897,6 +948,19 @@ fn check_daemon(c: &mut Checks) {
             && status["counters"]["denied"] == 1
             && status["rules"][0]["name"] == "agent"
             && status["rules"][0]["denied"] == 1,
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("second-daemon");
+    let first = json_step(c, "status-running").1["daemon"]["pid"].clone();
+    c.check(
+        "a second enforcer run is refused and names the running daemon",
+        rc != 0 && first.as_u64().is_some_and(|pid| out.contains(&format!("already running (pid {pid})"))),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, status, out) = json_step(c, "status-after-second");
+    c.check(
+        "after the refused second daemon, status still reaches the first",
+        rc == 0 && status["daemon"]["running"] == true && status["daemon"]["pid"] == first,
         || format!("exit {rc}: {out}"),
     );
     c.denied("killed-exec");
@@ -1002,11 +1066,9 @@ fn check_daemon(c: &mut Checks) {
         format!("exit {rc}: {out}")
     });
     let (rc, out) = c.step("exec-after-stop");
-    let api = c.report.file("mock-api").unwrap_or("");
     c.check(
-        "after enforcer stop, ai-worker's exec runs and reaches the API",
-        !out.contains("Operation not permitted")
-            && api.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        "after enforcer stop, ai-worker's exec runs in the real container",
+        rc == 0 && out.contains(GITEA_SECRET),
         || format!("exit {rc}: {out}"),
     );
 }
@@ -1021,6 +1083,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: default_policy_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: true,
             check: check_default_policy,
         },
         Group {
@@ -1028,6 +1091,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: filesystems_script(),
             files: vec![("images/docker-ext4.img".into(), 0o644, ext4_image(work, &artifacts.docker)?)],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: false,
             check: check_filesystems,
         },
         Group {
@@ -1035,6 +1099,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: audit_mode_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: false,
             check: check_audit_mode,
         },
         Group {
@@ -1046,6 +1111,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/argv.txt"),
             )],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: false,
             check: check_commands,
         },
         Group {
@@ -1053,6 +1119,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: daemon_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: true,
             check: check_daemon,
         },
         Group {
@@ -1060,6 +1127,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: crate::bypass::script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            real_daemon: false,
             check: crate::bypass::check,
         },
         Group {
@@ -1067,6 +1135,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: no_bpf_lsm_script(),
             files: vec![],
             lsm: LSM_WITHOUT_BPF,
+            real_daemon: false,
             check: check_no_bpf_lsm,
         },
     ])
@@ -1096,6 +1165,9 @@ fn ext4_image(work: &Path, docker: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// The docker flavour's archive in the run's work directory (see [`vm::build_docker_initramfs`]).
+pub const DOCKER_INITRD: &str = "docker.cpio";
+
 /// Boots one group on one kernel and runs its checks.
 pub fn run_group(
     group: &Group,
@@ -1119,9 +1191,14 @@ pub fn run_group(
     }
     let scenario = dir.join("scenario.cpio");
     archive.write_to(&scenario)?;
+    let mut initrds = vec![base_initrd.to_path_buf()];
+    if group.real_daemon {
+        initrds.push(work.join(DOCKER_INITRD));
+    }
+    initrds.push(scenario);
     let report = vm::boot(&Boot {
         kernel,
-        initrds: vec![base_initrd.to_path_buf(), scenario],
+        initrds,
         lsm: group.lsm,
         timeout: Duration::from_secs(900),
         work: dir,
@@ -1144,9 +1221,14 @@ pub fn run_suite(
     let base = work.join("base.cpio");
     vm::build_base_initramfs(artifacts, &base)?;
     let groups = groups(work, artifacts)?;
+    let selected = |g: &&Group| only.is_none_or(|o| g.name == o);
+    // Built once per run, and only when a selected group boots the docker flavour.
+    if groups.iter().filter(selected).any(|g| g.real_daemon) {
+        vm::build_docker_initramfs(artifacts, work, &work.join(DOCKER_INITRD))?;
+    }
     let (mut passed, mut failed) = (0, 0);
     for kernel in kernels {
-        for group in groups.iter().filter(|g| only.is_none_or(|o| g.name == o)) {
+        for group in groups.iter().filter(selected) {
             let started = std::time::Instant::now();
             eprintln!("vm: {} / {} ...", kernel.label, group.name);
             let results = match run_group(group, kernel, &base, work, artifacts) {

@@ -61,6 +61,9 @@ pub struct Artifacts {
     /// exec-helper: execveat/fexecve from the command line.
     pub exec_helper: PathBuf,
     pub docker: PathBuf,
+    /// Debian's docker.io, containerd, runc and tini unpacked (`dpkg -x`) into one root:
+    /// the real daemon of the docker flavour (`cargo xtask setup` fetches them).
+    pub daemon_root: PathBuf,
 }
 
 pub const AI_WORKER_UID: u32 = 1001;
@@ -173,6 +176,89 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     archive.write_to(out)
 }
 
+/// The real daemon's programs, from the unpacked Debian packages: (path in the VM, path
+/// under [`Artifacts::daemon_root`]). dockerd starts containerd itself; `docker-init` is
+/// tini, which `docker run --init` needs.
+const DAEMON_BINARIES: &[(&str, &str)] = &[
+    ("usr/bin/dockerd", "usr/sbin/dockerd"),
+    ("usr/bin/containerd", "usr/bin/containerd"),
+    ("usr/bin/containerd-shim-runc-v2", "usr/bin/containerd-shim-runc-v2"),
+    ("usr/bin/runc", "usr/sbin/runc"),
+    ("usr/bin/docker-proxy", "usr/sbin/docker-proxy"),
+    ("usr/bin/docker-init", "usr/bin/tini-static"),
+];
+
+/// Image name of the busybox root filesystem the docker flavour imports.
+pub const LOCAL_IMAGE: &str = "local/busybox";
+
+/// The docker flavour's extra archive, appended after the base one: dockerd, containerd,
+/// runc, tini and their libraries, and `images/busybox.tar` (a busybox root filesystem
+/// for `docker import`: no registry is reachable from the VM). `start_dockerd` in
+/// tests/vm/helpers.sh starts it.
+pub fn build_docker_initramfs(artifacts: &Artifacts, work: &Path, out: &Path) -> Result<()> {
+    let mut archive = Archive::new();
+    archive.dir("var/lib/docker");
+    archive.dir("etc/docker");
+    let mut binaries = Vec::new();
+    for (dest, source) in DAEMON_BINARIES {
+        let path = artifacts.daemon_root.join(source);
+        if !path.is_file() {
+            bail!("{} is missing (run `cargo xtask setup`)", path.display());
+        }
+        binaries.push((*dest, path));
+    }
+    let borrowed: Vec<(&str, &Path)> = binaries.iter().map(|(d, p)| (*d, p.as_path())).collect();
+    add_binaries(&mut archive, &borrowed)?;
+    let tar = busybox_rootfs_tar(work)?;
+    archive.copy("images/busybox.tar", 0o644, &tar)?;
+    archive.write_to(out)
+}
+
+/// A tar of busybox-static with its applet links: the root filesystem of the VM's only
+/// image (`docker import`). Built with the host's tar, which sets owners to root.
+fn busybox_rootfs_tar(work: &Path) -> Result<PathBuf> {
+    let staging = work.join("busybox-rootfs");
+    let _ = std::fs::remove_dir_all(&staging);
+    let busybox = which("busybox")?;
+    std::fs::create_dir_all(staging.join("bin"))?;
+    std::fs::copy(&busybox, staging.join("bin/busybox"))?;
+    for dir in ["data", "etc", "proc", "sys", "dev", "tmp", "root", "usr/bin", "usr/sbin", "sbin"] {
+        std::fs::create_dir_all(staging.join(dir))?;
+    }
+    let applets = Command::new(&busybox).arg("--list-full").output().context("busybox --list-full")?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        let link = staging.join(applet);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    std::fs::write(
+        staging.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ngit:x:1000:1000:git:/data:/bin/sh\n",
+    )?;
+    std::fs::write(staging.join("etc/group"), "root:x:0:\ngit:x:1000:\n")?;
+    let tar = work.join("busybox-rootfs.tar");
+    let status = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&staging)
+        .arg(".")
+        .status()
+        .context("cannot run tar")?;
+    if !status.success() {
+        bail!("tar of the busybox root filesystem failed");
+    }
+    std::fs::remove_dir_all(&staging)?;
+    Ok(tar)
+}
+
 /// What one boot reported.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -274,7 +360,10 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
         data.extend(std::fs::read(part).with_context(|| format!("cannot read {}", part.display()))?);
     }
     std::fs::write(&initrd, data)?;
-    let append = format!("console=ttyS0 quiet loglevel=1 panic=-1 lsm={} rdinit=/init", boot.lsm);
+    // softlockup_panic=1: a soft lockup (seen once in ~35 boots running runc) panics, and
+    // panic=-1 with -no-reboot ends QEMU at once instead of waiting for the timeout.
+    let append =
+        format!("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 lsm={} rdinit=/init", boot.lsm);
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])

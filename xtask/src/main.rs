@@ -138,6 +138,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "/usr/bin/xz"),
     ("nix-bin", "/usr/bin/nix-instantiate"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    // Libraries of the VM's dockerd and runc (copied from the host by ldd).
+    ("libdevmapper1.02.1", "/lib/x86_64-linux-gnu/libdevmapper.so.1.02.1"),
+    ("libseccomp2", "/lib/x86_64-linux-gnu/libseccomp.so.2"),
+    ("libsystemd0", "/lib/x86_64-linux-gnu/libsystemd.so.0"),
     ("curl", "/usr/bin/curl"),
     ("socat", "/usr/bin/socat"),
 ];
@@ -186,7 +190,43 @@ fn setup() -> Result<Vec<Kernel>> {
     }
     setup_rust_src()?;
     setup_bpf_linker()?;
+    daemon_packages(&mut apt)?;
     kernels(&mut apt)
+}
+
+/// The real docker daemon of the VM's docker flavour: Debian's packages, downloaded and
+/// unpacked (`dpkg -x`, not installed: the host runs no daemon) once.
+const DAEMON_PACKAGES: &[&str] = &["docker.io", "containerd", "runc", "tini"];
+
+/// Where [`DAEMON_PACKAGES`] are unpacked.
+fn daemon_root() -> PathBuf {
+    target_dir().join("vm").join("docker").join("root")
+}
+
+fn daemon_packages(apt: &mut Apt) -> Result<()> {
+    let root = daemon_root();
+    if root.join("usr/sbin/dockerd").is_file() && root.join("usr/bin/tini-static").is_file() {
+        say(&format!("docker daemon packages: unpacked in {}", root.display()));
+        return Ok(());
+    }
+    apt.update()?;
+    let download = root.with_file_name("download");
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download)?;
+    say(&format!("docker daemon packages: downloading {}", DAEMON_PACKAGES.join(" ")));
+    run(Command::new("apt-get").args(["download", "-q"]).args(DAEMON_PACKAGES).current_dir(&download))?;
+    let staging = root.with_file_name("root.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    for entry in std::fs::read_dir(&download)? {
+        let deb = entry?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&staging, &root)?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(())
 }
 
 fn setup_rust_src() -> Result<()> {
@@ -334,6 +374,7 @@ fn build() -> Result<Artifacts> {
         mock_api: release.join("mock-docker-api"),
         exec_helper: release.join("exec-helper"),
         docker: docker_cli()?,
+        daemon_root: daemon_root(),
     })
 }
 
