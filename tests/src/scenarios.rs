@@ -107,6 +107,20 @@ impl<'a> Checks<'a> {
     }
 }
 
+/// The kinds of VM a group can boot (docs/development.md says which group uses which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// The busybox initramfs with the mock docker API (`start_mock_api`): fast, and it
+    /// logs every request with the caller's uid.
+    Initramfs,
+    /// The same initramfs plus Debian's real dockerd 20.10, containerd and runc
+    /// (`start_dockerd` starts them and the gitea stand-in). A group opts in with this.
+    RealDaemon,
+    /// A Debian 12 root filesystem on NVMe with systemd as PID 1, docker.service, and the
+    /// shipped unit installed; the script runs from a test unit once the system is up.
+    Systemd,
+}
+
 /// A group of scenarios sharing one boot.
 pub struct Group {
     pub name: &'static str,
@@ -114,9 +128,8 @@ pub struct Group {
     /// Extra files for the VM (path, mode, contents), put in the scenario's archive.
     pub files: Vec<(String, u32, PathBuf)>,
     pub lsm: &'static str,
-    /// Boot the docker flavour: the real dockerd, containerd and runc are in the VM (the
-    /// script starts them with `start_dockerd`). Off: only the mock API is there.
-    pub real_daemon: bool,
+    /// Which VM the group boots.
+    pub flavour: Flavour,
     pub check: fn(&mut Checks),
 }
 
@@ -1073,6 +1086,284 @@ fn check_daemon(c: &mut Checks) {
     );
 }
 
+fn systemd_script() -> String {
+    r#"
+# Runs from enforcer-test.service once multi-user.target is reached (tests/src/vm.rs).
+unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p MainPID -p ExecMainStatus enforcer.service; }
+step boot-state root unit_state
+step boot-type root systemctl show -p Type -p NotifyAccess -p StatusErrno enforcer.service
+step boot-failed root systemctl --failed --no-legend --plain
+# Ordering at boot: enforcer became active (READY=1) before docker began to start, and the
+# agent's unit began after both. Monotonic timestamps in microseconds.
+step boot-order root sh -c 'for p in enforcer.service:ActiveEnterTimestampMonotonic docker.socket:InactiveExitTimestampMonotonic docker.service:InactiveExitTimestampMonotonic ai-agent.service:InactiveExitTimestampMonotonic; do echo "${p%%:*} $(systemctl show -p ${p#*:} --value ${p%%:*})"; done'
+step agent-journal root journalctl -b -u ai-agent.service -o cat --no-pager
+step status-boot root /usr/local/sbin/enforcer status
+step status-boot-json root /usr/local/sbin/enforcer status --json --limit 0
+# A second daemon beside the unit's is refused, and the unit's stays reachable.
+step second-daemon root /usr/local/sbin/enforcer run
+step status-after-second root /usr/local/sbin/enforcer status --json --limit 0
+
+# The incident's stage on the image's docker.service (Debian's dockerd, its CLI 20.10).
+docker import /opt/enforcer-test/busybox.tar local/busybox >/tmp/stage.out 2>&1
+docker volume create gitea-data >>/tmp/stage.out 2>&1
+docker run -d --name gitea --network none -v gitea-data:/data local/busybox \
+    sh -c 'echo gitea-admin-token-s3cret > /data/secret && exec sleep 1000000' >>/tmp/stage.out 2>&1
+i=0
+while [ $i -lt 100 ] && ! docker exec gitea test -s /data/secret >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
+step gitea-start root sh -c 'cat /tmp/stage.out; docker ps --format "{{.Names}} {{.Image}}"'
+step exec-denied ai-worker docker exec gitea cat /data/secret
+step cp-denied ai-worker docker cp gitea:/data/secret /tmp/secret
+step ps ai-worker docker ps --format '{{.Names}}'
+
+# kill -9: systemd restarts the daemon; the pins enforce meanwhile (no gap).
+FIRST_PID=$(systemctl show -p MainPID --value enforcer.service)
+echo "@@step first-pid 0 $(echo $FIRST_PID | base64 -w 0)"
+kill -9 $FIRST_PID
+step exec-while-restarting ai-worker docker exec gitea cat /data/secret
+i=0
+while [ $i -lt 600 ]; do
+    pid=$(systemctl show -p MainPID --value enforcer.service)
+    if [ "$(systemctl is-active enforcer.service)" = active ] && [ "$pid" != 0 ] && [ "$pid" != "$FIRST_PID" ]; then break; fi
+    sleep 0.1; i=$((i + 1))
+done
+step after-kill-state root unit_state
+step exec-after-restart ai-worker docker exec gitea cat /data/secret
+step status-after-restart root /usr/local/sbin/enforcer status --json --limit 100
+
+# systemctl reload: a policy that also denies ps takes effect; a broken one is refused.
+mkdir -p /etc/enforcer
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\n' > /etc/enforcer/policy.toml
+step reload root systemctl reload enforcer.service
+step ps-after-reload ai-worker docker ps
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /etc/enforcer/policy.toml
+step reload-broken root systemctl reload enforcer.service
+step ps-after-broken ai-worker docker ps
+rm /etc/enforcer/policy.toml
+step reload-default root systemctl reload enforcer.service
+step ps-after-default ai-worker docker ps --format '{{.Names}}'
+step reload-state root unit_state
+
+step journal root journalctl -b -u enforcer.service -o cat --no-pager
+step journal-fields root journalctl -b -u enforcer.service -o verbose --no-pager --grep 'denied hook=exec'
+step security root systemd-analyze security enforcer.service --no-pager
+
+# enforcer stop detaches for good: exit 3, which the unit neither restarts nor counts as failure.
+step stop root /usr/local/sbin/enforcer stop
+i=0
+while [ $i -lt 300 ] && [ "$(systemctl is-active enforcer.service)" != inactive ]; do sleep 0.1; i=$((i + 1)); done
+# RestartSec=1: give a (wrong) restart time to happen before looking.
+sleep 3
+step stop-state root unit_state
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
+step status-after-stop root /usr/local/sbin/enforcer status --limit 0
+"#
+    .to_string()
+}
+
+/// The agent's own unit: runs as ai-worker, ordered after enforcer (and refusing to start
+/// unless something enforces), as docs/development.md recommends.
+const AGENT_UNIT: &str = "[Unit]
+Description=AI agent (stand-in): runs as ai-worker once enforcement is in force
+Wants=enforcer.service docker.service
+After=enforcer.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# As root (+): exits 1 when nothing enforces, and then the agent does not start.
+ExecStartPre=+/usr/local/sbin/enforcer status --limit 0
+User=ai-worker
+ExecStart=/bin/sh -c 'docker ps >/dev/null && echo agent: docker ps ok; docker exec gitea true; echo agent: docker exec exit $$?'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+fn systemd_files() -> Vec<vm::ImageFile> {
+    vec![("/etc/systemd/system/ai-agent.service".into(), 0o644, AGENT_UNIT.into())]
+}
+
+/// `KEY=value` lines of `systemctl show` as a map.
+fn show_map(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn check_systemd(c: &mut Checks) {
+    c.finished();
+    let (_, state) = c.step("boot-state");
+    let boot = show_map(&state);
+    c.check(
+        "the shipped unit is active at boot (running, never restarted)",
+        boot.get("ActiveState").map(String::as_str) == Some("active")
+            && boot.get("SubState").map(String::as_str) == Some("running")
+            && boot.get("NRestarts").map(String::as_str) == Some("0"),
+        || state.clone(),
+    );
+    let (_, types) = c.step("boot-type");
+    c.check(
+        "Type=notify, NotifyAccess=main (active means READY=1 arrived)",
+        types.contains("Type=notify") && types.contains("NotifyAccess=main"),
+        || types.clone(),
+    );
+    let (rc, failed) = c.step("boot-failed");
+    c.check("no unit failed at boot", rc == 0 && failed.trim().is_empty(), || failed.clone());
+    let (_, order) = c.step("boot-order");
+    let at = |unit: &str| {
+        order
+            .lines()
+            .find_map(|l| l.strip_prefix(unit).and_then(|t| t.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    let (enforcer, socket, docker, agent) =
+        (at("enforcer.service"), at("docker.socket"), at("docker.service"), at("ai-agent.service"));
+    c.check(
+        "enforcer was ready before docker.socket and docker.service began, and the agent after it",
+        enforcer > 0 && enforcer <= socket && enforcer <= docker && enforcer <= agent,
+        || order.clone(),
+    );
+    let (_, agent_log) = c.step("agent-journal");
+    c.check(
+        "the agent's unit ran after enforcement: its docker ps worked, its docker exec was refused",
+        agent_log.contains("agent: docker ps ok")
+            && agent_log.contains("Operation not permitted")
+            && agent_log.contains("agent: docker exec exit 126"),
+        || agent_log.clone(),
+    );
+    let (rc, table) = c.step("status-boot");
+    let main_pid = boot.get("MainPID").cloned().unwrap_or_default();
+    c.check(
+        "enforcer status under systemd: enforcing, daemon running with the unit's MainPID",
+        rc == 0
+            && table.contains("enforcing: yes")
+            && table.contains(&format!("daemon:    running (pid {main_pid})")),
+        || format!("exit {rc} (MainPID {main_pid}): {table}"),
+    );
+    let (rc, out) = c.step("second-daemon");
+    c.check(
+        "a second enforcer run beside the unit is refused",
+        rc != 0 && out.contains(&format!("already running (pid {main_pid})")),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, status, out) = json_step(c, "status-after-second");
+    c.check(
+        "after it, status still reaches the unit's daemon",
+        rc == 0 && status["daemon"]["pid"].to_string() == main_pid,
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("gitea-start");
+    c.check(
+        "root created the gitea container on docker.service",
+        rc == 0 && out.contains("gitea local/busybox"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.denied("exec-denied");
+    c.denied("cp-denied");
+    let (rc, out) = c.step("ps");
+    c.check("ai-worker's docker ps works and lists gitea", rc == 0 && out.trim() == "gitea", || {
+        format!("exit {rc}: {out}")
+    });
+
+    c.denied("exec-while-restarting");
+    let first_pid = c.step("first-pid").1.trim().to_string();
+    let (_, state) = c.step("after-kill-state");
+    let after = show_map(&state);
+    c.check(
+        "after kill -9, systemd restarted the daemon (active, NRestarts=1, a new MainPID)",
+        after.get("ActiveState").map(String::as_str) == Some("active")
+            && after.get("NRestarts").map(String::as_str) == Some("1")
+            && after.get("MainPID").is_some_and(|p| *p != first_pid && p != "0"),
+        || format!("first pid {first_pid}: {state}"),
+    );
+    c.denied("exec-after-restart");
+    let (rc, status, out) = json_step(c, "status-after-restart");
+    let denials = status["denials"].as_array().cloned().unwrap_or_default();
+    c.check(
+        "the restarted daemon logged every denial (the agent's at boot, and the ones around the restart)",
+        rc == 0
+            && status["daemon"]["pid"].to_string() == *after.get("MainPID").unwrap_or(&String::new())
+            && denials.len() >= 5
+            && denials.iter().all(|d| d["user"] == "ai-worker"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, journal) = c.step("journal");
+    c.check(
+        "the journal has the restart adopting the pinned maps",
+        journal.contains("adopted the pinned maps of a previous daemon"),
+        || journal.clone(),
+    );
+
+    let (rc, out) = c.step("reload");
+    c.check("systemctl reload succeeds", rc == 0, || format!("exit {rc}: {out}"));
+    c.denied("ps-after-reload");
+    let (rc, out) = c.step("reload-broken");
+    c.check("systemctl reload of a broken policy fails", rc != 0, || format!("exit {rc}: {out}"));
+    c.check(
+        "the journal says why, and that the policy in force is unchanged",
+        journal.contains("unknown docker command \"pss\"") && journal.contains("unchanged"),
+        || journal.clone(),
+    );
+    c.denied("ps-after-broken");
+    c.succeeded("reload-default");
+    let (rc, out) = c.step("ps-after-default");
+    c.check("back on the default policy, docker ps works", rc == 0 && out.trim() == "gitea", || {
+        format!("exit {rc}: {out}")
+    });
+    let (_, state) = c.step("reload-state");
+    c.check(
+        "reloads restart nothing (NRestarts still 1)",
+        show_map(&state).get("NRestarts").map(String::as_str) == Some("1"),
+        || state.clone(),
+    );
+
+    c.check(
+        "the journal has the start, the structured denial lines and the reloads",
+        journal.contains("enforcer: enforcing after")
+            && journal.lines().any(|l| {
+                l.starts_with("enforcer: denied hook=exec ") && l.contains("uid=1001 user=ai-worker")
+            })
+            && journal.matches("enforcer: reloaded").count() >= 2,
+        || journal.clone(),
+    );
+    let (_, fields) = c.step("journal-fields");
+    c.check(
+        "denial records in the journal belong to the unit",
+        fields.contains("_SYSTEMD_UNIT=enforcer.service")
+            && fields.contains("MESSAGE=enforcer: denied hook=exec"),
+        || fields.clone(),
+    );
+    let (_, security) = c.step("security");
+    c.check(
+        "systemd-analyze security in the VM: exposure OK",
+        security.contains("Overall exposure level for enforcer.service: 1.") && security.contains("OK"),
+        || security.clone(),
+    );
+
+    let (rc, out) = c.step("stop");
+    c.check("enforcer stop under systemd detaches", rc == 0 && out.contains("nothing enforces now"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (_, state) = c.step("stop-state");
+    let stopped = show_map(&state);
+    c.check(
+        "after enforcer stop the unit stays stopped: inactive, exit 3, not failed, not restarted",
+        stopped.get("ActiveState").map(String::as_str) == Some("inactive")
+            && stopped.get("Result").map(String::as_str) == Some("success")
+            && stopped.get("ExecMainStatus").map(String::as_str) == Some("3")
+            && stopped.get("NRestarts").map(String::as_str) == Some("1"),
+        || state.clone(),
+    );
+    let (rc, out) = c.step("exec-after-stop");
+    c.check(
+        "after enforcer stop, ai-worker's exec runs (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("status-after-stop");
+    c.check("status after stop exits 1 and says NO", rc == 1 && out.contains("enforcing: NO"), || {
+        format!("exit {rc}: {out}")
+    });
+}
+
 /// The lsm= list without bpf, as on a kernel booted without it.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama,integrity,apparmor";
 
@@ -1083,7 +1374,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: default_policy_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: true,
+            flavour: Flavour::RealDaemon,
             check: check_default_policy,
         },
         Group {
@@ -1091,7 +1382,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: filesystems_script(),
             files: vec![("images/docker-ext4.img".into(), 0o644, ext4_image(work, &artifacts.docker)?)],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: false,
+            flavour: Flavour::Initramfs,
             check: check_filesystems,
         },
         Group {
@@ -1099,7 +1390,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: audit_mode_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: false,
+            flavour: Flavour::Initramfs,
             check: check_audit_mode,
         },
         Group {
@@ -1111,7 +1402,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/argv.txt"),
             )],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: false,
+            flavour: Flavour::Initramfs,
             check: check_commands,
         },
         Group {
@@ -1119,7 +1410,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: daemon_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: true,
+            flavour: Flavour::RealDaemon,
             check: check_daemon,
         },
         Group {
@@ -1127,15 +1418,23 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: crate::bypass::script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
-            real_daemon: false,
+            flavour: Flavour::Initramfs,
             check: crate::bypass::check,
+        },
+        Group {
+            name: "systemd",
+            script: systemd_script(),
+            files: vec![],
+            lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Systemd,
+            check: check_systemd,
         },
         Group {
             name: "no-bpf-lsm",
             script: no_bpf_lsm_script(),
             files: vec![],
             lsm: LSM_WITHOUT_BPF,
-            real_daemon: false,
+            flavour: Flavour::Initramfs,
             check: check_no_bpf_lsm,
         },
     ])
@@ -1165,6 +1464,12 @@ fn ext4_image(work: &Path, docker: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// A systemd group's image in the run's work directory (built once per run, booted on
+/// each kernel).
+fn systemd_image(work: &Path, group: &Group) -> PathBuf {
+    work.join(format!("{}.img", group.name))
+}
+
 /// The docker flavour's archive in the run's work directory (see [`vm::build_docker_initramfs`]).
 pub const DOCKER_INITRD: &str = "docker.cpio";
 
@@ -1178,6 +1483,20 @@ pub fn run_group(
 ) -> Result<Vec<Check>> {
     let dir = work.join(&kernel.label).join(group.name);
     std::fs::create_dir_all(&dir)?;
+    if group.flavour == Flavour::Systemd {
+        let boot = Boot {
+            kernel,
+            initrds: vec![],
+            lsm: group.lsm,
+            timeout: Duration::from_secs(600),
+            work: dir,
+            echo: false,
+        };
+        let report = vm::boot_disk(&boot, &systemd_image(work, group))?;
+        let mut checks = Checks::new(&report, artifacts);
+        (group.check)(&mut checks);
+        return Ok(checks.results);
+    }
     let mut archive = Archive::new();
     archive.file("scenario.sh", 0o644, group.script.as_bytes());
     for (path, mode, source) in &group.files {
@@ -1192,7 +1511,7 @@ pub fn run_group(
     let scenario = dir.join("scenario.cpio");
     archive.write_to(&scenario)?;
     let mut initrds = vec![base_initrd.to_path_buf()];
-    if group.real_daemon {
+    if group.flavour == Flavour::RealDaemon {
         initrds.push(work.join(DOCKER_INITRD));
     }
     initrds.push(scenario);
@@ -1223,8 +1542,13 @@ pub fn run_suite(
     let groups = groups(work, artifacts)?;
     let selected = |g: &&Group| only.is_none_or(|o| g.name == o);
     // Built once per run, and only when a selected group boots the docker flavour.
-    if groups.iter().filter(selected).any(|g| g.real_daemon) {
+    if groups.iter().filter(selected).any(|g| g.flavour == Flavour::RealDaemon) {
         vm::build_docker_initramfs(artifacts, work, &work.join(DOCKER_INITRD))?;
+    }
+    for group in groups.iter().filter(selected).filter(|g| g.flavour == Flavour::Systemd) {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/enforcer.service");
+        let image = vm::build_systemd_image(artifacts, &unit, &group.script, &systemd_files(), work)?;
+        std::fs::rename(&image, systemd_image(work, group))?;
     }
     let (mut passed, mut failed) = (0, 0);
     for kernel in kernels {

@@ -64,6 +64,9 @@ pub struct Artifacts {
     /// Debian's docker.io, containerd, runc and tini unpacked (`dpkg -x`) into one root:
     /// the real daemon of the docker flavour (`cargo xtask setup` fetches them).
     pub daemon_root: PathBuf,
+    /// The systemd flavour's Debian root filesystem (mmdebstrap, cached by `cargo xtask
+    /// setup`); [`build_systemd_image`] makes the bootable image from it.
+    pub systemd_root: PathBuf,
 }
 
 pub const AI_WORKER_UID: u32 = 1001;
@@ -259,6 +262,103 @@ fn busybox_rootfs_tar(work: &Path) -> Result<PathBuf> {
     Ok(tar)
 }
 
+/// The test unit of the systemd flavour: runs the scenario once the system is up, reports
+/// on the serial console, powers off.
+const SYSTEMD_TEST_UNIT: &str = "[Unit]
+Description=enforcer VM scenario (tests/src/scenarios.rs)
+After=multi-user.target docker.service
+Wants=docker.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /opt/enforcer-test/run.sh
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TTYReset=no
+TTYVHangup=no
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const SYSTEMD_RUN: &str = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+. /opt/enforcer-test/helpers.sh
+echo \"@@begin $(uname -r)\"
+. /opt/enforcer-test/scenario.sh
+echo @@done
+sync
+systemctl poweroff --force --force
+";
+
+/// A file put into the systemd image: (absolute path in the VM, mode, contents).
+pub type ImageFile = (String, u32, Vec<u8>);
+
+/// The systemd flavour's bootable ext4 image: the cached root filesystem plus this run's
+/// enforcer at /usr/local/sbin/enforcer, the shipped unit installed and enabled as its
+/// header says, the busybox image for `docker import`, the scenario and its test unit,
+/// and `files`. Built once per run with `mkfs.ext4 -d` (no mount needed); boots share it
+/// read-only (`snapshot=on`).
+pub fn build_systemd_image(
+    artifacts: &Artifacts,
+    unit: &Path,
+    script: &str,
+    files: &[ImageFile],
+    work: &Path,
+) -> Result<PathBuf> {
+    let root = &artifacts.systemd_root;
+    if !root.join("usr/lib/systemd/systemd").is_file() {
+        bail!("no systemd root filesystem at {} (run `cargo xtask setup`)", root.display());
+    }
+    // These paths are this run's, not the cache's inputs: rewritten every time.
+    let test_dir = root.join("opt/enforcer-test");
+    let _ = std::fs::remove_dir_all(&test_dir);
+    std::fs::create_dir_all(&test_dir)?;
+    let mut all: Vec<ImageFile> = vec![
+        ("/usr/local/sbin/enforcer".into(), 0o755, std::fs::read(&artifacts.enforcer)?),
+        ("/etc/systemd/system/enforcer.service".into(), 0o644, std::fs::read(unit)?),
+        ("/etc/systemd/system/enforcer-test.service".into(), 0o644, SYSTEMD_TEST_UNIT.into()),
+        ("/opt/enforcer-test/run.sh".into(), 0o755, SYSTEMD_RUN.into()),
+        ("/opt/enforcer-test/helpers.sh".into(), 0o644, HELPERS.into()),
+        ("/opt/enforcer-test/scenario.sh".into(), 0o644, script.into()),
+        ("/opt/enforcer-test/busybox.tar".into(), 0o644, std::fs::read(busybox_rootfs_tar(work)?)?),
+    ];
+    all.extend(files.iter().cloned());
+    for (path, mode, contents) in &all {
+        let dest = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        let _ = std::fs::remove_file(&dest);
+        std::fs::write(&dest, contents).with_context(|| format!("cannot write {}", dest.display()))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+    }
+    // `systemctl enable` of both units, done as the symlinks it would make.
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    let extra_units = files.iter().filter_map(|(path, _, _)| {
+        path.strip_prefix("/etc/systemd/system/").filter(|name| name.ends_with(".service"))
+    });
+    for unit in ["enforcer.service", "enforcer-test.service"].into_iter().chain(extra_units) {
+        let link = wants.join(unit);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)?;
+    }
+    let image = work.join("systemd-root.img");
+    let _ = std::fs::remove_file(&image);
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-d"])
+        .arg(root)
+        .arg(&image)
+        .arg("2G")
+        .status()
+        .context("cannot run mkfs.ext4 (run `cargo xtask setup`)")?;
+    if !status.success() {
+        bail!("mkfs.ext4 -d {} failed", root.display());
+    }
+    Ok(image)
+}
+
 /// What one boot reported.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -360,10 +460,35 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
         data.extend(std::fs::read(part).with_context(|| format!("cannot read {}", part.display()))?);
     }
     std::fs::write(&initrd, data)?;
+    let result = run_qemu(boot, &["-initrd".as_ref(), initrd.as_os_str()], "rdinit=/init", qemu_args);
+    let _ = std::fs::remove_file(&initrd);
+    result
+}
+
+/// Boots the systemd flavour: `disk` (an ext4 image of a Debian root filesystem, see
+/// [`build_systemd_image`]) on NVMe as the root, systemd as PID 1, no initramfs
+/// (`boot.initrds` is ignored). The image is opened with `snapshot=on`: each boot starts
+/// from the same file system and writes nothing back.
+pub fn boot_disk(boot: &Boot, disk: &Path) -> Result<Report> {
+    let drive = format!("file={},if=none,id=root,format=raw,snapshot=on", disk.display());
+    run_qemu(
+        boot,
+        &[
+            "-drive".as_ref(),
+            drive.as_ref(),
+            "-device".as_ref(),
+            "nvme,drive=root,serial=enforcer-root".as_ref(),
+        ],
+        "root=/dev/nvme0n1 rw",
+        &[],
+    )
+}
+
+fn run_qemu(boot: &Boot, media: &[&std::ffi::OsStr], root_args: &str, qemu_args: &[&str]) -> Result<Report> {
     // softlockup_panic=1: a soft lockup (seen once in ~35 boots running runc) panics, and
     // panic=-1 with -no-reboot ends QEMU at once instead of waiting for the timeout.
     let append =
-        format!("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 lsm={} rdinit=/init", boot.lsm);
+        format!("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 lsm={} {root_args}", boot.lsm);
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
@@ -372,8 +497,7 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
         .args(qemu_args)
         .arg("-kernel")
         .arg(boot.kernel.vmlinuz())
-        .arg("-initrd")
-        .arg(&initrd)
+        .args(media)
         .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -413,7 +537,6 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
     }
     let status = child.wait()?;
     std::fs::write(boot.work.join("console.log"), &console)?;
-    let _ = std::fs::remove_file(&initrd);
     if timed_out {
         bail!(
             "VM on {} did not finish within {:?}; console in {}",

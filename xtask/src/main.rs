@@ -204,8 +204,18 @@ const SYSTEMD_SUITE: &str = "bookworm";
 /// apparmor: the kernel runs AppArmor, and dockerd then loads its profile with
 /// apparmor_parser (Debian's docker.io recommends it); without it no container starts.
 const SYSTEMD_PACKAGES: &[&str] = &[
-    "systemd-sysv", "udev", "dbus", "docker.io", "containerd", "runc", "iptables", "kmod", "procps",
-    "iproute2", "util-linux", "apparmor",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "docker.io",
+    "containerd",
+    "runc",
+    "iptables",
+    "kmod",
+    "procps",
+    "iproute2",
+    "util-linux",
+    "apparmor",
 ];
 /// Run by mmdebstrap in the new root ($1): the users of the VM bench (same uids as the
 /// initramfs), docker without iptables and bridge (the image has no kernel modules: each
@@ -574,14 +584,7 @@ fn boot_script_with(
         kernel.release,
         if real_daemon { ", dockerd 20.10 and a gitea stand-in" } else { "" }
     ));
-    vm::boot(&Boot {
-        kernel,
-        initrds,
-        lsm: vm::DEFAULT_LSM,
-        timeout: Duration::from_secs(600),
-        work,
-        echo,
-    })
+    vm::boot(&Boot { kernel, initrds, lsm: vm::DEFAULT_LSM, timeout: Duration::from_secs(600), work, echo })
 }
 
 fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
@@ -623,7 +626,10 @@ fn demo(kernel_label: &str) -> Result<()> {
     show("enforcer status   # as root, daemon just started", "enforcer-start");
     show("docker exec gitea cat /data/secret   # as root: the secret is there", "secret-root");
     println!("\n# --- as ai-worker (member of the docker group) ---");
-    show("docker exec -u git gitea gitea admin user generate-access-token -u admin   # the incident", "incident");
+    show(
+        "docker exec -u git gitea gitea admin user generate-access-token -u admin   # the incident",
+        "incident",
+    );
     show("docker exec gitea cat /data/secret", "exec-secret");
     show("docker cp gitea:/data/secret /tmp/secret", "cp-secret");
     show("docker ps", "ps");
@@ -679,7 +685,9 @@ fn demo(kernel_label: &str) -> Result<()> {
         if leaked {
             println!("demo: NOT YET REFUSED: {what} (exit {rc}): see docs/threat-model.md");
         } else {
-            println!("demo: {what}: did not get through this time (exit {rc}), but nothing in enforcer refuses it yet");
+            println!(
+                "demo: {what}: did not get through this time (exit {rc}), but nothing in enforcer refuses it yet"
+            );
         }
     };
     gap("docker run --volumes-from gitea read the secret", vf_rc, vf_out.contains(secret));
