@@ -1098,6 +1098,8 @@ step boot-failed root systemctl --failed --no-legend --plain
 step boot-order root sh -c 'for p in enforcer.service:ActiveEnterTimestampMonotonic docker.socket:InactiveExitTimestampMonotonic docker.service:InactiveExitTimestampMonotonic ai-agent.service:InactiveExitTimestampMonotonic; do echo "${p%%:*} $(systemctl show -p ${p#*:} --value ${p%%:*})"; done'
 step agent-journal root journalctl -b -u ai-agent.service -o cat --no-pager
 step status-boot root /usr/local/sbin/enforcer status
+# The daemon's own view of the file system: what the unit's hardening left writable.
+step unit-mounts root sh -c 'awk "{print \$5, \$6}" /proc/$(systemctl show -p MainPID --value enforcer.service)/mountinfo'
 step status-boot-json root /usr/local/sbin/enforcer status --json --limit 0
 # A second daemon beside the unit's is refused, and the unit's stays reachable.
 step second-daemon root /usr/local/sbin/enforcer run
@@ -1237,6 +1239,24 @@ fn check_systemd(c: &mut Checks) {
             && table.contains("enforcing: yes")
             && table.contains(&format!("daemon:    running (pid {main_pid})")),
         || format!("exit {rc} (MainPID {main_pid}): {table}"),
+    );
+    let (_, mounts) = c.step("unit-mounts");
+    let options = |path: &str| {
+        mounts
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(path).and_then(|o| o.strip_prefix(' ')))
+            .unwrap_or("")
+    };
+    let ro = |path: &str| options(path).split(',').next() == Some("ro");
+    c.check(
+        "in the unit: /sys, /proc/sys, securityfs and / read-only, /sys/fs/bpf writable",
+        ro("/sys")
+            && ro("/proc/sys")
+            && ro("/sys/kernel/security")
+            && ro("/")
+            && options("/sys/fs/bpf").starts_with("rw"),
+        || mounts.clone(),
     );
     let (rc, out) = c.step("second-daemon");
     c.check(
