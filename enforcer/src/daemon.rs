@@ -322,7 +322,6 @@ pub async fn run(options: Options) -> Result<bool> {
             eprintln!("enforcer: verifier processed {count} instructions for {program}");
         }
     }
-    notify_ready();
     // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
     // unless asked, and they would stay in the daemon's RSS for its whole life.
     // SAFETY: no preconditions.
@@ -350,6 +349,10 @@ pub async fn run(options: Options) -> Result<bool> {
     }
     let listener = listen_control()?;
     let own_socket = socket_identity(&control::socket_path());
+    // Ready only now that the control socket answers: a unit ordered after this one, or a
+    // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
+    // the socket existed, `enforcer status` just after start said "daemon: not running".)
+    notify_ready();
     // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;

@@ -238,6 +238,13 @@ fn unit_directives() {
         assert!(!after.contains(unit), "After={unit} is an ordering cycle with Before=");
     }
     assert!(words("Unit", "Conflicts").contains("shutdown.target"));
+    // ProtectKernelTunables=yes leaves /sys/fs/bpf read-only under a real systemd (the unit
+    // could not pin at all); ReadOnlyPaths= protect the tunables instead.
+    assert!(get("Service", "ProtectKernelTunables").is_empty(), "ProtectKernelTunables= breaks pinning");
+    let read_only = words("Service", "ReadOnlyPaths");
+    for path in ["/sys", "/proc/sys", "/proc/sysrq-trigger"] {
+        assert!(read_only.contains(path), "ReadOnlyPaths= lacks {path}: {read_only:?}");
+    }
     let filter = words("Service", "SystemCallFilter");
     assert!(filter.contains("bpf") && filter.contains("@system-service"), "SystemCallFilter= {filter:?}");
     assert!(!filter.contains("@mount"), "mounts inside the unit's namespace never reach the host");
