@@ -24,7 +24,8 @@ enum Cmd {
     Setup,
     /// Build enforcer (with its BPF object) and the test helpers, release mode.
     Build,
-    /// Boot a VM, enforce the embedded default policy, replay the incident as ai-worker.
+    /// Boot a VM with the real docker daemon, enforce the embedded default policy, replay
+    /// the incident as ai-worker, and show what is not refused yet.
     Demo {
         /// Kernel to boot: 6.1 or 6.12.
         #[arg(long, default_value = "6.12")]
