@@ -1628,6 +1628,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn daemon_calls_from_a_dockerd_debug_log() {
+        let log = r#"time="2026-12-01T18:19:14Z" level=debug msg="Calling HEAD /_ping"
+time="2026-12-01T18:19:14Z" level=info msg="Loading containers: start."
+time="2026-12-01T18:19:15Z" level=debug msg="Calling POST /v1.41/containers/gitea/exec"
+time="2026-12-01T18:19:15Z" level=debug msg="Calling GET /v1.41/containers/json?all=1"
+"#;
+        assert_eq!(
+            daemon_calls(log),
+            ["HEAD /_ping", "POST /containers/gitea/exec", "GET /containers/json?all=1"]
+        );
+        assert!(daemon_calls("").is_empty());
+    }
+
+    #[test]
     fn corpus_words_split_like_the_vm_shell() {
         assert_eq!(split_words("exec -it web sh"), ["exec", "-it", "web", "sh"]);
         assert_eq!(split_words("'' exec"), ["", "exec"]);

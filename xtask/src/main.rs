@@ -40,6 +40,9 @@ enum Cmd {
         script: PathBuf,
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        /// Boot the docker flavour: the real dockerd is in the VM (`start_dockerd`).
+        #[arg(long)]
+        real_daemon: bool,
     },
     /// Measure what enforcer costs, in the VM on each kernel: exec rates with and without
     /// it, start-up, memory, verifier figures. Prints a table, writes target/bench/<kernel>.json.
@@ -81,7 +84,9 @@ fn main() -> ExitCode {
         Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
         Cmd::Build => setup().and_then(|_| build()).map(|_| ExitCode::SUCCESS),
         Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
-        Cmd::Vm { script, kernel } => vm_shell(&script, &kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Vm { script, kernel, real_daemon } => {
+            vm_shell(&script, &kernel, real_daemon).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
             let config = tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
@@ -588,10 +593,10 @@ fn boot_script_with(
     vm::boot(&Boot { kernel, initrds, lsm: vm::DEFAULT_LSM, timeout: Duration::from_secs(600), work, echo })
 }
 
-fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
+fn vm_shell(script: &Path, kernel_label: &str, real_daemon: bool) -> Result<()> {
     let text =
         std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
-    let report = boot_script(kernel_label, &text, "shell", true)?;
+    let report = boot_script_with(kernel_label, &text, "shell", true, real_daemon)?;
     for (name, (rc, out)) in &report.steps {
         println!("--- step {name}: exit {rc}\n{out}");
     }
