@@ -1207,6 +1207,11 @@ fn show_map(text: &str) -> std::collections::BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// `status --json` names the daemon `pid` (a unit's MainPID, as `systemctl show` prints it).
+fn same_pid(status: &serde_json::Value, pid: &str) -> bool {
+    status["daemon"]["pid"].as_u64().is_some_and(|p| p > 0 && p.to_string() == pid)
+}
+
 fn check_systemd(c: &mut Checks) {
     c.finished();
     let (_, state) = c.step("boot-state");
@@ -1284,7 +1289,7 @@ fn check_systemd(c: &mut Checks) {
     let (rc, status, out) = json_step(c, "status-after-second");
     c.check(
         "after it, status still reaches the unit's daemon",
-        rc == 0 && status["daemon"]["pid"].to_string() == main_pid,
+        rc == 0 && same_pid(&status, &main_pid),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("gitea-start");
@@ -1317,7 +1322,7 @@ fn check_systemd(c: &mut Checks) {
     c.check(
         "the restarted daemon logged every denial (the agent's at boot, and the ones around the restart)",
         rc == 0
-            && status["daemon"]["pid"].to_string() == *after.get("MainPID").unwrap_or(&String::new())
+            && after.get("MainPID").is_some_and(|p| same_pid(&status, p))
             && denials.len() >= 5
             && denials.iter().all(|d| d["user"] == "ai-worker"),
         || format!("exit {rc}: {out}"),
@@ -1381,7 +1386,7 @@ fn check_systemd(c: &mut Checks) {
     let (rc, status, out) = json_step(c, "status-after-systemctl-restart");
     c.check(
         "once systemctl restart returns (READY=1), status finds the new daemon on its socket",
-        rc == 0 && restarted.get("MainPID").is_some_and(|p| status["daemon"]["pid"].to_string() == *p),
+        rc == 0 && restarted.get("MainPID").is_some_and(|p| same_pid(&status, p)),
         || {
             format!(
                 "exit {rc}: {out}
