@@ -251,11 +251,17 @@ fn fnv1a(parts: &[&str]) -> String {
     format!("{hash:016x}")
 }
 
+/// Where the root filesystem of the current inputs is (or will be) cached.
+fn systemd_rootfs_path() -> PathBuf {
+    let digest = fnv1a(&[SYSTEMD_SUITE, &SYSTEMD_PACKAGES.join(","), SYSTEMD_HOOK, "minbase,no-recommends"]);
+    target_dir().join("vm").join("systemd").join(digest).join("root")
+}
+
 fn systemd_rootfs(apt: &mut Apt) -> Result<PathBuf> {
     let packages = SYSTEMD_PACKAGES.join(",");
-    let digest = fnv1a(&[SYSTEMD_SUITE, &packages, SYSTEMD_HOOK, "minbase,no-recommends"]);
-    let cache = target_dir().join("vm").join("systemd");
-    let root = cache.join(&digest).join("root");
+    let root = systemd_rootfs_path();
+    let cache = root.parent().unwrap().parent().unwrap().to_path_buf();
+    let digest = root.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
     if root.join("usr/lib/systemd/systemd").is_file() && cache.join(&digest).join("complete").is_file() {
         say(&format!("systemd root filesystem: cached ({})", root.display()));
         return Ok(root);
@@ -463,7 +469,7 @@ fn build() -> Result<Artifacts> {
         exec_helper: release.join("exec-helper"),
         docker: docker_cli()?,
         daemon_root: daemon_root(),
-        systemd_root: systemd_rootfs(&mut Apt { updated: false })?,
+        systemd_root: systemd_rootfs_path(),
     })
 }
 
