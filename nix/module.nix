@@ -461,7 +461,10 @@ in
             ProtectHome = "read-only";
             PrivateTmp = true;
             PrivateDevices = true;
-            ProtectKernelTunables = true;
+            # Not ProtectKernelTunables: it leaves /sys/fs/bpf read-only whatever
+            # ReadWritePaths says, and the daemon cannot pin (contrib/systemd/enforcer.service).
+            ReadOnlyPaths = "/proc/sys /proc/sysrq-trigger -/proc/latency_stats -/proc/acpi -/proc/timer_stats -/proc/asound -/proc/bus -/proc/fs -/proc/irq /sys";
+            InaccessiblePaths = "-/proc/kallsyms -/proc/kcore -/sys/kernel/debug";
             ProtectKernelModules = true;
             ProtectKernelLogs = true;
             ProtectControlGroups = true;

@@ -275,8 +275,9 @@ fn lock_instance() -> Result<InstanceLock> {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             anyhow::bail!(
-                "another enforcer daemon{} is running (it holds {}): stop it first (systemctl stop enforcer), \
-                 or change its policy with `enforcer reload`",
+                "another enforcer daemon is already running{} (it holds {}): stop it first (`systemctl stop \
+                 enforcer`, or SIGTERM: the pins keep enforcing meanwhile), or change its policy with \
+                 `enforcer reload`",
                 if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
                 path.display()
             );
@@ -286,6 +287,12 @@ fn lock_instance() -> Result<InstanceLock> {
     file.set_len(0)?;
     writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(InstanceLock { _file: file })
+}
+
+/// The control socket's identity (device, inode), so that exiting removes only our own.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn listen_control() -> Result<UnixListener> {
@@ -388,7 +395,6 @@ pub async fn run(options: Options) -> Result<bool> {
             eprintln!("enforcer: verifier processed {count} instructions for {program}");
         }
     }
-    notify_ready();
     // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
     // unless asked, and they would stay in the daemon's RSS for its whole life.
     // SAFETY: no preconditions.
@@ -415,6 +421,11 @@ pub async fn run(options: Options) -> Result<bool> {
         eprintln!("enforcer: logged {queued} denial(s) queued in the kernel while no daemon ran");
     }
     let listener = listen_control()?;
+    let own_socket = socket_identity(&control::socket_path());
+    // Ready only now that the control socket answers: a unit ordered after this one, or a
+    // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
+    // the socket existed, `enforcer status` just after start said "daemon: not running".)
+    notify_ready();
     // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
@@ -473,7 +484,10 @@ pub async fn run(options: Options) -> Result<bool> {
             eprintln!("enforcer: warning: the kernel still lists enforcer programs after 20 s");
         }
     }
-    let _ = std::fs::remove_file(control::socket_path());
+    // Not a socket someone else bound meanwhile: that daemon would become unreachable.
+    if own_socket.is_some() && socket_identity(&control::socket_path()) == own_socket {
+        let _ = std::fs::remove_file(control::socket_path());
+    }
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
     eprintln!(
         "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",

@@ -107,6 +107,32 @@ impl<'a> Checks<'a> {
     }
 }
 
+/// The kinds of VM a group can boot (docs/development.md says which group uses which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// The busybox initramfs with the mock docker API (`start_mock_api`): fast, and it
+    /// logs every request with the caller's uid.
+    Initramfs,
+    /// The same initramfs plus Debian's real dockerd 20.10, containerd and runc
+    /// (`start_dockerd` starts them and the gitea stand-in). A group opts in with this.
+    RealDaemon,
+    /// A Debian 12 root filesystem on NVMe with systemd as PID 1, docker.service, and the
+    /// shipped unit installed; the script runs from a test unit once the system is up.
+    Systemd,
+}
+
+impl Flavour {
+    /// How long a boot may take before it is killed and fails with its console: several
+    /// times the longest group's time under TCG on 2 loaded cores (commands: 90 s; the
+    /// docker and systemd groups: 50-85 s), so that a hang costs CI minutes, not the run.
+    pub fn timeout(self) -> Duration {
+        match self {
+            Flavour::Initramfs => Duration::from_secs(900),
+            Flavour::RealDaemon | Flavour::Systemd => Duration::from_secs(480),
+        }
+    }
+}
+
 /// A group of scenarios sharing one boot.
 pub struct Group {
     pub name: &'static str,
@@ -114,13 +140,15 @@ pub struct Group {
     /// Extra files for the VM (path, mode, contents), put in the scenario's archive.
     pub files: Vec<(String, u32, PathBuf)>,
     pub lsm: &'static str,
+    /// Which VM the group boots.
+    pub flavour: Flavour,
     pub check: fn(&mut Checks),
 }
 
 fn default_policy_script() -> String {
     let mut script = String::from(
         r#"
-start_mock_api
+start_dockerd
 # A broken policy and an unknown user are refused before anything is attached.
 printf '[[rule]]\nname = "r"\nusers = ["ai-worker"]\ndeny = ["exec", "exce"]\n' > /tmp/bad.toml
 step bad-policy root /usr/local/sbin/enforcer run --config /tmp/bad.toml
@@ -129,7 +157,13 @@ step unknown-user root /usr/local/sbin/enforcer run --config /tmp/unknown-user.t
 step status-before root /usr/local/sbin/enforcer status --json
 
 start_enforcer
+# The real daemon's debug log has one "Calling METHOD PATH" line per API request: what
+# ai-worker's commands sent is the part written from here on, until root's turn below.
+API_START=$(wc -c < /tmp/dockerd.log)
 step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
+step exec-secret ai-worker docker exec gitea cat /data/secret
+step cp-secret ai-worker docker cp gitea:/data/secret /tmp/secret
+step exec-marker ai-worker docker exec gitea sh -c 'echo ai-worker > /data/worker-was-here'
 step exec-absolute ai-worker /usr/bin/docker exec gitea true
 ln -s /usr/bin/docker /tmp/dk
 step exec-symlink ai-worker /tmp/dk exec gitea true
@@ -167,8 +201,13 @@ step long-argv ai-worker docker exec gitea $(seq 1000 1200)
     }
     script.push_str(
         r#"
-step root-exec root docker exec gitea true
+tail -c +$((API_START + 1)) /tmp/dockerd.log > /tmp/api-worker.log
+step root-exec root docker exec gitea cat /data/secret
+step marker-absent root docker exec gitea sh -c 'test ! -e /data/worker-was-here'
 step other-exec bob docker exec gitea true
+# The agent's own containers still run.
+step run-own ai-worker docker run --rm --network none local/busybox echo own-container-ran
+step ps-all ai-worker docker ps -a --format '{{.Names}}'
 step status root /usr/local/sbin/enforcer status --json --limit 100
 step status-table root /usr/local/sbin/enforcer status --limit 100
 step status-limit root /usr/local/sbin/enforcer status --json --limit 2
@@ -177,15 +216,14 @@ step container-exec ai-worker docker container exec gitea true
 step compose-exec ai-worker docker compose exec gitea sh
 step check-cli root /usr/local/sbin/enforcer check --user ai-worker -- docker -D container exec -it web sh
 step verify root /usr/local/sbin/enforcer verify
-cp /tmp/mock-api.log /tmp/mock-api-enforced.log
 stop_enforcer
 step exec-after-sigterm ai-worker docker exec gitea true
 step detach root /usr/local/sbin/enforcer stop
 step status-after root /usr/local/sbin/enforcer status --json --limit 100
-step exec-after-stop ai-worker docker exec gitea true
-report_file mock-api /tmp/mock-api-enforced.log
-report_file mock-api-after /tmp/mock-api.log
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
+report_file api-worker /tmp/api-worker.log
 report_file denials /var/lib/enforcer/denials.jsonl
+stop_dockerd
 "#,
     );
     script
@@ -224,8 +262,20 @@ fn check_default_policy(c: &mut Checks) {
     );
     c.succeeded("enforcer-start");
 
+    let (rc, out) = c.step("dockerd-start");
+    c.check("the real dockerd answers (20.10)", rc == 0 && out.trim().starts_with("20.10"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step("gitea-start");
+    c.check("root created the gitea container", rc == 0 && out.contains("gitea local/busybox Up"), || {
+        format!("exit {rc}: {out}")
+    });
+
     const DENIED_SPELLINGS: &[&str] = &[
         "incident",
+        "exec-secret",
+        "cp-secret",
+        "exec-marker",
         "exec-absolute",
         "exec-symlink",
         "exec-sh",
@@ -269,32 +319,38 @@ fn check_default_policy(c: &mut Checks) {
     c.succeeded("version");
     let (_, out) = c.step("version");
     c.check(
-        "docker version reached the (mock) server",
-        out.contains("Server") && out.contains("28.0.0"),
+        "docker version reached the real daemon",
+        out.contains("Server") && out.contains("20.10"),
         || out.clone(),
     );
 
-    let worker = c.api_requests(vm::AI_WORKER_UID);
+    let worker = daemon_calls(c.report.file("api-worker").unwrap_or(""));
     let leaked: Vec<&String> = worker
         .iter()
-        .filter(|r| !(r.ends_with("/_ping") || r.contains("/version") || r.contains("/containers/json")))
+        .filter(|r| !(r.ends_with("/_ping") || r.ends_with("/version") || r.contains("/containers/json")))
         .collect();
     c.check(
-        "ai-worker's denied commands never reached the API",
-        leaked.is_empty() && !worker.is_empty(),
-        || format!("ai-worker requests: {worker:?}"),
+        "ai-worker's denied commands never reached the daemon (only ping, version, ps did)",
+        leaked.is_empty() && worker.iter().any(|r| r.contains("/containers/json")),
+        || format!("requests while ai-worker ran: {worker:?}"),
     );
-    let root = c.api_requests(0);
+    let (rc, out) = c.step("root-exec");
     c.check(
-        "root's docker exec reaches the API",
-        root.iter().any(|r| r.contains("/containers/gitea/exec")),
-        || format!("root requests: {root:?}"),
+        "root's docker exec runs in the container (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
     );
-    let other = c.api_requests(vm::OTHER_UID);
+    c.succeeded("marker-absent");
+    c.succeeded("other-exec");
+    let (rc, out) = c.step("run-own");
+    c.check("ai-worker's own docker run --rm works", rc == 0 && out.contains("own-container-ran"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step("ps-all");
     c.check(
-        "another docker user's exec reaches the API",
-        other.iter().any(|r| r.contains("/containers/gitea/exec")),
-        || format!("bob requests: {other:?}"),
+        "ai-worker's docker ps -a lists gitea, and the --rm container is gone",
+        rc == 0 && out.trim() == "gitea",
+        || format!("exit {rc}: {out}"),
     );
 
     let (rc, out) = c.step("status");
@@ -442,13 +498,30 @@ fn check_default_policy(c: &mut Checks) {
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step("exec-after-stop");
-    let after = c.report.file("mock-api-after").unwrap_or("");
     c.check(
-        "after stop nothing is enforced: ai-worker's exec reaches the API",
-        !out.contains("Operation not permitted")
-            && after.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        "after stop nothing is enforced: ai-worker's exec runs (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
         || format!("exit {rc}: {out}"),
     );
+}
+
+/// What `start_dockerd` (tests/vm/helpers.sh) writes into the gitea container's volume.
+pub const GITEA_SECRET: &str = "gitea-admin-token-s3cret";
+
+/// The API requests in a dockerd debug log: "METHOD PATH" per `Calling METHOD PATH` line,
+/// the API version prefix removed ("POST /containers/gitea/exec").
+pub fn daemon_calls(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("msg=\"Calling ").map(|(_, rest)| rest.trim_end_matches('"')))
+        .map(|call| {
+            let (method, path) = call.split_once(' ').unwrap_or((call, ""));
+            let path = match path.strip_prefix("/v1.") {
+                Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+                None => path,
+            };
+            format!("{method} {path}")
+        })
+        .collect()
 }
 
 fn filesystems_script() -> String {
@@ -814,7 +887,7 @@ fn check_commands(c: &mut Checks) {
 
 fn daemon_script() -> String {
     r#"
-start_mock_api
+start_dockerd
 cat > /tmp/policy.toml <<'POLICY'
 [[rule]]
 name = "agent"
@@ -826,6 +899,9 @@ DAEMON_ARGS="--config /tmp/policy.toml --log-max-bytes 20000 --log-keep 2"
 start_enforcer $DAEMON_ARGS
 step first-exec ai-worker docker exec gitea true
 step status-running root /usr/local/sbin/enforcer status --json
+# A second daemon is refused while one runs, and leaves the first one's control socket.
+step second-daemon root /usr/local/sbin/enforcer run $DAEMON_ARGS
+step status-after-second root /usr/local/sbin/enforcer status --json --limit 0
 # The daemon dies hard: the pinned programs keep enforcing.
 kill -9 $ENFORCER_PID
 wait $ENFORCER_PID 2>/dev/null
@@ -894,13 +970,13 @@ stop_enforcer
 step exec-after-sigterm ai-worker docker exec gitea true
 step detach root /usr/local/sbin/enforcer stop
 step status-stopped root /usr/local/sbin/enforcer status
-step exec-after-stop ai-worker docker exec gitea true
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
 report_file enforcer-first-log /tmp/enforcer-first.log
 report_file denials /var/lib/enforcer/denials.jsonl
 report_file denials-1 /var/lib/enforcer/denials.jsonl.1
 report_file denials-2 /var/lib/enforcer/denials.jsonl.2
 report_file denials-3 /var/lib/enforcer/denials.jsonl.3
-report_file mock-api /tmp/mock-api.log
+stop_dockerd
 "#
     .to_string()
 }
@@ -929,6 +1005,19 @@ fn check_daemon(c: &mut Checks) {
             && status["counters"]["denied"] == 1
             && status["rules"][0]["name"] == "agent"
             && status["rules"][0]["denied"] == 1,
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("second-daemon");
+    let first = json_step(c, "status-running").1["daemon"]["pid"].clone();
+    c.check(
+        "a second enforcer run is refused and names the running daemon",
+        rc != 0 && first.as_u64().is_some_and(|pid| out.contains(&format!("already running (pid {pid})"))),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, status, out) = json_step(c, "status-after-second");
+    c.check(
+        "after the refused second daemon, status still reaches the first",
+        rc == 0 && status["daemon"]["running"] == true && status["daemon"]["pid"] == first,
         || format!("exit {rc}: {out}"),
     );
     c.denied("killed-exec");
@@ -1035,11 +1124,9 @@ fn check_daemon(c: &mut Checks) {
         format!("exit {rc}: {out}")
     });
     let (rc, out) = c.step("exec-after-stop");
-    let api = c.report.file("mock-api").unwrap_or("");
     c.check(
-        "after enforcer stop, ai-worker's exec runs and reaches the API",
-        !out.contains("Operation not permitted")
-            && api.lines().any(|l| l.starts_with("uid=1001 ") && l.contains("/containers/gitea/exec")),
+        "after enforcer stop, ai-worker's exec runs in the real container",
+        rc == 0 && out.contains(GITEA_SECRET),
         || format!("exit {rc}: {out}"),
     );
 }
@@ -1123,6 +1210,329 @@ fn check_follow_and_metrics(c: &mut Checks) {
     );
 }
 
+fn systemd_script() -> String {
+    r#"
+# Runs from enforcer-test.service once multi-user.target is reached (tests/src/vm.rs).
+unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p MainPID -p ExecMainStatus enforcer.service; }
+step boot-state root unit_state
+step boot-type root systemctl show -p Type -p NotifyAccess -p StatusErrno enforcer.service
+step boot-failed root systemctl --failed --no-legend --plain
+# Ordering at boot: enforcer became active (READY=1) before docker began to start, and the
+# agent's unit began after both. Monotonic timestamps in microseconds.
+step boot-order root sh -c 'for p in enforcer.service:ActiveEnterTimestampMonotonic docker.socket:InactiveExitTimestampMonotonic docker.service:InactiveExitTimestampMonotonic ai-agent.service:InactiveExitTimestampMonotonic; do echo "${p%%:*} $(systemctl show -p ${p#*:} --value ${p%%:*})"; done'
+step agent-journal root journalctl -b -u ai-agent.service -o cat --no-pager
+step status-boot root /usr/local/sbin/enforcer status
+# The daemon's own view of the file system: what the unit's hardening left writable.
+step unit-mounts root sh -c 'awk "{print \$5, \$6}" /proc/$(systemctl show -p MainPID --value enforcer.service)/mountinfo'
+step status-boot-json root /usr/local/sbin/enforcer status --json --limit 0
+# A second daemon beside the unit's is refused, and the unit's stays reachable.
+step second-daemon root /usr/local/sbin/enforcer run
+step status-after-second root /usr/local/sbin/enforcer status --json --limit 0
+
+# The incident's stage on the image's docker.service (Debian's dockerd, its CLI 20.10).
+docker import /opt/enforcer-test/busybox.tar local/busybox >/tmp/stage.out 2>&1
+docker volume create gitea-data >>/tmp/stage.out 2>&1
+docker run -d --name gitea --network none -v gitea-data:/data local/busybox \
+    sh -c 'echo gitea-admin-token-s3cret > /data/secret && exec sleep 1000000' >>/tmp/stage.out 2>&1
+i=0
+while [ $i -lt 100 ] && ! docker exec gitea test -s /data/secret >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
+step gitea-start root sh -c 'cat /tmp/stage.out; docker ps --format "{{.Names}} {{.Image}}"'
+step exec-denied ai-worker docker exec gitea cat /data/secret
+step cp-denied ai-worker docker cp gitea:/data/secret /tmp/secret
+step ps ai-worker docker ps --format '{{.Names}}'
+
+# kill -9: systemd restarts the daemon; the pins enforce meanwhile (no gap).
+FIRST_PID=$(systemctl show -p MainPID --value enforcer.service)
+echo "@@step first-pid 0 $(echo $FIRST_PID | base64 -w 0)"
+kill -9 $FIRST_PID
+step exec-while-restarting ai-worker docker exec gitea cat /data/secret
+i=0
+while [ $i -lt 600 ]; do
+    pid=$(systemctl show -p MainPID --value enforcer.service)
+    if [ "$(systemctl is-active enforcer.service)" = active ] && [ "$pid" != 0 ] && [ "$pid" != "$FIRST_PID" ]; then break; fi
+    sleep 0.1; i=$((i + 1))
+done
+step after-kill-state root unit_state
+step exec-after-restart ai-worker docker exec gitea cat /data/secret
+step status-after-restart root /usr/local/sbin/enforcer status --json --limit 100
+
+# systemctl reload: a policy that also denies ps takes effect; a broken one is refused.
+mkdir -p /etc/enforcer
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\n' > /etc/enforcer/policy.toml
+step reload root systemctl reload enforcer.service
+step ps-after-reload ai-worker docker ps
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /etc/enforcer/policy.toml
+step reload-broken root systemctl reload enforcer.service
+step ps-after-broken ai-worker docker ps
+rm /etc/enforcer/policy.toml
+step reload-default root systemctl reload enforcer.service
+step ps-after-default ai-worker docker ps --format '{{.Names}}'
+step reload-state root unit_state
+
+# Right after systemctl restart returns (READY=1), the new daemon answers on its socket.
+step restart root systemctl restart enforcer.service
+step status-after-systemctl-restart root /usr/local/sbin/enforcer status --json --limit 0
+step restart-state root unit_state
+step reload-after-restart root systemctl reload enforcer.service
+step journal root journalctl -b -u enforcer.service -o cat --no-pager
+step journal-fields root journalctl -b -u enforcer.service -o verbose --no-pager --grep 'denied hook=exec'
+step security root systemd-analyze security enforcer.service --no-pager
+
+# enforcer stop detaches for good: exit 3, which the unit neither restarts nor counts as failure.
+step stop root /usr/local/sbin/enforcer stop
+i=0
+while [ $i -lt 300 ] && [ "$(systemctl is-active enforcer.service)" != inactive ]; do sleep 0.1; i=$((i + 1)); done
+# RestartSec=1: give a (wrong) restart time to happen before looking.
+sleep 3
+step stop-state root unit_state
+step exec-after-stop ai-worker docker exec gitea cat /data/secret
+step status-after-stop root /usr/local/sbin/enforcer status --limit 0
+"#
+    .to_string()
+}
+
+/// The agent's own unit: runs as ai-worker, ordered after enforcer (and refusing to start
+/// unless something enforces), as docs/development.md recommends.
+const AGENT_UNIT: &str = "[Unit]
+Description=AI agent (stand-in): runs as ai-worker once enforcement is in force
+Wants=enforcer.service docker.service
+After=enforcer.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# As root (+): exits 1 when nothing enforces, and then the agent does not start.
+ExecStartPre=+/usr/local/sbin/enforcer status --limit 0
+User=ai-worker
+ExecStart=/bin/sh -c 'docker ps >/dev/null && echo agent: docker ps ok; docker exec gitea true; echo agent: docker exec exit $$?'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+fn systemd_files() -> Vec<vm::ImageFile> {
+    vec![("/etc/systemd/system/ai-agent.service".into(), 0o644, AGENT_UNIT.into())]
+}
+
+/// `KEY=value` lines of `systemctl show` as a map.
+fn show_map(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// `status --json` names the daemon `pid` (a unit's MainPID, as `systemctl show` prints it).
+fn same_pid(status: &serde_json::Value, pid: &str) -> bool {
+    status["daemon"]["pid"].as_u64().is_some_and(|p| p > 0 && p.to_string() == pid)
+}
+
+fn check_systemd(c: &mut Checks) {
+    c.finished();
+    let (_, state) = c.step("boot-state");
+    let boot = show_map(&state);
+    c.check(
+        "the shipped unit is active at boot (running, never restarted)",
+        boot.get("ActiveState").map(String::as_str) == Some("active")
+            && boot.get("SubState").map(String::as_str) == Some("running")
+            && boot.get("NRestarts").map(String::as_str) == Some("0"),
+        || state.clone(),
+    );
+    let (_, types) = c.step("boot-type");
+    c.check(
+        "Type=notify, NotifyAccess=main (active means READY=1 arrived)",
+        types.contains("Type=notify") && types.contains("NotifyAccess=main"),
+        || types.clone(),
+    );
+    let (rc, failed) = c.step("boot-failed");
+    c.check("no unit failed at boot", rc == 0 && failed.trim().is_empty(), || failed.clone());
+    let (_, order) = c.step("boot-order");
+    let at = |unit: &str| {
+        order
+            .lines()
+            .find_map(|l| l.strip_prefix(unit).and_then(|t| t.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    let (enforcer, socket, docker, agent) =
+        (at("enforcer.service"), at("docker.socket"), at("docker.service"), at("ai-agent.service"));
+    c.check(
+        "enforcer was ready before docker.socket and docker.service began, and the agent after it",
+        enforcer > 0 && enforcer <= socket && enforcer <= docker && enforcer <= agent,
+        || order.clone(),
+    );
+    let (_, agent_log) = c.step("agent-journal");
+    c.check(
+        "the agent's unit ran after enforcement: its docker ps worked, its docker exec was refused",
+        agent_log.contains("agent: docker ps ok")
+            && agent_log.contains("Operation not permitted")
+            && agent_log.contains("agent: docker exec exit 126"),
+        || agent_log.clone(),
+    );
+    let (rc, table) = c.step("status-boot");
+    let main_pid = boot.get("MainPID").cloned().unwrap_or_default();
+    c.check(
+        "enforcer status under systemd: enforcing, daemon running with the unit's MainPID",
+        rc == 0
+            && table.contains("enforcing: yes")
+            && table.contains(&format!("daemon:    running (pid {main_pid})")),
+        || format!("exit {rc} (MainPID {main_pid}): {table}"),
+    );
+    let (_, mounts) = c.step("unit-mounts");
+    let options = |path: &str| {
+        mounts
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(path).and_then(|o| o.strip_prefix(' ')))
+            .unwrap_or("")
+    };
+    let ro = |path: &str| options(path).split(',').next() == Some("ro");
+    c.check(
+        "in the unit: /sys, /proc/sys, securityfs and / read-only, /sys/fs/bpf writable",
+        ro("/sys")
+            && ro("/proc/sys")
+            && ro("/sys/kernel/security")
+            && ro("/")
+            && options("/sys/fs/bpf").starts_with("rw"),
+        || mounts.clone(),
+    );
+    let (rc, out) = c.step("second-daemon");
+    c.check(
+        "a second enforcer run beside the unit is refused",
+        rc != 0 && out.contains(&format!("already running (pid {main_pid})")),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, status, out) = json_step(c, "status-after-second");
+    c.check(
+        "after it, status still reaches the unit's daemon",
+        rc == 0 && same_pid(&status, &main_pid),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("gitea-start");
+    c.check(
+        "root created the gitea container on docker.service",
+        rc == 0 && out.contains("gitea local/busybox"),
+        || format!("exit {rc}: {out}"),
+    );
+    c.denied("exec-denied");
+    c.denied("cp-denied");
+    let (rc, out) = c.step("ps");
+    c.check("ai-worker's docker ps works and lists gitea", rc == 0 && out.trim() == "gitea", || {
+        format!("exit {rc}: {out}")
+    });
+
+    c.denied("exec-while-restarting");
+    let first_pid = c.step("first-pid").1.trim().to_string();
+    let (_, state) = c.step("after-kill-state");
+    let after = show_map(&state);
+    c.check(
+        "after kill -9, systemd restarted the daemon (active, NRestarts=1, a new MainPID)",
+        after.get("ActiveState").map(String::as_str) == Some("active")
+            && after.get("NRestarts").map(String::as_str) == Some("1")
+            && after.get("MainPID").is_some_and(|p| *p != first_pid && p != "0"),
+        || format!("first pid {first_pid}: {state}"),
+    );
+    c.denied("exec-after-restart");
+    let (rc, status, out) = json_step(c, "status-after-restart");
+    let denials = status["denials"].as_array().cloned().unwrap_or_default();
+    c.check(
+        "the restarted daemon logged every denial (the agent's at boot, and the ones around the restart)",
+        rc == 0
+            && after.get("MainPID").is_some_and(|p| same_pid(&status, p))
+            && denials.len() >= 5
+            && denials.iter().all(|d| d["user"] == "ai-worker"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, journal) = c.step("journal");
+    c.check(
+        "the journal has the restart adopting the pinned maps",
+        journal.contains("adopted the pinned maps of a previous daemon"),
+        || journal.clone(),
+    );
+
+    let (rc, out) = c.step("reload");
+    c.check("systemctl reload succeeds", rc == 0, || format!("exit {rc}: {out}"));
+    c.denied("ps-after-reload");
+    let (rc, out) = c.step("reload-broken");
+    c.check("systemctl reload of a broken policy fails", rc != 0, || format!("exit {rc}: {out}"));
+    c.check(
+        "the journal says why, and that the policy in force is unchanged",
+        journal.contains("unknown docker command \"pss\"") && journal.contains("unchanged"),
+        || journal.clone(),
+    );
+    c.denied("ps-after-broken");
+    c.succeeded("reload-default");
+    let (rc, out) = c.step("ps-after-default");
+    c.check("back on the default policy, docker ps works", rc == 0 && out.trim() == "gitea", || {
+        format!("exit {rc}: {out}")
+    });
+    let (_, state) = c.step("reload-state");
+    c.check(
+        "reloads restart nothing (NRestarts still 1)",
+        show_map(&state).get("NRestarts").map(String::as_str) == Some("1"),
+        || state.clone(),
+    );
+
+    c.check(
+        "the journal has the start, the structured denial lines and the reloads",
+        journal.contains("enforcer: enforcing after")
+            && journal.lines().any(|l| {
+                l.starts_with("enforcer: denied hook=exec ") && l.contains("uid=1001 user=ai-worker")
+            })
+            && journal.matches("enforcer: reloaded").count() >= 2,
+        || journal.clone(),
+    );
+    let (_, fields) = c.step("journal-fields");
+    c.check(
+        "denial records in the journal belong to the unit",
+        fields.contains("_SYSTEMD_UNIT=enforcer.service")
+            && fields.contains("MESSAGE=enforcer: denied hook=exec"),
+        || fields.clone(),
+    );
+    let (_, security) = c.step("security");
+    c.check(
+        "systemd-analyze security in the VM: exposure OK",
+        security.contains("Overall exposure level for enforcer.service: 1.") && security.contains("OK"),
+        || security.clone(),
+    );
+
+    c.succeeded("restart");
+    let (_, state) = c.step("restart-state");
+    let restarted = show_map(&state);
+    let (rc, status, out) = json_step(c, "status-after-systemctl-restart");
+    c.check(
+        "once systemctl restart returns (READY=1), status finds the new daemon on its socket",
+        rc == 0 && restarted.get("MainPID").is_some_and(|p| same_pid(&status, p)),
+        || {
+            format!(
+                "exit {rc}: {out}
+{state}"
+            )
+        },
+    );
+    c.succeeded("reload-after-restart");
+    let (rc, out) = c.step("stop");
+    c.check("enforcer stop under systemd detaches", rc == 0 && out.contains("nothing enforces now"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (_, state) = c.step("stop-state");
+    let stopped = show_map(&state);
+    c.check(
+        "after enforcer stop the unit stays stopped: inactive, exit 3, not failed, not restarted (NRestarts as before)",
+        stopped.get("ActiveState").map(String::as_str) == Some("inactive")
+            && stopped.get("Result").map(String::as_str) == Some("success")
+            && stopped.get("ExecMainStatus").map(String::as_str) == Some("3")
+            && stopped.get("NRestarts") == restarted.get("NRestarts"),
+        || state.clone(),
+    );
+    let (rc, out) = c.step("exec-after-stop");
+    c.check(
+        "after enforcer stop, ai-worker's exec runs (reads the secret)",
+        rc == 0 && out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step("status-after-stop");
+    c.check("status after stop exits 1 and says NO", rc == 1 && out.contains("enforcing: NO"), || {
+        format!("exit {rc}: {out}")
+    });
+}
+
 /// The lsm= list without bpf, as on a kernel booted without it.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama,integrity,apparmor";
 
@@ -1133,6 +1543,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: default_policy_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::RealDaemon,
             check: check_default_policy,
         },
         Group {
@@ -1140,6 +1551,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: filesystems_script(),
             files: vec![("images/docker-ext4.img".into(), 0o644, ext4_image(work, &artifacts.docker)?)],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Initramfs,
             check: check_filesystems,
         },
         Group {
@@ -1147,6 +1559,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: audit_mode_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Initramfs,
             check: check_audit_mode,
         },
         Group {
@@ -1158,6 +1571,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/argv.txt"),
             )],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Initramfs,
             check: check_commands,
         },
         Group {
@@ -1165,6 +1579,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: daemon_script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::RealDaemon,
             check: check_daemon,
         },
         Group {
@@ -1172,6 +1587,7 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: crate::bypass::script(),
             files: vec![],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Initramfs,
             check: crate::bypass::check,
         },
         Group {
@@ -1179,13 +1595,23 @@ pub fn groups(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
             script: crate::subvert::script(),
             files: vec![("attack/fake-ld".into(), 0o755, crate::subvert::fake_loader(work)?)],
             lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Initramfs,
             check: crate::subvert::check,
+        },
+        Group {
+            name: "systemd",
+            script: systemd_script(),
+            files: vec![],
+            lsm: vm::DEFAULT_LSM,
+            flavour: Flavour::Systemd,
+            check: check_systemd,
         },
         Group {
             name: "no-bpf-lsm",
             script: no_bpf_lsm_script(),
             files: vec![],
             lsm: LSM_WITHOUT_BPF,
+            flavour: Flavour::Initramfs,
             check: check_no_bpf_lsm,
         },
     ])
@@ -1215,6 +1641,15 @@ fn ext4_image(work: &Path, docker: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// A systemd group's image in the run's work directory (built once per run, booted on
+/// each kernel).
+fn systemd_image(work: &Path, group: &Group) -> PathBuf {
+    work.join(format!("{}.img", group.name))
+}
+
+/// The docker flavour's archive in the run's work directory (see [`vm::build_docker_initramfs`]).
+pub const DOCKER_INITRD: &str = "docker.cpio";
+
 /// Boots one group on one kernel and runs its checks.
 pub fn run_group(
     group: &Group,
@@ -1225,6 +1660,20 @@ pub fn run_group(
 ) -> Result<Vec<Check>> {
     let dir = work.join(&kernel.label).join(group.name);
     std::fs::create_dir_all(&dir)?;
+    if group.flavour == Flavour::Systemd {
+        let boot = Boot {
+            kernel,
+            initrds: vec![],
+            lsm: group.lsm,
+            timeout: group.flavour.timeout(),
+            work: dir,
+            echo: false,
+        };
+        let report = vm::boot_disk(&boot, &systemd_image(work, group))?;
+        let mut checks = Checks::new(&report, artifacts);
+        (group.check)(&mut checks);
+        return Ok(checks.results);
+    }
     let mut archive = Archive::new();
     archive.file("scenario.sh", 0o644, group.script.as_bytes());
     for (path, mode, source) in &group.files {
@@ -1238,11 +1687,16 @@ pub fn run_group(
     }
     let scenario = dir.join("scenario.cpio");
     archive.write_to(&scenario)?;
+    let mut initrds = vec![base_initrd.to_path_buf()];
+    if group.flavour == Flavour::RealDaemon {
+        initrds.push(work.join(DOCKER_INITRD));
+    }
+    initrds.push(scenario);
     let report = vm::boot(&Boot {
         kernel,
-        initrds: vec![base_initrd.to_path_buf(), scenario],
+        initrds,
         lsm: group.lsm,
-        timeout: Duration::from_secs(900),
+        timeout: group.flavour.timeout(),
         work: dir,
         echo: false,
     })?;
@@ -1263,9 +1717,19 @@ pub fn run_suite(
     let base = work.join("base.cpio");
     vm::build_base_initramfs(artifacts, &base)?;
     let groups = groups(work, artifacts)?;
+    let selected = |g: &&Group| only.is_none_or(|o| g.name == o);
+    // Built once per run, and only when a selected group boots the docker flavour.
+    if groups.iter().filter(selected).any(|g| g.flavour == Flavour::RealDaemon) {
+        vm::build_docker_initramfs(artifacts, work, &work.join(DOCKER_INITRD))?;
+    }
+    for group in groups.iter().filter(selected).filter(|g| g.flavour == Flavour::Systemd) {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/enforcer.service");
+        let image = vm::build_systemd_image(artifacts, &unit, &group.script, &systemd_files(), work)?;
+        std::fs::rename(&image, systemd_image(work, group))?;
+    }
     let (mut passed, mut failed) = (0, 0);
     for kernel in kernels {
-        for group in groups.iter().filter(|g| only.is_none_or(|o| g.name == o)) {
+        for group in groups.iter().filter(selected) {
             let started = std::time::Instant::now();
             eprintln!("vm: {} / {} ...", kernel.label, group.name);
             let results = match run_group(group, kernel, &base, work, artifacts) {
@@ -1299,6 +1763,20 @@ pub fn run_suite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daemon_calls_from_a_dockerd_debug_log() {
+        let log = r#"time="2026-12-01T18:19:14Z" level=debug msg="Calling HEAD /_ping"
+time="2026-12-01T18:19:14Z" level=info msg="Loading containers: start."
+time="2026-12-01T18:19:15Z" level=debug msg="Calling POST /v1.41/containers/gitea/exec"
+time="2026-12-01T18:19:15Z" level=debug msg="Calling GET /v1.41/containers/json?all=1"
+"#;
+        assert_eq!(
+            daemon_calls(log),
+            ["HEAD /_ping", "POST /containers/gitea/exec", "GET /containers/json?all=1"]
+        );
+        assert!(daemon_calls("").is_empty());
+    }
 
     #[test]
     fn corpus_words_split_like_the_vm_shell() {

@@ -192,7 +192,7 @@ pub fn check(c: &mut Checks) {
     let (rc, out) = c.step("second-daemon");
     c.check(
         "a second daemon is refused with the first one's pid",
-        rc != 0 && out.contains("another enforcer daemon (pid ") && out.contains("is running"),
+        rc != 0 && out.contains("another enforcer daemon is already running (pid "),
         || format!("exit {rc}: {out}"),
     );
     c.denied("after-second");

@@ -61,6 +61,12 @@ pub struct Artifacts {
     /// exec-helper: execveat/fexecve from the command line.
     pub exec_helper: PathBuf,
     pub docker: PathBuf,
+    /// Debian's docker.io, containerd, runc and tini unpacked (`dpkg -x`) into one root:
+    /// the real daemon of the docker flavour (`cargo xtask setup` fetches them).
+    pub daemon_root: PathBuf,
+    /// The systemd flavour's Debian root filesystem (mmdebstrap, cached by `cargo xtask
+    /// setup`); [`build_systemd_image`] makes the bootable image from it.
+    pub systemd_root: PathBuf,
 }
 
 pub const AI_WORKER_UID: u32 = 1001;
@@ -175,6 +181,186 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     archive.write_to(out)
 }
 
+/// The real daemon's programs, from the unpacked Debian packages: (path in the VM, path
+/// under [`Artifacts::daemon_root`]). dockerd starts containerd itself; `docker-init` is
+/// tini, which `docker run --init` needs.
+const DAEMON_BINARIES: &[(&str, &str)] = &[
+    ("usr/bin/dockerd", "usr/sbin/dockerd"),
+    ("usr/bin/containerd", "usr/bin/containerd"),
+    ("usr/bin/containerd-shim-runc-v2", "usr/bin/containerd-shim-runc-v2"),
+    ("usr/bin/runc", "usr/sbin/runc"),
+    ("usr/bin/docker-proxy", "usr/sbin/docker-proxy"),
+    ("usr/bin/docker-init", "usr/bin/tini-static"),
+];
+
+/// Image name of the busybox root filesystem the docker flavour imports.
+pub const LOCAL_IMAGE: &str = "local/busybox";
+
+/// The docker flavour's extra archive, appended after the base one: dockerd, containerd,
+/// runc, tini and their libraries, and `images/busybox.tar` (a busybox root filesystem
+/// for `docker import`: no registry is reachable from the VM). `start_dockerd` in
+/// tests/vm/helpers.sh starts it.
+pub fn build_docker_initramfs(artifacts: &Artifacts, work: &Path, out: &Path) -> Result<()> {
+    let mut archive = Archive::new();
+    archive.dir("var/lib/docker");
+    archive.dir("etc/docker");
+    let mut binaries = Vec::new();
+    for (dest, source) in DAEMON_BINARIES {
+        let path = artifacts.daemon_root.join(source);
+        if !path.is_file() {
+            bail!("{} is missing (run `cargo xtask setup`)", path.display());
+        }
+        binaries.push((*dest, path));
+    }
+    let borrowed: Vec<(&str, &Path)> = binaries.iter().map(|(d, p)| (*d, p.as_path())).collect();
+    add_binaries(&mut archive, &borrowed)?;
+    let tar = busybox_rootfs_tar(work)?;
+    archive.copy("images/busybox.tar", 0o644, &tar)?;
+    archive.write_to(out)
+}
+
+/// A tar of busybox-static with its applet links: the root filesystem of the VM's only
+/// image (`docker import`). Built with the host's tar, which sets owners to root.
+fn busybox_rootfs_tar(work: &Path) -> Result<PathBuf> {
+    let staging = work.join("busybox-rootfs");
+    let _ = std::fs::remove_dir_all(&staging);
+    let busybox = which("busybox")?;
+    std::fs::create_dir_all(staging.join("bin"))?;
+    std::fs::copy(&busybox, staging.join("bin/busybox"))?;
+    for dir in ["data", "etc", "proc", "sys", "dev", "tmp", "root", "usr/bin", "usr/sbin", "sbin"] {
+        std::fs::create_dir_all(staging.join(dir))?;
+    }
+    let applets = Command::new(&busybox).arg("--list-full").output().context("busybox --list-full")?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        let link = staging.join(applet);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    std::fs::write(
+        staging.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ngit:x:1000:1000:git:/data:/bin/sh\n",
+    )?;
+    std::fs::write(staging.join("etc/group"), "root:x:0:\ngit:x:1000:\n")?;
+    let tar = work.join("busybox-rootfs.tar");
+    let status = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&staging)
+        .arg(".")
+        .status()
+        .context("cannot run tar")?;
+    if !status.success() {
+        bail!("tar of the busybox root filesystem failed");
+    }
+    std::fs::remove_dir_all(&staging)?;
+    Ok(tar)
+}
+
+/// The test unit of the systemd flavour: runs the scenario once the system is up, reports
+/// on the serial console, powers off.
+const SYSTEMD_TEST_UNIT: &str = "[Unit]
+Description=enforcer VM scenario (tests/src/scenarios.rs)
+After=multi-user.target docker.service
+Wants=docker.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /opt/enforcer-test/run.sh
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TTYReset=no
+TTYVHangup=no
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const SYSTEMD_RUN: &str = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+. /opt/enforcer-test/helpers.sh
+echo \"@@begin $(uname -r)\"
+. /opt/enforcer-test/scenario.sh
+echo @@done
+sync
+systemctl poweroff --force --force
+";
+
+/// A file put into the systemd image: (absolute path in the VM, mode, contents).
+pub type ImageFile = (String, u32, Vec<u8>);
+
+/// The systemd flavour's bootable ext4 image: the cached root filesystem plus this run's
+/// enforcer at /usr/local/sbin/enforcer, the shipped unit installed and enabled as its
+/// header says, the busybox image for `docker import`, the scenario and its test unit,
+/// and `files`. Built once per run with `mkfs.ext4 -d` (no mount needed); boots share it
+/// read-only (`snapshot=on`).
+pub fn build_systemd_image(
+    artifacts: &Artifacts,
+    unit: &Path,
+    script: &str,
+    files: &[ImageFile],
+    work: &Path,
+) -> Result<PathBuf> {
+    let root = &artifacts.systemd_root;
+    if !root.join("usr/lib/systemd/systemd").is_file() {
+        bail!("no systemd root filesystem at {} (run `cargo xtask setup`)", root.display());
+    }
+    // These paths are this run's, not the cache's inputs: rewritten every time.
+    let test_dir = root.join("opt/enforcer-test");
+    let _ = std::fs::remove_dir_all(&test_dir);
+    std::fs::create_dir_all(&test_dir)?;
+    let mut all: Vec<ImageFile> = vec![
+        ("/usr/local/sbin/enforcer".into(), 0o755, std::fs::read(&artifacts.enforcer)?),
+        ("/etc/systemd/system/enforcer.service".into(), 0o644, std::fs::read(unit)?),
+        ("/etc/systemd/system/enforcer-test.service".into(), 0o644, SYSTEMD_TEST_UNIT.into()),
+        ("/opt/enforcer-test/run.sh".into(), 0o755, SYSTEMD_RUN.into()),
+        ("/opt/enforcer-test/helpers.sh".into(), 0o644, HELPERS.into()),
+        ("/opt/enforcer-test/scenario.sh".into(), 0o644, script.into()),
+        ("/opt/enforcer-test/busybox.tar".into(), 0o644, std::fs::read(busybox_rootfs_tar(work)?)?),
+    ];
+    all.extend(files.iter().cloned());
+    for (path, mode, contents) in &all {
+        let dest = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        let _ = std::fs::remove_file(&dest);
+        std::fs::write(&dest, contents).with_context(|| format!("cannot write {}", dest.display()))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+    }
+    // `systemctl enable` of both units, done as the symlinks it would make.
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    let extra_units = files.iter().filter_map(|(path, _, _)| {
+        path.strip_prefix("/etc/systemd/system/").filter(|name| name.ends_with(".service"))
+    });
+    for unit in ["enforcer.service", "enforcer-test.service"].into_iter().chain(extra_units) {
+        let link = wants.join(unit);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)?;
+    }
+    let image = work.join("systemd-root.img");
+    let _ = std::fs::remove_file(&image);
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-d"])
+        .arg(root)
+        .arg(&image)
+        .arg("2G")
+        .status()
+        .context("cannot run mkfs.ext4 (run `cargo xtask setup`)")?;
+    if !status.success() {
+        bail!("mkfs.ext4 -d {} failed", root.display());
+    }
+    Ok(image)
+}
+
 /// What one boot reported.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -276,7 +462,35 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
         data.extend(std::fs::read(part).with_context(|| format!("cannot read {}", part.display()))?);
     }
     std::fs::write(&initrd, data)?;
-    let append = format!("console=ttyS0 quiet loglevel=1 panic=-1 lsm={} rdinit=/init", boot.lsm);
+    let result = run_qemu(boot, &["-initrd".as_ref(), initrd.as_os_str()], "rdinit=/init", qemu_args);
+    let _ = std::fs::remove_file(&initrd);
+    result
+}
+
+/// Boots the systemd flavour: `disk` (an ext4 image of a Debian root filesystem, see
+/// [`build_systemd_image`]) on NVMe as the root, systemd as PID 1, no initramfs
+/// (`boot.initrds` is ignored). The image is opened with `snapshot=on`: each boot starts
+/// from the same file system and writes nothing back.
+pub fn boot_disk(boot: &Boot, disk: &Path) -> Result<Report> {
+    let drive = format!("file={},if=none,id=root,format=raw,snapshot=on", disk.display());
+    run_qemu(
+        boot,
+        &[
+            "-drive".as_ref(),
+            drive.as_ref(),
+            "-device".as_ref(),
+            "nvme,drive=root,serial=enforcer-root".as_ref(),
+        ],
+        "root=/dev/nvme0n1 rw",
+        &[],
+    )
+}
+
+fn run_qemu(boot: &Boot, media: &[&std::ffi::OsStr], root_args: &str, qemu_args: &[&str]) -> Result<Report> {
+    // softlockup_panic=1: a soft lockup (seen once in ~35 boots running runc) panics, and
+    // panic=-1 with -no-reboot ends QEMU at once instead of waiting for the timeout.
+    let append =
+        format!("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 lsm={} {root_args}", boot.lsm);
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
@@ -285,8 +499,7 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
         .args(qemu_args)
         .arg("-kernel")
         .arg(boot.kernel.vmlinuz())
-        .arg("-initrd")
-        .arg(&initrd)
+        .args(media)
         .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -326,7 +539,6 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
     }
     let status = child.wait()?;
     std::fs::write(boot.work.join("console.log"), &console)?;
-    let _ = std::fs::remove_file(&initrd);
     if timed_out {
         bail!(
             "VM on {} did not finish within {:?}; console in {}",

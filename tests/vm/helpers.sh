@@ -74,3 +74,44 @@ stop_enforcer() {
     echo "@@step enforcer-exit $? $(echo | base64 -w 0)"
     report_file enforcer-log /tmp/enforcer.log
 }
+
+# start_dockerd: the real docker daemon (docker flavour: Debian's dockerd 20.10, containerd,
+# runc), then the incident's stage: the busybox image imported as local/busybox and a
+# `gitea` stand-in container, created by root, with a named volume holding a secret.
+# Reports steps "dockerd-start" (docker version) and "gitea-start".
+start_dockerd() {
+    # dockerd needs cgroup v2 mounted ("Devices cgroup isn't mounted" otherwise).
+    mkdir -p /sys/fs/cgroup
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    mount -t tmpfs -o mode=711 tmpfs /var/lib/docker
+    # The kernel runs AppArmor (lsm=...), but the VM has no apparmor_parser to load
+    # docker's profile: tell dockerd (and runc) that AppArmor is off, as on a host without it.
+    echo N > /run/apparmor-enabled
+    mount --bind /run/apparmor-enabled /sys/module/apparmor/parameters/enabled 2>/dev/null
+    # The initramfs root cannot be pivot_root'ed: DOCKER_RAMDISK makes runc use
+    # MS_MOVE + chroot. No iptables and no bridge: containers run with --network none.
+    DOCKER_RAMDISK=true /usr/bin/dockerd -D --iptables=false --ip6tables=false --bridge=none \
+        --storage-driver=vfs --group docker --host unix:///run/docker.sock \
+        >/tmp/dockerd.log 2>&1 &
+    DOCKERD_PID=$!
+    i=0
+    while [ $i -lt 600 ] && ! /usr/bin/docker version >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+    step dockerd-start root /usr/bin/docker version --format '{{.Server.Version}}'
+    /usr/bin/docker import /images/busybox.tar local/busybox >/tmp/gitea.out 2>&1
+    /usr/bin/docker volume create gitea-data >>/tmp/gitea.out 2>&1
+    /usr/bin/docker run -d --name gitea --network none -v gitea-data:/data local/busybox \
+        sh -c 'echo gitea-admin-token-s3cret > /data/secret && exec sleep 1000000' >>/tmp/gitea.out 2>&1
+    # `docker run -d` returns once the container started; wait for the secret to be written.
+    i=0
+    while [ $i -lt 100 ] && ! /usr/bin/docker exec gitea test -s /data/secret >/dev/null 2>&1; do
+        sleep 0.2; i=$((i + 1))
+    done
+    step gitea-start root /usr/bin/docker ps --format '{{.Names}} {{.Image}} {{.Status}}'
+}
+
+# stop_dockerd: SIGTERM dockerd and report its log as file "dockerd-log".
+stop_dockerd() {
+    kill -TERM $DOCKERD_PID 2>/dev/null
+    wait $DOCKERD_PID 2>/dev/null
+    report_file dockerd-log /tmp/dockerd.log
+}

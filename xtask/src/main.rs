@@ -24,7 +24,8 @@ enum Cmd {
     Setup,
     /// Build enforcer (with its BPF object) and the test helpers, release mode.
     Build,
-    /// Boot a VM, enforce the embedded default policy, replay the incident as ai-worker.
+    /// Boot a VM with the real docker daemon, enforce the embedded default policy, replay
+    /// the incident as ai-worker, and show what is not refused yet.
     Demo {
         /// Kernel to boot: 6.1 or 6.12.
         #[arg(long, default_value = "6.12")]
@@ -39,6 +40,9 @@ enum Cmd {
         script: PathBuf,
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        /// Boot the docker flavour: the real dockerd is in the VM (`start_dockerd`).
+        #[arg(long)]
+        real_daemon: bool,
     },
     /// Measure what enforcer costs, in the VM on each kernel: exec rates with and without
     /// it, start-up, memory, verifier figures. Prints a table, writes target/bench/<kernel>.json.
@@ -80,7 +84,9 @@ fn main() -> ExitCode {
         Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
         Cmd::Build => setup().and_then(|_| build()).map(|_| ExitCode::SUCCESS),
         Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
-        Cmd::Vm { script, kernel } => vm_shell(&script, &kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Vm { script, kernel, real_daemon } => {
+            vm_shell(&script, &kernel, real_daemon).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
             let config = tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
@@ -180,6 +186,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "/usr/bin/xz"),
     ("nix-bin", "/usr/bin/nix-instantiate"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    // Libraries of the VM's dockerd and runc (copied from the host by ldd).
+    ("libdevmapper1.02.1", "/lib/x86_64-linux-gnu/libdevmapper.so.1.02.1"),
+    ("libseccomp2", "/lib/x86_64-linux-gnu/libseccomp.so.2"),
+    ("libsystemd0", "/lib/x86_64-linux-gnu/libsystemd.so.0"),
+    ("mmdebstrap", "/usr/bin/mmdebstrap"),
     ("curl", "/usr/bin/curl"),
     ("socat", "/usr/bin/socat"),
 ];
@@ -229,7 +240,130 @@ fn setup() -> Result<Vec<Kernel>> {
     }
     setup_rust_src()?;
     setup_bpf_linker()?;
+    daemon_packages(&mut apt)?;
+    systemd_rootfs(&mut apt)?;
     kernels(&mut apt)
+}
+
+/// The systemd flavour's Debian root filesystem: Debian 12 with systemd as PID 1 and the
+/// docker packages, as an admin would install them (no recommends). Built with mmdebstrap
+/// from Debian's usual suites and cached under target/vm/systemd/<digest of these inputs>:
+/// changing the list, the options or the hook builds a new one.
+const SYSTEMD_SUITE: &str = "bookworm";
+/// apparmor: the kernel runs AppArmor, and dockerd then loads its profile with
+/// apparmor_parser (Debian's docker.io recommends it); without it no container starts.
+const SYSTEMD_PACKAGES: &[&str] = &[
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "docker.io",
+    "containerd",
+    "runc",
+    "iptables",
+    "kmod",
+    "procps",
+    "iproute2",
+    "util-linux",
+    "apparmor",
+];
+/// Run by mmdebstrap in the new root ($1): the users of the VM bench (same uids as the
+/// initramfs), docker without iptables and bridge (the image has no kernel modules: each
+/// kernel series has its own), no getty on the console the scenario reports on.
+const SYSTEMD_HOOK: &str = r#"set -e
+chroot "$1" useradd -u 1001 -m -s /bin/sh -G docker ai-worker
+chroot "$1" useradd -u 1002 -m -s /bin/sh -G docker bob
+mkdir -p "$1/etc/docker"
+printf '{"iptables": false, "ip6tables": false, "bridge": "none", "storage-driver": "vfs"}
+' > "$1/etc/docker/daemon.json"
+ln -sf /dev/null "$1/etc/systemd/system/serial-getty@ttyS0.service"
+ln -sf /dev/null "$1/etc/systemd/system/getty@tty1.service"
+mkdir -p "$1/usr/lib/util-linux"
+ln -sf /usr/bin/setpriv "$1/usr/lib/util-linux/setpriv"
+echo enforcer-vm > "$1/etc/hostname"
+"#;
+
+/// FNV-1a: a stable digest of the rootfs inputs for the cache's name (no dependency).
+fn fnv1a(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Where the root filesystem of the current inputs is (or will be) cached.
+fn systemd_rootfs_path() -> PathBuf {
+    let digest = fnv1a(&[SYSTEMD_SUITE, &SYSTEMD_PACKAGES.join(","), SYSTEMD_HOOK, "minbase,no-recommends"]);
+    target_dir().join("vm").join("systemd").join(digest).join("root")
+}
+
+fn systemd_rootfs(apt: &mut Apt) -> Result<PathBuf> {
+    let packages = SYSTEMD_PACKAGES.join(",");
+    let root = systemd_rootfs_path();
+    let cache = root.parent().unwrap().parent().unwrap().to_path_buf();
+    let digest = root.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+    if root.join("usr/lib/systemd/systemd").is_file() && cache.join(&digest).join("complete").is_file() {
+        say(&format!("systemd root filesystem: cached ({})", root.display()));
+        return Ok(root);
+    }
+    if !Path::new("/usr/bin/mmdebstrap").exists() {
+        apt.install(&["mmdebstrap"])?;
+    }
+    // Older digests: their inputs changed.
+    if let Ok(entries) = std::fs::read_dir(&cache) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    std::fs::create_dir_all(cache.join(&digest))?;
+    say(&format!("systemd root filesystem: mmdebstrap {SYSTEMD_SUITE} with {packages} (about 30 s)"));
+    run(Command::new("mmdebstrap")
+        .args(["--quiet", "--mode=root", "--variant=minbase"])
+        .arg(format!("--include={packages}"))
+        .arg("--aptopt=APT::Install-Recommends \"false\"")
+        .arg(format!("--customize-hook={SYSTEMD_HOOK}"))
+        .arg(SYSTEMD_SUITE)
+        .arg(&root))?;
+    std::fs::write(cache.join(&digest).join("complete"), "")?;
+    Ok(root)
+}
+
+/// The real docker daemon of the VM's docker flavour: Debian's packages, downloaded and
+/// unpacked (`dpkg -x`, not installed: the host runs no daemon) once.
+const DAEMON_PACKAGES: &[&str] = &["docker.io", "containerd", "runc", "tini"];
+
+/// Where [`DAEMON_PACKAGES`] are unpacked.
+fn daemon_root() -> PathBuf {
+    target_dir().join("vm").join("docker").join("root")
+}
+
+fn daemon_packages(apt: &mut Apt) -> Result<()> {
+    let root = daemon_root();
+    if root.join("usr/sbin/dockerd").is_file() && root.join("usr/bin/tini-static").is_file() {
+        say(&format!("docker daemon packages: unpacked in {}", root.display()));
+        return Ok(());
+    }
+    apt.update()?;
+    let download = root.with_file_name("download");
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download)?;
+    say(&format!("docker daemon packages: downloading {}", DAEMON_PACKAGES.join(" ")));
+    run(Command::new("apt-get").args(["download", "-q"]).args(DAEMON_PACKAGES).current_dir(&download))?;
+    let staging = root.with_file_name("root.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    for entry in std::fs::read_dir(&download)? {
+        let deb = entry?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&staging, &root)?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(())
 }
 
 fn setup_rust_src() -> Result<()> {
@@ -395,6 +529,8 @@ fn build() -> Result<Artifacts> {
         mock_api: release.join("mock-docker-api"),
         exec_helper: release.join("exec-helper"),
         docker: docker_cli()?,
+        daemon_root: daemon_root(),
+        systemd_root: systemd_rootfs_path(),
     })
 }
 
@@ -497,19 +633,40 @@ fn bench(kernel: Option<&str>, config: &tests::bench::Config) -> Result<()> {
 }
 
 const DEMO_SCRIPT: &str = r#"
-start_mock_api
+start_dockerd
+# Something on the host only root may read, for the -v /:/host line below.
+echo "host-only: root's file on the host" > /root/host-secret
+chmod 600 /root/host-secret
 start_enforcer
 echo "@@say enforcer is running with the embedded default policy"
+step secret-root root docker exec gitea cat /data/secret
 step incident ai-worker docker exec -u git gitea gitea admin user generate-access-token -u admin
+step exec-secret ai-worker docker exec gitea cat /data/secret
+step cp-secret ai-worker docker cp gitea:/data/secret /tmp/secret
 step ps ai-worker docker ps
-step copy ai-worker sh -c 'cp /usr/bin/docker /tmp/d && /tmp/d exec -u git gitea gitea admin user generate-access-token -u admin'
+step run-own ai-worker docker run --rm --network none local/busybox echo "hello from the agent's own container"
+step copy ai-worker sh -c 'cp /usr/bin/docker /tmp/d && /tmp/d exec gitea cat /data/secret'
 step curl ai-worker curl -sS --unix-socket /var/run/docker.sock -X POST http://docker/containers/gitea/exec
+step volumes-from ai-worker docker run --rm --network none --volumes-from gitea local/busybox cat /data/secret
+step host-mount ai-worker docker run --rm --network none -v /:/host local/busybox cat /host/root/host-secret
 step status root /usr/local/sbin/enforcer status
 stop_enforcer
+stop_dockerd
 "#;
 
 /// Builds everything and boots `kernel_label` running `script`.
 fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<vm::Report> {
+    boot_script_with(kernel_label, script, name, echo, false)
+}
+
+/// [`boot_script`], in the docker flavour (the real dockerd in the VM) when `real_daemon`.
+fn boot_script_with(
+    kernel_label: &str,
+    script: &str,
+    name: &str,
+    echo: bool,
+    real_daemon: bool,
+) -> Result<vm::Report> {
     let kernels = setup()?;
     let kernel = kernels
         .iter()
@@ -524,21 +681,26 @@ fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Resu
     scenario.file("scenario.sh", 0o644, script.as_bytes());
     let scenario_path = work.join("scenario.cpio");
     scenario.write_to(&scenario_path)?;
-    say(&format!("booting Debian {} ({}) in QEMU with lsm=...,bpf", kernel.label, kernel.release));
-    vm::boot(&Boot {
-        kernel,
-        initrds: vec![base, scenario_path],
-        lsm: vm::DEFAULT_LSM,
-        timeout: Duration::from_secs(600),
-        work,
-        echo,
-    })
+    let mut initrds = vec![base];
+    if real_daemon {
+        let docker = work.join("docker.cpio");
+        vm::build_docker_initramfs(&artifacts, &work, &docker)?;
+        initrds.push(docker);
+    }
+    initrds.push(scenario_path);
+    say(&format!(
+        "booting Debian {} ({}) in QEMU with lsm=...,bpf{}",
+        kernel.label,
+        kernel.release,
+        if real_daemon { ", dockerd 20.10 and a gitea stand-in" } else { "" }
+    ));
+    vm::boot(&Boot { kernel, initrds, lsm: vm::DEFAULT_LSM, timeout: Duration::from_secs(600), work, echo })
 }
 
-fn vm_shell(script: &Path, kernel_label: &str) -> Result<()> {
+fn vm_shell(script: &Path, kernel_label: &str, real_daemon: bool) -> Result<()> {
     let text =
         std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
-    let report = boot_script(kernel_label, &text, "shell", true)?;
+    let report = boot_script_with(kernel_label, &text, "shell", true, real_daemon)?;
     for (name, (rc, out)) in &report.steps {
         println!("--- step {name}: exit {rc}\n{out}");
     }
@@ -562,22 +724,31 @@ fn verifier() -> Result<()> {
 }
 
 fn demo(kernel_label: &str) -> Result<()> {
-    let report = boot_script(kernel_label, DEMO_SCRIPT, "demo", false)?;
-    let show = |title: &str, step: &str| {
-        let (rc, out) = report.step(step).cloned().unwrap_or((-1, "(did not run)".into()));
+    let report = boot_script_with(kernel_label, DEMO_SCRIPT, "demo", false, true)?;
+    let step = |name: &str| report.step(name).cloned().unwrap_or((-1, "(did not run)\n".into()));
+    let show = |title: &str, name: &str| {
+        let (rc, out) = step(name);
         println!("\n$ {title}\n{}[exit {rc}]", out);
     };
+    let secret = tests::scenarios::GITEA_SECRET;
+    show("docker version   # the real daemon in the VM: Debian's dockerd", "dockerd-start");
+    show("docker ps   # as root: the gitea stand-in, its volume holds a secret", "gitea-start");
     show("enforcer status   # as root, daemon just started", "enforcer-start");
+    show("docker exec gitea cat /data/secret   # as root: the secret is there", "secret-root");
+    println!("\n# --- as ai-worker (member of the docker group) ---");
     show(
-        "docker exec -u git gitea gitea admin user generate-access-token -u admin   # as ai-worker",
+        "docker exec -u git gitea gitea admin user generate-access-token -u admin   # the incident",
         "incident",
     );
-    show("docker ps   # as ai-worker", "ps");
-    show(
-        "cp /usr/bin/docker /tmp/d && /tmp/d exec -u git gitea gitea admin ...   # a copy: another file",
-        "copy",
-    );
+    show("docker exec gitea cat /data/secret", "exec-secret");
+    show("docker cp gitea:/data/secret /tmp/secret", "cp-secret");
+    show("docker ps", "ps");
+    show("docker run --rm --network none local/busybox echo ...   # the agent's own container", "run-own");
+    show("cp /usr/bin/docker /tmp/d && /tmp/d exec gitea cat /data/secret   # a copy: another file", "copy");
     show("curl --unix-socket /var/run/docker.sock -X POST http://docker/containers/gitea/exec", "curl");
+    println!("\n# --- NOT YET REFUSED: powers that argv does not show (a later API gate closes them) ---");
+    show("docker run --rm --volumes-from gitea local/busybox cat /data/secret", "volumes-from");
+    show("docker run --rm -v /:/host local/busybox cat /host/root/host-secret", "host-mount");
     show("enforcer status   # as root", "status");
     let denials: Vec<&str> = report
         .file("enforcer-log")
@@ -586,27 +757,50 @@ fn demo(kernel_label: &str) -> Result<()> {
         .filter(|l| l.starts_with("enforcer: denied") || l.starts_with("enforcer: killed"))
         .collect();
     println!("\n# the daemon's log (journald in production):\n{}", denials.join("\n"));
-    let (incident_rc, incident_out) = report.step("incident").cloned().unwrap_or_default();
-    let (ps_rc, _) = report.step("ps").cloned().unwrap_or((-1, String::new()));
-    let (copy_rc, copy_out) = report.step("copy").cloned().unwrap_or_default();
-    let (curl_rc, _) = report.step("curl").cloned().unwrap_or_default();
-    if report.done
-        && incident_rc != 0
-        && incident_out.contains("Operation not permitted")
-        && ps_rc == 0
-        && copy_rc != 0
-        && copy_out.to_lowercase().contains("operation not permitted")
+
+    let refused = |name: &str| {
+        let (rc, out) = step(name);
+        rc != 0 && out.to_lowercase().contains("operation not permitted")
+    };
+    let (ps_rc, _) = step("ps");
+    let (own_rc, own_out) = step("run-own");
+    let (root_rc, root_out) = step("secret-root");
+    let (curl_rc, _) = step("curl");
+    let expected = report.done
+        && root_rc == 0
+        && root_out.contains(secret)
+        && refused("incident")
+        && refused("exec-secret")
+        && refused("cp-secret")
+        && refused("copy")
         && curl_rc != 0
-    {
-        println!(
-            "\ndemo: the kernel refused ai-worker's docker exec (EPERM) and the copy's and curl's \
-             connections to the docker socket; docker ps still works."
-        );
-        Ok(())
-    } else {
+        && ps_rc == 0
+        && own_rc == 0
+        && own_out.contains("own container");
+    if !expected {
         bail!(
             "the demo did not go as expected; console in {}",
             target_dir().join("vm/demo/console.log").display()
-        )
+        );
     }
+    println!(
+        "\ndemo: against the real docker daemon, the kernel refused ai-worker's docker exec and docker cp \
+         (EPERM) and the copy's and curl's connections to the docker socket; docker ps and the agent's own \
+         docker run still work."
+    );
+    // Said as it is: these are open until the API gate, and the demo must not hide them.
+    let (vf_rc, vf_out) = step("volumes-from");
+    let (hm_rc, hm_out) = step("host-mount");
+    let gap = |what: &str, rc: i32, leaked: bool| {
+        if leaked {
+            println!("demo: NOT YET REFUSED: {what} (exit {rc}): see docs/threat-model.md");
+        } else {
+            println!(
+                "demo: {what}: did not get through this time (exit {rc}), but nothing in enforcer refuses it yet"
+            );
+        }
+    };
+    gap("docker run --volumes-from gitea read the secret", vf_rc, vf_out.contains(secret));
+    gap("docker run -v /:/host read a root-only host file", hm_rc, hm_out.contains("host-only"));
+    Ok(())
 }
