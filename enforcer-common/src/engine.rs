@@ -368,12 +368,13 @@ impl Scanner {
         self.short_group(arg, grammar, false, Reason::UnknownGroupOption)
     }
 
-    /// `--name`, `--name value`, `--name=value`.
+    /// The flag name of a long option (`--name` of `--name=value`) as a token of the
+    /// current scope; whether a `=value` followed; and how many bytes the name took
+    /// (at most `TOKEN_LEN - 1`: a longer name fills the token and runs on).
     #[inline(always)]
-    fn long_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G, unknown: Reason) -> Step {
+    fn long_token(&self, arg: &ArgBuf) -> (Token, bool, usize) {
         let len = arg.len as usize;
         let mut token = Token::empty(self.scope);
-        let mut has_value = false;
         let mut i = 0;
         while i < TOKEN_LEN - 1 {
             if i >= len {
@@ -381,12 +382,19 @@ impl Scanner {
             }
             let c = byte_at(&arg.bytes, i);
             if c == b'=' {
-                has_value = true;
-                break;
+                return (token, true, i);
             }
             set_byte(&mut token, i, c);
             i += 1;
         }
+        (token, false, i)
+    }
+
+    /// `--name`, `--name value`, `--name=value`.
+    #[inline(always)]
+    fn long_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G, unknown: Reason) -> Step {
+        let len = arg.len as usize;
+        let (token, has_value, i) = self.long_token(arg);
         if !has_value && i < len {
             // Longer than any option name: not one the CLI knows.
             return Step::Done(Scan::Undecidable(unknown));
@@ -503,19 +511,8 @@ impl Scanner {
             if len == 2 {
                 return Step::Continue;
             }
-            let mut token = Token::empty(self.scope);
-            let mut i = 0;
-            while i < TOKEN_LEN - 1 {
-                if i >= len {
-                    break;
-                }
-                let c = byte_at(&arg.bytes, i);
-                if c == b'=' {
-                    break;
-                }
-                set_byte(&mut token, i, c);
-                i += 1;
-            }
+            // A name longer than a token cannot be a power flag: its token matches none.
+            let (token, _, _) = self.long_token(arg);
             return match grammar.lookup(&token) {
                 Some(info) if info.kind == TOKEN_FLAG_POWER => Step::Done(Scan::Command(info.node)),
                 _ => Step::Continue,

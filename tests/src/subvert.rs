@@ -50,10 +50,10 @@ step set-mm ai-worker /usr/local/bin/subvert set-mm-exe /usr/bin/docker /run/doc
 step set-mm-bob bob /usr/local/bin/subvert set-mm-exe /usr/bin/docker /run/docker.sock
 
 # 2. seccomp: a supervisor answers the vetted client's socket() with a socket it shares.
-step notify ai-worker /usr/local/bin/subvert seccomp-notify /run/docker.sock /usr/bin/docker docker version
-step notify-bob bob /usr/local/bin/subvert seccomp-notify /run/docker.sock /usr/bin/docker docker version
-step errno0 ai-worker /usr/local/bin/subvert seccomp-errno0 /run/docker.sock /usr/bin/docker docker version
-step errno0-bob bob /usr/local/bin/subvert seccomp-errno0 /run/docker.sock /usr/bin/docker docker version
+step notify ai-worker /usr/local/bin/subvert seccomp-notify /usr/bin/docker docker version
+step notify-bob bob /usr/local/bin/subvert seccomp-notify /usr/bin/docker docker version
+step errno0 ai-worker /usr/local/bin/subvert seccomp-errno0 /usr/bin/docker docker version
+step errno0-bob bob /usr/local/bin/subvert seccomp-errno0 /usr/bin/docker docker version
 # Plain filters (systemd's SystemCallFilter=, a runtime's default profile) keep working.
 step plain-filters ai-worker /usr/local/bin/subvert seccomp-plain 3 /usr/bin/docker docker ps
 step plain-filters-40 ai-worker /usr/local/bin/subvert seccomp-plain 40 /usr/bin/docker docker ps

@@ -352,7 +352,7 @@ fn seccomp_supervisor_injects_a_shared_socket_into_the_client() {
     let api = mock_api(&dir, &[]);
     let host = format!("unix://{}", dir.join("docker.sock").display());
     let docker = docker_cli();
-    let output = subvert(&["seccomp-notify", "-", &docker, "docker", "-H", &host, "version"]);
+    let output = subvert(&["seccomp-notify", &docker, "docker", "-H", &host, "version"]);
     let out = stdout(&output);
     // The response may be read by docker, which shares the socket: the API's log is the proof.
     assert!(out.contains("injected=OK request="), "{out}");
@@ -366,7 +366,7 @@ fn seccomp_errno0_hands_the_client_a_shared_socket() {
     let api = mock_api(&dir, &[]);
     let host = format!("unix://{}", dir.join("docker.sock").display());
     let docker = docker_cli();
-    let output = subvert(&["seccomp-errno0", "-", &docker, "docker", "-H", &host, "version"]);
+    let output = subvert(&["seccomp-errno0", &docker, "docker", "-H", &host, "version"]);
     let out = stdout(&output);
     // docker's own output (it shares stdout) comes first; the result line is the last. The
     // response may be read by docker, which shares the socket: the API's log is the proof.

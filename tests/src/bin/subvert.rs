@@ -10,14 +10,14 @@
 //!       reports (`mm->exe_file`) becomes EXE. Then POST the incident's exec to SOCKET.
 //!       Prints `set_mm=R exe=PATH request=R` (R: OK / the first response line, or the
 //!       strerror text; PATH: what /proc/self/exe names afterwards).
-//!   subvert seccomp-notify SOCKET PATH ARGV...
+//!   subvert seccomp-notify PATH ARGV...
 //!       a supervisor: the child installs a seccomp filter whose listener routes socket()
 //!       to this process (SECCOMP_FILTER_FLAG_NEW_LISTENER, no_new_privs), hands the
 //!       listener over and execs PATH ARGV (a vetted client). Its first socket() gets a
 //!       socket this process also holds (SECCOMP_IOCTL_NOTIF_ADDFD); once the client
 //!       connected it, the supervisor writes the incident's exec on its own copy.
 //!       Prints `injected=R request=R child=C` (C: `exit=N` or `signal=N`).
-//!   subvert seccomp-errno0 SOCKET PATH ARGV...
+//!   subvert seccomp-errno0 PATH ARGV...
 //!       the same with a plain filter and no listener: socket() returns SECCOMP_RET_ERRNO
 //!       with errno 0, i.e. "fd 0", and fd 0 is an unconnected socket this process holds.
 //!       Prints `request=R child=C`.
@@ -133,8 +133,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("set-mm-exe") if args.len() == 3 => set_mm_exe(&args[1], &args[2]),
-        Some("seccomp-notify") if args.len() >= 4 => seccomp_notify(&args[1], &args[2], &args[3..]),
-        Some("seccomp-errno0") if args.len() >= 4 => seccomp_errno0(&args[1], &args[2], &args[3..]),
+        Some("seccomp-notify") if args.len() >= 3 => seccomp_notify(&args[1], &args[2..]),
+        Some("seccomp-errno0") if args.len() >= 3 => seccomp_errno0(&args[1], &args[2..]),
         Some("seccomp-plain") if args.len() >= 4 => {
             seccomp_plain(args[1].parse().expect("N is a number"), &args[2], &args[3..])
         }
@@ -145,9 +145,9 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: subvert set-mm-exe EXE SOCKET | seccomp-notify SOCKET PATH ARGV... \
-                 | seccomp-errno0 SOCKET PATH ARGV... | seccomp-plain N PATH ARGV... | fastopen ADDR:PORT \
-                 | jam-scratch 1|0"
+                "usage: subvert set-mm-exe EXE SOCKET | seccomp-notify PATH ARGV... \
+                 | seccomp-errno0 PATH ARGV... | seccomp-plain N PATH ARGV... | fastopen ADDR:PORT \
+                 | reload-race CONFIG NEW READY UID | jam-scratch 1|0"
             );
             std::process::exit(2);
         }
@@ -509,7 +509,7 @@ const SECCOMP_IOCTL_NOTIF_ADDFD: u64 = 0x4018_2103;
 const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
 
-fn seccomp_notify(socket: &str, path: &str, argv: &[String]) -> ! {
+fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     let mut pair = [0; 2];
     // SAFETY: valid out-array.
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) } != 0 {
@@ -582,23 +582,27 @@ fn seccomp_notify(socket: &str, path: &str, argv: &[String]) -> ! {
         // SAFETY: a valid response.
         unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND as _, &resp) };
     }
-    let _ = socket; // the client connects to the socket it is configured for
-    let request = if injected == "OK" && wait_connected(ours, pid) {
-        // SAFETY: we own `ours`.
-        let mut stream = unsafe { std::fs::File::from_raw_fd(ours) };
-        let line = send_exec(&mut stream);
-        std::mem::forget(stream);
-        line
-    } else {
-        "not-connected".into()
-    };
+    let request = if injected == "OK" { exec_on_shared(ours, pid) } else { "not-connected".into() };
     // SAFETY: our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("injected={injected} request={request} child={}", child_status(pid));
     std::process::exit(0);
 }
 
-fn seccomp_errno0(socket: &str, path: &str, argv: &[String]) -> ! {
+/// Once the client `pid` connected the socket `ours` it shares with us, the incident's
+/// request on our copy; the first line of the answer (which the client may read first).
+fn exec_on_shared(ours: RawFd, pid: i32) -> String {
+    if !wait_connected(ours, pid) {
+        return "not-connected".into();
+    }
+    // SAFETY: we own `ours`; the File is forgotten, not closed, so the fd stays ours.
+    let mut stream = unsafe { std::fs::File::from_raw_fd(ours) };
+    let line = send_exec(&mut stream);
+    std::mem::forget(stream);
+    line
+}
+
+fn seccomp_errno0(path: &str, argv: &[String]) -> ! {
     let ours = unix_socket();
     let pid = fork();
     if pid == 0 {
@@ -611,16 +615,7 @@ fn seccomp_errno0(socket: &str, path: &str, argv: &[String]) -> ! {
         }
         execv(path, argv);
     }
-    let _ = socket;
-    let request = if wait_connected(ours, pid) {
-        // SAFETY: we own `ours`.
-        let mut stream = unsafe { std::fs::File::from_raw_fd(ours) };
-        let line = send_exec(&mut stream);
-        std::mem::forget(stream);
-        line
-    } else {
-        "not-connected".into()
-    };
+    let request = exec_on_shared(ours, pid);
     // SAFETY: our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("request={request} child={}", child_status(pid));
