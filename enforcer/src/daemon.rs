@@ -332,12 +332,12 @@ pub async fn run(options: Options) -> Result<bool> {
     stage("kernel offsets read from BTF");
     let mut programs = Programs::load(&offsets, &btf, &bpf::maps_dir())?;
     drop(btf);
+    let adopted = programs.adopted;
+    stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
     // Every program passes the verifier before the policy maps change or anything attaches.
     programs.verify_hooks()?;
     stage("every enforcing program verified");
-    let adopted = programs.adopted;
     programs.install_grammar()?;
-    stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
 
     let previous = match state::load(&options.state_dir) {
         Ok(previous) => previous.filter(|_| adopted),
