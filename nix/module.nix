@@ -19,6 +19,12 @@
   ...
 }:
 
+# Before 22.05 `lib` lacks what the options below use: say so, instead of the "attribute
+# missing" that evaluation would stop at before the version assertion could run.
+assert
+  (lib ? mkPackageOption && lib ? getExe)
+  || throw "services.enforcer needs NixOS 22.05 or later (this nixpkgs' lib has no mkPackageOption or getExe)";
+
 let
   cfg = config.services.enforcer;
   inherit (lib) types mkOption;

@@ -980,3 +980,23 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     assert_eq!(v["noMetrics"], serde_json::json!(["ai-agent", "enforcer"]));
     Ok(())
 }
+
+/// On a nixpkgs older than 22.05 (its `lib` without `mkPackageOption` and `getExe`) the
+/// module stops with the version it needs, not with "attribute missing".
+#[test]
+fn module_on_an_old_lib_names_the_version_it_needs() -> Result<()> {
+    let nixpkgs = nixpkgs_dir()?;
+    let dir = TempDir::new("old-lib");
+    let expression = format!(
+        r#"let
+          old = builtins.removeAttrs (import {}/lib) [ "mkPackageOption" "getExe" ];
+        in builtins.attrNames (import {}/nix/module.nix {{ config = {{ }}; lib = old; pkgs = {{ }}; options = {{ }}; }})"#,
+        nixpkgs.display(),
+        repo().display()
+    );
+    let out = run(nix_instantiate(&dir.0).args(["--eval", "--strict", "-E"]).arg(expression))?;
+    let stderr = text(&out.stderr);
+    ensure!(!out.status.success(), "evaluated on an old lib: {}", text(&out.stdout));
+    ensure!(stderr.contains("services.enforcer needs NixOS 22.05 or later"), "{stderr}");
+    Ok(())
+}

@@ -319,14 +319,16 @@ fn systemd_rootfs(apt: &mut Apt) -> Result<PathBuf> {
         }
     }
     std::fs::create_dir_all(cache.join(&digest))?;
-    say(&format!("systemd root filesystem: mmdebstrap {SYSTEMD_SUITE} with {packages} (about 30 s)"));
-    run(Command::new("mmdebstrap")
-        .args(["--quiet", "--mode=root", "--variant=minbase"])
-        .arg(format!("--include={packages}"))
-        .arg("--aptopt=APT::Install-Recommends \"false\"")
-        .arg(format!("--customize-hook={SYSTEMD_HOOK}"))
-        .arg(SYSTEMD_SUITE)
-        .arg(&root))?;
+    quiet(
+        &format!("systemd root filesystem: mmdebstrap {SYSTEMD_SUITE} with {packages} (about 30 s)"),
+        Command::new("mmdebstrap")
+            .args(["--quiet", "--mode=root", "--variant=minbase"])
+            .arg(format!("--include={packages}"))
+            .arg("--aptopt=APT::Install-Recommends \"false\"")
+            .arg(format!("--customize-hook={SYSTEMD_HOOK}"))
+            .arg(SYSTEMD_SUITE)
+            .arg(&root),
+    )?;
     std::fs::write(cache.join(&digest).join("complete"), "")?;
     Ok(root)
 }
@@ -350,14 +352,19 @@ fn daemon_packages(apt: &mut Apt) -> Result<()> {
     let download = root.with_file_name("download");
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)?;
-    say(&format!("docker daemon packages: downloading {}", DAEMON_PACKAGES.join(" ")));
-    run(Command::new("apt-get").args(["download", "-q"]).args(DAEMON_PACKAGES).current_dir(&download))?;
+    quiet(
+        &format!("docker daemon packages: downloading {}", DAEMON_PACKAGES.join(" ")),
+        Command::new("apt-get").args(["download", "-q"]).args(DAEMON_PACKAGES).current_dir(&download),
+    )?;
     let staging = root.with_file_name("root.partial");
     let _ = std::fs::remove_dir_all(&staging);
     for entry in std::fs::read_dir(&download)? {
         let deb = entry?.path();
         if deb.extension().is_some_and(|e| e == "deb") {
-            run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+            quiet(
+                &format!("docker daemon packages: unpacking {}", deb.display()),
+                Command::new("dpkg").arg("-x").arg(&deb).arg(&staging),
+            )?;
         }
     }
     let _ = std::fs::remove_dir_all(&root);
@@ -523,7 +530,10 @@ fn build() -> Result<Artifacts> {
         let script = output(Command::new(&enforcer).args(["completions", shell]))?;
         std::fs::write(generated.join("completions").join(format!("enforcer.{shell}")), script)?;
     }
-    run(Command::new(&enforcer).arg("manpages").arg(generated.join("man")))?;
+    quiet(
+        "man pages: enforcer manpages",
+        Command::new(&enforcer).arg("manpages").arg(generated.join("man")),
+    )?;
     Ok(Artifacts {
         enforcer: release.join("enforcer"),
         mock_api: release.join("mock-docker-api"),
