@@ -1304,7 +1304,12 @@ RemainAfterExit=yes
 # As root (+): exits 1 when nothing enforces, and then the agent does not start.
 ExecStartPre=+/usr/local/sbin/enforcer status --limit 0
 User=ai-worker
-ExecStart=/bin/sh -c 'docker ps >/dev/null && echo agent: docker ps ok; docker exec gitea true; echo agent: docker exec exit $$?'
+# An administrator's usual sandbox: systemd's own seccomp filters (allow list, native
+# architecture only) are plain filters, under which the vetted docker still runs.
+NoNewPrivileges=yes
+SystemCallFilter=@system-service
+SystemCallArchitectures=native
+ExecStart=/bin/sh -c 'grep ^Seccomp: /proc/self/status; docker ps >/dev/null && echo agent: docker ps ok; docker exec gitea true; echo agent: docker exec exit $$?'
 
 [Install]
 WantedBy=multi-user.target
@@ -1358,6 +1363,11 @@ fn check_systemd(c: &mut Checks) {
         || order.clone(),
     );
     let (_, agent_log) = c.step("agent-journal");
+    c.check(
+        "the agent runs under systemd's seccomp filters (SystemCallFilter=, SystemCallArchitectures=)",
+        agent_log.contains("Seccomp:\t2") || agent_log.contains("Seccomp: 2"),
+        || agent_log.clone(),
+    );
     c.check(
         "the agent's unit ran after enforcement: its docker ps worked, its docker exec was refused",
         agent_log.contains("agent: docker ps ok")
