@@ -125,32 +125,37 @@ let
 
   enforcer = lib.getExe cfg.package;
   serviceName = unit: lib.removeSuffix ".service" unit;
+  # The sandbox the daemon and the metrics service share: root with the BPF capabilities,
+  # nothing else (each adds what it writes and how it sees the kernel's tunables).
+  commonHardening = {
+    CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN";
+    NoNewPrivileges = true;
+    PrivateMounts = true;
+    ProtectSystem = "strict";
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictNamespaces = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = "@system-service bpf";
+    SystemCallErrorNumber = "EPERM";
+  };
+
   metricsService = {
     description = "enforcer: Prometheus metrics of the enforcement counters";
     after = [ "enforcer.service" ];
-    serviceConfig = {
-      # Reads the pinned maps: root with the BPF capabilities, nothing else.
-      CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN";
-      NoNewPrivileges = true;
-      PrivateMounts = true;
-      ProtectSystem = "strict";
+    # Only reads the pinned maps: the tunables may be read-only the usual way.
+    serviceConfig = commonHardening // {
       ProtectHome = true;
-      PrivateTmp = true;
-      PrivateDevices = true;
       ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectKernelLogs = true;
-      ProtectControlGroups = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      RestrictNamespaces = true;
-      LockPersonality = true;
-      MemoryDenyWriteExecute = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      SystemCallArchitectures = "native";
-      SystemCallFilter = "@system-service bpf";
-      SystemCallErrorNumber = "EPERM";
     };
   };
 in
@@ -440,7 +445,7 @@ in
           # Restart after activation instead of stop before / start after: the pins keep
           # enforcing either way, this only shortens the time without denial logging.
           stopIfChanged = false;
-          serviceConfig = {
+          serviceConfig = commonHardening // {
             Type = "notify";
             NotifyAccess = "main";
             ExecStart = "${enforcer} run --config ${policyPath}";
@@ -458,35 +463,14 @@ in
             LimitMEMLOCK = "infinity";
             OOMScoreAdjust = -900;
 
-            CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN";
-            NoNewPrivileges = true;
-
-            PrivateMounts = true;
-            ProtectSystem = "strict";
             ReadWritePaths = "/sys/fs/bpf";
             ProtectHome = "read-only";
-            PrivateTmp = true;
-            PrivateDevices = true;
             # Not ProtectKernelTunables: it leaves /sys/fs/bpf read-only whatever
             # ReadWritePaths says, and the daemon cannot pin (contrib/systemd/enforcer.service).
             ReadOnlyPaths = "/proc/sys /proc/sysrq-trigger -/proc/latency_stats -/proc/acpi -/proc/timer_stats -/proc/asound -/proc/bus -/proc/fs -/proc/irq /sys";
             InaccessiblePaths = "-/proc/kallsyms -/proc/kcore -/sys/kernel/debug";
-            ProtectKernelModules = true;
-            ProtectKernelLogs = true;
-            ProtectControlGroups = true;
-            ProtectClock = true;
-            ProtectHostname = true;
-
             PrivateNetwork = true;
             RestrictAddressFamilies = "AF_UNIX";
-            RestrictNamespaces = true;
-            LockPersonality = true;
-            MemoryDenyWriteExecute = true;
-            RestrictRealtime = true;
-            RestrictSUIDSGID = true;
-            SystemCallArchitectures = "native";
-            SystemCallFilter = "@system-service bpf";
-            SystemCallErrorNumber = "EPERM";
           };
         };
       })
