@@ -283,7 +283,7 @@ enum State {
     /// At the root after `--`: the next argument is the command, whatever it looks like.
     CommandNext,
     /// After a leaf that has power flags (`scope` is the leaf): its arguments are read
-    /// for them until argv or the leaf's flags (`--`) end.
+    /// for them until argv ends.
     LeafArguments,
 }
 
@@ -390,6 +390,15 @@ impl Scanner {
         (token, false, i)
     }
 
+    /// The token of short flag `letter` (`-x`) in the current scope.
+    #[inline(always)]
+    fn short_token(&self, letter: u8) -> Token {
+        let mut token = Token::empty(self.scope);
+        token.bytes[0] = b'-';
+        token.bytes[1] = letter;
+        token
+    }
+
     /// `--name`, `--name value`, `--name=value`.
     #[inline(always)]
     fn long_option<G: Grammar>(&mut self, arg: &ArgBuf, grammar: &G, unknown: Reason) -> Step {
@@ -428,10 +437,7 @@ impl Scanner {
             if j >= len {
                 return Step::Continue;
             }
-            let mut token = Token::empty(self.scope);
-            token.bytes[0] = b'-';
-            token.bytes[1] = byte_at(&arg.bytes, j);
-            let info = match grammar.lookup(&token) {
+            let info = match grammar.lookup(&self.short_token(byte_at(&arg.bytes, j))) {
                 Some(info) => info,
                 None => return Step::Done(Scan::Undecidable(unknown)),
             };
@@ -527,10 +533,7 @@ impl Scanner {
             if c == b'=' {
                 return Step::Continue;
             }
-            let mut token = Token::empty(self.scope);
-            token.bytes[0] = b'-';
-            token.bytes[1] = c;
-            if let Some(info) = grammar.lookup(&token)
+            if let Some(info) = grammar.lookup(&self.short_token(c))
                 && info.kind == TOKEN_FLAG_POWER
             {
                 return Step::Done(Scan::Command(info.node));

@@ -358,9 +358,16 @@ fn restricted_rules(state: &PolicyState, generation: u32) -> u32 {
 /// else (one array read and one hash lookup, the path nearly every hook call takes).
 #[inline(always)]
 fn restricted() -> Option<(u32, u32)> {
+    restricted_in_force().map(|(generation, rules, _)| (generation, rules))
+}
+
+/// [`restricted`], with the policy serial read in the same look at `POLICY` (the early
+/// exec check records both, so they always belong to one policy).
+#[inline(always)]
+fn restricted_in_force() -> Option<(u32, u32, u32)> {
     let (generation, state) = policy()?;
     let rules = restricted_rules(&state, generation);
-    if rules == 0 { None } else { Some((generation, rules)) }
+    if rules == 0 { None } else { Some((generation, rules, state.serial)) }
 }
 
 /// Rules naming one of the current task's ancestor cgroups (or its own) at the levels
@@ -948,9 +955,9 @@ pub fn enforcer_bprm(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some((generation, user_rules)) = restricted() else { return 0 };
+    let Some((generation, user_rules, serial)) = restricted_in_force() else { return 0 };
     let bprm: u64 = ctx.arg(0);
-    unsafe { check_exec(bprm, generation, user_rules, Stage::Early) }
+    unsafe { check_exec(bprm, generation, user_rules, Stage::Early, serial) }
 }
 
 /// The generation the early check of this exec judged by, else the one in force, and the
@@ -982,14 +989,15 @@ fn restricted_for_commit(bprm: u64) -> Option<(u32, u32)> {
 pub fn enforcer_commit(ctx: LsmContext) -> i32 {
     let bprm: u64 = ctx.arg(0);
     let Some((generation, user_rules)) = restricted_for_commit(bprm) else { return 0 };
-    unsafe { check_exec(bprm, generation, user_rules, Stage::Commit) };
+    unsafe { check_exec(bprm, generation, user_rules, Stage::Commit, 0) };
     0
 }
 
 /// Judges an exec of a restricted task at either stage; returns the LSM verdict (the
-/// commit stage kills instead).
+/// commit stage kills instead). `serial` is the policy serial the early check saw with
+/// `generation` (unused at the commit stage).
 #[inline(always)]
-unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) -> i32 {
+unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage, serial: u32) -> i32 {
     let off = OFFSETS.load();
     let hook = if stage == Stage::Early { HOOK_EXEC } else { HOOK_EXEC_COMMIT };
     let vetted = if off.valid == 0 {
@@ -1002,7 +1010,6 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
         return 0;
     }
     if stage == Stage::Early {
-        let serial = POLICY.get(0).map_or(0, |state| state.serial);
         let judged = ((serial as u64) << 32) | generation as u64;
         let _ = EXEC_GENERATION.insert(&bprm, &judged, 0);
     }
@@ -1021,7 +1028,7 @@ unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage) 
                 judge_exec(bprm, generation, user_rules, stage, identity, binary)
             })
         }
-        Ok(None) => 0,
+        Ok(None) => 0, // returned above
         Err(reason) => with_scratch!(busy(), {
             match begin_event(hook, generation) {
                 Some(event) => unsafe {

@@ -193,12 +193,10 @@ impl Programs {
     /// Loads (verifies) every program without attaching anything, and returns the
     /// instructions the verifier processed for each.
     pub fn verify_all(&mut self) -> Result<Vec<(&'static str, Option<u32>)>> {
-        let mut counts = Vec::new();
-        for &(name, hook) in HOOKS.iter().chain(&[(PROBE_PROGRAM, "file_open")]) {
-            self.load_lsm(name, hook)?;
-            counts.push((name, self.verified_instructions(name)));
-        }
-        Ok(counts)
+        self.verify_hooks()?;
+        self.load_lsm(PROBE_PROGRAM, "file_open")?;
+        let names = HOOKS.iter().map(|(name, _)| *name).chain([PROBE_PROGRAM]);
+        Ok(names.map(|name| (name, self.verified_instructions(name))).collect())
     }
 
     /// The identity the kernel uses for each path: a `file_open` probe, attached only for

@@ -519,16 +519,14 @@ impl Policy {
     /// denies the raw API tunnels ([`RAW_API_TUNNELS`]), listed or not: through one, every
     /// denied request reaches the daemon from a client the kernel cannot judge.
     pub fn rule_configs(&self) -> Vec<RuleConfig> {
-        let tunnels: Vec<u32> =
-            RAW_API_TUNNELS.iter().filter_map(|path| grammar::node_by_path(path)).collect();
         self.rules
             .iter()
             .map(|rule| {
                 let mut config = RuleConfig::default();
                 let denies_anything = rule.kind == ListKind::Allow || !rule.commands.is_empty();
                 for node in 1..grammar::node_count() {
-                    let listed = rule.commands.iter().any(|&entry| grammar::covers(entry, node));
-                    let tunnel = denies_anything && tunnels.iter().any(|&t| grammar::covers(t, node));
+                    let listed = rule.lists(node);
+                    let tunnel = denies_anything && is_raw_tunnel(node);
                     // Deny list: the bit denies. Allow list: the bit allows.
                     let bit = match rule.kind {
                         ListKind::Deny => listed || tunnel,
@@ -558,13 +556,22 @@ impl Policy {
 /// request could pass through them.
 pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio", "buildx dial-stdio"];
 
-/// Whether `node` is a raw API tunnel that `rule` does not name itself (denied because the
+/// Whether `node` is one of the [`RAW_API_TUNNELS`] (or a spelling of one).
+fn is_raw_tunnel(node: u32) -> bool {
+    RAW_API_TUNNELS.iter().filter_map(|path| grammar::node_by_path(path)).any(|t| grammar::covers(t, node))
+}
+
+/// Whether `node` is a raw API tunnel that `rule` does not deny itself (denied because the
 /// rule denies something else), for `enforcer check` to say why.
 pub fn implicit_tunnel(rule: &Rule, node: u32) -> bool {
-    let tunnel =
-        RAW_API_TUNNELS.iter().filter_map(|p| grammar::node_by_path(p)).any(|t| grammar::covers(t, node));
-    tunnel
-        && !(rule.kind == ListKind::Deny && rule.commands.iter().any(|&entry| grammar::covers(entry, node)))
+    is_raw_tunnel(node) && !(rule.kind == ListKind::Deny && rule.lists(node))
+}
+
+impl Rule {
+    /// Whether one of the rule's command entries covers `node` (see `grammar::covers`).
+    fn lists(&self, node: u32) -> bool {
+        self.commands.iter().any(|&entry| grammar::covers(entry, node))
+    }
 }
 
 /// How the system answers the questions resolution asks; the real one reads the user
