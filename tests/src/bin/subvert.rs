@@ -16,11 +16,12 @@
 //!       listener over and execs PATH ARGV (a vetted client). Its first socket() gets a
 //!       socket this process also holds (SECCOMP_IOCTL_NOTIF_ADDFD); once the client
 //!       connected it, the supervisor writes the incident's exec on its own copy.
-//!       Prints `injected=R request=R child=C` (C: `exit=N` or `signal=N`).
+//!       Prints `injected=R request=R child=C` (C: `exit=N` or `signal=N`); the client's
+//!       own output goes to /dev/null, so the line is all this mode prints.
 //!   subvert seccomp-errno0 PATH ARGV...
 //!       the same with a plain filter and no listener: socket() returns SECCOMP_RET_ERRNO
 //!       with errno 0, i.e. "fd 0", and fd 0 is an unconnected socket this process holds.
-//!       Prints `request=R child=C`.
+//!       Prints `request=R child=C` (the client's output to /dev/null likewise).
 //!   subvert seccomp-plain N PATH ARGV...
 //!       N stacked plain filters (errno EPERM for kexec_load, kill for a syscall number no
 //!       one uses, allow the rest: what systemd's SystemCallFilter= and container runtimes
@@ -346,6 +347,21 @@ fn no_new_privs() {
     }
 }
 
+/// Points the client's stdout and stderr at /dev/null, so its output cannot run into the
+/// result line this process prints on the same stream.
+fn silence_output() {
+    let null = CString::new("/dev/null").expect("no NUL");
+    // SAFETY: a valid path; dup2 onto the standard descriptors of this (child) process.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_WRONLY);
+        if fd >= 0 {
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            libc::close(fd);
+        }
+    }
+}
+
 fn execv(path: &str, argv: &[String]) -> ! {
     let path = CString::new(path).expect("no NUL");
     let argv_c: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str()).expect("no NUL")).collect();
@@ -517,6 +533,7 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     }
     let pid = fork();
     if pid == 0 {
+        silence_output();
         no_new_privs();
         let listener = install(
             &one_syscall_filter(libc::SYS_socket, SECCOMP_RET_USER_NOTIF),
@@ -608,6 +625,7 @@ fn seccomp_errno0(path: &str, argv: &[String]) -> ! {
     if pid == 0 {
         // SAFETY: fd 0 becomes (a second reference to) our unconnected socket.
         unsafe { libc::dup2(ours, 0) };
+        silence_output();
         no_new_privs();
         if install(&one_syscall_filter(libc::SYS_socket, SECCOMP_RET_ERRNO), 0) != 0 {
             // SAFETY: _exit has no preconditions.
