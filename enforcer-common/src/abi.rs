@@ -1,6 +1,66 @@
 //! `#[repr(C)]` types exchanged between the BPF programs and userspace through maps,
 //! globals and the event ring buffer. Field order and sizes are an ABI: both sides are
 //! built from this file, so they always agree.
+//!
+//! Tags (what a grammar word is, which hook decided, ...) are `#[repr(u32)]` enums: the
+//! kernel stores them as `u32` (`Hook::Exec as u32`), and userspace decodes what it reads
+//! back with `TryFrom<u32>`, so a value this build does not know is an error, not a guess.
+
+/// A tag value read from a map or an event that no variant of its enum has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownTag {
+    /// The enum's name (`"Hook"`).
+    pub kind: &'static str,
+    pub value: u32,
+}
+
+impl core::fmt::Display for UnknownTag {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "unknown {} tag {}", self.kind, self.value)
+    }
+}
+
+/// Declares a `#[repr(u32)]` tag enum with `TryFrom<u32>` and the list of its variants.
+/// A macro rather than a derive crate: the enums are compiled into the BPF object too,
+/// and this keeps its dependencies at `core`.
+macro_rules! tags {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $value:expr,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant = $value,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        impl TryFrom<u32> for $name {
+            type Error = $crate::abi::UnknownTag;
+
+            fn try_from(value: u32) -> Result<Self, Self::Error> {
+                $(if value == $value {
+                    return Ok($name::$variant);
+                })+
+                Err($crate::abi::UnknownTag { kind: stringify!($name), value })
+            }
+        }
+
+        impl From<$name> for u32 {
+            fn from(tag: $name) -> u32 {
+                tag as u32
+            }
+        }
+    };
+}
+pub(crate) use tags;
 
 /// Arguments after argv[0] that the engine scans before it gives up (Undecidable).
 pub const MAX_ARGS: u32 = 64;
@@ -82,12 +142,15 @@ pub struct FileId {
     pub ino: u64,
 }
 
-/// The root scope: the docker CLI's global options and top-level command words.
-pub const SCOPE_ROOT: u32 = 0;
-/// The scope a standalone `docker-compose` starts in: compose's flags and commands, the
-/// docker CLI's global options, and the word `compose` (the docker CLI runs its compose
-/// plugin as `docker-compose [GLOBAL OPTIONS] compose ...`).
-pub const SCOPE_COMPOSE_ENTRY: u32 = 0xffff;
+/// Scopes of grammar words that are not a command group's node id.
+pub mod scope {
+    /// The root scope: the docker CLI's global options and top-level command words.
+    pub const ROOT: u32 = 0;
+    /// The scope a standalone `docker-compose` starts in: compose's flags and commands,
+    /// the docker CLI's global options, and the word `compose` (the docker CLI runs its
+    /// compose plugin as `docker-compose [GLOBAL OPTIONS] compose ...`).
+    pub const COMPOSE_ENTRY: u32 = 0xffff;
+}
 
 /// A grammar word (flag spelling such as `--host` or `-H`, or a command word) in a scope:
 /// the root, or the command group (by node id) whose flags and subcommands it names.
@@ -123,30 +186,44 @@ impl Token {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenInfo {
+    /// `TokenKind` as u32.
     pub kind: u32,
-    /// Node id for `TOKEN_LEAF` and `TOKEN_GROUP`, 0 otherwise.
+    /// Node id for `TokenKind::Leaf`, `LeafPowerFlags`, `Group` and `FlagPower`, else 0.
     pub node: u32,
 }
 
-/// A flag that takes no value (`--debug`, `-D`).
-pub const TOKEN_FLAG_BOOL: u32 = 1;
-/// A flag that takes a value (`--host h`, `--host=h`, `-Hh`, `-H h`).
-pub const TOKEN_FLAG_VALUE: u32 = 2;
-/// A command without subcommands (`container exec`): the scan ends there.
-pub const TOKEN_LEAF: u32 = 3;
-/// A command group (`container`, `compose`): its own flags and a subcommand may follow.
-pub const TOKEN_GROUP: u32 = 4;
-/// A command without subcommands that has flags with another command's power
-/// (`container start -a` attaches): the scan reads its arguments for those flags.
-pub const TOKEN_LEAF_POWER_FLAGS: u32 = 5;
-/// In a `TOKEN_LEAF_POWER_FLAGS` command's scope: a flag that turns it into the command
-/// `node` (`--attach` of `container start` -> `container attach`).
-pub const TOKEN_FLAG_POWER: u32 = 6;
+tags! {
+    /// What a grammar word is (`TokenInfo::kind`).
+    pub enum TokenKind {
+        /// A flag that takes no value (`--debug`, `-D`).
+        FlagBool = 1,
+        /// A flag that takes a value (`--host h`, `--host=h`, `-Hh`, `-H h`).
+        FlagValue = 2,
+        /// A command without subcommands (`container exec`): the scan ends there.
+        Leaf = 3,
+        /// A command group (`container`, `compose`): its own flags and a subcommand may
+        /// follow.
+        Group = 4,
+        /// A command without subcommands that has flags with another command's power
+        /// (`container start -a` attaches): the scan reads its arguments for those flags.
+        LeafPowerFlags = 5,
+        /// In a `LeafPowerFlags` command's scope: a flag that turns it into the command
+        /// `node` (`--attach` of `container start` -> `container attach`).
+        FlagPower = 6,
+    }
+}
 
-/// Which client a vetted binary is, so the engine knows where its argv starts.
-pub const PROFILE_DOCKER: u32 = 0;
-/// The standalone `docker-compose` binary (or the compose plugin run by the docker CLI).
-pub const PROFILE_COMPOSE: u32 = 1;
+tags! {
+    /// Which client a vetted binary is, so the engine knows where its argv starts
+    /// (`BinaryInfo::profile`).
+    pub enum Profile {
+        /// The docker CLI.
+        Docker = 0,
+        /// The standalone `docker-compose` binary (or the compose plugin run by the docker
+        /// CLI).
+        Compose = 1,
+    }
+}
 
 /// Where the scan of a client's argv starts: a scope and the node it stands for.
 #[repr(C)]
@@ -162,6 +239,7 @@ pub struct Start {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BinaryInfo {
     pub rules: u32,
+    /// `Profile` as u32.
     pub profile: u32,
     pub start: Start,
 }
@@ -174,10 +252,11 @@ pub struct UserKey {
     pub uid: u32,
 }
 
-/// Key of the kernel's binaries map: a file identity in one policy generation.
+/// Key of the kernel's binaries and sockets maps: a file identity (a vetted client's
+/// executable, a gated socket's inode) in one policy generation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct BinaryKey {
+pub struct FileKey {
     pub generation: u32,
     pub _pad: u32,
     pub file: FileId,
@@ -231,12 +310,21 @@ pub struct HostKey {
     pub addr: [u8; 16],
 }
 
-/// A rule denies the commands in its set (everything else allowed).
-pub const RULE_DENY_LIST: u32 = 0;
-/// A rule allows only the commands in its set (everything else denied).
-pub const RULE_ALLOW_LIST: u32 = 1;
-/// Audit mode: record what would be denied, deny nothing.
-pub const RULE_FLAG_AUDIT: u32 = 1 << 8;
+tags! {
+    /// How a rule reads its command set (the low byte of `RuleConfig::flags`).
+    pub enum RuleKind {
+        /// The rule denies the commands in its set (everything else allowed).
+        DenyList = 0,
+        /// The rule allows only the commands in its set (everything else denied).
+        AllowList = 1,
+    }
+}
+
+/// Bits of `RuleConfig::flags` above its `RuleKind` byte.
+pub mod rule_flag {
+    /// Audit mode: record what would be denied, deny nothing.
+    pub const AUDIT: u32 = 1 << 8;
+}
 
 /// One compiled rule, indexed by its position in the policy.
 #[repr(C)]
@@ -245,7 +333,7 @@ pub struct RuleConfig {
     /// Bitmap of node ids (see `tree::NODES`): the commands the rule lists, with every
     /// spelling, descendant and same-power command already expanded by the compiler.
     pub commands: [u64; MAX_NODES / 64],
-    /// `RULE_DENY_LIST` or `RULE_ALLOW_LIST`, or'ed with `RULE_FLAG_*`.
+    /// `RuleKind` as u32, or'ed with `rule_flag::*`.
     pub flags: u32,
     pub _pad: u32,
 }
@@ -265,11 +353,11 @@ impl RuleConfig {
     }
 
     pub fn is_allow_list(&self) -> bool {
-        self.flags & 0xff == RULE_ALLOW_LIST
+        self.flags & 0xff == RuleKind::AllowList as u32
     }
 
     pub fn is_audit(&self) -> bool {
-        self.flags & RULE_FLAG_AUDIT != 0
+        self.flags & rule_flag::AUDIT != 0
     }
 }
 
@@ -325,62 +413,88 @@ pub struct KernelOffsets {
     pub valid: u32,
 }
 
-/// Indices of the per-CPU counters map: global counters first, then per-rule ones.
-pub const COUNTER_CHECKED: u32 = 0;
-pub const COUNTER_ALLOWED: u32 = 1;
-pub const COUNTER_DENIED: u32 = 2;
-pub const COUNTER_UNDECIDABLE: u32 = 3;
-pub const COUNTER_AUDITED: u32 = 4;
-pub const COUNTER_EVENTS_DROPPED: u32 = 5;
-/// argv or the environment changed between the early check and the kernel's copy: the
-/// authoritative re-check killed the exec.
-pub const COUNTER_RACES: u32 = 6;
-/// Execs the authoritative re-check killed (races, and deferred execs it denied).
-pub const COUNTER_KILLED: u32 = 7;
-/// Execs whose argv only the re-check can see (a `#!` interpreter, binfmt_misc, the
-/// 32-bit exec entry): the early check let them on to the re-check.
-pub const COUNTER_DEFERRED: u32 = 8;
-/// Connections to a gated docker API socket or address refused to an unvetted client.
-pub const COUNTER_CONNECTS_REFUSED: u32 = 9;
-/// ptrace-class accesses to a running vetted client refused.
-pub const COUNTER_TAMPER_REFUSED: u32 = 10;
-/// A restricted task's hook found this CPU's scratch space in use by another program run
-/// (possible under `preempt=full` or PREEMPT_RT) and failed closed without a record.
-pub const COUNTER_SCRATCH_BUSY: u32 = 11;
+tags! {
+    /// Global counters: the first indices of the per-CPU counters map.
+    pub enum Counter {
+        Checked = 0,
+        Allowed = 1,
+        Denied = 2,
+        Undecidable = 3,
+        Audited = 4,
+        EventsDropped = 5,
+        /// argv or the environment changed between the early check and the kernel's copy:
+        /// the authoritative re-check killed the exec.
+        Races = 6,
+        /// Execs the authoritative re-check killed (races, and deferred execs it denied).
+        Killed = 7,
+        /// Execs whose argv only the re-check can see (a `#!` interpreter, binfmt_misc,
+        /// the 32-bit exec entry): the early check let them on to the re-check.
+        Deferred = 8,
+        /// Connections to a gated docker API socket or address refused to an unvetted
+        /// client.
+        ConnectsRefused = 9,
+        /// ptrace-class accesses to a running vetted client refused.
+        TamperRefused = 10,
+        /// A restricted task's hook found this CPU's scratch space in use by another
+        /// program run (possible under `preempt=full` or PREEMPT_RT) and failed closed
+        /// without a record.
+        ScratchBusy = 11,
+    }
+}
+
+/// Indices below this are global counters (`Counter`); per-rule counters follow.
 pub const GLOBAL_COUNTERS: u32 = 16;
-/// Per-rule counters: denied, undecidable, audited, for each rule of each generation, at
-/// `GLOBAL_COUNTERS + (generation * MAX_RULES + rule) * RULE_COUNTERS + kind`.
-pub const RULE_COUNTER_DENIED: u32 = 0;
-pub const RULE_COUNTER_UNDECIDABLE: u32 = 1;
-pub const RULE_COUNTER_AUDITED: u32 = 2;
+
+tags! {
+    /// Per-rule counters, for each rule of each generation, at
+    /// `GLOBAL_COUNTERS + (generation * MAX_RULES + rule) * RULE_COUNTERS + kind`.
+    pub enum RuleCounter {
+        Denied = 0,
+        Undecidable = 1,
+        Audited = 2,
+    }
+}
+
+/// Per-rule counter slots (one spare).
 pub const RULE_COUNTERS: u32 = 4;
 pub const COUNTER_COUNT: u32 = GLOBAL_COUNTERS + GENERATIONS * MAX_RULES as u32 * RULE_COUNTERS;
 
 /// The counter index of `kind` for `rule` in `generation`.
 #[inline(always)]
-pub const fn rule_counter(generation: u32, rule: u32, kind: u32) -> u32 {
+pub const fn rule_counter(generation: u32, rule: u32, kind: RuleCounter) -> u32 {
     GLOBAL_COUNTERS
         + (((generation & 1) * MAX_RULES as u32 + (rule & (MAX_RULES as u32 - 1))) * RULE_COUNTERS)
-        + (kind & 3)
+        + (kind as u32 & 3)
 }
 
-/// What the kernel did about one exec.
-pub const ACTION_DENIED: u32 = 1;
-/// Audit mode: would have been denied, was allowed.
-pub const ACTION_AUDITED: u32 = 2;
-/// The authoritative re-check killed the exec (SIGKILL before its first instruction).
-pub const ACTION_KILLED: u32 = 3;
+tags! {
+    /// What the kernel did (`DenialEvent::action`).
+    pub enum Action {
+        Denied = 1,
+        /// Audit mode: would have been denied, was allowed.
+        Audited = 2,
+        /// The authoritative re-check killed the exec (SIGKILL before its first
+        /// instruction).
+        Killed = 3,
+    }
+}
 
-/// The hook that decided (`DenialEvent::hook`).
-pub const HOOK_EXEC: u32 = 0;
-pub const HOOK_EXEC_COMMIT: u32 = 1;
-pub const HOOK_UNIX_CONNECT: u32 = 2;
-pub const HOOK_INET_CONNECT: u32 = 3;
-pub const HOOK_PTRACE: u32 = 4;
-pub const HOOK_PRCTL: u32 = 5;
-/// `socket_sendmsg` with a destination (`sendto(..., MSG_FASTOPEN, addr)` connects TCP
-/// without `socket_connect`).
-pub const HOOK_INET_SEND: u32 = 6;
+tags! {
+    /// The hook that decided (`DenialEvent::hook`).
+    pub enum Hook {
+        /// `bprm_check_security`: the early exec check.
+        Exec = 0,
+        /// `bprm_committing_creds`: the re-check on the kernel's copy of argv.
+        ExecCommit = 1,
+        UnixConnect = 2,
+        InetConnect = 3,
+        Ptrace = 4,
+        Prctl = 5,
+        /// `socket_sendmsg` with a destination (`sendto(..., MSG_FASTOPEN, addr)` connects
+        /// TCP without `socket_connect`).
+        InetSend = 6,
+    }
+}
 
 /// `prctl` option that rewrites the memory map's fields, `mm->exe_file` among them
 /// (`PR_SET_MM_EXE_FILE`, `PR_SET_MM_MAP`).
@@ -419,10 +533,17 @@ pub fn seccomp_insn_fakes_success(code: u16, k: u32) -> bool {
     action == SECCOMP_RET_TRAP || (action == SECCOMP_RET_ERRNO && k & SECCOMP_RET_DATA == 0)
 }
 
-/// `DenialEvent::flags`: the early check allowed what the kernel's own copy denies.
-pub const EVENT_FLAG_RACE: u32 = 1;
-/// `DenialEvent::flags`: the early check could not see this exec's argv and deferred.
-pub const EVENT_FLAG_DEFERRED: u32 = 2;
+/// Bits of `DenialEvent::flags`.
+pub mod event_flag {
+    /// The early check allowed what the kernel's own copy denies.
+    pub const RACE: u32 = 1;
+    /// The early check could not see this exec's argv and deferred.
+    pub const DEFERRED: u32 = 2;
+}
+
+/// Bytes of `DenialEvent::target`: a socket path (`sun_path`, NUL-padded) or a `HostKey`.
+pub const EVENT_TARGET_LEN: usize = 112;
+const _: () = assert!(SOCKET_NAME_LEN <= EVENT_TARGET_LEN && 4 + 16 <= EVENT_TARGET_LEN);
 
 /// One record in the events ring buffer: an exec that a rule denied (or, in audit mode,
 /// would have denied).
@@ -438,7 +559,7 @@ pub struct DenialEvent {
     pub gid: u32,
     /// Index of the rule that decided.
     pub rule: u32,
-    /// `ACTION_*`.
+    /// `Action` as u32.
     pub action: u32,
     /// `Reason` as u32.
     pub reason: u32,
@@ -452,20 +573,26 @@ pub struct DenialEvent {
     pub argv_truncated: u32,
     /// The policy generation that judged.
     pub generation: u32,
-    /// `HOOK_*`.
+    /// `Hook` as u32.
     pub hook: u32,
-    /// `EVENT_FLAG_*`.
+    /// `event_flag::*`.
     pub flags: u32,
-    /// The process being traced (`HOOK_PTRACE`), else 0.
+    /// The process being traced (`Hook::Ptrace`), the `PR_SET_MM` option (`Hook::Prctl`),
+    /// else 0.
     pub target_pid: u32,
     pub _pad: u32,
     /// The acting task's command name.
     pub comm: [u8; 16],
     /// `bprm->filename`: the path as the caller passed it.
     pub path: [u8; EVENT_PATH_LEN],
-    /// argv[0..], NUL-separated. For `HOOK_UNIX_CONNECT`, the socket's bound path; for
-    /// `HOOK_INET_CONNECT`, the `HostKey` it matched (without generation). Extra `ARG_BUF` bytes of slack let the kernel copy a whole
-    /// argument at any offset below `EVENT_ARGV_LEN` with bounds the verifier can prove.
+    /// What a connect or send was refused for: for `Hook::UnixConnect`, the socket's bound
+    /// path (a C string); for `Hook::InetConnect` and `Hook::InetSend`, the `HostKey` it
+    /// matched without its generation: port and family (native endian), then the 16
+    /// address bytes. Empty for the other hooks.
+    pub target: [u8; EVENT_TARGET_LEN],
+    /// argv[0..], NUL-separated (exec hooks only). Extra `ARG_BUF` bytes of slack let the
+    /// kernel copy a whole argument at any offset below `EVENT_ARGV_LEN` with bounds the
+    /// verifier can prove.
     pub argv: [u8; EVENT_ARGV_LEN + ARG_BUF],
 }
 
@@ -564,6 +691,34 @@ mod tests {
     }
 
     #[test]
+    fn tags_decode_what_they_encode_and_nothing_else() {
+        for &hook in Hook::ALL {
+            assert_eq!(Hook::try_from(hook as u32), Ok(hook));
+        }
+        for &kind in TokenKind::ALL {
+            assert_eq!(TokenKind::try_from(u32::from(kind)), Ok(kind));
+        }
+        assert_eq!(Counter::ALL.len(), Counter::ScratchBusy as usize + 1);
+        assert!(Counter::ALL.iter().all(|&c| (c as u32) < GLOBAL_COUNTERS));
+        assert_eq!(Hook::try_from(7), Err(UnknownTag { kind: "Hook", value: 7 }));
+        assert_eq!(Action::try_from(0), Err(UnknownTag { kind: "Action", value: 0 }));
+        assert_eq!(Profile::try_from(u32::MAX).map_err(|e| e.kind), Err("Profile"));
+    }
+
+    #[test]
+    fn rule_counters_stay_in_their_rule_block() {
+        for generation in 0..GENERATIONS {
+            for rule in 0..MAX_RULES as u32 {
+                for &kind in RuleCounter::ALL {
+                    let index = rule_counter(generation, rule, kind);
+                    let block = GLOBAL_COUNTERS + (generation * MAX_RULES as u32 + rule) * RULE_COUNTERS;
+                    assert!((block..block + RULE_COUNTERS).contains(&index) && index < COUNTER_COUNT);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn loader_variables() {
         for text in ["LD_PRELOAD=/tmp/x.so", "LD_AUDIT=a", "LD_LIBRARY_PATH=", "LD_PRELOAD="] {
             assert!(is_loader_variable(&prefix(text)), "{text}");
@@ -588,7 +743,7 @@ mod pod {
     unsafe impl aya::Pod for RuleConfig {}
     unsafe impl aya::Pod for BinaryInfo {}
     unsafe impl aya::Pod for UserKey {}
-    unsafe impl aya::Pod for BinaryKey {}
+    unsafe impl aya::Pod for FileKey {}
     unsafe impl aya::Pod for PolicyState {}
     unsafe impl aya::Pod for CgroupKey {}
     unsafe impl aya::Pod for SocketNameKey {}

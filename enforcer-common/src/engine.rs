@@ -10,103 +10,76 @@
 //! loops with constant limits, no allocation, no panics on any input. Anything it cannot
 //! decide inside its limits is `Undecidable`, which the kernel denies.
 
-use crate::abi::*;
+use crate::abi::{
+    ArgBuf, MAX_ARGS, MAX_RULES, MAX_SHORT_GROUP, RuleConfig, Start, TOKEN_LEN, Token, TokenKind, scope, tags,
+};
 use crate::grammar::Grammar;
 
-/// Why the engine reached its verdict. Stored as u32 in events.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// The rule's command set decided (deny list hit, or allow list miss).
-    Command = 1,
-    /// A global option before the command that the docker CLI's grammar does not have.
-    UnknownGlobalOption = 2,
-    /// The word in command position is not a docker command.
-    UnknownCommand = 3,
-    /// The word in command position is longer than any command (or than `ARG_BUF`).
-    CommandTooLong = 4,
-    /// A group of short options longer than `MAX_SHORT_GROUP`.
-    ShortGroupTooLong = 5,
-    /// More than `MAX_ARGS` arguments before the command.
-    TooManyArgs = 6,
-    /// argv could not be read from memory.
-    UnreadableArgv = 7,
-    /// The exec came through a syscall or ABI whose argv the early check cannot locate.
-    /// Such execs are deferred to the re-check on the kernel's copy, which decides them;
-    /// kept so that old records still decode.
-    UnsupportedExecPath = 8,
-    /// The binary runs as an interpreter (`#!` or binfmt_misc): its argv is not the
-    /// caller's. Deferred to the re-check like `UnsupportedExecPath`.
-    Interpreter = 9,
-    /// The kernel could not identify the executed file.
-    UnreadableFile = 10,
-    /// Load-time kernel offsets are missing, or a map holds what this build cannot read.
-    NotConfigured = 11,
-    /// A flag of a command group (`docker compose --x exec`) that the group does not have.
-    UnknownGroupOption = 12,
-    /// A process whose executable is not one of the rule's vetted clients connected to a
-    /// gated docker API socket or TCP address.
-    UnvettedClient = 13,
-    /// A vetted client was executed under ptrace: its tracer could rewrite it.
-    Traced = 14,
-    /// A vetted client's environment sets a dynamic loader variable (`LD_PRELOAD`,
-    /// `LD_AUDIT`, `LD_LIBRARY_PATH`) that would load code into it.
-    LoaderEnvironment = 15,
-    /// argv plus environment hold more strings than the kernel program walks.
-    TooManyStrings = 16,
-    /// ptrace, `/proc/PID/mem`, `process_vm_writev` or `pidfd_getfd` against a running
-    /// vetted client.
-    TamperClient = 17,
-    /// A vetted client was executed under a seccomp filter with a user-notification
-    /// listener: another process would answer its system calls (and could hand it a
-    /// socket that process also holds).
-    SeccompListener = 18,
-    /// A vetted client was executed under a seccomp filter that can fake a system call's
-    /// success (`SECCOMP_RET_ERRNO` with errno 0 makes `socket()` return fd 0, a socket
-    /// the caller may share) or whose return value is computed (`BPF_RET | BPF_A`).
-    SeccompFakeSuccess = 19,
-    /// The seccomp filter chain of a vetted client's exec could not be read, or is longer
-    /// than the kernel program walks.
-    SeccompUnreadable = 20,
-    /// `prctl(PR_SET_MM, ...)`: a restricted task would rewrite its memory map, including
-    /// the executable the socket gate identifies it by.
-    SetMm = 21,
-    /// A vetted client was executed in a user namespace other than the initial one: there
-    /// the caller may have mounted its own dynamic loader, libraries or NSS modules over the
-    /// ones the client loads, or chrooted, so the client would run the caller's code.
-    UserNamespace = 22,
+tags! {
+    /// Why the engine reached its verdict (`DenialEvent::reason`).
+    pub enum Reason {
+        /// The rule's command set decided (deny list hit, or allow list miss).
+        Command = 1,
+        /// A global option before the command that the docker CLI's grammar does not have.
+        UnknownGlobalOption = 2,
+        /// The word in command position is not a docker command.
+        UnknownCommand = 3,
+        /// The word in command position is longer than any command (or than `ARG_BUF`).
+        CommandTooLong = 4,
+        /// A group of short options longer than `MAX_SHORT_GROUP`.
+        ShortGroupTooLong = 5,
+        /// More than `MAX_ARGS` arguments before the command.
+        TooManyArgs = 6,
+        /// argv could not be read from memory.
+        UnreadableArgv = 7,
+        /// The exec came through a syscall or ABI whose argv the early check cannot locate.
+        /// Such execs are deferred to the re-check on the kernel's copy, which decides them;
+        /// kept so that old records still decode.
+        UnsupportedExecPath = 8,
+        /// The binary runs as an interpreter (`#!` or binfmt_misc): its argv is not the
+        /// caller's. Deferred to the re-check like `UnsupportedExecPath`.
+        Interpreter = 9,
+        /// The kernel could not identify the executed file.
+        UnreadableFile = 10,
+        /// Load-time kernel offsets are missing, or a map holds what this build cannot read.
+        NotConfigured = 11,
+        /// A flag of a command group (`docker compose --x exec`) that the group does not have.
+        UnknownGroupOption = 12,
+        /// A process whose executable is not one of the rule's vetted clients connected to a
+        /// gated docker API socket or TCP address.
+        UnvettedClient = 13,
+        /// A vetted client was executed under ptrace: its tracer could rewrite it.
+        Traced = 14,
+        /// A vetted client's environment sets a dynamic loader variable (`LD_PRELOAD`,
+        /// `LD_AUDIT`, `LD_LIBRARY_PATH`) that would load code into it.
+        LoaderEnvironment = 15,
+        /// argv plus environment hold more strings than the kernel program walks.
+        TooManyStrings = 16,
+        /// ptrace, `/proc/PID/mem`, `process_vm_writev` or `pidfd_getfd` against a running
+        /// vetted client.
+        TamperClient = 17,
+        /// A vetted client was executed under a seccomp filter with a user-notification
+        /// listener: another process would answer its system calls (and could hand it a
+        /// socket that process also holds).
+        SeccompListener = 18,
+        /// A vetted client was executed under a seccomp filter that can fake a system call's
+        /// success (`SECCOMP_RET_ERRNO` with errno 0 makes `socket()` return fd 0, a socket
+        /// the caller may share) or whose return value is computed (`BPF_RET | BPF_A`).
+        SeccompFakeSuccess = 19,
+        /// The seccomp filter chain of a vetted client's exec could not be read, or is longer
+        /// than the kernel program walks.
+        SeccompUnreadable = 20,
+        /// `prctl(PR_SET_MM, ...)`: a restricted task would rewrite its memory map, including
+        /// the executable the socket gate identifies it by.
+        SetMm = 21,
+        /// A vetted client was executed in a user namespace other than the initial one: there
+        /// the caller may have mounted its own dynamic loader, libraries or NSS modules over the
+        /// ones the client loads, or chrooted, so the client would run the caller's code.
+        UserNamespace = 22,
+    }
 }
 
 impl Reason {
-    pub fn from_u32(value: u32) -> Option<Reason> {
-        use Reason::*;
-        Some(match value {
-            1 => Command,
-            2 => UnknownGlobalOption,
-            3 => UnknownCommand,
-            4 => CommandTooLong,
-            5 => ShortGroupTooLong,
-            6 => TooManyArgs,
-            7 => UnreadableArgv,
-            8 => UnsupportedExecPath,
-            9 => Interpreter,
-            10 => UnreadableFile,
-            11 => NotConfigured,
-            12 => UnknownGroupOption,
-            13 => UnvettedClient,
-            14 => Traced,
-            15 => LoaderEnvironment,
-            16 => TooManyStrings,
-            17 => TamperClient,
-            18 => SeccompListener,
-            19 => SeccompFakeSuccess,
-            20 => SeccompUnreadable,
-            21 => SetMm,
-            22 => UserNamespace,
-            _ => return None,
-        })
-    }
-
     /// Stable snake_case name used in logs and JSON.
     pub fn as_str(self) -> &'static str {
         use Reason::*;
@@ -312,7 +285,7 @@ impl Scanner {
     /// What the scan means when argv ends here: no command at the root, else the group
     /// reached (which prints its help or an error).
     pub fn finish(&self) -> Scan {
-        if self.scope == SCOPE_ROOT { Scan::NoCommand } else { Scan::Command(self.node) }
+        if self.scope == scope::ROOT { Scan::NoCommand } else { Scan::Command(self.node) }
     }
 
     #[inline(always)]
@@ -331,7 +304,7 @@ impl Scanner {
                 if len < 2 || byte_at(&arg.bytes, 0) != b'-' {
                     return self.command_word(arg, grammar);
                 }
-                if self.scope == SCOPE_ROOT {
+                if self.scope == scope::ROOT {
                     self.root_option(arg, grammar)
                 } else {
                     self.group_option(arg, grammar)
@@ -409,8 +382,8 @@ impl Scanner {
             return Step::Done(Scan::Undecidable(unknown));
         }
         match grammar.lookup(&token) {
-            Some(info) if info.kind == TOKEN_FLAG_BOOL => Step::Continue,
-            Some(info) if info.kind == TOKEN_FLAG_VALUE => {
+            Some(info) if info.kind == TokenKind::FlagBool as u32 => Step::Continue,
+            Some(info) if info.kind == TokenKind::FlagValue as u32 => {
                 if !has_value {
                     self.state = State::OptionValue;
                 }
@@ -445,7 +418,7 @@ impl Scanner {
             if j + 2 < len && byte_at(&arg.bytes, j + 1) == b'=' {
                 return Step::Continue;
             }
-            if info.kind == TOKEN_FLAG_VALUE {
+            if info.kind == TokenKind::FlagValue as u32 {
                 if j + 1 >= len {
                     // Alone (`-f x`) a value flag takes the next argument in both parsers;
                     // ending a group (`-Df x`) only pflag lets it.
@@ -457,7 +430,7 @@ impl Scanner {
                 }
                 return Step::Continue;
             }
-            if info.kind != TOKEN_FLAG_BOOL {
+            if info.kind != TokenKind::FlagBool as u32 {
                 return Step::Done(Scan::Undecidable(unknown));
             }
             j += 1;
@@ -483,14 +456,14 @@ impl Scanner {
             i += 1;
         }
         match grammar.lookup(&token) {
-            Some(info) if info.kind == TOKEN_LEAF => Step::Done(Scan::Command(info.node)),
-            Some(info) if info.kind == TOKEN_LEAF_POWER_FLAGS => {
+            Some(info) if info.kind == TokenKind::Leaf as u32 => Step::Done(Scan::Command(info.node)),
+            Some(info) if info.kind == TokenKind::LeafPowerFlags as u32 => {
                 self.scope = info.node;
                 self.node = info.node;
                 self.state = State::LeafArguments;
                 Step::Continue
             }
-            Some(info) if info.kind == TOKEN_GROUP => {
+            Some(info) if info.kind == TokenKind::Group as u32 => {
                 self.scope = info.node;
                 self.node = info.node;
                 Step::Continue
@@ -520,7 +493,9 @@ impl Scanner {
             // A name longer than a token cannot be a power flag: its token matches none.
             let (token, _, _) = self.long_token(arg);
             return match grammar.lookup(&token) {
-                Some(info) if info.kind == TOKEN_FLAG_POWER => Step::Done(Scan::Command(info.node)),
+                Some(info) if info.kind == TokenKind::FlagPower as u32 => {
+                    Step::Done(Scan::Command(info.node))
+                }
                 _ => Step::Continue,
             };
         }
@@ -534,7 +509,7 @@ impl Scanner {
                 return Step::Continue;
             }
             if let Some(info) = grammar.lookup(&self.short_token(c))
-                && info.kind == TOKEN_FLAG_POWER
+                && info.kind == TokenKind::FlagPower as u32
             {
                 return Step::Done(Scan::Command(info.node));
             }
@@ -637,6 +612,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        abi::{ARG_BUF, Profile, RuleKind, rule_flag},
         grammar::{self, ROOT, node_by_path, node_path, profile_start},
         test_grammar::MapGrammar,
     };
@@ -650,7 +626,7 @@ mod tests {
 
     /// Scans `docker ARGS...`.
     fn scan(args: &[&str]) -> Scan {
-        scan_as(PROFILE_DOCKER, "docker", args)
+        scan_as(Profile::Docker as u32, "docker", args)
     }
 
     fn node(path: &str) -> u32 {
@@ -825,7 +801,7 @@ mod tests {
 
     #[test]
     fn standalone_compose_starts_in_compose() {
-        let compose = |args: &[&str]| scan_as(PROFILE_COMPOSE, "docker-compose", args);
+        let compose = |args: &[&str]| scan_as(Profile::Compose as u32, "docker-compose", args);
         assert_eq!(compose(&["exec", "web", "sh"]), command("compose exec"));
         assert_eq!(compose(&["-f", "x.yml", "cp", "a", "b"]), command("compose cp"));
         assert_eq!(compose(&["ps"]), command("compose ps"));
@@ -882,7 +858,7 @@ mod tests {
                 Err(ReadError)
             }
         }
-        let start = profile_start(PROFILE_DOCKER).unwrap();
+        let start = profile_start(Profile::Docker as u32).unwrap();
         let grammar = MapGrammar::new();
         assert_eq!(
             scan_argv(start, &mut Broken, 3, &mut ArgBuf::new(), &grammar),
@@ -901,14 +877,14 @@ mod tests {
         assert_eq!(judge(Scan::Command(ps), &deny), Verdict::Allow);
         assert_eq!(judge(Scan::NoCommand, &deny), Verdict::Allow);
         assert_eq!(judge(UNKNOWN_COMMAND, &deny), Verdict::Undecidable(Reason::UnknownCommand));
-        let mut allow = RuleConfig { flags: RULE_ALLOW_LIST, ..Default::default() };
+        let mut allow = RuleConfig { flags: RuleKind::AllowList as u32, ..Default::default() };
         allow.set_command(ps);
         assert_eq!(judge(Scan::Command(ps), &allow), Verdict::Allow);
         assert_eq!(judge(Scan::Command(exec), &allow), Verdict::Deny { command: exec });
         assert_eq!(judge(Scan::NoCommand, &allow), Verdict::Allow);
 
         // Several rules: the lowest that does not allow decides; a missing rule fails closed.
-        let audit = RuleConfig { flags: RULE_DENY_LIST | RULE_FLAG_AUDIT, ..deny };
+        let audit = RuleConfig { flags: RuleKind::DenyList as u32 | rule_flag::AUDIT, ..deny };
         let table: &[RuleConfig] = &[RuleConfig::default(), audit, deny];
         let decided = judge_rules(Scan::Command(exec), 0b111, table);
         assert_eq!(decided, Decision { verdict: Verdict::Deny { command: exec }, rule: 1, audit: true });
@@ -923,7 +899,7 @@ mod tests {
     #[test]
     fn reasons_round_trip() {
         for value in 0..32 {
-            if let Some(reason) = Reason::from_u32(value) {
+            if let Some(reason) = Reason::try_from(value).ok() {
                 assert_eq!(reason as u32, value);
                 assert!(!reason.as_str().is_empty());
             }
@@ -1003,7 +979,7 @@ mod tests {
                     argv.push(String::from(WORDS[(r >> 8) as usize % WORDS.len()]));
                 }
             }
-            for profile in [PROFILE_DOCKER, PROFILE_COMPOSE] {
+            for profile in [Profile::Docker as u32, Profile::Compose as u32] {
                 let start = profile_start(profile).unwrap();
                 let mut source = Counting { argv: &argv, reads: 0 };
                 let result = scan_argv(start, &mut source, argv.len() as u32, &mut ArgBuf::new(), &grammar);

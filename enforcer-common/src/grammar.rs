@@ -7,11 +7,7 @@
 //! stable only within one build: policies name commands by path, never by id.
 
 use crate::{
-    abi::{
-        MAX_NODES, PROFILE_COMPOSE, PROFILE_DOCKER, SCOPE_COMPOSE_ENTRY, SCOPE_ROOT, Start, TOKEN_FLAG_BOOL,
-        TOKEN_FLAG_POWER, TOKEN_FLAG_VALUE, TOKEN_GROUP, TOKEN_LEAF, TOKEN_LEAF_POWER_FLAGS, TOKEN_LEN,
-        Token, TokenInfo,
-    },
+    abi::{MAX_NODES, Profile, Start, TOKEN_LEN, Token, TokenInfo, TokenKind, scope},
     tree::{FlagSpec, NODES, NodeSpec},
 };
 
@@ -89,10 +85,12 @@ pub fn is_group(id: u32) -> bool {
 
 /// Where the engine starts reading the argv of a client profile.
 pub fn profile_start(profile: u32) -> Option<Start> {
-    match profile {
-        PROFILE_DOCKER => Some(Start { scope: SCOPE_ROOT, node: ROOT }),
-        PROFILE_COMPOSE => node_by_path("compose").map(|node| Start { scope: SCOPE_COMPOSE_ENTRY, node }),
-        _ => None,
+    match Profile::try_from(profile) {
+        Ok(Profile::Docker) => Some(Start { scope: scope::ROOT, node: ROOT }),
+        Ok(Profile::Compose) => {
+            node_by_path("compose").map(|node| Start { scope: scope::COMPOSE_ENTRY, node })
+        }
+        Err(_) => None,
     }
 }
 
@@ -127,16 +125,16 @@ fn covers_within(entry: u32, id: u32, depth: u32) -> bool {
 
 fn kind_of(id: u32) -> u32 {
     if is_group(id) {
-        TOKEN_GROUP
+        TokenKind::Group as u32
     } else if node(id).is_some_and(|n| !n.power_flags.is_empty()) {
-        TOKEN_LEAF_POWER_FLAGS
+        TokenKind::LeafPowerFlags as u32
     } else {
-        TOKEN_LEAF
+        TokenKind::Leaf as u32
     }
 }
 
 fn flag_kind(flag: &FlagSpec) -> u32 {
-    if flag.takes_value { TOKEN_FLAG_VALUE } else { TOKEN_FLAG_BOOL }
+    if flag.takes_value { TokenKind::FlagValue as u32 } else { TokenKind::FlagBool as u32 }
 }
 
 /// Calls `f` with each spelling of a flag: `--long` and `-s`.
@@ -159,19 +157,19 @@ pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
     };
     // The root: global options, top-level commands and their aliases, shortcuts.
     for spec in GLOBAL_OPTIONS {
-        flag(&mut f, SCOPE_ROOT, spec);
+        flag(&mut f, scope::ROOT, spec);
     }
     for id in 1..node_count() {
         let Some(spec) = node(id) else { continue };
         let info = TokenInfo { kind: kind_of(id), node: id };
         if !spec.path.contains(' ') {
-            f(SCOPE_ROOT, own_word(spec).as_bytes(), info);
+            f(scope::ROOT, own_word(spec).as_bytes(), info);
             for alias in spec.aliases {
-                f(SCOPE_ROOT, alias.as_bytes(), info);
+                f(scope::ROOT, alias.as_bytes(), info);
             }
         }
         for shortcut in spec.shortcuts {
-            f(SCOPE_ROOT, shortcut.as_bytes(), info);
+            f(scope::ROOT, shortcut.as_bytes(), info);
         }
     }
     // Each group: its flags, its subcommands and their aliases.
@@ -190,14 +188,14 @@ pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
         let Some(spec) = node(leaf) else { continue };
         for power in spec.power_flags {
             let Some(target) = node_by_path(power.same_as) else { continue };
-            let info = TokenInfo { kind: TOKEN_FLAG_POWER, node: target };
+            let info = TokenInfo { kind: TokenKind::FlagPower as u32, node: target };
             let as_flag = FlagSpec { long: power.long, short: power.short, takes_value: false };
             flag_spellings(&as_flag, |word| f(leaf, word, info));
         }
     }
     // A standalone docker-compose: compose's flags and commands, the global options the
     // docker CLI passes to its plugins, and `compose` itself (plugin invocation).
-    if let Some(start) = profile_start(PROFILE_COMPOSE) {
+    if let Some(start) = profile_start(Profile::Compose as u32) {
         let compose = start.node;
         let globals_have = |spelling: &[u8]| {
             let mut found = false;
@@ -207,20 +205,20 @@ pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
             found
         };
         for spec in GLOBAL_OPTIONS {
-            flag(&mut f, SCOPE_COMPOSE_ENTRY, spec);
+            flag(&mut f, scope::COMPOSE_ENTRY, spec);
         }
         for spec in node(compose).map_or(&[][..], |n| n.flags) {
             let info = TokenInfo { kind: flag_kind(spec), node: 0 };
             flag_spellings(spec, |word| {
                 if !globals_have(word) {
-                    f(SCOPE_COMPOSE_ENTRY, word, info);
+                    f(scope::COMPOSE_ENTRY, word, info);
                 }
             });
         }
         children(compose, |child, word, info| {
-            f(SCOPE_COMPOSE_ENTRY, word, TokenInfo { node: child, ..info })
+            f(scope::COMPOSE_ENTRY, word, TokenInfo { node: child, ..info })
         });
-        f(SCOPE_COMPOSE_ENTRY, b"compose", TokenInfo { kind: TOKEN_GROUP, node: compose });
+        f(scope::COMPOSE_ENTRY, b"compose", TokenInfo { kind: TokenKind::Group as u32, node: compose });
     }
 }
 
@@ -244,14 +242,17 @@ fn children(group: u32, mut f: impl FnMut(u32, &[u8], TokenInfo)) {
 /// CLI resolves the same words on its command line: the first word in the root (so the
 /// top-level shortcuts work), each next one among the previous word's subcommands.
 pub fn resolve_entry<G: Grammar>(grammar: &G, entry: &str) -> Option<u32> {
-    let mut scope = SCOPE_ROOT;
+    let mut scope = scope::ROOT;
     let mut found = None;
     for word in entry.split(' ').filter(|w| !w.is_empty()) {
         if found.is_some() && !is_group(scope) {
             return None;
         }
         let info = grammar.lookup(&Token::from_bytes(scope, word.as_bytes())?)?;
-        if !matches!(info.kind, TOKEN_LEAF | TOKEN_LEAF_POWER_FLAGS | TOKEN_GROUP) {
+        if !matches!(
+            TokenKind::try_from(info.kind),
+            Ok(TokenKind::Leaf | TokenKind::LeafPowerFlags | TokenKind::Group)
+        ) {
             return None;
         }
         found = Some(info.node);
@@ -331,9 +332,12 @@ mod tests {
 
     #[test]
     fn profiles_start_where_their_client_reads_argv() {
-        assert_eq!(profile_start(PROFILE_DOCKER), Some(Start { scope: SCOPE_ROOT, node: ROOT }));
+        assert_eq!(profile_start(Profile::Docker as u32), Some(Start { scope: scope::ROOT, node: ROOT }));
         let compose = node_by_path("compose").unwrap();
-        assert_eq!(profile_start(PROFILE_COMPOSE), Some(Start { scope: SCOPE_COMPOSE_ENTRY, node: compose }));
+        assert_eq!(
+            profile_start(Profile::Compose as u32),
+            Some(Start { scope: scope::COMPOSE_ENTRY, node: compose })
+        );
         assert_eq!(profile_start(7), None);
     }
 }

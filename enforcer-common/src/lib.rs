@@ -12,6 +12,3 @@ pub mod tree;
 
 #[cfg(test)]
 mod test_grammar;
-
-pub use abi::*;
-pub use engine::*;

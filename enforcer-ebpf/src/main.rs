@@ -50,18 +50,16 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    ACTION_AUDITED, ACTION_DENIED, ACTION_KILLED, ALLOWED, ARG_BUF, ArgBuf, ArgSource, ArgvScan, BinaryInfo,
-    BinaryKey, COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_COUNT,
-    COUNTER_DEFERRED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES,
-    COUNTER_SCRATCH_BUSY, COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, CgroupKey, Decision, DenialEvent,
-    ENV_PREFIX, EVENT_ARGV_LEN, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId, GENERATIONS,
-    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_INET_SEND, HOOK_PRCTL, HOOK_PTRACE,
-    HOOK_UNIX_CONNECT, HostKey, KernelOffsets, MAX_ARGS, MAX_CGROUP_LEVEL, MAX_RULES, MAX_SECCOMP_FILTERS,
-    MAX_SECCOMP_INSNS, MAX_SKIP_CHUNKS, MAX_STRINGS, NR_EXECVE, NR_EXECVEAT, PR_SET_MM, PTRACE_MODE_ATTACH,
-    PolicyState, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED, RULE_COUNTER_UNDECIDABLE, ReadError, Reason,
-    RuleConfig, Rules, SECCOMP_CHUNK, SKIP_CHUNK, SOCKET_NAME_LEN, Scan, Scratch, SocketNameKey, Start,
-    Token, TokenInfo, UserKey, Verdict, grammar::Grammar, is_loader_variable, judge_rule, rule_counter,
-    seccomp_insn_fakes_success,
+    abi::{
+        ARG_BUF, Action, ArgBuf, BinaryInfo, COUNTER_COUNT, CgroupKey, Counter, DenialEvent, ENV_PREFIX,
+        EVENT_ARGV_LEN, EVENT_PATH_LEN, FileId, FileKey, GENERATIONS, Hook, HostKey, KernelOffsets, MAX_ARGS,
+        MAX_CGROUP_LEVEL, MAX_RULES, MAX_SECCOMP_FILTERS, MAX_SECCOMP_INSNS, MAX_SKIP_CHUNKS, MAX_STRINGS,
+        NR_EXECVE, NR_EXECVEAT, PR_SET_MM, PTRACE_MODE_ATTACH, PolicyState, RuleConfig, RuleCounter,
+        SECCOMP_CHUNK, SKIP_CHUNK, SOCKET_NAME_LEN, Scratch, SocketNameKey, Start, Token, TokenInfo, UserKey,
+        event_flag, is_loader_variable, rule_counter, seccomp_insn_fakes_success,
+    },
+    engine::{ALLOWED, ArgSource, ArgvScan, Decision, ReadError, Reason, Rules, Scan, Verdict, judge_rule},
+    grammar::Grammar,
 };
 
 const EPERM: i32 = 1;
@@ -130,11 +128,11 @@ static CGROUPS: HashMap<CgroupKey, u32> = HashMap::pinned(1024, 0);
 
 /// (generation, vetted binary identity) -> the rules that list it and its client profile.
 #[map]
-static BINARIES: HashMap<BinaryKey, BinaryInfo> = HashMap::pinned(512, 0);
+static BINARIES: HashMap<FileKey, BinaryInfo> = HashMap::pinned(512, 0);
 
 /// (generation, identity of a docker API socket file) -> the rules that gate it.
 #[map]
-static SOCKETS: HashMap<BinaryKey, u32> = HashMap::pinned(256, 0);
+static SOCKETS: HashMap<FileKey, u32> = HashMap::pinned(256, 0);
 
 /// (generation, path a docker API socket is bound to) -> the rules that gate it.
 #[map]
@@ -249,7 +247,7 @@ fn release_scratch() {
 macro_rules! with_scratch {
     ($busy:expr, $body:expr $(,)?) => {{
         if !claim_scratch() {
-            count(COUNTER_SCRATCH_BUSY);
+            count(Counter::ScratchBusy);
             $busy
         } else {
             let verdict: i32 = $body;
@@ -283,8 +281,8 @@ impl Grammar for MapGrammar {
 }
 
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+fn count(index: impl Into<u32>) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index.into()) {
         unsafe { *counter += 1 };
     }
 }
@@ -397,6 +395,8 @@ fn begin_event(hook: u32, generation: u32) -> Option<&'static mut DenialEvent> {
     event.argv_len = 0;
     event.argv_truncated = 0;
     event.argc = 0;
+    // The connect hooks' target is a C string: an empty one when they cannot read it.
+    event.target[0] = 0;
     event.file = FileId::default();
     event.command = u32::MAX;
     event.action = 0;
@@ -421,7 +421,7 @@ fn send_event(event: &mut DenialEvent) {
     event.gid = (uid_gid >> 32) as u32;
     event.ktime_ns = unsafe { bpf_ktime_get_ns() };
     if EVENTS.output::<DenialEvent>(&*event, 0).is_err() {
-        count(COUNTER_EVENTS_DROPPED);
+        count(Counter::EventsDropped);
     }
 }
 
@@ -943,7 +943,7 @@ unsafe fn vetted_exec(
         Ok(identity) => identity,
         Err(_) => return Err(Reason::UnreadableFile),
     };
-    match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) } {
+    match unsafe { BINARIES.get(&FileKey { generation, _pad: 0, file: identity }) } {
         Some(binary) if binary.rules & user_rules != 0 => Ok(Some((identity, *binary))),
         _ => Ok(None),
     }
@@ -999,7 +999,7 @@ pub fn enforcer_commit(ctx: LsmContext) -> i32 {
 #[inline(always)]
 unsafe fn check_exec(bprm: u64, generation: u32, user_rules: u32, stage: Stage, serial: u32) -> i32 {
     let off = OFFSETS.load();
-    let hook = if stage == Stage::Early { HOOK_EXEC } else { HOOK_EXEC_COMMIT };
+    let hook = if stage == Stage::Early { Hook::Exec as u32 } else { Hook::ExecCommit as u32 };
     let vetted = if off.valid == 0 {
         Err(Reason::NotConfigured)
     } else {
@@ -1051,12 +1051,12 @@ unsafe fn judge_exec(
     binary: BinaryInfo,
 ) -> i32 {
     let off = OFFSETS.load();
-    let hook = if stage == Stage::Early { HOOK_EXEC } else { HOOK_EXEC_COMMIT };
+    let hook = if stage == Stage::Early { Hook::Exec as u32 } else { Hook::ExecCommit as u32 };
     let Some(event) = begin_event(hook, generation) else { return -EPERM };
     let rules = binary.rules & user_rules;
     let deferred = unsafe { deferred(bprm, &off) };
     if stage == Stage::Early {
-        count(COUNTER_CHECKED);
+        count(Counter::Checked);
     }
     event.file = identity;
     if let Ok(filename) = unsafe { read_kernel::<u64>(bprm, off.binprm_filename) } {
@@ -1075,14 +1075,14 @@ unsafe fn judge_exec(
         _ => Some(Reason::NotConfigured),
     };
     if pre.is_none() && deferred && stage == Stage::Early {
-        count(COUNTER_DEFERRED);
+        count(Counter::Deferred);
         return 0;
     }
     let verdict = unsafe { decide(bprm, &off, generation, rules, binary.start, stage, pre) };
     // `decide` wrote the event through the scratch map: take it afresh.
     let Some(event) = begin_event_keep() else { return -EPERM };
     if stage == Stage::Commit {
-        event.flags = if deferred { EVENT_FLAG_DEFERRED } else { EVENT_FLAG_RACE };
+        event.flags = if deferred { event_flag::DEFERRED } else { event_flag::RACE };
     }
     unsafe { finish_exec(event, rules, verdict, stage, deferred) }
 }
@@ -1156,7 +1156,7 @@ unsafe fn decide(
     if decision.verdict != Verdict::Allow {
         if let Some(event) = begin_event_keep() {
             event.rule = decision.rule;
-            event.action = if decision.audit { ACTION_AUDITED } else { ACTION_DENIED };
+            event.action = if decision.audit { Action::Audited as u32 } else { Action::Denied as u32 };
         }
         // argv for the log, from argv[0], when argv was read at all.
         if unsafe { (*state).argc } != 0 {
@@ -1276,38 +1276,38 @@ unsafe fn finish_exec(
 ) -> i32 {
     if verdict == Verdict::Allow {
         if stage == Stage::Early || deferred {
-            count(COUNTER_ALLOWED);
+            count(Counter::Allowed);
         }
         return 0;
     }
     if event.action == 0 {
         // Refused before any rule was judged: blame the lowest rule that applies.
         event.rule = rules.trailing_zeros();
-        event.action = ACTION_DENIED;
+        event.action = Action::Denied as u32;
     }
-    let audit = event.action == ACTION_AUDITED;
+    let audit = event.action == Action::Audited as u32;
     if audit && stage == Stage::Commit && !deferred {
         return 0;
     }
     let generation = event.generation;
     let rule = event.rule;
     if audit {
-        count(COUNTER_AUDITED);
-        count(rule_counter(generation, rule, RULE_COUNTER_AUDITED));
+        count(Counter::Audited);
+        count(rule_counter(generation, rule, RuleCounter::Audited));
     } else {
         if let Verdict::Undecidable(_) = verdict {
-            count(COUNTER_UNDECIDABLE);
-            count(rule_counter(generation, rule, RULE_COUNTER_UNDECIDABLE));
+            count(Counter::Undecidable);
+            count(rule_counter(generation, rule, RuleCounter::Undecidable));
         } else {
-            count(COUNTER_DENIED);
-            count(rule_counter(generation, rule, RULE_COUNTER_DENIED));
+            count(Counter::Denied);
+            count(rule_counter(generation, rule, RuleCounter::Denied));
         }
         if stage == Stage::Commit {
-            count(COUNTER_KILLED);
+            count(Counter::Killed);
             if !deferred {
-                count(COUNTER_RACES);
+                count(Counter::Races);
             }
-            event.action = ACTION_KILLED;
+            event.action = Action::Killed as u32;
         }
     }
     if let Verdict::Deny { command } = verdict {
@@ -1333,7 +1333,7 @@ fn gate_client(generation: u32, gating: u32, hook: u32, describe: impl FnOnce(&m
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     let identity = unsafe { exe_identity(task, &off) };
     let vetted_for = match identity {
-        Ok(file) => match unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file }) } {
+        Ok(file) => match unsafe { BINARIES.get(&FileKey { generation, _pad: 0, file }) } {
             Some(binary) => binary.rules,
             None => 0,
         },
@@ -1343,7 +1343,7 @@ fn gate_client(generation: u32, gating: u32, hook: u32, describe: impl FnOnce(&m
         return 0;
     }
     let missing = gating & !vetted_for;
-    refuse(generation, missing, hook, Reason::UnvettedClient, COUNTER_CONNECTS_REFUSED, |event| {
+    refuse(generation, missing, hook, Reason::UnvettedClient, Counter::ConnectsRefused, |event| {
         event.file = identity.unwrap_or_default();
         describe(event);
     })
@@ -1357,15 +1357,15 @@ fn refuse(
     rules: u32,
     hook: u32,
     reason: Reason,
-    counter: u32,
+    counter: Counter,
     describe: impl FnOnce(&mut DenialEvent),
 ) -> i32 {
     let rule = rules.trailing_zeros() & (MAX_RULES as u32 - 1);
     let audit = KernelRules { generation }.rule(rule).is_some_and(|r| r.is_audit());
-    count(if audit { COUNTER_AUDITED } else { counter });
+    count(if audit { Counter::Audited } else { counter });
     if let Some(event) = begin_event(hook, generation) {
         event.rule = rule;
-        event.action = if audit { ACTION_AUDITED } else { ACTION_DENIED };
+        event.action = if audit { Action::Audited as u32 } else { Action::Denied as u32 };
         event.reason = reason as u32;
         describe(event);
         send_event(event);
@@ -1394,7 +1394,7 @@ fn unix_connect(other: u64, generation: u32, user_rules: u32) -> i32 {
         && dentry != 0
         && let Ok(inode) = unsafe { read_kernel::<u64>(dentry, off.dentry_inode) }
         && let Ok(identity) = unsafe { inode_identity(inode, &off) }
-        && let Some(rules) = unsafe { SOCKETS.get(&BinaryKey { generation, _pad: 0, file: identity }) }
+        && let Some(rules) = unsafe { SOCKETS.get(&FileKey { generation, _pad: 0, file: identity }) }
     {
         socket_rules |= *rules;
     }
@@ -1425,18 +1425,17 @@ fn unix_connect(other: u64, generation: u32, user_rules: u32) -> i32 {
     if gating == 0 {
         return 0;
     }
-    gate_client(generation, gating, HOOK_UNIX_CONNECT, |event| {
+    gate_client(generation, gating, Hook::UnixConnect as u32, |event| {
         let name = unsafe { &(*scratch).socket_name.name };
         let n = unsafe {
             bpf_probe_read_kernel_str(
-                event.argv.as_mut_ptr() as *mut _,
+                event.target.as_mut_ptr() as *mut _,
                 SOCKET_NAME_LEN as u32,
                 name.as_ptr() as *const _,
             )
         };
-        if n > 0 {
-            event.argv_len = n as u32;
-            event.argc = 1;
+        if n <= 0 {
+            event.target[0] = 0;
         }
     })
 }
@@ -1449,7 +1448,7 @@ pub fn enforcer_inet_connect(ctx: LsmContext) -> i32 {
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let address: u64 = ctx.arg(1);
-    unsafe { gate_host(address, generation, user_rules, HOOK_INET_CONNECT) }
+    unsafe { gate_host(address, generation, user_rules, Hook::InetConnect as u32) }
 }
 
 /// `sendto`/`sendmsg` with a destination: `MSG_FASTOPEN` on a TCP socket connects to it
@@ -1469,7 +1468,7 @@ pub fn enforcer_inet_send(ctx: LsmContext) -> i32 {
         return 0;
     }
     let Some((generation, user_rules)) = restricted() else { return 0 };
-    unsafe { gate_host(name, generation, user_rules, HOOK_INET_SEND) }
+    unsafe { gate_host(name, generation, user_rules, Hook::InetSend as u32) }
 }
 
 /// Admits a TCP connection (or fast-open send) to `address` (a kernel `sockaddr`) from a
@@ -1492,16 +1491,15 @@ unsafe fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -
     with_scratch!(-EPERM, {
         gate_client(generation, gating, hook, |event| {
             let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
-            event.argv[0] = bytes[0][0];
-            event.argv[1] = bytes[0][1];
-            event.argv[2] = bytes[1][0];
-            event.argv[3] = bytes[1][1];
+            event.target[0] = bytes[0][0];
+            event.target[1] = bytes[0][1];
+            event.target[2] = bytes[1][0];
+            event.target[3] = bytes[1][1];
             let mut i = 0;
             while i < 16 {
-                event.argv[4 + i] = key.addr[i];
+                event.target[4 + i] = key.addr[i];
                 i += 1;
             }
-            event.argv_len = 20;
         })
     },)
 }
@@ -1554,16 +1552,23 @@ pub fn enforcer_ptrace(ctx: LsmContext) -> i32 {
     let child: u64 = ctx.arg(0);
     let off = OFFSETS.load();
     let Ok(identity) = (unsafe { exe_identity(child, &off) }) else { return 0 };
-    let Some(binary) = (unsafe { BINARIES.get(&BinaryKey { generation, _pad: 0, file: identity }) }) else {
+    let Some(binary) = (unsafe { BINARIES.get(&FileKey { generation, _pad: 0, file: identity }) }) else {
         return 0;
     };
     let rules = if binary.rules & user_rules != 0 { binary.rules & user_rules } else { user_rules };
     let target: u32 = unsafe { read_kernel(child, off.task_tgid) }.unwrap_or(0);
     with_scratch!(-EPERM, {
-        refuse(generation, rules, HOOK_PTRACE, Reason::TamperClient, COUNTER_TAMPER_REFUSED, |event| {
-            event.file = identity;
-            event.target_pid = target;
-        })
+        refuse(
+            generation,
+            rules,
+            Hook::Ptrace as u32,
+            Reason::TamperClient,
+            Counter::TamperRefused,
+            |event| {
+                event.file = identity;
+                event.target_pid = target;
+            },
+        )
     },)
 }
 
@@ -1587,7 +1592,7 @@ pub fn enforcer_prctl(ctx: LsmContext) -> i32 {
     let Some((generation, user_rules)) = restricted() else { return 0 };
     let sub_option: u64 = ctx.arg(1);
     with_scratch!(-EPERM, {
-        refuse(generation, user_rules, HOOK_PRCTL, Reason::SetMm, COUNTER_TAMPER_REFUSED, |event| {
+        refuse(generation, user_rules, Hook::Prctl as u32, Reason::SetMm, Counter::TamperRefused, |event| {
             event.target_pid = sub_option as u32;
         })
     },)

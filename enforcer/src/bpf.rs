@@ -24,9 +24,12 @@ use aya::{
     util::nr_cpus,
 };
 use enforcer_common::{
-    BinaryInfo, BinaryKey, COUNTER_COUNT, CgroupKey, FileId, GENERATIONS, HostKey, KernelOffsets, MAX_RULES,
-    PolicyState, RULE_COUNTERS, RuleConfig, SOCKET_NAME_LEN, SocketNameKey, Token, TokenInfo, UserKey,
-    grammar::profile_start, rule_counter,
+    abi::{
+        BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, HostKey, KernelOffsets,
+        MAX_RULES, PolicyState, RULE_COUNTERS, RuleConfig, RuleCounter, SOCKET_NAME_LEN, SocketNameKey,
+        Token, TokenInfo, UserKey, rule_counter,
+    },
+    grammar::profile_start,
 };
 
 use crate::policy::Resolved;
@@ -79,12 +82,12 @@ fn digest_of(node_paths: &[&str]) -> String {
         size_of::<PolicyState>(),
         size_of::<UserKey>(),
         size_of::<CgroupKey>(),
-        size_of::<BinaryKey>(),
+        size_of::<FileKey>(),
         size_of::<BinaryInfo>(),
         size_of::<SocketNameKey>(),
         size_of::<HostKey>(),
         size_of::<RuleConfig>(),
-        size_of::<enforcer_common::DenialEvent>(),
+        size_of::<enforcer_common::abi::DenialEvent>(),
         COUNTER_COUNT as usize,
         RULE_COUNTERS as usize,
         MAX_RULES,
@@ -287,9 +290,11 @@ impl Programs {
             PerCpuArray::try_from(self.ebpf.map_mut("COUNTERS").context("map COUNTERS missing")?)?;
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
         for rule in 0..MAX_RULES as u32 {
-            for kind in 0..RULE_COUNTERS {
+            // The rule's whole block of slots, the spare one included.
+            let first = rule_counter(generation, rule, RuleCounter::Denied);
+            for slot in 0..RULE_COUNTERS {
                 let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
-                counters.set(rule_counter(generation, rule, kind), zeros, 0)?;
+                counters.set(first + slot, zeros, 0)?;
             }
         }
 
@@ -308,11 +313,9 @@ impl Programs {
             // Two paths may share an inode (hard links): their rule sets add up.
             entry.rules |= rule_mask;
         }
-        let binaries: Vec<_> = merged
-            .iter()
-            .map(|(file, info)| (BinaryKey { generation, _pad: 0, file: *file }, *info))
-            .collect();
-        self.replace_generation("BINARIES", generation, |k: &BinaryKey| k.generation, &binaries)?;
+        let binaries: Vec<_> =
+            merged.iter().map(|(file, info)| (FileKey { generation, _pad: 0, file: *file }, *info)).collect();
+        self.replace_generation("BINARIES", generation, |k: &FileKey| k.generation, &binaries)?;
         let users: Vec<_> =
             resolved.users.iter().map(|(uid, rules)| (UserKey { generation, uid: *uid }, *rules)).collect();
         self.replace_generation("USERS", generation, |k: &UserKey| k.generation, &users)?;
@@ -361,9 +364,9 @@ impl Programs {
         let sockets: Vec<_> = dynamic
             .sockets
             .iter()
-            .map(|(file, rules)| (BinaryKey { generation, _pad: 0, file: *file }, *rules))
+            .map(|(file, rules)| (FileKey { generation, _pad: 0, file: *file }, *rules))
             .collect();
-        self.replace_generation("SOCKETS", generation, |k: &BinaryKey| k.generation, &sockets)?;
+        self.replace_generation("SOCKETS", generation, |k: &FileKey| k.generation, &sockets)?;
         let cgroups: Vec<_> = dynamic
             .cgroups
             .iter()

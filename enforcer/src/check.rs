@@ -3,7 +3,10 @@
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
-use enforcer_common::{ArgBuf, Decision, Scan, SliceArgv, Verdict, decide};
+use enforcer_common::{
+    abi::ArgBuf,
+    engine::{Decision, Scan, SliceArgv, Verdict, decide},
+};
 
 use crate::policy::{Policy, UserSpec, profile_for_path};
 

@@ -9,10 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::RingBuf;
-use enforcer_common::{
-    COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_UNDECIDABLE,
-    DenialEvent, GENERATIONS,
-};
+use enforcer_common::abi::{Counter, DenialEvent, GENERATIONS};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, unix::AsyncFd},
     net::{UnixListener, UnixStream},
@@ -474,7 +471,7 @@ pub async fn run(options: Options) -> Result<bool> {
         }
     }
     let counters = daemon.programs.counters()?;
-    let counter = |index: u32| counters[index as usize];
+    let counter = |index: Counter| counters[index as usize];
     // Our own descriptors go first: with the pins gone, that detaches everything.
     drop(daemon);
     if detach {
@@ -491,11 +488,11 @@ pub async fn run(options: Options) -> Result<bool> {
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
     eprintln!(
         "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
-        counter(COUNTER_CHECKED),
-        counter(COUNTER_DENIED),
-        counter(COUNTER_UNDECIDABLE),
-        counter(COUNTER_AUDITED),
-        counter(COUNTER_EVENTS_DROPPED),
+        counter(Counter::Checked),
+        counter(Counter::Denied),
+        counter(Counter::Undecidable),
+        counter(Counter::Audited),
+        counter(Counter::EventsDropped),
         if enforcing { "the pinned programs keep enforcing" } else { "nothing enforces now" }
     );
     Ok(stopped)

@@ -74,7 +74,7 @@ pub fn fingerprint(resolved: &Resolved, root: Option<&Path>) -> Fingerprint {
 /// The dynamic entries, given the kernel identities of the existing sockets.
 pub fn dynamic(
     sockets: &BTreeMap<PathBuf, u32>,
-    identities: &BTreeMap<PathBuf, enforcer_common::FileId>,
+    identities: &BTreeMap<PathBuf, enforcer_common::abi::FileId>,
     cgroups: BTreeMap<u64, u32>,
 ) -> Dynamic {
     let mut by_identity = BTreeMap::new();

@@ -9,9 +9,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use enforcer_common::{
-    ACTION_AUDITED, ACTION_KILLED, DenialEvent, EVENT_FLAG_DEFERRED, EVENT_FLAG_RACE, EVENT_PATH_LEN, FileId,
-    HOOK_EXEC, HOOK_EXEC_COMMIT, HOOK_INET_CONNECT, HOOK_INET_SEND, HOOK_PRCTL, HOOK_PTRACE,
-    HOOK_UNIX_CONNECT, HostKey, Reason,
+    abi::{Action, DenialEvent, EVENT_PATH_LEN, FileId, Hook, HostKey, event_flag},
+    engine::Reason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,15 +59,15 @@ fn default_hook() -> String {
 }
 
 fn hook_name(hook: u32) -> &'static str {
-    match hook {
-        HOOK_EXEC => "exec",
-        HOOK_EXEC_COMMIT => "exec-recheck",
-        HOOK_UNIX_CONNECT => "connect-unix",
-        HOOK_INET_CONNECT => "connect-tcp",
-        HOOK_PTRACE => "ptrace",
-        HOOK_PRCTL => "prctl",
-        HOOK_INET_SEND => "send-tcp",
-        _ => "unknown",
+    match Hook::try_from(hook) {
+        Ok(Hook::Exec) => "exec",
+        Ok(Hook::ExecCommit) => "exec-recheck",
+        Ok(Hook::UnixConnect) => "connect-unix",
+        Ok(Hook::InetConnect) => "connect-tcp",
+        Ok(Hook::Ptrace) => "ptrace",
+        Ok(Hook::Prctl) => "prctl",
+        Ok(Hook::InetSend) => "send-tcp",
+        Err(_) => "unknown",
     }
 }
 
@@ -94,25 +93,26 @@ pub fn decode(
     binary_of: impl Fn(&FileId) -> Option<String>,
 ) -> Denial {
     let argv_len = (event.argv_len as usize).min(event.argv.len());
-    let target = match event.hook {
-        HOOK_UNIX_CONNECT => Some(c_string(&event.argv[..argv_len])).filter(|t| !t.is_empty()),
-        HOOK_INET_CONNECT | HOOK_INET_SEND => {
-            let a = &event.argv;
+    let hook = Hook::try_from(event.hook);
+    let target = match hook {
+        Ok(Hook::UnixConnect) => Some(c_string(&event.target)).filter(|t| !t.is_empty()),
+        Ok(Hook::InetConnect | Hook::InetSend) => {
+            let t = &event.target;
             let mut key = HostKey {
                 generation: 0,
-                port: u16::from_ne_bytes([a[0], a[1]]),
-                family: u16::from_ne_bytes([a[2], a[3]]),
+                port: u16::from_ne_bytes([t[0], t[1]]),
+                family: u16::from_ne_bytes([t[2], t[3]]),
                 addr: [0; 16],
             };
-            key.addr.copy_from_slice(&a[4..20]);
+            key.addr.copy_from_slice(&t[4..20]);
             Some(crate::policy::host_text(&key))
         }
-        HOOK_PTRACE => Some(format!("pid {}", event.target_pid)),
+        Ok(Hook::Ptrace) => Some(format!("pid {}", event.target_pid)),
         // The PR_SET_MM sub-option (13: PR_SET_MM_EXE_FILE, 14: PR_SET_MM_MAP).
-        HOOK_PRCTL => Some(format!("PR_SET_MM option {}", event.target_pid)),
-        _ => None,
+        Ok(Hook::Prctl) => Some(format!("PR_SET_MM option {}", event.target_pid)),
+        Ok(Hook::Exec | Hook::ExecCommit) | Err(_) => None,
     };
-    let is_exec = matches!(event.hook, HOOK_EXEC | HOOK_EXEC_COMMIT);
+    let is_exec = matches!(hook, Ok(Hook::Exec | Hook::ExecCommit));
     let argv_len = if is_exec { argv_len } else { 0 };
     let bytes = &event.argv[..argv_len];
     // Each argument ends with its NUL; drop the last one so split yields no phantom "".
@@ -126,7 +126,7 @@ pub fn decode(
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect()
     };
-    let reason = Reason::from_u32(event.reason).map_or("unknown", Reason::as_str).to_string();
+    let reason = Reason::try_from(event.reason).ok().map_or("unknown", Reason::as_str).to_string();
     Denial {
         time: humantime::format_rfc3339_millis(wall_time(event.ktime_ns)).to_string(),
         uid: event.uid,
@@ -143,17 +143,18 @@ pub fn decode(
             None
         },
         reason,
-        action: match event.action {
-            ACTION_AUDITED => "audited",
-            ACTION_KILLED => "killed",
-            _ => "denied",
+        // An action this build does not know is reported as the strictest one.
+        action: match Action::try_from(event.action) {
+            Ok(Action::Audited) => "audited",
+            Ok(Action::Killed) => "killed",
+            Ok(Action::Denied) | Err(_) => "denied",
         }
         .to_string(),
         hook: hook_name(event.hook).to_string(),
         comm: c_string(&event.comm),
-        race: event.hook == HOOK_EXEC_COMMIT
-            && event.flags & EVENT_FLAG_RACE != 0
-            && event.flags & EVENT_FLAG_DEFERRED == 0,
+        race: event.hook == Hook::ExecCommit as u32
+            && event.flags & event_flag::RACE != 0
+            && event.flags & event_flag::DEFERRED == 0,
         target,
     }
 }
@@ -340,7 +341,7 @@ impl DenialLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use enforcer_common::{ACTION_DENIED, ARG_BUF, EVENT_ARGV_LEN};
+    use enforcer_common::abi::{ARG_BUF, EVENT_ARGV_LEN, EVENT_TARGET_LEN};
 
     fn event(argv: &[&str]) -> DenialEvent {
         let mut event = DenialEvent {
@@ -351,19 +352,20 @@ mod tests {
             uid: 1001,
             gid: 1001,
             rule: 0,
-            action: ACTION_DENIED,
+            action: Action::Denied as u32,
             reason: Reason::Command as u32,
             command: enforcer_common::grammar::node_by_path("container exec").unwrap(),
             argc: argv.len() as u32,
             argv_len: 0,
             argv_truncated: 0,
             generation: 0,
-            hook: HOOK_EXEC,
+            hook: Hook::Exec as u32,
             flags: 0,
             target_pid: 0,
             _pad: 0,
             comm: *b"docker\0\0\0\0\0\0\0\0\0\0",
             path: [0; EVENT_PATH_LEN],
+            target: [0; EVENT_TARGET_LEN],
             argv: [0; EVENT_ARGV_LEN + ARG_BUF],
         };
         let mut offset = 0;
@@ -405,42 +407,40 @@ mod tests {
     #[test]
     fn decodes_races_and_connections() {
         let mut race = event(&["docker", "exec", "web"]);
-        race.hook = HOOK_EXEC_COMMIT;
-        race.flags = EVENT_FLAG_RACE;
-        race.action = ACTION_KILLED;
+        race.hook = Hook::ExecCommit as u32;
+        race.flags = event_flag::RACE;
+        race.action = Action::Killed as u32;
         let denial = decode(&race, &["r".into()], |_: &FileId| None);
         assert_eq!(
             (denial.hook.as_str(), denial.action.as_str(), denial.race),
             ("exec-recheck", "killed", true)
         );
         assert!(denial.log_line().contains(" race=true"), "{}", denial.log_line());
-        race.flags = EVENT_FLAG_DEFERRED;
+        race.flags = event_flag::DEFERRED;
         assert!(!decode(&race, &["r".into()], |_: &FileId| None).race);
 
         let mut unix = event(&[]);
-        unix.hook = HOOK_UNIX_CONNECT;
+        unix.hook = Hook::UnixConnect as u32;
         unix.reason = Reason::UnvettedClient as u32;
-        unix.argv[..20].copy_from_slice(b"/run/docker.sock\0\0\0\0");
-        unix.argv_len = 17;
-        unix.argc = 1;
+        unix.target[..20].copy_from_slice(b"/run/docker.sock\0\0\0\0");
         let denial = decode(&unix, &["r".into()], |_: &FileId| None);
         assert_eq!(denial.target.as_deref(), Some("/run/docker.sock"));
         assert_eq!(denial.attempt(), "connect-unix /run/docker.sock by docker");
         assert!(!denial.log_line().contains("argv="), "{}", denial.log_line());
         assert!(denial.argv.is_empty());
+        assert!(!denial.argv_truncated, "a connect has no argv to truncate");
         assert_eq!(denial.reason, "unvetted_client");
 
         let mut tcp = event(&[]);
-        tcp.hook = HOOK_INET_CONNECT;
+        tcp.hook = Hook::InetConnect as u32;
         let key = crate::policy::parse_host("127.0.0.1:2375").unwrap();
-        tcp.argv[..2].copy_from_slice(&key.port.to_ne_bytes());
-        tcp.argv[2..4].copy_from_slice(&key.family.to_ne_bytes());
-        tcp.argv[4..20].copy_from_slice(&key.addr);
-        tcp.argv_len = 20;
+        tcp.target[..2].copy_from_slice(&key.port.to_ne_bytes());
+        tcp.target[2..4].copy_from_slice(&key.family.to_ne_bytes());
+        tcp.target[4..20].copy_from_slice(&key.addr);
         assert_eq!(decode(&tcp, &[], |_: &FileId| None).target.as_deref(), Some("127.0.0.1:2375"));
 
         let mut ptrace = event(&[]);
-        ptrace.hook = HOOK_PTRACE;
+        ptrace.hook = Hook::Ptrace as u32;
         ptrace.target_pid = 77;
         let denial = decode(&ptrace, &[], |_: &FileId| None);
         assert_eq!((denial.hook.as_str(), denial.target.as_deref()), ("ptrace", Some("pid 77")));

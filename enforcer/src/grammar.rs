@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use enforcer_common::{
-    PROFILE_COMPOSE, PROFILE_DOCKER, Token, TokenInfo,
+    abi::{Profile, Token, TokenInfo},
     grammar::{self, Grammar},
 };
 
@@ -38,17 +38,17 @@ pub fn get() -> &'static HashGrammar {
 
 /// The name a policy uses for a client profile.
 pub fn profile_name(profile: u32) -> &'static str {
-    match profile {
-        PROFILE_COMPOSE => "docker-compose",
-        _ => "docker",
+    match Profile::try_from(profile) {
+        Ok(Profile::Compose) => "docker-compose",
+        Ok(Profile::Docker) | Err(_) => "docker",
     }
 }
 
 /// The profile a policy names, if it is one.
 pub fn profile_by_name(name: &str) -> Option<u32> {
     match name {
-        "docker" => Some(PROFILE_DOCKER),
-        "docker-compose" => Some(PROFILE_COMPOSE),
+        "docker" => Some(Profile::Docker as u32),
+        "docker-compose" => Some(Profile::Compose as u32),
         _ => None,
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use enforcer_common::KernelOffsets;
+use enforcer_common::abi::KernelOffsets;
 
 use crate::btf::Btf;
 

@@ -22,8 +22,8 @@ use std::{
 };
 
 use enforcer_common::{
-    HostKey, MAX_CGROUP_LEVEL, MAX_RULES, PROFILE_COMPOSE, PROFILE_DOCKER, RULE_ALLOW_LIST, RULE_DENY_LIST,
-    RULE_FLAG_AUDIT, RuleConfig, SOCKET_NAME_LEN, grammar,
+    abi::{HostKey, MAX_CGROUP_LEVEL, MAX_RULES, Profile, RuleConfig, RuleKind, SOCKET_NAME_LEN, rule_flag},
+    grammar,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -182,7 +182,7 @@ pub fn host_text(key: &HostKey) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binary {
     pub path: PathBuf,
-    /// `PROFILE_DOCKER` or `PROFILE_COMPOSE`: where the engine starts in its argv.
+    /// `Profile::Docker as u32` or `Profile::Compose as u32`: where the engine starts in its argv.
     pub profile: u32,
     pub place: Place,
 }
@@ -191,8 +191,8 @@ pub struct Binary {
 /// `docker-compose` is the compose client, anything else the docker CLI.
 pub fn profile_for_path(path: &Path) -> u32 {
     match path.file_name().and_then(|n| n.to_str()) {
-        Some("docker-compose") => PROFILE_COMPOSE,
-        _ => PROFILE_DOCKER,
+        Some("docker-compose") => Profile::Compose as u32,
+        _ => Profile::Docker as u32,
     }
 }
 
@@ -537,11 +537,11 @@ impl Policy {
                     }
                 }
                 config.flags = match rule.kind {
-                    ListKind::Deny => RULE_DENY_LIST,
-                    ListKind::Allow => RULE_ALLOW_LIST,
+                    ListKind::Deny => RuleKind::DenyList as u32,
+                    ListKind::Allow => RuleKind::AllowList as u32,
                 };
                 if self.mode == Mode::Audit {
-                    config.flags |= RULE_FLAG_AUDIT;
+                    config.flags |= rule_flag::AUDIT;
                 }
                 config
             })
@@ -653,22 +653,20 @@ impl Policy {
                     let mut dirs = system.search_path();
                     dirs.extend(USUAL_DOCKER_DIRS.iter().map(PathBuf::from));
                     let mut candidates: Vec<_> =
-                        dirs.iter().map(|d| (d.join("docker"), PROFILE_DOCKER, None, true)).collect();
+                        dirs.iter().map(|d| (d.join("docker"), Profile::Docker as u32, None, true)).collect();
                     candidates.extend(
-                        dirs.iter().map(|d| (d.join("docker-compose"), PROFILE_COMPOSE, None, false)),
+                        dirs.iter().map(|d| (d.join("docker-compose"), Profile::Compose as u32, None, false)),
                     );
-                    candidates.extend(
-                        PLUGIN_DIRS
-                            .iter()
-                            .map(|d| (Path::new(d).join("docker-compose"), PROFILE_COMPOSE, None, false)),
-                    );
+                    candidates.extend(PLUGIN_DIRS.iter().map(|d| {
+                        (Path::new(d).join("docker-compose"), Profile::Compose as u32, None, false)
+                    }));
                     // `docker build` runs the buildx plugin as `docker-buildx buildx build ...`:
                     // the docker CLI's own grammar reads that argv. Unvetted, the socket gate
                     // would refuse the plugin's connection and break `docker build`.
                     candidates.extend(
-                        PLUGIN_DIRS
-                            .iter()
-                            .map(|d| (Path::new(d).join("docker-buildx"), PROFILE_DOCKER, None, false)),
+                        PLUGIN_DIRS.iter().map(|d| {
+                            (Path::new(d).join("docker-buildx"), Profile::Docker as u32, None, false)
+                        }),
                     );
                     candidates
                 }
@@ -683,13 +681,13 @@ impl Policy {
                         // nixpkgs' bin/docker is a shell wrapper that runs libexec/docker/docker:
                         // a docker found without `binaries` brings its wrapped client along.
                         if rule.binaries.is_none()
-                            && profile == PROFILE_DOCKER
+                            && profile == Profile::Docker as u32
                             && counts
                             && let Some(prefix) = target.parent().and_then(Path::parent)
                         {
                             candidates.push((
                                 prefix.join("libexec/docker/docker"),
-                                PROFILE_DOCKER,
+                                Profile::Docker as u32,
                                 None,
                                 false,
                             ));
@@ -919,7 +917,7 @@ deny = ["exec", "cp"]
         .unwrap();
         let profiles: Vec<u32> =
             policy.rules[0].binaries.as_ref().unwrap().iter().map(|b| b.profile).collect();
-        assert_eq!(profiles, [PROFILE_DOCKER, PROFILE_COMPOSE, PROFILE_COMPOSE]);
+        assert_eq!(profiles, [Profile::Docker as u32, Profile::Compose as u32, Profile::Compose as u32]);
         let bad = err(
             "[[rule]]\nname = \"r\"\nusers = [7]\nbinaries = [{ path = \"/x\", client = \"podman\" }]\ndeny = [\"exec\"]\n",
         );
@@ -959,8 +957,8 @@ deny = ["exec", "cp"]
         assert_eq!(
             resolved.binaries,
             BTreeMap::from([
-                (PathBuf::from("/nix/store/x-docker/bin/docker"), (1, PROFILE_DOCKER)),
-                (PathBuf::from("/usr/bin/docker"), (1, PROFILE_DOCKER))
+                (PathBuf::from("/nix/store/x-docker/bin/docker"), (1, Profile::Docker as u32)),
+                (PathBuf::from("/usr/bin/docker"), (1, Profile::Docker as u32))
             ])
         );
         // docker-compose next to docker, and the compose plugin, are vetted too.
@@ -984,9 +982,12 @@ deny = ["exec", "cp"]
         // buildx reads like the docker CLI (`docker-buildx buildx build ...`).
         assert_eq!(
             resolved.binaries.get(Path::new("/usr/libexec/docker/cli-plugins/docker-buildx")),
-            Some(&(1, PROFILE_DOCKER))
+            Some(&(1, Profile::Docker as u32))
         );
-        assert_eq!(resolved.binaries.get(Path::new("/usr/bin/docker-compose")), Some(&(1, PROFILE_COMPOSE)));
+        assert_eq!(
+            resolved.binaries.get(Path::new("/usr/bin/docker-compose")),
+            Some(&(1, Profile::Compose as u32))
+        );
         // nixpkgs: bin/docker wraps libexec/docker/docker, which is vetted too.
         let nix = FakeSystem {
             users: vec![("ai-worker", 1001)],
@@ -1009,7 +1010,7 @@ deny = ["exec", "cp"]
         );
         assert_eq!(
             resolved.binaries.get(Path::new("/usr/libexec/docker/cli-plugins/docker-compose")),
-            Some(&(1, PROFILE_COMPOSE))
+            Some(&(1, Profile::Compose as u32))
         );
     }
 

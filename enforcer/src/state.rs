@@ -25,7 +25,7 @@ pub struct Generation {
 
 impl Generation {
     /// The vetted path of a file identity.
-    pub fn binary(&self, file: &enforcer_common::FileId) -> Option<String> {
+    pub fn binary(&self, file: &enforcer_common::abi::FileId) -> Option<String> {
         self.binaries.iter().find(|b| b.dev == file.dev && b.ino == file.ino).map(|b| b.path.clone())
     }
 }

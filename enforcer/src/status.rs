@@ -4,12 +4,7 @@
 use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use enforcer_common::{
-    COUNTER_ALLOWED, COUNTER_AUDITED, COUNTER_CHECKED, COUNTER_CONNECTS_REFUSED, COUNTER_DEFERRED,
-    COUNTER_DENIED, COUNTER_EVENTS_DROPPED, COUNTER_KILLED, COUNTER_RACES, COUNTER_SCRATCH_BUSY,
-    COUNTER_TAMPER_REFUSED, COUNTER_UNDECIDABLE, RULE_COUNTER_AUDITED, RULE_COUNTER_DENIED,
-    RULE_COUNTER_UNDECIDABLE, rule_counter,
-};
+use enforcer_common::abi::{Counter, RuleCounter, rule_counter};
 use serde::Serialize;
 
 use crate::{
@@ -156,34 +151,35 @@ pub fn collect(state_dir: &Path, limit: usize, filter: &Filter) -> Result<Status
         }
     }
     let counters = pins.counters.as_ref().map(|c| {
-        let at = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+        let at = |i: Counter| c.get(i as usize).copied().unwrap_or(0);
         Counters {
-            checked: at(COUNTER_CHECKED),
-            allowed: at(COUNTER_ALLOWED),
-            denied: at(COUNTER_DENIED),
-            undecidable: at(COUNTER_UNDECIDABLE),
-            audited: at(COUNTER_AUDITED),
-            races: at(COUNTER_RACES),
-            killed: at(COUNTER_KILLED),
-            deferred: at(COUNTER_DEFERRED),
-            connects_refused: at(COUNTER_CONNECTS_REFUSED),
-            tamper_refused: at(COUNTER_TAMPER_REFUSED),
-            scratch_busy: at(COUNTER_SCRATCH_BUSY),
-            events_dropped: at(COUNTER_EVENTS_DROPPED),
+            checked: at(Counter::Checked),
+            allowed: at(Counter::Allowed),
+            denied: at(Counter::Denied),
+            undecidable: at(Counter::Undecidable),
+            audited: at(Counter::Audited),
+            races: at(Counter::Races),
+            killed: at(Counter::Killed),
+            deferred: at(Counter::Deferred),
+            connects_refused: at(Counter::ConnectsRefused),
+            tamper_refused: at(Counter::TamperRefused),
+            scratch_busy: at(Counter::ScratchBusy),
+            events_dropped: at(Counter::EventsDropped),
         }
     });
     let mut rules = Vec::new();
     if let (Some(c), Some(saved), Some(policy_state)) = (&pins.counters, &saved, &pins.state) {
         let generation = policy_state.active;
-        let at =
-            |rule: u32, kind: u32| c.get(rule_counter(generation, rule, kind) as usize).copied().unwrap_or(0);
+        let at = |rule: u32, kind: RuleCounter| {
+            c.get(rule_counter(generation, rule, kind) as usize).copied().unwrap_or(0)
+        };
         for (index, name) in saved.generations[generation as usize % 2].rules.iter().enumerate() {
             let index = index as u32;
             rules.push(RuleCounters {
                 name: name.clone(),
-                denied: at(index, RULE_COUNTER_DENIED),
-                undecidable: at(index, RULE_COUNTER_UNDECIDABLE),
-                audited: at(index, RULE_COUNTER_AUDITED),
+                denied: at(index, RuleCounter::Denied),
+                undecidable: at(index, RuleCounter::Undecidable),
+                audited: at(index, RuleCounter::Audited),
             });
         }
     }
