@@ -899,7 +899,7 @@ mod tests {
     #[test]
     fn reasons_round_trip() {
         for value in 0..32 {
-            if let Some(reason) = Reason::try_from(value).ok() {
+            if let Ok(reason) = Reason::try_from(value) {
                 assert_eq!(reason as u32, value);
                 assert!(!reason.as_str().is_empty());
             }

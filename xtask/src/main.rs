@@ -11,6 +11,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use tests::vm::{self, Artifacts, Boot, Kernel};
 
+mod lint;
+
 #[derive(Parser)]
 #[command(about = "enforcer developer commands")]
 struct Cli {
@@ -64,7 +66,9 @@ enum Cmd {
         #[arg(long)]
         wall_clock: bool,
     },
-    /// Unit tests on the host, then every VM scenario on both kernels.
+    /// Formatting and clippy on the host crates and on the BPF crate (part of `test`).
+    Lint,
+    /// Lints, unit tests on the host, then every VM scenario on both kernels.
     Test {
         /// Run only the VM scenario group with this name.
         #[arg(long)]
@@ -72,7 +76,7 @@ enum Cmd {
         /// Run only on this kernel (6.1 or 6.12).
         #[arg(long)]
         kernel: Option<String>,
-        /// Skip the host unit tests.
+        /// Skip the lints and the host unit tests.
         #[arg(long)]
         vm_only: bool,
     },
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
             vm_shell(&script, &kernel, real_daemon).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
+        Cmd::Lint => lint::setup_components().and_then(|()| lint::lint()).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
             let config = tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
             bench(kernel.as_deref(), &config).map(|_| ExitCode::SUCCESS)
@@ -239,6 +244,7 @@ fn setup() -> Result<Vec<Kernel>> {
         apt.install(&["docker.io"])?;
     }
     setup_rust_src()?;
+    lint::setup_components()?;
     setup_bpf_linker()?;
     daemon_packages(&mut apt)?;
     systemd_rootfs(&mut apt)?;
@@ -595,6 +601,7 @@ fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<Exit
         bail!("no kernel matches {kernel:?} (known: 6.1, 6.12)");
     }
     if !vm_only {
+        lint::lint()?;
         unit_tests()?;
     }
     let artifacts = build()?;
