@@ -505,7 +505,7 @@ fn check_default_policy(c: &mut Checks) {
     );
 }
 
-/// What `start_dockerd` (tests/vm/helpers.sh) writes into the gitea container's volume.
+/// What `start_dockerd` (vm-tests/vm/helpers.sh) writes into the gitea container's volume.
 pub const GITEA_SECRET: &str = "gitea-admin-token-s3cret";
 
 /// The API requests in a dockerd debug log: "METHOD PATH" per `Calling METHOD PATH` line,

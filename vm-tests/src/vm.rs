@@ -169,7 +169,7 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     add_binary(&mut archive, "usr/local/bin/exec-helper", &artifacts.exec_helper)?;
     // The subvert attack tool is built beside exec-helper (same crate).
     add_binary(&mut archive, "usr/local/bin/subvert", &artifacts.exec_helper.with_file_name("subvert"))?;
-    // A static i386 program that execs its arguments (the 32-bit exec path, tests/src/elf32.rs).
+    // A static i386 program that execs its arguments (the 32-bit exec path, vm-tests/src/elf32.rs).
     archive.file("usr/local/bin/exec32", 0o755, &crate::elf32::exec_trampoline());
     // Other ways to talk to the docker API than the docker CLI (they share most libraries).
     add_binaries(&mut archive, &[("usr/bin/curl", &which("curl")?), ("usr/bin/socat", &which("socat")?)])?;
@@ -199,7 +199,7 @@ pub const LOCAL_IMAGE: &str = "local/busybox";
 /// The docker flavour's extra archive, appended after the base one: dockerd, containerd,
 /// runc, tini and their libraries, and `images/busybox.tar` (a busybox root filesystem
 /// for `docker import`: no registry is reachable from the VM). `start_dockerd` in
-/// tests/vm/helpers.sh starts it.
+/// vm-tests/vm/helpers.sh starts it.
 pub fn build_docker_initramfs(artifacts: &Artifacts, work: &Path, out: &Path) -> Result<()> {
     let mut archive = Archive::new();
     archive.dir("var/lib/docker");
