@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use vm_tests::vm::{self, Artifacts, Boot, Kernel};
+use vm_tests::{
+    report::Report,
+    vm::{self, Artifacts, Boot, Kernel},
+};
 
 #[derive(Parser)]
 #[command(about = "enforcer developer commands")]
@@ -89,7 +92,8 @@ fn main() -> ExitCode {
         }
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
-            let config = vm_tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
+            let config =
+                vm_tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
             bench(kernel.as_deref(), &config).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
@@ -599,7 +603,7 @@ fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<Exit
     }
     let artifacts = build()?;
     let work = target_dir().join("vm").join("runs");
-    let (passed, failed) = vm_tests::scenarios::run_suite(&kernels, &artifacts, &work, group)?;
+    let (passed, failed) = vm_tests::suite::run_suite(&kernels, &artifacts, &work, group)?;
     if passed + failed == 0 {
         bail!("no VM scenario ran");
     }
@@ -665,7 +669,7 @@ stop_dockerd
 "#;
 
 /// Builds everything and boots `kernel_label` running `script`.
-fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<vm::Report> {
+fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<Report> {
     boot_script_with(kernel_label, script, name, echo, false)
 }
 
@@ -676,7 +680,7 @@ fn boot_script_with(
     name: &str,
     echo: bool,
     real_daemon: bool,
-) -> Result<vm::Report> {
+) -> Result<Report> {
     let kernels = setup()?;
     let kernel = kernels
         .iter()
@@ -740,7 +744,7 @@ fn demo(kernel_label: &str) -> Result<()> {
         let (rc, out) = step(name);
         println!("\n$ {title}\n{}[exit {rc}]", out);
     };
-    let secret = vm_tests::scenarios::GITEA_SECRET;
+    let secret = vm_tests::fixtures::GITEA_SECRET;
     show("docker version   # the real daemon in the VM: Debian's dockerd", "dockerd-start");
     show("docker ps   # as root: the gitea stand-in, its volume holds a secret", "gitea-start");
     show("enforcer status   # as root, daemon just started", "enforcer-start");
