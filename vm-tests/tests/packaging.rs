@@ -307,7 +307,7 @@ fn nix_eval(name: &str, expression: &str) -> Result<Value> {
 #[test]
 fn nix_files_parse() -> Result<()> {
     let dir = TempDir::new("parse");
-    for file in ["nix/module.nix", "nix/package.nix", "flake.nix", "vm-vm-tests/nix/stub-lib.nix"] {
+    for file in ["nix/module.nix", "nix/package.nix", "flake.nix", "vm-tests/nix/stub-lib.nix"] {
         let out = run(nix_instantiate(&dir.0).arg("--parse").arg(repo().join(file)))?;
         ensure!(out.status.success(), "{file} does not parse:\n{}", text(&out.stderr));
     }
@@ -317,7 +317,7 @@ fn nix_files_parse() -> Result<()> {
 /// Shared by the module evaluations: the stub lib and pkgs, and `eval`, which runs the module
 /// with the given config values (and other modules' option declarations as `options`).
 const MODULE_PRELUDE: &str = r##"
-  lib = import (/. + repo + "/vm-vm-tests/nix/stub-lib.nix");
+  lib = import (/. + repo + "/vm-tests/nix/stub-lib.nix");
   pkgs = {
     callPackage = fn: args: {
       type = "derivation";
@@ -636,7 +636,7 @@ fn nixos_module_cases() -> Result<()> {
 fn flake_and_package_evaluate() -> Result<()> {
     let expression = r##"{ repo }: let
       root = /. + repo;
-      lib = import (root + "/vm-vm-tests/nix/stub-lib.nix");
+      lib = import (root + "/vm-tests/nix/stub-lib.nix");
       flake = import (root + "/flake.nix");
       pkgs = { callPackage = fn: args: { type = "derivation"; outPath = "/nix/store/x"; called = toString fn; inherit args; }; };
       outputs = flake.outputs { self = outputs; nixpkgs = { legacyPackages.x86_64-linux = pkgs; }; };
@@ -777,7 +777,7 @@ fn nixos_eval(name: &str, body: &str) -> Result<Value> {
     let expression = format!(
         r##"{{ repo, nixpkgs }}: let
           root = /. + repo;
-          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/vm-vm-tests/nix/eval-nixos.nix") {{
+          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/vm-tests/nix/eval-nixos.nix") {{
             nixpkgs = /. + nixpkgs;
             inherit security release configuration;
             module = root + "/nix/module.nix";
