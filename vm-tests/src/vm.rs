@@ -266,7 +266,7 @@ fn busybox_rootfs_tar(work: &Path) -> Result<PathBuf> {
 /// The test unit of the systemd flavour: runs the scenario once the system is up, reports
 /// on the serial console, powers off.
 const SYSTEMD_TEST_UNIT: &str = "[Unit]
-Description=enforcer VM scenario (tests/src/scenarios.rs)
+Description=enforcer VM scenario (vm-tests/src/groups/systemd.rs)
 After=multi-user.target docker.service
 Wants=docker.service
 
