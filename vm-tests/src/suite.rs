@@ -41,6 +41,9 @@ impl Flavour {
     }
 }
 
+/// A group's checks: they judge one boot's report.
+pub type CheckFn = fn(&mut Checks);
+
 /// A group of scenarios sharing one boot.
 pub struct Group {
     pub name: &'static str,
@@ -52,7 +55,7 @@ pub struct Group {
     pub lsm: &'static str,
     /// Which VM the group boots.
     pub flavour: Flavour,
-    pub check: fn(&mut Checks),
+    pub check: CheckFn,
 }
 
 /// A systemd group's image in the run's work directory (built once per run, booted on

@@ -36,11 +36,11 @@ pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{checks::Checks, report::Report, vm::HELPERS};
+    use crate::{checks::Checks, report::Report, suite::CheckFn, vm::HELPERS};
 
     /// Every group's script and checks (the files a group boots with need a work directory
     /// and mkfs.ext4, which these tests do without).
-    fn scripts_and_checks() -> Vec<(&'static str, String, fn(&mut Checks))> {
+    fn scripts_and_checks() -> Vec<(&'static str, String, CheckFn)> {
         vec![
             ("default-policy", default_policy::script(), default_policy::check),
             ("filesystems", filesystems::script(), filesystems::check),
