@@ -7,10 +7,10 @@
 #     before = [ "ai-agent.service" ];
 #   };
 #
-# Needs NixOS 22.05 or later (asserted). What is tested (tests/tests/packaging.rs, offline):
+# Needs NixOS 22.05 or later (asserted). What is tested (vm-tests/tests/packaging.rs, offline):
 # this file parses; it evaluates with nixpkgs' own module system and `security` module (master
 # and 25.05) to the expected lsm=, policy, unit and assertions; and against a stub `lib`
-# (tests/nix/stub-lib.nix). It has not been booted in a NixOS VM in CI.
+# (vm-tests/nix/stub-lib.nix). It has not been booted in a NixOS VM in CI.
 {
   config,
   lib,

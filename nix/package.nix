@@ -15,7 +15,7 @@
 #        Cargo.lock (library/Cargo.lock in rust-src), whose crates are not in the vendor
 #        directory that buildRustPackage makes from our Cargo.lock.
 #    NOT TESTED: nothing here has been built with Nix (CI has no Nix store or nixpkgs; only
-#    this file's syntax and its arguments are checked, by tests/tests/packaging.rs). Expect
+#    this file's syntax and its arguments are checked, by vm-tests/tests/packaging.rs). Expect
 #    to work on the last point in particular.
 #
 # 2. From a binary built elsewhere (tested way to build the binary: `cargo xtask build` on

@@ -133,11 +133,11 @@ mod tests {
     #[test]
     fn corpus_verdicts_under_the_default_policy() {
         let policy = Policy::default_policy();
-        let corpus = ::tests::scenarios::corpus();
+        let corpus = ::vm_tests::corpus::corpus();
         let mut wrong = Vec::new();
         for (number, expected, args) in &corpus {
             let mut argv = vec![String::from("docker")];
-            argv.extend(::tests::scenarios::split_words(args));
+            argv.extend(::vm_tests::corpus::split_words(args));
             let got = match decide_argv(&policy, Some("ai-worker"), 0, &argv).1.verdict {
                 Verdict::Allow => "allow",
                 Verdict::Deny { .. } => "deny",

@@ -192,10 +192,10 @@ fn nixpkgs() -> PathBuf {
 }
 
 /// The module's settings and check script for `settings` (a Nix expression), evaluated with
-/// nixpkgs' own module system (tests/nix/eval-nixos.nix).
+/// nixpkgs' own module system (vm-tests/nix/eval-nixos.nix).
 fn module_check(dir: &Path, settings: &str) -> serde_json::Value {
     let expression = format!(
-        r#"let e = import {repo}/tests/nix/eval-nixos.nix {{
+        r#"let e = import {repo}/vm-tests/nix/eval-nixos.nix {{
              nixpkgs = {nixpkgs}; security = "master"; release = "26.05"; module = {repo}/nix/module.nix;
              configuration = {{ services.enforcer = {{ enable = true; settings = {settings}; }}; }};
            }};

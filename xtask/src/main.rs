@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use tests::vm::{self, Artifacts, Boot, Kernel};
+use vm_tests::{
+    report::Report,
+    vm::{self, Artifacts, Boot, Kernel},
+};
 
 mod lint;
 
@@ -38,7 +41,7 @@ enum Cmd {
     Verifier,
     /// Boot a VM that runs a scenario script of your own and print its console (debugging).
     Vm {
-        /// Shell script run as root inside the VM (helpers: tests/vm/helpers.sh).
+        /// Shell script run as root inside the VM (helpers: vm-tests/vm/helpers.sh).
         script: PathBuf,
         #[arg(long, default_value = "6.12")]
         kernel: String,
@@ -94,7 +97,8 @@ fn main() -> ExitCode {
         Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
         Cmd::Lint => lint::setup_components().and_then(|()| lint::lint()).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
-            let config = tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
+            let config =
+                vm_tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
             bench(kernel.as_deref(), &config).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
@@ -523,7 +527,7 @@ fn build() -> Result<Artifacts> {
     quiet(
         "cargo build --release (enforcer + BPF object, mock docker API)",
         Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "enforcer", "-p", "tests", "--bins"])
+            .args(["build", "--release", "-p", "enforcer", "-p", "vm-tests", "--bins"])
             .current_dir(workspace_root()),
     )?;
     let release = target_dir().join("release");
@@ -606,7 +610,7 @@ fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<Exit
     }
     let artifacts = build()?;
     let work = target_dir().join("vm").join("runs");
-    let (passed, failed) = tests::scenarios::run_suite(&kernels, &artifacts, &work, group)?;
+    let (passed, failed) = vm_tests::suite::run_suite(&kernels, &artifacts, &work, group)?;
     if passed + failed == 0 {
         bail!("no VM scenario ran");
     }
@@ -616,7 +620,7 @@ fn test(group: Option<&str>, kernel: Option<&str>, vm_only: bool) -> Result<Exit
 
 /// Not part of `test`: figures are reported, not asserted (the host may be loaded). A
 /// missed target is printed as MISS; the command fails only when the bench cannot run.
-fn bench(kernel: Option<&str>, config: &tests::bench::Config) -> Result<()> {
+fn bench(kernel: Option<&str>, config: &vm_tests::bench::Config) -> Result<()> {
     if config.rounds == 0 || config.iterations == 0 || config.wrapper_iterations == 0 {
         bail!("--rounds, --iterations and --wrapper-iterations must be at least 1");
     }
@@ -638,12 +642,12 @@ fn bench(kernel: Option<&str>, config: &tests::bench::Config) -> Result<()> {
             kernel.label, kernel.release, config.rounds, config.iterations, config.wrapper_iterations
         ));
         let started = std::time::Instant::now();
-        let measured = tests::bench::run(kernel, &base, &bench_exec, &work, config)?;
-        let json = tests::bench::to_json(kernel, config, &measured);
+        let measured = vm_tests::bench::run(kernel, &base, &bench_exec, &work, config)?;
+        let json = vm_tests::bench::to_json(kernel, config, &measured);
         let path = out_dir.join(format!("{}.json", kernel.label));
         std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("\n{}", tests::bench::table(kernel, config, &measured));
+        println!("\n{}", vm_tests::bench::table(kernel, config, &measured));
         say(&format!("wrote {} ({:.0} s in the VM)", path.display(), started.elapsed().as_secs_f64()));
     }
     Ok(())
@@ -672,7 +676,7 @@ stop_dockerd
 "#;
 
 /// Builds everything and boots `kernel_label` running `script`.
-fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<vm::Report> {
+fn boot_script(kernel_label: &str, script: &str, name: &str, echo: bool) -> Result<Report> {
     boot_script_with(kernel_label, script, name, echo, false)
 }
 
@@ -683,7 +687,7 @@ fn boot_script_with(
     name: &str,
     echo: bool,
     real_daemon: bool,
-) -> Result<vm::Report> {
+) -> Result<Report> {
     let kernels = setup()?;
     let kernel = kernels
         .iter()
@@ -694,7 +698,7 @@ fn boot_script_with(
     std::fs::create_dir_all(&work)?;
     let base = work.join("base.cpio");
     vm::build_base_initramfs(&artifacts, &base)?;
-    let mut scenario = tests::cpio::Archive::new();
+    let mut scenario = vm_tests::cpio::Archive::new();
     scenario.file("scenario.sh", 0o644, script.as_bytes());
     let scenario_path = work.join("scenario.cpio");
     scenario.write_to(&scenario_path)?;
@@ -747,7 +751,7 @@ fn demo(kernel_label: &str) -> Result<()> {
         let (rc, out) = step(name);
         println!("\n$ {title}\n{}[exit {rc}]", out);
     };
-    let secret = tests::scenarios::GITEA_SECRET;
+    let secret = vm_tests::fixtures::GITEA_SECRET;
     show("docker version   # the real daemon in the VM: Debian's dockerd", "dockerd-start");
     show("docker ps   # as root: the gitea stand-in, its volume holds a secret", "gitea-start");
     show("enforcer status   # as root, daemon just started", "enforcer-start");

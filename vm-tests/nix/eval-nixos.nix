@@ -1,6 +1,6 @@
 # Evaluates nix/module.nix with nixpkgs' own module system (`lib.evalModules` of nixpkgs' lib)
 # and nixpkgs' own `security` module, the one that renders `lsm=` from `security.lsm`. Used by
-# tests/tests/packaging.rs; nothing of nixpkgs is in this repository: `nixpkgs` is the folder
+# vm-tests/tests/packaging.rs; nothing of nixpkgs is in this repository: `nixpkgs` is the folder
 # described in shared/nixpkgs/README.md (its `lib/`, `nixos/modules/security/default.nix` of
 # master and `nixos-25.05/modules/security/default.nix`), found through ENFORCER_NIXPKGS.
 #

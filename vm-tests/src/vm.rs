@@ -3,7 +3,6 @@
 //! the scenario script reports over the serial console.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -13,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cpio::Archive;
+use crate::{cpio::Archive, report::Report};
 
 /// A Debian kernel package unpacked under the kernel cache.
 #[derive(Clone, Debug)]
@@ -86,7 +85,7 @@ nogroup:x:65534:
 ";
 
 const INIT: &str = include_str!("../vm/init.sh");
-const HELPERS: &str = include_str!("../vm/helpers.sh");
+pub(crate) const HELPERS: &str = include_str!("../vm/helpers.sh");
 
 fn which(program: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -169,7 +168,7 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     add_binary(&mut archive, "usr/local/bin/exec-helper", &artifacts.exec_helper)?;
     // The subvert attack tool is built beside exec-helper (same crate).
     add_binary(&mut archive, "usr/local/bin/subvert", &artifacts.exec_helper.with_file_name("subvert"))?;
-    // A static i386 program that execs its arguments (the 32-bit exec path, tests/src/elf32.rs).
+    // A static i386 program that execs its arguments (the 32-bit exec path, vm-tests/src/elf32.rs).
     archive.file("usr/local/bin/exec32", 0o755, &crate::elf32::exec_trampoline());
     // Other ways to talk to the docker API than the docker CLI (they share most libraries).
     add_binaries(&mut archive, &[("usr/bin/curl", &which("curl")?), ("usr/bin/socat", &which("socat")?)])?;
@@ -199,7 +198,7 @@ pub const LOCAL_IMAGE: &str = "local/busybox";
 /// The docker flavour's extra archive, appended after the base one: dockerd, containerd,
 /// runc, tini and their libraries, and `images/busybox.tar` (a busybox root filesystem
 /// for `docker import`: no registry is reachable from the VM). `start_dockerd` in
-/// tests/vm/helpers.sh starts it.
+/// vm-tests/vm/helpers.sh starts it.
 pub fn build_docker_initramfs(artifacts: &Artifacts, work: &Path, out: &Path) -> Result<()> {
     let mut archive = Archive::new();
     archive.dir("var/lib/docker");
@@ -267,7 +266,7 @@ fn busybox_rootfs_tar(work: &Path) -> Result<PathBuf> {
 /// The test unit of the systemd flavour: runs the scenario once the system is up, reports
 /// on the serial console, powers off.
 const SYSTEMD_TEST_UNIT: &str = "[Unit]
-Description=enforcer VM scenario (tests/src/scenarios.rs)
+Description=enforcer VM scenario (vm-tests/src/groups/systemd.rs)
 After=multi-user.target docker.service
 Wants=docker.service
 
@@ -359,76 +358,6 @@ pub fn build_systemd_image(
         bail!("mkfs.ext4 -d {} failed", root.display());
     }
     Ok(image)
-}
-
-/// What one boot reported.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Step name -> (exit code, combined stdout and stderr).
-    pub steps: BTreeMap<String, (i32, String)>,
-    /// File name -> contents (None when the file did not exist in the VM).
-    pub files: BTreeMap<String, Option<String>>,
-    /// The scenario script ran to its end.
-    pub done: bool,
-    pub console: String,
-}
-
-impl Report {
-    pub fn parse(console: &str) -> Result<Report> {
-        let mut report = Report { console: console.to_string(), ..Default::default() };
-        for line in console.lines() {
-            let line = line.trim_end_matches('\r');
-            // Kernel messages may share the line start; markers are found anywhere.
-            let Some(start) = line.find("@@") else { continue };
-            let mut fields = line[start..].splitn(4, ' ');
-            match fields.next() {
-                Some("@@step") => {
-                    let name = fields.next().unwrap_or_default().to_string();
-                    let rc: i32 = fields.next().unwrap_or("-1").parse().unwrap_or(-1);
-                    let output = decode_base64(fields.next().unwrap_or(""))?;
-                    report.steps.insert(name, (rc, output));
-                }
-                Some("@@file") => {
-                    let name = fields.next().unwrap_or_default().to_string();
-                    let body = fields.next().unwrap_or("-");
-                    let contents = if body == "-" { None } else { Some(decode_base64(body)?) };
-                    report.files.insert(name, contents);
-                }
-                Some("@@done") => report.done = true,
-                _ => {}
-            }
-        }
-        Ok(report)
-    }
-
-    pub fn step(&self, name: &str) -> Option<&(i32, String)> {
-        self.steps.get(name)
-    }
-
-    pub fn file(&self, name: &str) -> Option<&str> {
-        self.files.get(name).and_then(|f| f.as_deref())
-    }
-}
-
-fn decode_base64(text: &str) -> Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in text.trim().as_bytes() {
-        if c == b'=' {
-            break;
-        }
-        let value = ALPHABET.iter().position(|&a| a == c).ok_or_else(|| anyhow!("bad base64 byte {c}"))?;
-        acc = (acc << 6) | value as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// How to boot one VM.
@@ -566,22 +495,5 @@ fn accelerator() -> Vec<&'static str> {
         vec!["-accel", "kvm", "-accel", "tcg", "-cpu", "max"]
     } else {
         vec!["-accel", "tcg", "-cpu", "max"]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_parsing() {
-        let console =
-            "booting\n[  1.0] x @@step ps 0 aGVsbG8K\r\n@@file log -\n@@file j eyJhIjoxfQ==\n@@done\n";
-        let report = Report::parse(console).unwrap();
-        assert_eq!(report.step("ps"), Some(&(0, "hello\n".to_string())));
-        assert_eq!(report.files.get("log"), Some(&None));
-        assert_eq!(report.file("j"), Some("{\"a\":1}"));
-        assert!(report.done);
-        assert!(!Report::parse("@@step a 1 \n").unwrap().done);
     }
 }

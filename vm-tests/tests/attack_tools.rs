@@ -271,7 +271,7 @@ fn curl_talks_to_the_mock_api_over_its_socket() {
 /// The i386 trampoline, written out as an executable file.
 fn exec32(dir: &Path) -> PathBuf {
     let path = dir.join("exec32");
-    std::fs::write(&path, tests::elf32::exec_trampoline()).unwrap();
+    std::fs::write(&path, vm_tests::elf32::exec_trampoline()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -402,7 +402,7 @@ fn jam_scratch_finds_nothing_without_the_enforcer() {
     assert_eq!(stdout(&output), "jammed=0\n");
 }
 
-/// The fake loader (tests/src/elf64.rs) bind-mounted over the dynamic loader in a mount
+/// The fake loader (vm-tests/src/elf64.rs) bind-mounted over the dynamic loader in a mount
 /// namespace: a dynamically linked program executed there runs it, with its own file as
 /// the executable, and the request reaches the API.
 #[test]
@@ -411,7 +411,7 @@ fn fake_loader_runs_in_place_of_a_dynamic_client() {
     let api = mock_api(&dir, &[]);
     let socket = dir.join("docker.sock");
     let loader = dir.join("fake-ld");
-    std::fs::write(&loader, tests::elf64::fake_loader(socket.to_str().unwrap())).unwrap();
+    std::fs::write(&loader, vm_tests::elf64::fake_loader(socket.to_str().unwrap())).unwrap();
     std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script =
         format!("mount --bind {} /lib64/ld-linux-x86-64.so.2 && exec {EXEC_HELPER} ps 0", loader.display());

@@ -1,5 +1,5 @@
 # A stub of nixpkgs' `lib` with just what nix/module.nix and nix/package.nix use, so that
-# tests/tests/packaging.rs can evaluate them with a bare `nix-instantiate` (no nixpkgs, no
+# vm-tests/tests/packaging.rs can evaluate them with a bare `nix-instantiate` (no nixpkgs, no
 # network, no daemon). The functions behave like nixpkgs' for the arguments those files pass.
 #
 # Not nixpkgs: option types only check values (deeply, where nixpkgs checks lists and

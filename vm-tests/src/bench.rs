@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{
     cpio::Archive,
-    vm::{self, Boot, Kernel, Report},
+    report::Report,
+    vm::{self, Boot, Kernel},
 };
 
 /// A minimal static x86_64 ELF executable: `exit(0)`, nothing else. The exec path's cost
@@ -105,7 +106,7 @@ fn policy() -> String {
         "# cargo xtask bench: ai-worker (1001) is restricted, its docker is the stub.\n\
          [[rule]]\nname = \"bench\"\nusers = [\"ai-worker\"]\nbinaries = [\"{STUB}\"]\n\
          deny = [{}]\n",
-        crate::scenarios::SEED_DENY_LIST.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+        crate::fixtures::SEED_DENY_LIST.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -125,7 +126,7 @@ fn wrapper() -> String {
          \x20   done\n\
          done\n\
          exec {STUB} \"$@\"\n",
-        crate::scenarios::SEED_DENY_LIST.join(" ")
+        crate::fixtures::SEED_DENY_LIST.join(" ")
     )
 }
 

@@ -5,8 +5,8 @@
 //! `cargo xtask setup` installs. A missing tool fails these tests; they never skip.
 //!
 //! Everything runs offline: `nix-instantiate` with a throw-away store and state directory,
-//! against a stub `lib` (tests/nix/stub-lib.nix), and against nixpkgs' own `lib` and
-//! `security` module (master and 25.05) from `ENFORCER_NIXPKGS` (tests/nix/eval-nixos.nix;
+//! against a stub `lib` (vm-tests/nix/stub-lib.nix), and against nixpkgs' own `lib` and
+//! `security` module (master and 25.05) from `ENFORCER_NIXPKGS` (vm-tests/nix/eval-nixos.nix;
 //! `.ci/run` sets it). Nothing here builds the Nix package, evaluates a whole NixOS system, or
 //! starts the unit under systemd.
 
@@ -33,7 +33,7 @@ const STUB_PACKAGE: &str = "/nix/store/00000000000000000000000000000000-enforcer
 const STUB_DOCKER: &str = "/nix/store/11111111111111111111111111111111-docker-27.5.1";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("vm-tests/ is inside the workspace").to_path_buf()
 }
 
 /// A directory removed when dropped.
@@ -307,7 +307,7 @@ fn nix_eval(name: &str, expression: &str) -> Result<Value> {
 #[test]
 fn nix_files_parse() -> Result<()> {
     let dir = TempDir::new("parse");
-    for file in ["nix/module.nix", "nix/package.nix", "flake.nix", "tests/nix/stub-lib.nix"] {
+    for file in ["nix/module.nix", "nix/package.nix", "flake.nix", "vm-tests/nix/stub-lib.nix"] {
         let out = run(nix_instantiate(&dir.0).arg("--parse").arg(repo().join(file)))?;
         ensure!(out.status.success(), "{file} does not parse:\n{}", text(&out.stderr));
     }
@@ -317,7 +317,7 @@ fn nix_files_parse() -> Result<()> {
 /// Shared by the module evaluations: the stub lib and pkgs, and `eval`, which runs the module
 /// with the given config values (and other modules' option declarations as `options`).
 const MODULE_PRELUDE: &str = r##"
-  lib = import (/. + repo + "/tests/nix/stub-lib.nix");
+  lib = import (/. + repo + "/vm-tests/nix/stub-lib.nix");
   pkgs = {
     callPackage = fn: args: {
       type = "derivation";
@@ -636,7 +636,7 @@ fn nixos_module_cases() -> Result<()> {
 fn flake_and_package_evaluate() -> Result<()> {
     let expression = r##"{ repo }: let
       root = /. + repo;
-      lib = import (root + "/tests/nix/stub-lib.nix");
+      lib = import (root + "/vm-tests/nix/stub-lib.nix");
       flake = import (root + "/flake.nix");
       pkgs = { callPackage = fn: args: { type = "derivation"; outPath = "/nix/store/x"; called = toString fn; inherit args; }; };
       outputs = flake.outputs { self = outputs; nixpkgs = { legacyPackages.x86_64-linux = pkgs; }; };
@@ -769,7 +769,7 @@ fn nixpkgs_dir() -> Result<PathBuf> {
 }
 
 /// Evaluates `body` (a Nix expression with `evalWith { security, release, configuration }`
-/// in scope) with tests/nix/eval-nixos.nix, which runs nix/module.nix through nixpkgs' real
+/// in scope) with vm-tests/nix/eval-nixos.nix, which runs nix/module.nix through nixpkgs' real
 /// `lib.evalModules` next to nixpkgs' `security` module.
 fn nixos_eval(name: &str, body: &str) -> Result<Value> {
     let nixpkgs = nixpkgs_dir()?;
@@ -777,7 +777,7 @@ fn nixos_eval(name: &str, body: &str) -> Result<Value> {
     let expression = format!(
         r##"{{ repo, nixpkgs }}: let
           root = /. + repo;
-          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/tests/nix/eval-nixos.nix") {{
+          evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/vm-tests/nix/eval-nixos.nix") {{
             nixpkgs = /. + nixpkgs;
             inherit security release configuration;
             module = root + "/nix/module.nix";
@@ -799,7 +799,7 @@ fn nixos_eval(name: &str, body: &str) -> Result<Value> {
 }
 
 /// The configuration of docs/nixos.md, as a new user copies it (less what the declarations of
-/// tests/nix/eval-nixos.nix do not cover: users, nix.settings, the agent's own unit).
+/// vm-tests/nix/eval-nixos.nix do not cover: users, nix.settings, the agent's own unit).
 const DOCS_CONFIGURATION: &str = r##"({ config, ... }: {
   virtualisation.docker.enable = true;
   services.enforcer = {
