@@ -554,35 +554,6 @@ fn build() -> Result<Artifacts> {
     })
 }
 
-#[cfg(test)]
-mod quiet_tests {
-    use super::*;
-
-    #[test]
-    fn quiet_steps_log_their_output_and_point_to_it() {
-        let dir = std::env::temp_dir().join(format!("xtask-quiet-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let log = dir.join("setup.log");
-        quiet_in(&log, "first step", Command::new("sh").args(["-c", "echo progress of the first"])).unwrap();
-        let error = quiet_in(
-            &log,
-            "second step",
-            Command::new("sh")
-                .args(["-c", "echo progress; echo 'E: Unable to locate package x' >&2; exit 100"]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("second step failed"), "{error}");
-        assert!(error.contains(&log.display().to_string()), "the error names the log: {error}");
-        assert!(error.contains("E: Unable to locate package x"), "and quotes its end: {error}");
-        assert!(!error.contains("progress of the first"), "only the failed step's lines: {error}");
-        let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("==== first step") && text.contains("progress of the first"), "{text}");
-        assert!(text.contains("==== second step") && text.contains("progress\n"), "{text}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 fn unit_tests() -> Result<()> {
     // Compiling (and the BPF build's progress) goes to the log; the tests' own report stays
     // on the terminal.
@@ -824,4 +795,33 @@ fn demo(kernel_label: &str) -> Result<()> {
     gap("docker run --volumes-from gitea read the secret", vf_rc, vf_out.contains(secret));
     gap("docker run -v /:/host read a root-only host file", hm_rc, hm_out.contains("host-only"));
     Ok(())
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    #[test]
+    fn quiet_steps_log_their_output_and_point_to_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-quiet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = dir.join("setup.log");
+        quiet_in(&log, "first step", Command::new("sh").args(["-c", "echo progress of the first"])).unwrap();
+        let error = quiet_in(
+            &log,
+            "second step",
+            Command::new("sh")
+                .args(["-c", "echo progress; echo 'E: Unable to locate package x' >&2; exit 100"]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("second step failed"), "{error}");
+        assert!(error.contains(&log.display().to_string()), "the error names the log: {error}");
+        assert!(error.contains("E: Unable to locate package x"), "and quotes its end: {error}");
+        assert!(!error.contains("progress of the first"), "only the failed step's lines: {error}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("==== first step") && text.contains("progress of the first"), "{text}");
+        assert!(text.contains("==== second step") && text.contains("progress\n"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
