@@ -23,16 +23,12 @@ use aya::{
     programs::{Lsm, links::FdLink},
     util::nr_cpus,
 };
-use enforcer_common::{
-    abi::{
-        BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, HostKey, KernelOffsets,
-        MAX_RULES, PolicyState, RULE_COUNTERS, RuleConfig, RuleCounter, SOCKET_NAME_LEN, SocketNameKey,
-        Token, TokenInfo, UserKey, rule_counter,
-    },
-    grammar::profile_start,
+use enforcer_common::abi::{
+    BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, HostKey, KernelOffsets, MAX_RULES,
+    PolicyState, RULE_COUNTERS, RuleConfig, SocketNameKey, Token, TokenInfo, UserKey,
 };
 
-use crate::policy::Resolved;
+use crate::{compile::CompiledPolicy, dynamic::Dynamic};
 
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
@@ -260,93 +256,44 @@ impl Programs {
         Ok(map.get(&0, 0)?)
     }
 
-    /// Writes a policy into the inactive generation, then makes it active with one store:
-    /// an exec is judged either wholly by the old policy or wholly by the new one. Returns
-    /// the new state.
-    pub fn install_policy(
-        &mut self,
-        rules: &[RuleConfig],
-        resolved: &Resolved,
-        identities: &BTreeMap<PathBuf, FileId>,
-        dynamic: &Dynamic,
-    ) -> Result<PolicyState> {
-        if rules.len() > MAX_RULES {
-            bail!("at most {MAX_RULES} rules");
-        }
+    /// Writes a compiled policy into the inactive generation, then makes it active with one
+    /// store: an exec is judged either wholly by the old policy or wholly by the new one.
+    /// Returns the new state.
+    pub fn install_policy(&mut self, compiled: &CompiledPolicy, dynamic: &Dynamic) -> Result<PolicyState> {
         let old = self.policy_state()?;
         let generation = (old.active + 1) % GENERATIONS;
+        let entries = compiled.entries(generation);
 
         let mut rule_map: Array<&mut MapData, RuleConfig> =
             Array::try_from(self.ebpf.map_mut("RULES").context("map RULES missing")?)?;
-        for index in 0..MAX_RULES {
-            let rule = rules.get(index).copied().unwrap_or_default();
-            rule_map
-                .set(generation * MAX_RULES as u32 + index as u32, rule, 0)
-                .context("cannot fill the rules map")?;
+        for (index, rule) in &entries.rules {
+            rule_map.set(*index, *rule, 0).context("cannot fill the rules map")?;
         }
 
         // Per-rule counters of the generation being filled start at zero.
         let mut counters: PerCpuArray<&mut MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map_mut("COUNTERS").context("map COUNTERS missing")?)?;
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
-        for rule in 0..MAX_RULES as u32 {
-            // The rule's whole block of slots, the spare one included.
-            let first = rule_counter(generation, rule, RuleCounter::Denied);
-            for slot in 0..RULE_COUNTERS {
-                let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
-                counters.set(first + slot, zeros, 0)?;
-            }
+        for index in &entries.rule_counters {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
+            counters.set(*index, zeros, 0)?;
         }
 
-        let mut merged: BTreeMap<FileId, BinaryInfo> = BTreeMap::new();
-        for (path, (rule_mask, profile)) in &resolved.binaries {
-            let identity =
-                identities.get(path).ok_or_else(|| anyhow!("no kernel identity for {}", path.display()))?;
-            let start = profile_start(*profile).ok_or_else(|| anyhow!("unknown client profile {profile}"))?;
-            let entry = merged.entry(*identity).or_insert(BinaryInfo { rules: 0, profile: *profile, start });
-            if entry.profile != *profile {
-                bail!(
-                    "{} is the same file as another binary of the policy, with another client",
-                    path.display()
-                );
-            }
-            // Two paths may share an inode (hard links): their rule sets add up.
-            entry.rules |= rule_mask;
-        }
-        let binaries: Vec<_> =
-            merged.iter().map(|(file, info)| (FileKey { generation, _pad: 0, file: *file }, *info)).collect();
-        self.replace_generation("BINARIES", generation, |k: &FileKey| k.generation, &binaries)?;
-        let users: Vec<_> =
-            resolved.users.iter().map(|(uid, rules)| (UserKey { generation, uid: *uid }, *rules)).collect();
-        self.replace_generation("USERS", generation, |k: &UserKey| k.generation, &users)?;
-        let hosts: Vec<_> =
-            resolved.hosts.iter().map(|(host, rules)| (HostKey { generation, ..*host }, *rules)).collect();
-        self.replace_generation("HOSTS", generation, |k: &HostKey| k.generation, &hosts)?;
-        let mut names: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-        for (path, rules) in &resolved.sockets {
-            *names.entry(path.as_os_str().as_encoded_bytes().to_vec()).or_default() |= rules;
-            // A listed path through a symlink (/var/run -> /run): the socket is bound to
-            // the other name.
-            if let Ok(real) = std::fs::canonicalize(path) {
-                *names.entry(real.as_os_str().as_encoded_bytes().to_vec()).or_default() |= rules;
-            }
-        }
-        let names: Vec<_> = names
-            .iter()
-            .filter(|(name, _)| name.len() < SOCKET_NAME_LEN)
-            .map(|(name, rules)| {
-                let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
-                key.name[..name.len()].copy_from_slice(name);
-                (key, *rules)
-            })
-            .collect();
-        self.replace_generation("SOCKET_NAMES", generation, |k: &SocketNameKey| k.generation, &names)?;
+        self.replace_generation("BINARIES", generation, |k: &FileKey| k.generation, &entries.binaries)?;
+        self.replace_generation("USERS", generation, |k: &UserKey| k.generation, &entries.users)?;
+        self.replace_generation("HOSTS", generation, |k: &HostKey| k.generation, &entries.hosts)?;
+        self.replace_generation(
+            "SOCKET_NAMES",
+            generation,
+            |k: &SocketNameKey| k.generation,
+            &entries.socket_names,
+        )?;
         self.sync_dynamic(generation, dynamic)?;
 
         // The cgroup levels of the new generation first, then the flip: from the next
         // exec on, the new generation judges.
         let mut levels = old.cgroup_levels;
-        levels[generation as usize] = resolved.cgroup_levels();
+        levels[generation as usize] = compiled.cgroup_levels;
         let mut policy: Array<&mut MapData, PolicyState> =
             Array::try_from(self.ebpf.map_mut("POLICY").context("map POLICY missing")?)?;
         policy
@@ -361,17 +308,8 @@ impl Programs {
     /// Puts what was learnt from the running system (socket inodes, cgroup ids) into
     /// `generation`: new entries first, then the stale ones go.
     pub fn sync_dynamic(&mut self, generation: u32, dynamic: &Dynamic) -> Result<()> {
-        let sockets: Vec<_> = dynamic
-            .sockets
-            .iter()
-            .map(|(file, rules)| (FileKey { generation, _pad: 0, file: *file }, *rules))
-            .collect();
+        let (sockets, cgroups) = dynamic.entries(generation);
         self.replace_generation("SOCKETS", generation, |k: &FileKey| k.generation, &sockets)?;
-        let cgroups: Vec<_> = dynamic
-            .cgroups
-            .iter()
-            .map(|(id, rules)| (CgroupKey { generation, _pad: 0, id: *id }, *rules))
-            .collect();
         self.replace_generation("CGROUPS", generation, |k: &CgroupKey| k.generation, &cgroups)
     }
 
@@ -502,15 +440,6 @@ pub struct HookTiming {
     pub program: &'static str,
     pub verify: std::time::Duration,
     pub attach: std::time::Duration,
-}
-
-/// What the kernel maps learn from the running system, and re-learn when it changes: the
-/// identities of the gated sockets (dockerd re-creates its socket at each start) and the
-/// ids of the named cgroups (systemd re-creates a unit's cgroup at each start).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Dynamic {
-    pub sockets: BTreeMap<FileId, u32>,
-    pub cgroups: BTreeMap<u64, u32>,
 }
 
 /// Pinned maps of another ABI version are an older enforcer's: once our hook is attached

@@ -34,7 +34,7 @@ pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[St
         }
     }
     let start = enforcer_common::grammar::profile_start(profile).expect("profiles come from profile_by_name");
-    let rules = policy.rule_configs();
+    let rules = crate::compile::rule_configs(policy);
     decide(
         start,
         &mut SliceArgv(argv),
@@ -93,7 +93,7 @@ pub fn check(
     println!("command: {}", command.unwrap_or("-"));
     if let (Scan::Command(node), Some(rule)) = (scan, policy.rules.get(decision.rule as usize))
         && decision.verdict != Verdict::Allow
-        && crate::policy::implicit_tunnel(rule, node)
+        && crate::compile::implicit_tunnel(rule, node)
     {
         println!(
             "why: {} pipes raw requests to the whole docker API, so every rule that denies any command \

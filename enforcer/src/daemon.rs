@@ -18,11 +18,13 @@ use tokio::{
 
 use crate::{
     bpf::{self, Programs},
+    compile,
     control::{self, Reply},
+    discovery::{self, HostSystem},
     dynamic::{self, Fingerprint},
     events::{self, DenialLog},
     kernel,
-    policy::{HostSystem, Policy, Resolved},
+    policy::{Policy, Resolved},
     state::{self, Generation, NamedBinary, State},
 };
 
@@ -72,8 +74,8 @@ impl Daemon {
             .collect();
         let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
         let dynamic = dynamic::dynamic(&sockets, &probed_identities, cgroups);
-        let policy_state =
-            self.programs.install_policy(&policy.rule_configs(), resolved, &identities, &dynamic)?;
+        let compiled = compile::compile(policy, resolved, &identities, &dynamic::socket_aliases(resolved))?;
+        let policy_state = self.programs.install_policy(&compiled, &dynamic)?;
         self.resolved = Some(resolved.clone());
         self.fingerprint = fingerprint;
         let generation = policy_state.active as usize % GENERATIONS as usize;
@@ -150,7 +152,7 @@ impl Daemon {
     fn reload(&mut self) -> Result<String> {
         let loaded = Policy::load(self.options.config.as_deref())
             .map_err(anyhow::Error::from)
-            .and_then(|policy| Ok((policy.resolve(&HostSystem)?, policy)))
+            .and_then(|policy| Ok((policy.resolve(&discovery::discover(&policy, &HostSystem))?, policy)))
             .and_then(|(resolved, policy)| self.install(&policy, &resolved));
         match loaded {
             Ok(message) => {
@@ -322,7 +324,7 @@ pub async fn run(options: Options) -> Result<bool> {
     let _lock = lock_instance()?;
     // The policy is checked before anything is loaded: a bad file changes nothing.
     let policy = Policy::load(options.config.as_deref())?;
-    let resolved = policy.resolve(&HostSystem)?;
+    let resolved = policy.resolve(&discovery::discover(&policy, &HostSystem))?;
     stage("policy parsed and resolved");
     let btf = kernel::read_btf()?;
     let offsets = kernel::offsets_from_btf(&btf)?;

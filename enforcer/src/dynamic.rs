@@ -9,7 +9,45 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{bpf::Dynamic, policy::Resolved};
+use enforcer_common::abi::{CgroupKey, FileId, FileKey};
+
+use crate::policy::Resolved;
+
+/// What the kernel maps learn from the running system, and re-learn when it changes: the
+/// identities of the gated sockets (dockerd re-creates its socket at each start) and the
+/// ids of the named cgroups (systemd re-creates a unit's cgroup at each start).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dynamic {
+    pub sockets: BTreeMap<FileId, u32>,
+    pub cgroups: BTreeMap<u64, u32>,
+}
+
+impl Dynamic {
+    /// The `SOCKETS` and `CGROUPS` entries, keyed for `generation`.
+    pub fn entries(&self, generation: u32) -> (Vec<(FileKey, u32)>, Vec<(CgroupKey, u32)>) {
+        let sockets = self
+            .sockets
+            .iter()
+            .map(|(file, rules)| (FileKey { generation, _pad: 0, file: *file }, *rules))
+            .collect();
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|(id, rules)| (CgroupKey { generation, _pad: 0, id: *id }, *rules))
+            .collect();
+        (sockets, cgroups)
+    }
+}
+
+/// The path each listed socket path resolves to through symlinks (`/var/run` -> `/run`),
+/// where it resolves now: the socket is bound to that name, which the policy gates too.
+pub fn socket_aliases(resolved: &Resolved) -> BTreeMap<PathBuf, PathBuf> {
+    resolved
+        .sockets
+        .keys()
+        .filter_map(|path| Some((path.clone(), std::fs::canonicalize(path).ok()?)))
+        .collect()
+}
 
 /// What `stat` says about each socket and cgroup path: when this has not changed, neither
 /// has the kernel's view, and nothing needs probing.
@@ -74,7 +112,7 @@ pub fn fingerprint(resolved: &Resolved, root: Option<&Path>) -> Fingerprint {
 /// The dynamic entries, given the kernel identities of the existing sockets.
 pub fn dynamic(
     sockets: &BTreeMap<PathBuf, u32>,
-    identities: &BTreeMap<PathBuf, enforcer_common::abi::FileId>,
+    identities: &BTreeMap<PathBuf, FileId>,
     cgroups: BTreeMap<u64, u32>,
 ) -> Dynamic {
     let mut by_identity = BTreeMap::new();
@@ -104,13 +142,12 @@ mod tests {
     fn cgroup_ids_are_directory_inodes() {
         let root = std::env::temp_dir().join(format!("enforcer-cgroup-test-{}", std::process::id()));
         std::fs::create_dir_all(root.join("agent.slice/a.service")).unwrap();
-        let mut resolved = crate::policy::Policy::parse(
+        let policy = crate::policy::Policy::parse(
             "p.toml",
             "[[rule]]\nname = \"r\"\ncgroups = [\"/agent.slice/a.service\", \"/missing\"]\ndeny = [\"exec\"]\n",
         )
-        .unwrap()
-        .resolve(&NoBinaries)
         .unwrap();
+        let mut resolved = policy.resolve(&crate::discovery::discover(&policy, &NoBinaries)).unwrap();
         let ino = std::fs::metadata(root.join("agent.slice/a.service")).unwrap().ino();
         assert_eq!(cgroup_ids(&resolved, Some(&root)), BTreeMap::from([(ino, 1)]));
         assert_eq!(resolved.cgroup_levels(), 1 << 2 | 1 << 1);
@@ -127,7 +164,7 @@ mod tests {
 
     /// Resolution without the host's docker: every binary "exists".
     struct NoBinaries;
-    impl crate::policy::System for NoBinaries {
+    impl crate::discovery::System for NoBinaries {
         fn uid_of(&self, _: &str) -> Option<u32> {
             None
         }

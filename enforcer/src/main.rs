@@ -3,8 +3,10 @@
 mod bpf;
 mod btf;
 mod check;
+mod compile;
 mod control;
 mod daemon;
+mod discovery;
 mod dynamic;
 mod events;
 mod exit;

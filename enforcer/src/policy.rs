@@ -1,5 +1,6 @@
-//! The policy file: parsing with exact error positions, validation, and compilation into
-//! what the kernel maps hold.
+//! The policy file: parsing with exact error positions and validation (one validator per
+//! key), then resolution against what discovery found on this system
+//! ([`crate::discovery`]); compilation into map entries is [`crate::compile`]'s.
 //!
 //! ```toml
 //! mode = "enforce"            # or "audit"
@@ -22,11 +23,13 @@ use std::{
 };
 
 use enforcer_common::{
-    abi::{HostKey, MAX_CGROUP_LEVEL, MAX_RULES, Profile, RuleConfig, RuleKind, SOCKET_NAME_LEN, rule_flag},
+    abi::{HostKey, MAX_CGROUP_LEVEL, MAX_RULES, Profile, SOCKET_NAME_LEN},
     grammar,
 };
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::discovery::{Discovery, USUAL_DOCKER_DIRS};
 
 /// The policy used when neither `--config` nor the system policy file exists.
 pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
@@ -37,29 +40,6 @@ pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
 
 /// The docker API sockets a rule gates when it does not list `sockets`.
 pub const DEFAULT_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
-
-/// Where docker CLI plugins live; a rule without `binaries` vets the compose and buildx
-/// plugins found there (the docker CLI runs them as `docker-compose [GLOBAL OPTIONS]
-/// compose ...` and `docker-buildx buildx ...`).
-pub const PLUGIN_DIRS: &[&str] = &[
-    "/usr/local/lib/docker/cli-plugins",
-    "/usr/local/libexec/docker/cli-plugins",
-    "/usr/lib/docker/cli-plugins",
-    "/usr/libexec/docker/cli-plugins",
-    "/run/current-system/sw/libexec/docker/cli-plugins",
-];
-
-/// Where docker is looked for when a rule lists no binaries: PATH, then these.
-pub const USUAL_DOCKER_DIRS: &[&str] = &[
-    "/run/current-system/sw/bin",
-    "/nix/var/nix/profiles/default/bin",
-    "/usr/local/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/local/sbin",
-    "/usr/sbin",
-    "/snap/bin",
-];
 
 /// A policy problem, with the place in the file it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,224 +251,305 @@ fn place_of(text: &str, offset: usize) -> Place {
 impl Policy {
     /// Parses and validates policy text. `source` names it in errors.
     pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
-        let error = |span: Option<Range<usize>>, message: String| {
-            let position = span.map(|s| {
-                let p = place_of(text, s.start);
-                (p.line, p.col)
-            });
-            PolicyError { file: source.to_string(), position, message }
-        };
+        let src = Source { name: source, text };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             // toml's message repeats the position in its own layout; keep its first line.
             let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
-            error(e.span(), message)
+            src.error(e.span(), message)
         })?;
-
-        let mode = match &raw.mode {
-            None => Mode::Enforce,
-            Some(mode) => match mode.get_ref().as_str() {
-                "enforce" => Mode::Enforce,
-                "audit" => Mode::Audit,
-                other => {
-                    return Err(error(
-                        Some(mode.span()),
-                        format!("unknown mode {other:?}: expected \"enforce\" or \"audit\""),
-                    ));
-                }
-            },
-        };
-        if raw.rule.is_empty() {
-            return Err(error(None, "the policy has no [[rule]]: it would restrict nobody".into()));
-        }
-        if raw.rule.len() > MAX_RULES {
-            return Err(error(
-                Some(raw.rule[MAX_RULES].span()),
-                format!("too many rules: at most {MAX_RULES}"),
-            ));
-        }
-
-        let mut rules = Vec::new();
+        let mode = src.mode(raw.mode.as_ref())?;
+        src.rule_count(&raw.rule)?;
         let mut names = BTreeMap::new();
-        for spanned in &raw.rule {
-            let rule = spanned.get_ref();
-            let name = rule.name.get_ref().trim().to_string();
-            if name.is_empty() {
-                return Err(error(Some(rule.name.span()), "rule name is empty".into()));
-            }
-            if let Some(first) = names.insert(name.clone(), rule.name.span()) {
-                let first = place_of(text, first.start);
-                return Err(error(
-                    Some(rule.name.span()),
-                    format!("duplicate rule name {name:?} (first at line {})", first.line),
-                ));
-            }
-
-            let mut users = Vec::new();
-            let no_users: Vec<Spanned<RawUser>> = Vec::new();
-            let raw_users = rule.users.as_ref().map_or(&no_users, |u| u.get_ref());
-            if let Some(list) = &rule.users
-                && list.get_ref().is_empty()
-            {
-                return Err(error(Some(list.span()), format!("rule {name:?}: users is empty")));
-            }
-            let mut cgroups = Vec::new();
-            for cgroup in rule.cgroups.iter().flat_map(|c| c.get_ref()) {
-                let path = cgroup.get_ref().trim_end_matches('/');
-                let levels = path.split('/').skip(1).count() as u32;
-                if !path.starts_with('/')
-                    || path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..")
-                {
-                    return Err(error(
-                        Some(cgroup.span()),
-                        format!(
-                            "cgroup {path:?} is not an absolute cgroup path such as \"/system.slice/ai-agent.service\""
-                        ),
-                    ));
-                }
-                if levels > MAX_CGROUP_LEVEL - 1 {
-                    return Err(error(
-                        Some(cgroup.span()),
-                        format!("cgroup {path:?} is nested deeper than {} levels", MAX_CGROUP_LEVEL - 1),
-                    ));
-                }
-                cgroups.push((path.to_string(), place_of(text, cgroup.span().start)));
-            }
-            if let Some(list) = &rule.cgroups
-                && list.get_ref().is_empty()
-            {
-                return Err(error(Some(list.span()), format!("rule {name:?}: cgroups is empty")));
-            }
-            if raw_users.is_empty() && cgroups.is_empty() {
-                return Err(error(
-                    Some(rule.name.span()),
-                    format!("rule {name:?} names neither users nor cgroups: it would restrict nobody"),
-                ));
-            }
-            let sockets = match &rule.sockets {
-                None => DEFAULT_SOCKETS.iter().map(PathBuf::from).collect(),
-                Some(list) => {
-                    if list.get_ref().is_empty() {
-                        return Err(error(
-                            Some(list.span()),
-                            format!(
-                                "rule {name:?}: sockets is empty (omit it for the default {DEFAULT_SOCKETS:?})"
-                            ),
-                        ));
-                    }
-                    let mut sockets = Vec::new();
-                    for socket in list.get_ref() {
-                        let path = socket.get_ref();
-                        if !path.starts_with('/') || path.len() >= SOCKET_NAME_LEN {
-                            return Err(error(
-                                Some(socket.span()),
-                                format!(
-                                    "socket {path:?} is not an absolute path of at most {} bytes",
-                                    SOCKET_NAME_LEN - 1
-                                ),
-                            ));
-                        }
-                        sockets.push(PathBuf::from(path));
-                    }
-                    sockets
-                }
-            };
-            let mut hosts = Vec::new();
-            for host in rule.hosts.iter().flat_map(|h| h.get_ref()) {
-                hosts.push(parse_host(host.get_ref()).map_err(|message| error(Some(host.span()), message))?);
-            }
-            for user in raw_users {
-                let place = place_of(text, user.span().start);
-                let spec = match user.get_ref() {
-                    RawUser::Uid(uid) => match u32::try_from(*uid) {
-                        Ok(uid) if uid != u32::MAX => UserSpec::Uid(uid),
-                        _ => {
-                            return Err(error(Some(user.span()), format!("invalid uid {uid}")));
-                        }
-                    },
-                    RawUser::Name(n) if n.is_empty() => {
-                        return Err(error(Some(user.span()), "empty user name".into()));
-                    }
-                    RawUser::Name(n) => match n.parse::<u32>() {
-                        Ok(uid) => UserSpec::Uid(uid),
-                        Err(_) => UserSpec::Name(n.clone()),
-                    },
-                };
-                users.push((spec, place));
-            }
-
-            let binaries = match &rule.binaries {
-                None => None,
-                Some(list) => {
-                    if list.get_ref().is_empty() {
-                        return Err(error(
-                            Some(list.span()),
-                            format!("rule {name:?}: binaries is empty (omit it to search for docker)"),
-                        ));
-                    }
-                    let mut binaries = Vec::new();
-                    for entry in list.get_ref() {
-                        let (path, profile) = match entry.get_ref() {
-                            RawBinary::Path(path) => (PathBuf::from(path), profile_for_path(Path::new(path))),
-                            RawBinary::Table(table) => {
-                                let profile = crate::grammar::profile_by_name(&table.client).ok_or_else(|| {
-                                    error(
-                                        Some(entry.span()),
-                                        format!(
-                                            "unknown client {:?}: expected \"docker\" or \"docker-compose\"",
-                                            table.client
-                                        ),
-                                    )
-                                })?;
-                                (PathBuf::from(&table.path), profile)
-                            }
-                        };
-                        if !path.is_absolute() {
-                            return Err(error(
-                                Some(entry.span()),
-                                format!("binary path {:?} is not absolute", path.display().to_string()),
-                            ));
-                        }
-                        binaries.push(Binary { path, profile, place: place_of(text, entry.span().start) });
-                    }
-                    Some(binaries)
-                }
-            };
-
-            let (kind, list) = match (&rule.deny, &rule.allow) {
-                (Some(deny), None) => (ListKind::Deny, deny),
-                (None, Some(allow)) => (ListKind::Allow, allow),
-                (Some(_), Some(allow)) => {
-                    return Err(error(
-                        Some(allow.span()),
-                        format!("rule {name:?} has both deny and allow: give one"),
-                    ));
-                }
-                (None, None) => {
-                    return Err(error(
-                        Some(spanned.span()),
-                        format!("rule {name:?} has neither deny nor allow"),
-                    ));
-                }
-            };
-            let mut commands = Vec::new();
-            for command in list.get_ref() {
-                let entry = command.get_ref().trim();
-                match grammar::resolve_entry(crate::grammar::get(), entry) {
-                    Some(id) => {
-                        if !commands.contains(&id) {
-                            commands.push(id);
-                        }
-                    }
-                    None => {
-                        return Err(error(Some(command.span()), format!("unknown docker command {entry:?}")));
-                    }
-                }
-            }
-            rules.push(Rule { name, users, binaries, kind, commands, cgroups, sockets, hosts });
-        }
+        let rules = raw.rule.iter().map(|rule| src.rule(rule, &mut names)).collect::<Result<_, _>>()?;
         Ok(Policy { source: source.to_string(), digest: digest(text), mode, rules })
     }
+}
 
+/// The policy text being parsed: turns spans into the positions of its messages. Each
+/// validator below checks one key (or group of keys) and returns its validated value;
+/// `rule` calls them in a fixed order, so a rule with several faults reports the same one
+/// every time.
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> PolicyError {
+        let position = span.map(|s| {
+            let p = place_of(self.text, s.start);
+            (p.line, p.col)
+        });
+        PolicyError { file: self.name.to_string(), position, message }
+    }
+
+    fn place(&self, span: Range<usize>) -> Place {
+        place_of(self.text, span.start)
+    }
+
+    /// `mode`: enforce (the default) or audit.
+    fn mode(&self, mode: Option<&Spanned<String>>) -> Result<Mode, PolicyError> {
+        let Some(mode) = mode else { return Ok(Mode::Enforce) };
+        match mode.get_ref().as_str() {
+            "enforce" => Ok(Mode::Enforce),
+            "audit" => Ok(Mode::Audit),
+            other => Err(self.error(
+                Some(mode.span()),
+                format!("unknown mode {other:?}: expected \"enforce\" or \"audit\""),
+            )),
+        }
+    }
+
+    /// `[[rule]]`: at least one (a policy restricting nobody is a mistake), at most what
+    /// the kernel's rule bitmasks hold.
+    fn rule_count(&self, rules: &[Spanned<RawRule>]) -> Result<(), PolicyError> {
+        if rules.is_empty() {
+            return Err(self.error(None, "the policy has no [[rule]]: it would restrict nobody".into()));
+        }
+        if rules.len() > MAX_RULES {
+            return Err(
+                self.error(Some(rules[MAX_RULES].span()), format!("too many rules: at most {MAX_RULES}"))
+            );
+        }
+        Ok(())
+    }
+
+    /// One `[[rule]]`, its keys validated in a fixed order.
+    fn rule(
+        &self,
+        spanned: &Spanned<RawRule>,
+        names: &mut BTreeMap<String, Range<usize>>,
+    ) -> Result<Rule, PolicyError> {
+        let rule = spanned.get_ref();
+        let name = self.rule_name(&rule.name, names)?;
+        let raw_users = self.users_list(rule.users.as_ref(), &name)?;
+        let cgroups = self.cgroups(rule.cgroups.as_ref(), &name)?;
+        if raw_users.is_empty() && cgroups.is_empty() {
+            return Err(self.error(
+                Some(rule.name.span()),
+                format!("rule {name:?} names neither users nor cgroups: it would restrict nobody"),
+            ));
+        }
+        let sockets = self.sockets(rule.sockets.as_ref(), &name)?;
+        let hosts = self.hosts(rule.hosts.as_ref())?;
+        let users = raw_users.iter().map(|user| self.user(user)).collect::<Result<_, _>>()?;
+        let binaries = self.binaries(rule.binaries.as_ref(), &name)?;
+        let (kind, list) = self.command_list(spanned, &name)?;
+        let commands = self.commands(list)?;
+        Ok(Rule { name, users, binaries, kind, commands, cgroups, sockets, hosts })
+    }
+
+    /// `name`: not empty, and unique in the policy (`names`: those seen so far).
+    fn rule_name(
+        &self,
+        name: &Spanned<String>,
+        names: &mut BTreeMap<String, Range<usize>>,
+    ) -> Result<String, PolicyError> {
+        let trimmed = name.get_ref().trim().to_string();
+        if trimmed.is_empty() {
+            return Err(self.error(Some(name.span()), "rule name is empty".into()));
+        }
+        if let Some(first) = names.insert(trimmed.clone(), name.span()) {
+            let first = self.place(first);
+            return Err(self.error(
+                Some(name.span()),
+                format!("duplicate rule name {trimmed:?} (first at line {})", first.line),
+            ));
+        }
+        Ok(trimmed)
+    }
+
+    /// `users`, as a list: omitted is none, but an empty list is a mistake. Its entries
+    /// are validated later, by [`Source::user`].
+    fn users_list<'r>(
+        &self,
+        users: Option<&'r Spanned<Vec<Spanned<RawUser>>>>,
+        name: &str,
+    ) -> Result<&'r [Spanned<RawUser>], PolicyError> {
+        match users {
+            None => Ok(&[]),
+            Some(list) if list.get_ref().is_empty() => {
+                Err(self.error(Some(list.span()), format!("rule {name:?}: users is empty")))
+            }
+            Some(list) => Ok(list.get_ref()),
+        }
+    }
+
+    /// One `users` entry: a name, or a uid (a number, or a name made of digits).
+    fn user(&self, user: &Spanned<RawUser>) -> Result<(UserSpec, Place), PolicyError> {
+        let spec = match user.get_ref() {
+            RawUser::Uid(uid) => match u32::try_from(*uid) {
+                Ok(uid) if uid != u32::MAX => UserSpec::Uid(uid),
+                _ => return Err(self.error(Some(user.span()), format!("invalid uid {uid}"))),
+            },
+            RawUser::Name(n) if n.is_empty() => {
+                return Err(self.error(Some(user.span()), "empty user name".into()));
+            }
+            RawUser::Name(n) => match n.parse::<u32>() {
+                Ok(uid) => UserSpec::Uid(uid),
+                Err(_) => UserSpec::Name(n.clone()),
+            },
+        };
+        Ok((spec, self.place(user.span())))
+    }
+
+    /// `cgroups`: absolute cgroup v2 paths, no deeper than the kernel looks; each entry
+    /// first, then the list itself must not be empty.
+    fn cgroups(
+        &self,
+        cgroups: Option<&Spanned<Vec<Spanned<String>>>>,
+        name: &str,
+    ) -> Result<Vec<(String, Place)>, PolicyError> {
+        let mut paths = Vec::new();
+        for cgroup in cgroups.iter().flat_map(|c| c.get_ref()) {
+            paths.push((self.cgroup(cgroup)?, self.place(cgroup.span())));
+        }
+        if let Some(list) = cgroups
+            && list.get_ref().is_empty()
+        {
+            return Err(self.error(Some(list.span()), format!("rule {name:?}: cgroups is empty")));
+        }
+        Ok(paths)
+    }
+
+    /// One `cgroups` entry, without its trailing slashes.
+    fn cgroup(&self, cgroup: &Spanned<String>) -> Result<String, PolicyError> {
+        let path = cgroup.get_ref().trim_end_matches('/');
+        let levels = path.split('/').skip(1).count() as u32;
+        if !path.starts_with('/') || path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(self.error(
+                Some(cgroup.span()),
+                format!("cgroup {path:?} is not an absolute cgroup path such as \"/system.slice/ai-agent.service\""),
+            ));
+        }
+        if levels > MAX_CGROUP_LEVEL - 1 {
+            return Err(self.error(
+                Some(cgroup.span()),
+                format!("cgroup {path:?} is nested deeper than {} levels", MAX_CGROUP_LEVEL - 1),
+            ));
+        }
+        Ok(path.to_string())
+    }
+
+    /// `sockets`: absolute paths that fit a unix socket address; omitted means
+    /// [`DEFAULT_SOCKETS`], an empty list is a mistake.
+    fn sockets(
+        &self,
+        sockets: Option<&Spanned<Vec<Spanned<String>>>>,
+        name: &str,
+    ) -> Result<Vec<PathBuf>, PolicyError> {
+        let Some(list) = sockets else { return Ok(DEFAULT_SOCKETS.iter().map(PathBuf::from).collect()) };
+        if list.get_ref().is_empty() {
+            return Err(self.error(
+                Some(list.span()),
+                format!("rule {name:?}: sockets is empty (omit it for the default {DEFAULT_SOCKETS:?})"),
+            ));
+        }
+        let mut paths = Vec::new();
+        for socket in list.get_ref() {
+            let path = socket.get_ref();
+            if !path.starts_with('/') || path.len() >= SOCKET_NAME_LEN {
+                return Err(self.error(
+                    Some(socket.span()),
+                    format!(
+                        "socket {path:?} is not an absolute path of at most {} bytes",
+                        SOCKET_NAME_LEN - 1
+                    ),
+                ));
+            }
+            paths.push(PathBuf::from(path));
+        }
+        Ok(paths)
+    }
+
+    /// `hosts`: TCP endpoints (see [`parse_host`]).
+    fn hosts(&self, hosts: Option<&Spanned<Vec<Spanned<String>>>>) -> Result<Vec<HostKey>, PolicyError> {
+        hosts
+            .iter()
+            .flat_map(|h| h.get_ref())
+            .map(|host| parse_host(host.get_ref()).map_err(|message| self.error(Some(host.span()), message)))
+            .collect()
+    }
+
+    /// `binaries`: omitted means "search for docker"; an empty list is a mistake.
+    fn binaries(
+        &self,
+        binaries: Option<&Spanned<Vec<Spanned<RawBinary>>>>,
+        name: &str,
+    ) -> Result<Option<Vec<Binary>>, PolicyError> {
+        let Some(list) = binaries else { return Ok(None) };
+        if list.get_ref().is_empty() {
+            return Err(self.error(
+                Some(list.span()),
+                format!("rule {name:?}: binaries is empty (omit it to search for docker)"),
+            ));
+        }
+        list.get_ref().iter().map(|entry| self.binary(entry)).collect::<Result<_, _>>().map(Some)
+    }
+
+    /// One `binaries` entry: an absolute path, with its client named or implied by its
+    /// file name.
+    fn binary(&self, entry: &Spanned<RawBinary>) -> Result<Binary, PolicyError> {
+        let (path, profile) = match entry.get_ref() {
+            RawBinary::Path(path) => (PathBuf::from(path), profile_for_path(Path::new(path))),
+            RawBinary::Table(table) => {
+                let profile = crate::grammar::profile_by_name(&table.client).ok_or_else(|| {
+                    self.error(
+                        Some(entry.span()),
+                        format!(
+                            "unknown client {:?}: expected \"docker\" or \"docker-compose\"",
+                            table.client
+                        ),
+                    )
+                })?;
+                (PathBuf::from(&table.path), profile)
+            }
+        };
+        if !path.is_absolute() {
+            return Err(self.error(
+                Some(entry.span()),
+                format!("binary path {:?} is not absolute", path.display().to_string()),
+            ));
+        }
+        Ok(Binary { path, profile, place: self.place(entry.span()) })
+    }
+
+    /// `deny` or `allow`: exactly one of them.
+    fn command_list<'r>(
+        &self,
+        rule: &'r Spanned<RawRule>,
+        name: &str,
+    ) -> Result<(ListKind, &'r Spanned<Vec<Spanned<String>>>), PolicyError> {
+        match (&rule.get_ref().deny, &rule.get_ref().allow) {
+            (Some(deny), None) => Ok((ListKind::Deny, deny)),
+            (None, Some(allow)) => Ok((ListKind::Allow, allow)),
+            (Some(_), Some(allow)) => {
+                Err(self
+                    .error(Some(allow.span()), format!("rule {name:?} has both deny and allow: give one")))
+            }
+            (None, None) => {
+                Err(self.error(Some(rule.span()), format!("rule {name:?} has neither deny nor allow")))
+            }
+        }
+    }
+
+    /// The entries of `deny` or `allow`: docker commands, as node ids, without repeats.
+    fn commands(&self, list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<u32>, PolicyError> {
+        let mut commands = Vec::new();
+        for command in list.get_ref() {
+            let entry = command.get_ref().trim();
+            let Some(id) = grammar::resolve_entry(crate::grammar::get(), entry) else {
+                return Err(self.error(Some(command.span()), format!("unknown docker command {entry:?}")));
+            };
+            if !commands.contains(&id) {
+                commands.push(id);
+            }
+        }
+        Ok(commands)
+    }
+}
+
+impl Policy {
     /// Reads and parses a policy file.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
@@ -514,73 +575,6 @@ impl Policy {
             None => Ok(Policy::default_policy()),
         }
     }
-
-    /// The kernel's view of each rule, in rule order. A rule that denies any command also
-    /// denies the raw API tunnels ([`RAW_API_TUNNELS`]), listed or not: through one, every
-    /// denied request reaches the daemon from a client the kernel cannot judge.
-    pub fn rule_configs(&self) -> Vec<RuleConfig> {
-        self.rules
-            .iter()
-            .map(|rule| {
-                let mut config = RuleConfig::default();
-                let denies_anything = rule.kind == ListKind::Allow || !rule.commands.is_empty();
-                for node in 1..grammar::node_count() {
-                    let listed = rule.lists(node);
-                    let tunnel = denies_anything && is_raw_tunnel(node);
-                    // Deny list: the bit denies. Allow list: the bit allows.
-                    let bit = match rule.kind {
-                        ListKind::Deny => listed || tunnel,
-                        ListKind::Allow => listed && !tunnel,
-                    };
-                    if bit {
-                        config.set_command(node);
-                    }
-                }
-                config.flags = match rule.kind {
-                    ListKind::Deny => RuleKind::DenyList as u32,
-                    ListKind::Allow => RuleKind::AllowList as u32,
-                };
-                if self.mode == Mode::Audit {
-                    config.flags |= rule_flag::AUDIT;
-                }
-                config
-            })
-            .collect()
-    }
-}
-
-/// Commands that pipe raw requests to the docker API (`docker system dial-stdio`, which
-/// the CLI's `ssh://` connection helper also runs) or to its BuildKit endpoint
-/// (`buildx dial-stdio`, through which a BuildKit client exports with `push=true`, past
-/// the `--push` power flag): denied by every rule that denies anything, since each denied
-/// request could pass through them.
-pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio", "buildx dial-stdio"];
-
-/// Whether `node` is one of the [`RAW_API_TUNNELS`] (or a spelling of one).
-fn is_raw_tunnel(node: u32) -> bool {
-    RAW_API_TUNNELS.iter().filter_map(|path| grammar::node_by_path(path)).any(|t| grammar::covers(t, node))
-}
-
-/// Whether `node` is a raw API tunnel that `rule` does not deny itself (denied because the
-/// rule denies something else), for `enforcer check` to say why.
-pub fn implicit_tunnel(rule: &Rule, node: u32) -> bool {
-    is_raw_tunnel(node) && !(rule.kind == ListKind::Deny && rule.lists(node))
-}
-
-impl Rule {
-    /// Whether one of the rule's command entries covers `node` (see `grammar::covers`).
-    fn lists(&self, node: u32) -> bool {
-        self.commands.iter().any(|&entry| grammar::covers(entry, node))
-    }
-}
-
-/// How the system answers the questions resolution asks; the real one reads the user
-/// database and the file system, tests use fakes.
-pub trait System {
-    fn uid_of(&self, name: &str) -> Option<u32>;
-    fn search_path(&self) -> Vec<PathBuf>;
-    /// The path with symlinks resolved, if it exists and is a regular file.
-    fn resolve_file(&self, path: &Path) -> Option<PathBuf>;
 }
 
 /// Users and binaries of a policy, resolved on this system.
@@ -608,10 +602,11 @@ impl Resolved {
 }
 
 impl Policy {
-    /// Resolves user names to uids and binary paths to existing files. An unknown user
-    /// is an error (a typo must not silently restrict nobody); a missing binary is a
-    /// warning, but a rule with no binary found at all is an error.
-    pub fn resolve(&self, system: &dyn System) -> Result<Resolved, PolicyError> {
+    /// Resolves user names to uids and binary paths to files, from what discovery found on
+    /// this system (see [`crate::discovery::discover`]); nothing here looks at the system.
+    /// An unknown user is an error (a typo must not silently restrict nobody); a missing
+    /// binary is a warning, but a rule with no binary found at all is an error.
+    pub fn resolve(&self, discovery: &Discovery) -> Result<Resolved, PolicyError> {
         let mut resolved = Resolved {
             users: BTreeMap::new(),
             binaries: BTreeMap::new(),
@@ -620,22 +615,9 @@ impl Policy {
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
         };
-        let error = |place: Option<Place>, message: String| PolicyError {
-            file: self.source.clone(),
-            position: place.map(|p| (p.line, p.col)),
-            message,
-        };
         for (index, rule) in self.rules.iter().enumerate() {
             let bit = 1u32 << index;
-            for (user, place) in &rule.users {
-                let uid = match user {
-                    UserSpec::Uid(uid) => *uid,
-                    UserSpec::Name(name) => system.uid_of(name).ok_or_else(|| {
-                        error(Some(*place), format!("rule {:?}: unknown user {name:?}", rule.name))
-                    })?,
-                };
-                *resolved.users.entry(uid).or_default() |= bit;
-            }
+            self.resolve_users(rule, bit, discovery, &mut resolved)?;
             for (cgroup, _) in &rule.cgroups {
                 *resolved.cgroups.entry(cgroup.clone()).or_default() |= bit;
             }
@@ -645,124 +627,120 @@ impl Policy {
             for host in &rule.hosts {
                 *resolved.hosts.entry(*host).or_default() |= bit;
             }
-            // (path, profile, place, counts as "docker found"): without `binaries`, every
-            // docker and docker-compose in PATH and the usual places, and the compose plugin.
-            let mut candidates: Vec<(PathBuf, u32, Option<Place>, bool)> = match &rule.binaries {
-                Some(list) => list.iter().map(|b| (b.path.clone(), b.profile, Some(b.place), true)).collect(),
-                None => {
-                    let mut dirs = system.search_path();
-                    dirs.extend(USUAL_DOCKER_DIRS.iter().map(PathBuf::from));
-                    let mut candidates: Vec<_> =
-                        dirs.iter().map(|d| (d.join("docker"), Profile::Docker as u32, None, true)).collect();
-                    candidates.extend(
-                        dirs.iter().map(|d| (d.join("docker-compose"), Profile::Compose as u32, None, false)),
-                    );
-                    candidates.extend(PLUGIN_DIRS.iter().map(|d| {
-                        (Path::new(d).join("docker-compose"), Profile::Compose as u32, None, false)
-                    }));
-                    // `docker build` runs the buildx plugin as `docker-buildx buildx build ...`:
-                    // the docker CLI's own grammar reads that argv. Unvetted, the socket gate
-                    // would refuse the plugin's connection and break `docker build`.
-                    candidates.extend(
-                        PLUGIN_DIRS.iter().map(|d| {
-                            (Path::new(d).join("docker-buildx"), Profile::Docker as u32, None, false)
-                        }),
-                    );
-                    candidates
-                }
-            };
-            let mut found = 0;
-            let mut next = 0;
-            while let Some((path, profile, place, counts)) = candidates.get(next).cloned() {
-                next += 1;
-                match system.resolve_file(&path) {
-                    Some(target) => {
-                        found += counts as usize;
-                        // nixpkgs' bin/docker is a shell wrapper that runs libexec/docker/docker:
-                        // a docker found without `binaries` brings its wrapped client along.
-                        if rule.binaries.is_none()
-                            && profile == Profile::Docker as u32
-                            && counts
-                            && let Some(prefix) = target.parent().and_then(Path::parent)
-                        {
-                            candidates.push((
-                                prefix.join("libexec/docker/docker"),
-                                Profile::Docker as u32,
-                                None,
-                                false,
-                            ));
-                        }
-                        let entry = resolved.binaries.entry(target.clone()).or_insert((0, profile));
-                        if entry.1 != profile {
-                            return Err(error(
-                                place,
-                                format!(
-                                    "rule {:?}: {} is listed as a {} client here and as a {} client elsewhere",
-                                    rule.name,
-                                    target.display(),
-                                    crate::grammar::profile_name(profile),
-                                    crate::grammar::profile_name(entry.1)
-                                ),
-                            ));
-                        }
-                        entry.0 |= bit;
-                    }
-                    None => {
-                        if let Some(place) = place {
-                            resolved.warnings.push(format!(
-                                "{}:{}:{}: rule {:?}: binary {} not found, skipped",
-                                self.source,
-                                place.line,
-                                place.col,
-                                rule.name,
-                                path.display()
-                            ));
-                        }
-                    }
-                }
-            }
-            if found == 0 {
-                let what = match &rule.binaries {
-                    Some(_) => "none of its binaries exists".to_string(),
-                    None => format!(
-                        "no docker binary found in PATH or in {} (install docker, or list its path in the \
-                         rule's binaries)",
-                        USUAL_DOCKER_DIRS.join(", ")
-                    ),
-                };
-                return Err(error(
-                    rule.binaries.as_ref().and_then(|b| b.first().map(|b| b.place)),
-                    format!("rule {:?}: {what}", rule.name),
-                ));
-            }
+            self.resolve_binaries(rule, bit, discovery, &mut resolved)?;
         }
         Ok(resolved)
     }
-}
 
-/// The real system.
-pub struct HostSystem;
-
-impl System for HostSystem {
-    fn uid_of(&self, name: &str) -> Option<u32> {
-        crate::users::uid_of(name)
+    fn resolve_error(&self, place: Option<Place>, message: String) -> PolicyError {
+        PolicyError { file: self.source.clone(), position: place.map(|p| (p.line, p.col)), message }
     }
 
-    fn search_path(&self) -> Vec<PathBuf> {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).filter(|p| p.is_absolute()).collect())
-            .unwrap_or_default()
+    /// Adds `rule` (bit `bit`) to the uid of each of its users.
+    fn resolve_users(
+        &self,
+        rule: &Rule,
+        bit: u32,
+        discovery: &Discovery,
+        resolved: &mut Resolved,
+    ) -> Result<(), PolicyError> {
+        for (user, place) in &rule.users {
+            let uid = match user {
+                UserSpec::Uid(uid) => *uid,
+                UserSpec::Name(name) => discovery.uids.get(name).copied().ok_or_else(|| {
+                    self.resolve_error(Some(*place), format!("rule {:?}: unknown user {name:?}", rule.name))
+                })?,
+            };
+            *resolved.users.entry(uid).or_default() |= bit;
+        }
+        Ok(())
     }
 
-    fn resolve_file(&self, path: &Path) -> Option<PathBuf> {
-        let target = std::fs::canonicalize(path).ok()?;
-        target.is_file().then_some(target)
+    /// Adds `rule` (bit `bit`) to each file its binaries resolve to: those it lists, or
+    /// without `binaries`, every docker client discovery found.
+    fn resolve_binaries(
+        &self,
+        rule: &Rule,
+        bit: u32,
+        discovery: &Discovery,
+        resolved: &mut Resolved,
+    ) -> Result<(), PolicyError> {
+        // (path, profile, place, counts as "docker found").
+        let candidates: Vec<(&Path, u32, Option<Place>, bool)> = match &rule.binaries {
+            Some(list) => list.iter().map(|b| (b.path.as_path(), b.profile, Some(b.place), true)).collect(),
+            None => discovery
+                .docker_search
+                .iter()
+                .map(|c| (c.path.as_path(), c.profile, None, c.counts))
+                .collect(),
+        };
+        let mut found = 0;
+        for (path, profile, place, counts) in candidates {
+            let Some(target) = discovery.files.get(path) else {
+                if let Some(place) = place {
+                    resolved.warnings.push(format!(
+                        "{}:{}:{}: rule {:?}: binary {} not found, skipped",
+                        self.source,
+                        place.line,
+                        place.col,
+                        rule.name,
+                        path.display()
+                    ));
+                }
+                continue;
+            };
+            found += counts as usize;
+            let entry = resolved.binaries.entry(target.clone()).or_insert((0, profile));
+            if entry.1 != profile {
+                return Err(self.resolve_error(
+                    place,
+                    format!(
+                        "rule {:?}: {} is listed as a {} client here and as a {} client elsewhere",
+                        rule.name,
+                        target.display(),
+                        crate::grammar::profile_name(profile),
+                        crate::grammar::profile_name(entry.1)
+                    ),
+                ));
+            }
+            entry.0 |= bit;
+        }
+        if found == 0 {
+            let what = match &rule.binaries {
+                Some(_) => "none of its binaries exists".to_string(),
+                None => format!(
+                    "no docker binary found in PATH or in {} (install docker, or list its path in the \
+                     rule's binaries)",
+                    USUAL_DOCKER_DIRS.join(", ")
+                ),
+            };
+            return Err(self.resolve_error(
+                rule.binaries.as_ref().and_then(|b| b.first().map(|b| b.place)),
+                format!("rule {:?}: {what}", rule.name),
+            ));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        compile::rule_configs,
+        discovery::{Candidate, System, discover},
+    };
+
+    /// Discovery on `system`, then resolution: what the daemon does.
+    trait ResolveOn {
+        fn resolve_on(&self, system: &dyn System) -> Result<Resolved, PolicyError>;
+    }
+
+    impl ResolveOn for Policy {
+        fn resolve_on(&self, system: &dyn System) -> Result<Resolved, PolicyError> {
+            self.resolve(&discover(self, system))
+        }
+    }
 
     fn node(path: &str) -> u32 {
         grammar::node_by_path(path).unwrap_or_else(|| panic!("no node {path}"))
@@ -801,7 +779,7 @@ mod tests {
         ];
         assert_eq!(paths[..seed.len()], seed);
         // Every spelling of a seed command is denied: the compiled bitmap covers them.
-        let config = &policy.rule_configs()[0];
+        let config = &rule_configs(&policy)[0];
         for path in [
             "container exec",
             "compose exec",
@@ -838,7 +816,7 @@ deny = ["exec", "cp"]
         let users: Vec<_> = rule.users.iter().map(|(u, _)| u.clone()).collect();
         assert_eq!(users, [UserSpec::Name("ai-worker".into()), UserSpec::Uid(1002), UserSpec::Uid(1003)]);
         assert_eq!(rule.binaries.as_ref().unwrap().len(), 2);
-        let config = &policy.rule_configs()[0];
+        let config = &rule_configs(&policy)[0];
         assert!(config.is_audit());
         assert!(config.has_command(node("container exec")));
         assert!(!config.has_command(node("container ls")));
@@ -882,7 +860,7 @@ deny = ["exec", "cp"]
     #[test]
     fn allow_list_compiles_to_allow_flag() {
         let policy = parse("[[rule]]\nname = \"r\"\nusers = [7]\nallow = [\"ps\", \"version\"]\n").unwrap();
-        let config = policy.rule_configs()[0];
+        let config = rule_configs(&policy)[0];
         assert!(config.is_allow_list());
         assert!(!config.is_audit());
         assert!(config.has_command(node("container ls")));
@@ -894,7 +872,7 @@ deny = ["exec", "cp"]
             "[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"network create\", \"compose exec\", \"container\"]\n",
         )
         .unwrap();
-        let config = policy.rule_configs()[0];
+        let config = rule_configs(&policy)[0];
         assert!(config.has_command(node("network create")));
         assert!(!config.has_command(node("network ls")));
         assert!(config.has_command(node("compose exec")));
@@ -902,7 +880,7 @@ deny = ["exec", "cp"]
         assert!(config.has_command(node("container exec")));
         assert!(config.has_command(node("container ls")));
         let only_compose = parse("[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"compose exec\"]\n").unwrap();
-        assert!(!only_compose.rule_configs()[0].has_command(node("container exec")));
+        assert!(!rule_configs(&only_compose)[0].has_command(node("container exec")));
         assert_eq!(
             err("[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"network frobnicate\"]\n"),
             "policy.toml:4:9: unknown docker command \"network frobnicate\""
@@ -952,7 +930,7 @@ deny = ["exec", "cp"]
             ],
             path: vec!["/opt/bin"],
         };
-        let resolved = Policy::default_policy().resolve(&system).unwrap();
+        let resolved = Policy::default_policy().resolve_on(&system).unwrap();
         assert_eq!(resolved.users, BTreeMap::from([(1001, 1)]));
         assert_eq!(
             resolved.binaries,
@@ -978,7 +956,7 @@ deny = ["exec", "cp"]
             ],
             path: vec![],
         };
-        let resolved = Policy::default_policy().resolve(&system).unwrap();
+        let resolved = Policy::default_policy().resolve_on(&system).unwrap();
         // buildx reads like the docker CLI (`docker-buildx buildx build ...`).
         assert_eq!(
             resolved.binaries.get(Path::new("/usr/libexec/docker/cli-plugins/docker-buildx")),
@@ -1000,7 +978,7 @@ deny = ["exec", "cp"]
             ],
             path: vec![],
         };
-        let resolved_nix = Policy::default_policy().resolve(&nix).unwrap();
+        let resolved_nix = Policy::default_policy().resolve_on(&nix).unwrap();
         assert_eq!(
             resolved_nix.binaries.keys().collect::<Vec<_>>(),
             [
@@ -1018,20 +996,20 @@ deny = ["exec", "cp"]
     fn resolution_errors_and_warnings() {
         let system =
             FakeSystem { users: vec![], files: vec![("/usr/bin/docker", "/usr/bin/docker")], path: vec![] };
-        let unknown = Policy::default_policy().resolve(&system).unwrap_err().to_string();
+        let unknown = Policy::default_policy().resolve_on(&system).unwrap_err().to_string();
         assert!(unknown.contains("unknown user \"ai-worker\""), "{unknown}");
 
         let text = "[[rule]]\nname = \"r\"\nusers = [5]\nbinaries = [\"/usr/bin/docker\", \"/nope/docker\"]\ndeny = [\"exec\"]\n";
-        let resolved = parse(text).unwrap().resolve(&system).unwrap();
+        let resolved = parse(text).unwrap().resolve_on(&system).unwrap();
         assert_eq!(resolved.warnings.len(), 1);
         assert!(resolved.warnings[0].contains("policy.toml:4:32"), "{:?}", resolved.warnings);
 
         let none = "[[rule]]\nname = \"r\"\nusers = [5]\nbinaries = [\"/nope/docker\"]\ndeny = [\"exec\"]\n";
-        let message = parse(none).unwrap().resolve(&system).unwrap_err().to_string();
+        let message = parse(none).unwrap().resolve_on(&system).unwrap_err().to_string();
         assert_eq!(message, "policy.toml:4:13: rule \"r\": none of its binaries exists");
 
         let empty = FakeSystem { users: vec![("ai-worker", 1)], files: vec![], path: vec![] };
-        let message = Policy::default_policy().resolve(&empty).unwrap_err().to_string();
+        let message = Policy::default_policy().resolve_on(&empty).unwrap_err().to_string();
         assert!(message.contains("no docker binary found in PATH"), "{message}");
     }
 
