@@ -237,3 +237,253 @@ pub fn implicit_tunnel(rule: &Rule, node: u32) -> bool {
 fn lists(rule: &Rule, node: u32) -> bool {
     rule.commands.iter().any(|&entry| grammar::covers(entry, node))
 }
+
+#[cfg(test)]
+mod tests {
+    use enforcer_common::abi::Profile;
+
+    use super::*;
+    use crate::discovery::{Candidate, Discovery};
+
+    const DOCKER: u32 = Profile::Docker as u32;
+    const COMPOSE: u32 = Profile::Compose as u32;
+
+    fn file(ino: u64) -> FileId {
+        FileId { dev: 8, ino }
+    }
+
+    fn parse(text: &str) -> Policy {
+        Policy::parse("policy.toml", text).unwrap()
+    }
+
+    fn paths<const N: usize, T: Clone>(entries: [(&str, T); N]) -> BTreeMap<PathBuf, T> {
+        entries.iter().map(|(path, value)| (PathBuf::from(path), value.clone())).collect()
+    }
+
+    /// Resolution on a made-up system that has the users `uids` and the files `files`
+    /// (each its own target), with docker at /usr/bin/docker for rules that search.
+    fn resolve(policy: &Policy, uids: &[(&str, u32)], files: &[&str]) -> Resolved {
+        let discovery = Discovery {
+            uids: uids.iter().map(|(name, uid)| (name.to_string(), *uid)).collect(),
+            files: files.iter().map(|f| (PathBuf::from(f), PathBuf::from(f))).collect(),
+            docker_search: vec![Candidate { path: "/usr/bin/docker".into(), profile: DOCKER, counts: true }],
+        };
+        policy.resolve(&discovery).unwrap()
+    }
+
+    fn info(rules: u32, profile: u32) -> BinaryInfo {
+        BinaryInfo { rules, profile, start: profile_start(profile).unwrap() }
+    }
+
+    #[test]
+    fn hard_links_are_one_entry_with_their_rules_added_up() {
+        let policy = parse(
+            "[[rule]]\nname = \"a\"\nusers = [1]\nbinaries = [\"/usr/bin/docker\"]\ndeny = [\"exec\"]\n\
+             [[rule]]\nname = \"b\"\nusers = [2]\nbinaries = [\"/opt/docker\", \"/opt/docker-compose\"]\ndeny = [\"cp\"]\n",
+        );
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker", "/opt/docker", "/opt/docker-compose"]);
+        // /usr/bin/docker and /opt/docker are one inode.
+        let identities =
+            paths([("/usr/bin/docker", file(7)), ("/opt/docker", file(7)), ("/opt/docker-compose", file(9))]);
+        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            compiled.binaries,
+            BTreeMap::from([(file(7), info(0b11, DOCKER)), (file(9), info(0b10, COMPOSE))])
+        );
+        let key = |file| FileKey { generation: 1, _pad: 0, file };
+        assert_eq!(
+            compiled.entries(1).binaries,
+            [(key(file(7)), info(0b11, DOCKER)), (key(file(9)), info(0b10, COMPOSE))]
+        );
+    }
+
+    #[test]
+    fn one_file_cannot_be_two_clients() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\nusers = [1]\n\
+             binaries = [\"/usr/bin/docker\", { path = \"/opt/dc\", client = \"docker-compose\" }]\ndeny = [\"exec\"]\n",
+        );
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker", "/opt/dc"]);
+        let identities = paths([("/usr/bin/docker", file(7)), ("/opt/dc", file(7))]);
+        let error = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap_err();
+        assert_eq!(error, CompileError::SameFileOtherClient("/usr/bin/docker".into()));
+        assert_eq!(
+            error.to_string(),
+            "/usr/bin/docker is the same file as another binary of the policy, with another client"
+        );
+    }
+
+    #[test]
+    fn a_binary_without_a_kernel_identity_is_an_error() {
+        let policy = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
+        let error = compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        assert_eq!(error.to_string(), "no kernel identity for /usr/bin/docker");
+    }
+
+    #[test]
+    fn more_rules_than_slots_is_an_error() {
+        let one = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
+        let resolved = resolve(&one, &[], &["/usr/bin/docker"]);
+        let identities = paths([("/usr/bin/docker", file(7))]);
+        assert!(compile(&one, &resolved, &identities, &BTreeMap::new()).is_ok());
+        // `Policy::parse` refuses this many; compilation does not rely on it.
+        let mut too_many = one.clone();
+        too_many.rules = vec![one.rules[0].clone(); MAX_RULES + 1];
+        let error = compile(&too_many, &resolved, &identities, &BTreeMap::new()).unwrap_err();
+        assert_eq!(error.to_string(), format!("at most {MAX_RULES} rules"));
+    }
+
+    #[test]
+    fn sockets_are_gated_under_every_name() {
+        let policy = parse(
+            "[[rule]]\nname = \"a\"\nusers = [1]\nsockets = [\"/var/run/docker.sock\"]\ndeny = [\"exec\"]\n\
+             [[rule]]\nname = \"b\"\nusers = [2]\nsockets = [\"/run/docker.sock\", \"/srv/d.sock\"]\ndeny = [\"exec\"]\n",
+        );
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
+        let identities = paths([("/usr/bin/docker", file(7))]);
+        let too_long = format!("/srv/{}.sock", "x".repeat(SOCKET_NAME_LEN));
+        let aliases = paths([
+            ("/var/run/docker.sock", PathBuf::from("/run/docker.sock")),
+            ("/srv/d.sock", PathBuf::from(&too_long)),
+        ]);
+        let compiled = compile(&policy, &resolved, &identities, &aliases).unwrap();
+        let names: Vec<(&str, u32)> =
+            compiled.socket_names.iter().map(|(n, r)| (std::str::from_utf8(n).unwrap(), *r)).collect();
+        // The alias of /var/run/docker.sock adds rule a to /run/docker.sock; the one too
+        // long for a socket address is left out.
+        assert_eq!(
+            names,
+            [("/run/docker.sock", 0b11), ("/srv/d.sock", 0b10), ("/var/run/docker.sock", 0b01)]
+        );
+        let entries = compiled.entries(1);
+        let (key, rules) = entries.socket_names[0];
+        assert_eq!((key.generation, rules), (1, 0b11));
+        assert_eq!(&key.name[..16], b"/run/docker.sock");
+        assert!(key.name[16..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn users_hosts_and_rules_per_rule() {
+        let policy = parse(
+            "mode = \"audit\"\n\
+             [[rule]]\nname = \"a\"\nusers = [1]\nhosts = [\"127.0.0.1:2375\"]\ndeny = [\"exec\"]\n\
+             [[rule]]\nname = \"b\"\nusers = [2, \"ai-worker\"]\nallow = [\"ps\"]\n\
+             [[rule]]\nname = \"c\"\nusers = [\"ai-worker\"]\ncgroups = [\"/a.slice/b.service\"]\ndeny = [\"cp\"]\n",
+        );
+        let resolved = resolve(&policy, &[("ai-worker", 1001)], &["/usr/bin/docker"]);
+        let identities = paths([("/usr/bin/docker", file(7))]);
+        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap();
+        assert_eq!(compiled.users, BTreeMap::from([(1, 0b001), (2, 0b010), (1001, 0b110)]));
+        assert_eq!(compiled.cgroup_levels, 1 << 2);
+        assert_eq!(compiled.binaries, BTreeMap::from([(file(7), info(0b111, DOCKER))]));
+        // Every slot, the unused ones zero.
+        assert_eq!(compiled.rules.len(), MAX_RULES);
+        assert_eq!(compiled.rules[..3], rule_configs(&policy)[..]);
+        assert!(compiled.rules[3..].iter().all(|r| *r == RuleConfig::default()));
+        assert!(compiled.rules[..3].iter().all(|r| r.is_audit()));
+        assert!(compiled.rules[1].is_allow_list());
+
+        let entries = compiled.entries(1);
+        let indices: Vec<u32> = entries.rules.iter().map(|(index, _)| *index).collect();
+        assert_eq!(indices, (MAX_RULES as u32..2 * MAX_RULES as u32).collect::<Vec<_>>());
+        assert_eq!(
+            entries.users,
+            [
+                (UserKey { generation: 1, uid: 1 }, 0b001),
+                (UserKey { generation: 1, uid: 2 }, 0b010),
+                (UserKey { generation: 1, uid: 1001 }, 0b110)
+            ]
+        );
+        let host = crate::policy::parse_host("127.0.0.1:2375").unwrap();
+        assert_eq!(entries.hosts, [(HostKey { generation: 1, ..host }, 0b001)]);
+        // Each generation zeroes its own per-rule counters, all of them, and no other's.
+        let zeroed = |generation| {
+            let counters = compiled.entries(generation).rule_counters;
+            counters.into_iter().collect::<std::collections::BTreeSet<u32>>()
+        };
+        assert_eq!(zeroed(0).len(), MAX_RULES * RULE_COUNTERS as usize);
+        assert_eq!(zeroed(1).len(), MAX_RULES * RULE_COUNTERS as usize);
+        assert!(zeroed(0).is_disjoint(&zeroed(1)));
+    }
+
+    #[test]
+    fn the_default_policys_entries() {
+        let policy = Policy::default_policy();
+        let discovery = Discovery {
+            uids: BTreeMap::from([("ai-worker".into(), 1001)]),
+            files: paths([
+                ("/usr/bin/docker", PathBuf::from("/usr/bin/docker")),
+                (
+                    "/usr/libexec/docker/cli-plugins/docker-compose",
+                    "/usr/libexec/docker/cli-plugins/docker-compose".into(),
+                ),
+                (
+                    "/usr/libexec/docker/cli-plugins/docker-buildx",
+                    "/usr/libexec/docker/cli-plugins/docker-buildx".into(),
+                ),
+            ]),
+            docker_search: vec![
+                Candidate { path: "/usr/bin/docker".into(), profile: DOCKER, counts: true },
+                Candidate { path: "/usr/bin/docker-compose".into(), profile: COMPOSE, counts: false },
+                Candidate {
+                    path: "/usr/libexec/docker/cli-plugins/docker-compose".into(),
+                    profile: COMPOSE,
+                    counts: false,
+                },
+                Candidate {
+                    path: "/usr/libexec/docker/cli-plugins/docker-buildx".into(),
+                    profile: DOCKER,
+                    counts: false,
+                },
+            ],
+        };
+        let resolved = policy.resolve(&discovery).unwrap();
+        let identities = paths([
+            ("/usr/bin/docker", file(1)),
+            ("/usr/libexec/docker/cli-plugins/docker-compose", file(2)),
+            ("/usr/libexec/docker/cli-plugins/docker-buildx", file(3)),
+        ]);
+        let aliases = paths([("/var/run/docker.sock", PathBuf::from("/run/docker.sock"))]);
+        let compiled = compile(&policy, &resolved, &identities, &aliases).unwrap();
+        assert_eq!(
+            compiled.binaries,
+            BTreeMap::from([
+                (file(1), info(1, DOCKER)),
+                (file(2), info(1, COMPOSE)),
+                (file(3), info(1, DOCKER))
+            ])
+        );
+        assert_eq!(compiled.users, BTreeMap::from([(1001, 1)]));
+        assert!(compiled.hosts.is_empty());
+        assert_eq!(compiled.cgroup_levels, 0);
+        assert_eq!(compiled.rules.iter().filter(|r| **r != RuleConfig::default()).count(), 1);
+        let entries = compiled.entries(0);
+        let counts = [
+            entries.rules.len(),
+            entries.rule_counters.len(),
+            entries.binaries.len(),
+            entries.users.len(),
+            entries.hosts.len(),
+            entries.socket_names.len(),
+        ];
+        assert_eq!(counts, [MAX_RULES, MAX_RULES * RULE_COUNTERS as usize, 3, 1, 0, 2]);
+    }
+
+    /// A deny rule denies the raw API tunnels, listed or not; an allow rule never allows
+    /// them; `implicit_tunnel` tells the two apart for `enforcer check`.
+    #[test]
+    fn raw_tunnels_follow_the_rule() {
+        let node = |path| grammar::node_by_path(path).unwrap();
+        let deny = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
+        let allow = parse("[[rule]]\nname = \"r\"\nusers = [1]\nallow = [\"system\"]\n");
+        let listed = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"system dial-stdio\"]\n");
+        for tunnel in RAW_API_TUNNELS {
+            assert!(rule_configs(&deny)[0].has_command(node(tunnel)), "{tunnel}");
+            assert!(!rule_configs(&allow)[0].has_command(node(tunnel)), "{tunnel}");
+            assert!(implicit_tunnel(&deny.rules[0], node(tunnel)), "{tunnel}");
+        }
+        assert!(!implicit_tunnel(&listed.rules[0], node("system dial-stdio")));
+        assert!(!implicit_tunnel(&deny.rules[0], node("container exec")));
+    }
+}

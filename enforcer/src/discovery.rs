@@ -159,3 +159,85 @@ impl Discovery {
         self.docker_search = candidates;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A system with these files (path -> target) and users, and `/opt/bin` in PATH.
+    struct Fake {
+        files: Vec<(&'static str, &'static str)>,
+        users: Vec<(&'static str, u32)>,
+    }
+
+    impl System for Fake {
+        fn uid_of(&self, name: &str) -> Option<u32> {
+            self.users.iter().find(|(n, _)| *n == name).map(|(_, uid)| *uid)
+        }
+        fn search_path(&self) -> Vec<PathBuf> {
+            vec![PathBuf::from("/opt/bin")]
+        }
+        fn resolve_file(&self, path: &Path) -> Option<PathBuf> {
+            self.files.iter().find(|(p, _)| Path::new(p) == path).map(|(_, t)| PathBuf::from(t))
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse("policy.toml", text).unwrap()
+    }
+
+    #[test]
+    fn listed_binaries_and_named_users_only() {
+        let system =
+            Fake { files: vec![("/usr/bin/docker", "/usr/bin/docker")], users: vec![("ai-worker", 1001)] };
+        let found = discover(
+            &policy(
+                "[[rule]]\nname = \"r\"\nusers = [\"ai-worker\", \"nobody-here\", 7]\n\
+                 binaries = [\"/usr/bin/docker\", \"/nope\"]\ndeny = [\"exec\"]\n",
+            ),
+            &system,
+        );
+        assert_eq!(
+            found,
+            Discovery {
+                uids: BTreeMap::from([("ai-worker".into(), 1001)]),
+                files: BTreeMap::from([("/usr/bin/docker".into(), "/usr/bin/docker".into())]),
+                docker_search: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn the_docker_search_order() {
+        let system = Fake {
+            files: vec![
+                ("/opt/bin/docker", "/nix/store/a-docker/bin/docker"),
+                ("/usr/bin/docker-compose", "/usr/bin/docker-compose"),
+                ("/nix/store/a-docker/libexec/docker/docker", "/nix/store/a-docker/libexec/docker/docker"),
+            ],
+            users: vec![],
+        };
+        let found = discover(&policy("[[rule]]\nname = \"r\"\nusers = [7]\ndeny = [\"exec\"]\n"), &system);
+        let search: Vec<(String, u32, bool)> =
+            found.docker_search.iter().map(|c| (c.path.display().to_string(), c.profile, c.counts)).collect();
+        let dirs = 1 + USUAL_DOCKER_DIRS.len();
+        // docker in PATH then the usual places, docker-compose in the same, the plugins.
+        assert_eq!(search[0], ("/opt/bin/docker".into(), Profile::Docker as u32, true));
+        assert_eq!(search[dirs], ("/opt/bin/docker-compose".into(), Profile::Compose as u32, false));
+        assert_eq!(search.len(), 2 * dirs + 2 * PLUGIN_DIRS.len() + 1);
+        assert!(
+            search[2 * dirs..2 * dirs + PLUGIN_DIRS.len()].iter().all(|c| c.1 == Profile::Compose as u32)
+        );
+        assert!(
+            search[2 * dirs + PLUGIN_DIRS.len()..][..PLUGIN_DIRS.len()]
+                .iter()
+                .all(|c| c.1 == Profile::Docker as u32)
+        );
+        // Last, the client the docker found wraps (nixpkgs), which does not count as docker.
+        assert_eq!(
+            search.last().unwrap(),
+            &("/nix/store/a-docker/libexec/docker/docker".into(), Profile::Docker as u32, false)
+        );
+        assert_eq!(found.files.len(), 3);
+    }
+}

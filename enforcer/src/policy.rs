@@ -1013,6 +1013,89 @@ deny = ["exec", "cp"]
         assert!(message.contains("no docker binary found in PATH"), "{message}");
     }
 
+    fn candidate(path: &str, profile: u32, counts: bool) -> Candidate {
+        Candidate { path: PathBuf::from(path), profile, counts }
+    }
+
+    #[test]
+    fn resolve_is_a_function_of_the_discovery() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\nusers = [\"ai-worker\", 7]\nbinaries = [\"/usr/bin/docker\", \"/opt/missing\"]\ndeny = [\"exec\"]\n\
+             [[rule]]\nname = \"s\"\nusers = [\"ai-worker\"]\ndeny = [\"cp\"]\n",
+        )
+        .unwrap();
+        let discovery = Discovery {
+            uids: BTreeMap::from([("ai-worker".into(), 1001)]),
+            files: BTreeMap::from([
+                ("/usr/bin/docker".into(), "/usr/bin/docker".into()),
+                ("/opt/bin/docker".into(), "/nix/store/x/bin/docker".into()),
+                ("/opt/bin/docker-compose".into(), "/nix/store/x/bin/docker-compose".into()),
+            ]),
+            docker_search: vec![
+                candidate("/opt/bin/docker", Profile::Docker as u32, true),
+                candidate("/nowhere/docker", Profile::Docker as u32, true),
+                candidate("/opt/bin/docker-compose", Profile::Compose as u32, false),
+            ],
+        };
+        let resolved = policy.resolve(&discovery).unwrap();
+        assert_eq!(resolved.users, BTreeMap::from([(7, 0b01), (1001, 0b11)]));
+        assert_eq!(
+            resolved.binaries,
+            BTreeMap::from([
+                (PathBuf::from("/nix/store/x/bin/docker"), (0b10, Profile::Docker as u32)),
+                (PathBuf::from("/nix/store/x/bin/docker-compose"), (0b10, Profile::Compose as u32)),
+                (PathBuf::from("/usr/bin/docker"), (0b01, Profile::Docker as u32)),
+            ])
+        );
+        let sockets: BTreeMap<PathBuf, u32> =
+            DEFAULT_SOCKETS.iter().map(|s| (PathBuf::from(s), 0b11)).collect();
+        assert_eq!(resolved.sockets, sockets);
+        // Only a listed binary that is missing is worth a warning, not a searched place.
+        assert_eq!(
+            resolved.warnings,
+            ["policy.toml:4:32: rule \"r\": binary /opt/missing not found, skipped"]
+        );
+        // The same discovery, the same answer.
+        assert_eq!(policy.resolve(&discovery).unwrap(), resolved);
+    }
+
+    #[test]
+    fn resolve_errors_from_the_discovery() {
+        let policy = parse("[[rule]]\nname = \"r\"\nusers = [\"ai-worker\"]\ndeny = [\"exec\"]\n").unwrap();
+        let docker = |files: &[(&str, &str)], search: Vec<Candidate>| Discovery {
+            uids: BTreeMap::from([("ai-worker".into(), 1001)]),
+            files: files.iter().map(|(p, t)| (PathBuf::from(p), PathBuf::from(t))).collect(),
+            docker_search: search,
+        };
+        let no_user = Discovery { uids: BTreeMap::new(), ..docker(&[], vec![]) };
+        assert_eq!(
+            policy.resolve(&no_user).unwrap_err().to_string(),
+            "policy.toml:3:10: rule \"r\": unknown user \"ai-worker\""
+        );
+        // A compose found without a docker is no docker.
+        let compose_only = docker(
+            &[("/usr/bin/docker-compose", "/usr/bin/docker-compose")],
+            vec![
+                candidate("/usr/bin/docker", Profile::Docker as u32, true),
+                candidate("/usr/bin/docker-compose", Profile::Compose as u32, false),
+            ],
+        );
+        let message = policy.resolve(&compose_only).unwrap_err().to_string();
+        assert!(message.starts_with("policy.toml: rule \"r\": no docker binary found in PATH"), "{message}");
+        // docker-compose a symlink to docker: one file, two clients.
+        let one_file = docker(
+            &[("/usr/bin/docker", "/usr/bin/docker"), ("/usr/bin/docker-compose", "/usr/bin/docker")],
+            vec![
+                candidate("/usr/bin/docker", Profile::Docker as u32, true),
+                candidate("/usr/bin/docker-compose", Profile::Compose as u32, false),
+            ],
+        );
+        assert_eq!(
+            policy.resolve(&one_file).unwrap_err().to_string(),
+            "policy.toml: rule \"r\": /usr/bin/docker is listed as a docker-compose client here and as a docker client elsewhere"
+        );
+    }
+
     #[test]
     fn sockets_hosts_and_cgroups() {
         let policy = parse(
