@@ -308,9 +308,9 @@ impl Programs {
     /// Puts what was learnt from the running system (socket inodes, cgroup ids) into
     /// `generation`: new entries first, then the stale ones go.
     pub fn sync_dynamic(&mut self, generation: u32, dynamic: &Dynamic) -> Result<()> {
-        let (sockets, cgroups) = dynamic.entries(generation);
-        self.replace_generation("SOCKETS", generation, |k: &FileKey| k.generation, &sockets)?;
-        self.replace_generation("CGROUPS", generation, |k: &CgroupKey| k.generation, &cgroups)
+        let entries = dynamic.entries(generation);
+        self.replace_generation("SOCKETS", generation, |k: &FileKey| k.generation, &entries.sockets)?;
+        self.replace_generation("CGROUPS", generation, |k: &CgroupKey| k.generation, &entries.cgroups)
     }
 
     /// Makes `generation`'s entries of hash map `name` exactly `entries`: inserts them, then

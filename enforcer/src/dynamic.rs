@@ -22,9 +22,16 @@ pub struct Dynamic {
     pub cgroups: BTreeMap<u64, u32>,
 }
 
+/// A [`Dynamic`]'s entries keyed for one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicEntries {
+    pub sockets: Vec<(FileKey, u32)>,
+    pub cgroups: Vec<(CgroupKey, u32)>,
+}
+
 impl Dynamic {
     /// The `SOCKETS` and `CGROUPS` entries, keyed for `generation`.
-    pub fn entries(&self, generation: u32) -> (Vec<(FileKey, u32)>, Vec<(CgroupKey, u32)>) {
+    pub fn entries(&self, generation: u32) -> DynamicEntries {
         let sockets = self
             .sockets
             .iter()
@@ -35,7 +42,7 @@ impl Dynamic {
             .iter()
             .map(|(id, rules)| (CgroupKey { generation, _pad: 0, id: *id }, *rules))
             .collect();
-        (sockets, cgroups)
+        DynamicEntries { sockets, cgroups }
     }
 }
 
@@ -160,6 +167,28 @@ mod tests {
         resolved.cgroups.clear();
         assert!(cgroup_ids(&resolved, Some(&root)).is_empty());
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn dynamic_entries_are_keyed_by_generation() {
+        let file = FileId { dev: 1, ino: 2 };
+        let learnt =
+            Dynamic { sockets: BTreeMap::from([(file, 0b1)]), cgroups: BTreeMap::from([(77, 0b10)]) };
+        assert_eq!(
+            learnt.entries(1),
+            DynamicEntries {
+                sockets: vec![(FileKey { generation: 1, _pad: 0, file }, 0b1)],
+                cgroups: vec![(CgroupKey { generation: 1, _pad: 0, id: 77 }, 0b10)],
+            }
+        );
+        // Sockets by identity: two paths to one socket add up; one without an identity is left out.
+        let sockets = BTreeMap::from([
+            (PathBuf::from("/a"), 0b01),
+            (PathBuf::from("/b"), 0b10),
+            (PathBuf::from("/c"), 0b100),
+        ]);
+        let identities = BTreeMap::from([(PathBuf::from("/a"), file), (PathBuf::from("/b"), file)]);
+        assert_eq!(dynamic(&sockets, &identities, BTreeMap::new()).sockets, BTreeMap::from([(file, 0b11)]));
     }
 
     /// Resolution without the host's docker: every binary "exists".

@@ -202,17 +202,20 @@ struct RawPolicy {
     rule: Vec<Spanned<RawRule>>,
 }
 
+/// A TOML array whose entries keep their positions.
+type SpannedList<T> = Spanned<Vec<Spanned<T>>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: Spanned<String>,
-    users: Option<Spanned<Vec<Spanned<RawUser>>>>,
-    cgroups: Option<Spanned<Vec<Spanned<String>>>>,
-    sockets: Option<Spanned<Vec<Spanned<String>>>>,
-    hosts: Option<Spanned<Vec<Spanned<String>>>>,
-    binaries: Option<Spanned<Vec<Spanned<RawBinary>>>>,
-    deny: Option<Spanned<Vec<Spanned<String>>>>,
-    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    users: Option<SpannedList<RawUser>>,
+    cgroups: Option<SpannedList<String>>,
+    sockets: Option<SpannedList<String>>,
+    hosts: Option<SpannedList<String>>,
+    binaries: Option<SpannedList<RawBinary>>,
+    deny: Option<SpannedList<String>>,
+    allow: Option<SpannedList<String>>,
 }
 
 #[derive(Deserialize)]
@@ -363,7 +366,7 @@ impl Source<'_> {
     /// are validated later, by [`Source::user`].
     fn users_list<'r>(
         &self,
-        users: Option<&'r Spanned<Vec<Spanned<RawUser>>>>,
+        users: Option<&'r SpannedList<RawUser>>,
         name: &str,
     ) -> Result<&'r [Spanned<RawUser>], PolicyError> {
         match users {
@@ -397,7 +400,7 @@ impl Source<'_> {
     /// first, then the list itself must not be empty.
     fn cgroups(
         &self,
-        cgroups: Option<&Spanned<Vec<Spanned<String>>>>,
+        cgroups: Option<&SpannedList<String>>,
         name: &str,
     ) -> Result<Vec<(String, Place)>, PolicyError> {
         let mut paths = Vec::new();
@@ -435,7 +438,7 @@ impl Source<'_> {
     /// [`DEFAULT_SOCKETS`], an empty list is a mistake.
     fn sockets(
         &self,
-        sockets: Option<&Spanned<Vec<Spanned<String>>>>,
+        sockets: Option<&SpannedList<String>>,
         name: &str,
     ) -> Result<Vec<PathBuf>, PolicyError> {
         let Some(list) = sockets else { return Ok(DEFAULT_SOCKETS.iter().map(PathBuf::from).collect()) };
@@ -463,7 +466,7 @@ impl Source<'_> {
     }
 
     /// `hosts`: TCP endpoints (see [`parse_host`]).
-    fn hosts(&self, hosts: Option<&Spanned<Vec<Spanned<String>>>>) -> Result<Vec<HostKey>, PolicyError> {
+    fn hosts(&self, hosts: Option<&SpannedList<String>>) -> Result<Vec<HostKey>, PolicyError> {
         hosts
             .iter()
             .flat_map(|h| h.get_ref())
@@ -474,7 +477,7 @@ impl Source<'_> {
     /// `binaries`: omitted means "search for docker"; an empty list is a mistake.
     fn binaries(
         &self,
-        binaries: Option<&Spanned<Vec<Spanned<RawBinary>>>>,
+        binaries: Option<&SpannedList<RawBinary>>,
         name: &str,
     ) -> Result<Option<Vec<Binary>>, PolicyError> {
         let Some(list) = binaries else { return Ok(None) };
@@ -519,7 +522,7 @@ impl Source<'_> {
         &self,
         rule: &'r Spanned<RawRule>,
         name: &str,
-    ) -> Result<(ListKind, &'r Spanned<Vec<Spanned<String>>>), PolicyError> {
+    ) -> Result<(ListKind, &'r SpannedList<String>), PolicyError> {
         match (&rule.get_ref().deny, &rule.get_ref().allow) {
             (Some(deny), None) => Ok((ListKind::Deny, deny)),
             (None, Some(allow)) => Ok((ListKind::Allow, allow)),
@@ -534,7 +537,7 @@ impl Source<'_> {
     }
 
     /// The entries of `deny` or `allow`: docker commands, as node ids, without repeats.
-    fn commands(&self, list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<u32>, PolicyError> {
+    fn commands(&self, list: &SpannedList<String>) -> Result<Vec<u32>, PolicyError> {
         let mut commands = Vec::new();
         for command in list.get_ref() {
             let entry = command.get_ref().trim();
