@@ -84,7 +84,7 @@ pub const EVENT_ARGV_LEN: usize = 512;
 /// Bytes of the executed path copied into a denial event.
 pub const EVENT_PATH_LEN: usize = 256;
 
-/// x86_64 syscall numbers (as `orig_ax` holds them) of the exec paths whose argv the
+/// `x86_64` syscall numbers (as `orig_ax` holds them) of the exec paths whose argv the
 /// kernel program knows how to find. Any other exec path of a restricted user running a
 /// vetted binary is undecidable and denied.
 pub const NR_EXECVE: u64 = 59;
@@ -398,7 +398,7 @@ pub struct KernelOffsets {
     pub seccomp_filter_prev: u32,
     pub seccomp_filter_notif: u32,
     pub seccomp_filter_prog: u32,
-    /// `bpf_prog.orig_prog`: the classic BPF the filter was installed as (kept on x86_64).
+    /// `bpf_prog.orig_prog`: the classic BPF the filter was installed as (kept on `x86_64`).
     pub bpf_prog_orig_prog: u32,
     /// `sock_fprog_kern.len` (u16) and `.filter` (`struct sock_filter *`).
     pub fprog_len: u32,
@@ -427,7 +427,7 @@ tags! {
         Races = 6,
         /// Execs the authoritative re-check killed (races, and deferred execs it denied).
         Killed = 7,
-        /// Execs whose argv only the re-check can see (a `#!` interpreter, binfmt_misc,
+        /// Execs whose argv only the re-check can see (a `#!` interpreter, `binfmt_misc`,
         /// the 32-bit exec entry): the early check let them on to the re-check.
         Deferred = 8,
         /// Connections to a gated docker API socket or address refused to an unvetted
@@ -436,7 +436,7 @@ tags! {
         /// ptrace-class accesses to a running vetted client refused.
         TamperRefused = 10,
         /// A restricted task's hook found this CPU's scratch space in use by another
-        /// program run (possible under `preempt=full` or PREEMPT_RT) and failed closed
+        /// program run (possible under `preempt=full` or `PREEMPT_RT`) and failed closed
         /// without a record.
         ScratchBusy = 11,
     }
@@ -550,7 +550,7 @@ const _: () = assert!(SOCKET_NAME_LEN <= EVENT_TARGET_LEN && 4 + 16 <= EVENT_TAR
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DenialEvent {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the exec was decided.
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the exec was decided.
     pub ktime_ns: u64,
     pub file: FileId,
     pub pid: u32,
@@ -735,18 +735,32 @@ mod tests {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
-    // SAFETY: plain `#[repr(C)]` data with no padding holes that matter and no pointers.
-    unsafe impl aya::Pod for FileId {}
-    unsafe impl aya::Pod for Token {}
-    unsafe impl aya::Pod for TokenInfo {}
-    unsafe impl aya::Pod for RuleConfig {}
-    unsafe impl aya::Pod for BinaryInfo {}
-    unsafe impl aya::Pod for UserKey {}
-    unsafe impl aya::Pod for FileKey {}
-    unsafe impl aya::Pod for PolicyState {}
-    unsafe impl aya::Pod for CgroupKey {}
-    unsafe impl aya::Pod for SocketNameKey {}
-    unsafe impl aya::Pod for HostKey {}
-    unsafe impl aya::Pod for KernelOffsets {}
+    use super::{
+        BinaryInfo, CgroupKey, FileId, FileKey, HostKey, KernelOffsets, PolicyState, RuleConfig, SocketNameKey,
+        Token, TokenInfo, UserKey,
+    };
+
+    macro_rules! pod {
+        ($($name:ty),+ $(,)?) => {$(
+            // SAFETY: `#[repr(C)]` structs of integers and integer arrays only: no pointers,
+            // every bit pattern is a valid value, and no implicit padding (fields are laid
+            // out at their natural alignment; `_pad` fields fill what alignment would leave).
+            unsafe impl aya::Pod for $name {}
+        )+};
+    }
+
+    pod!(
+        FileId,
+        Token,
+        TokenInfo,
+        RuleConfig,
+        BinaryInfo,
+        UserKey,
+        FileKey,
+        PolicyState,
+        CgroupKey,
+        SocketNameKey,
+        HostKey,
+        KernelOffsets
+    );
 }

@@ -36,7 +36,7 @@ tags! {
         /// Such execs are deferred to the re-check on the kernel's copy, which decides them;
         /// kept so that old records still decode.
         UnsupportedExecPath = 8,
-        /// The binary runs as an interpreter (`#!` or binfmt_misc): its argv is not the
+        /// The binary runs as an interpreter (`#!` or `binfmt_misc`): its argv is not the
         /// caller's. Deferred to the re-check like `UnsupportedExecPath`.
         Interpreter = 9,
         /// The kernel could not identify the executed file.
@@ -80,9 +80,9 @@ tags! {
 }
 
 impl Reason {
-    /// Stable snake_case name used in logs and JSON.
+    /// Stable `snake_case` name used in logs and JSON.
     pub fn as_str(self) -> &'static str {
-        use Reason::*;
+        use Reason::{Command, UnknownGlobalOption, UnknownCommand, CommandTooLong, ShortGroupTooLong, TooManyArgs, UnreadableArgv, UnsupportedExecPath, Interpreter, UnreadableFile, NotConfigured, UnknownGroupOption, UnvettedClient, Traced, LoaderEnvironment, TooManyStrings, TamperClient, SeccompListener, SeccompFakeSuccess, SeccompUnreadable, SetMm, UserNamespace};
         match self {
             Command => "command",
             UnknownGlobalOption => "unknown_global_option",
@@ -148,10 +148,10 @@ impl Verdict {
 pub fn judge(scan: Scan, rule: &RuleConfig) -> Verdict {
     match scan {
         Scan::Command(id) => {
-            if rule.has_command(id) != rule.is_allow_list() {
-                Verdict::Deny { command: id }
-            } else {
+            if rule.has_command(id) == rule.is_allow_list() {
                 Verdict::Allow
+            } else {
+                Verdict::Deny { command: id }
             }
         }
         Scan::NoCommand => Verdict::Allow,
@@ -410,9 +410,8 @@ impl Scanner {
             if j >= len {
                 return Step::Continue;
             }
-            let info = match grammar.lookup(&self.short_token(byte_at(&arg.bytes, j))) {
-                Some(info) => info,
-                None => return Step::Done(Scan::Undecidable(unknown)),
+            let Some(info) = grammar.lookup(&self.short_token(byte_at(&arg.bytes, j))) else {
+                return Step::Done(Scan::Undecidable(unknown));
             };
             // `-x=value` assigns the rest to x, whatever x's kind.
             if j + 2 < len && byte_at(&arg.bytes, j + 1) == b'=' {

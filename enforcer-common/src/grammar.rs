@@ -216,7 +216,7 @@ pub fn entries(mut f: impl FnMut(u32, &[u8], TokenInfo)) {
             });
         }
         children(compose, |child, word, info| {
-            f(scope::COMPOSE_ENTRY, word, TokenInfo { node: child, ..info })
+            f(scope::COMPOSE_ENTRY, word, TokenInfo { node: child, ..info });
         });
         f(scope::COMPOSE_ENTRY, b"compose", TokenInfo { kind: TokenKind::Group as u32, node: compose });
     }
