@@ -736,8 +736,8 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        BinaryInfo, CgroupKey, FileId, FileKey, HostKey, KernelOffsets, PolicyState, RuleConfig, SocketNameKey,
-        Token, TokenInfo, UserKey,
+        BinaryInfo, CgroupKey, FileId, FileKey, HostKey, KernelOffsets, PolicyState, RuleConfig,
+        SocketNameKey, Token, TokenInfo, UserKey,
     };
 
     macro_rules! pod {

@@ -82,7 +82,12 @@ tags! {
 impl Reason {
     /// Stable `snake_case` name used in logs and JSON.
     pub fn as_str(self) -> &'static str {
-        use Reason::{Command, UnknownGlobalOption, UnknownCommand, CommandTooLong, ShortGroupTooLong, TooManyArgs, UnreadableArgv, UnsupportedExecPath, Interpreter, UnreadableFile, NotConfigured, UnknownGroupOption, UnvettedClient, Traced, LoaderEnvironment, TooManyStrings, TamperClient, SeccompListener, SeccompFakeSuccess, SeccompUnreadable, SetMm, UserNamespace};
+        use Reason::{
+            Command, CommandTooLong, Interpreter, LoaderEnvironment, NotConfigured, SeccompFakeSuccess,
+            SeccompListener, SeccompUnreadable, SetMm, ShortGroupTooLong, TamperClient, TooManyArgs,
+            TooManyStrings, Traced, UnknownCommand, UnknownGlobalOption, UnknownGroupOption, UnreadableArgv,
+            UnreadableFile, UnsupportedExecPath, UnvettedClient, UserNamespace,
+        };
         match self {
             Command => "command",
             UnknownGlobalOption => "unknown_global_option",

@@ -12,6 +12,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     fs::File,
     path::{Path, PathBuf},
 };
@@ -94,7 +95,10 @@ fn digest_of(node_paths: &[&str]) -> String {
         hash.update(path.as_bytes());
         hash.update([0]);
     }
-    hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hash.finalize().iter().take(8).fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 fn links_dir() -> PathBuf {
@@ -119,7 +123,7 @@ fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -127,9 +131,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// Mounts bpffs at /sys/fs/bpf unless it is there already.
 fn ensure_bpffs() -> Result<()> {
     let target = c"/sys/fs/bpf";
-    // SAFETY: valid path and out-pointer.
+    // SAFETY: `statfs` is plain data, for which all zero bytes are a valid value.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(target.as_ptr(), &mut fs) } == 0 && fs.f_type as i64 == BPF_FS_MAGIC {
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    if unsafe { libc::statfs(target.as_ptr(), &raw mut fs) } == 0 && fs.f_type as i64 == BPF_FS_MAGIC {
         return Ok(());
     }
     // SAFETY: constant, NUL-terminated arguments.
@@ -411,26 +416,6 @@ impl Programs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Node ids are positions in the tree: any change to it is a new maps directory.
-    #[test]
-    fn maps_digest_follows_the_tree() {
-        let paths: Vec<&str> = enforcer_common::tree::NODES.iter().map(|n| n.path).collect();
-        assert_eq!(digest_of(&paths), maps_digest());
-        assert_eq!(maps_digest().len(), 16);
-        let mut reordered = paths.clone();
-        reordered.swap(0, 1);
-        assert_ne!(digest_of(&reordered), maps_digest());
-        let mut grown = paths.clone();
-        grown.push("container teleport");
-        assert_ne!(digest_of(&grown), maps_digest());
-        assert!(maps_dir().starts_with(PIN_ROOT));
-    }
-}
-
 fn sum_counters<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Vec<u64>> {
     (0..COUNTER_COUNT).map(|index| Ok(map.get(&index, 0)?.iter().sum())).collect()
 }
@@ -607,4 +592,24 @@ fn loaded_links() -> Result<Vec<aya::programs::links::LinkInfo>> {
         }
     }
     Ok(links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node ids are positions in the tree: any change to it is a new maps directory.
+    #[test]
+    fn maps_digest_follows_the_tree() {
+        let paths: Vec<&str> = enforcer_common::tree::NODES.iter().map(|n| n.path).collect();
+        assert_eq!(digest_of(&paths), maps_digest());
+        assert_eq!(maps_digest().len(), 16);
+        let mut reordered = paths.clone();
+        reordered.swap(0, 1);
+        assert_ne!(digest_of(&reordered), maps_digest());
+        let mut grown = paths.clone();
+        grown.push("container teleport");
+        assert_ne!(digest_of(&grown), maps_digest());
+        assert!(maps_dir().starts_with(PIN_ROOT));
+    }
 }

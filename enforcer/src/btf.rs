@@ -16,7 +16,7 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
-/// Size of `struct btf_type` (name_off, info, size/type).
+/// Size of `struct btf_type` (`name_off`, info, size/type).
 const TYPE_HEADER: usize = 12;
 
 /// The raw BTF of one object (no split BTF: vmlinux is a base).
@@ -181,7 +181,7 @@ impl Btf {
             match header.kind {
                 KIND_INT => return Some(header.size_or_type as usize),
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = header.size_or_type
+                    id = header.size_or_type;
                 }
                 _ => return None,
             }

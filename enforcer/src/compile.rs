@@ -216,8 +216,8 @@ pub fn rule_configs(policy: &Policy) -> Vec<RuleConfig> {
 }
 
 /// Commands that pipe raw requests to the docker API (`docker system dial-stdio`, which
-/// the CLI's `ssh://` connection helper also runs) or to its BuildKit endpoint
-/// (`buildx dial-stdio`, through which a BuildKit client exports with `push=true`, past
+/// the CLI's `ssh://` connection helper also runs) or to its `BuildKit` endpoint
+/// (`buildx dial-stdio`, through which a `BuildKit` client exports with `push=true`, past
 /// the `--push` power flag): denied by every rule that denies anything, since each denied
 /// request could pass through them.
 pub const RAW_API_TUNNELS: &[&str] = &["system dial-stdio", "buildx dial-stdio"];
@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(compiled.rules.len(), MAX_RULES);
         assert_eq!(compiled.rules[..3], rule_configs(&policy)[..]);
         assert!(compiled.rules[3..].iter().all(|r| *r == RuleConfig::default()));
-        assert!(compiled.rules[..3].iter().all(|r| r.is_audit()));
+        assert!(compiled.rules[..3].iter().all(RuleConfig::is_audit));
         assert!(compiled.rules[1].is_allow_list());
 
         let entries = compiled.entries(1);

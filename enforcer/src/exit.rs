@@ -11,14 +11,14 @@ pub const DENY: u8 = 1;
 pub const UNDECIDABLE: u8 = 2;
 /// `run`: stopped by `enforcer stop` (the unit's SuccessExitStatus=3).
 pub const DETACHED: u8 = 3;
-/// The command line is wrong (EX_USAGE).
+/// The command line is wrong (`EX_USAGE`).
 pub const USAGE: u8 = 64;
-/// The policy cannot be read or is invalid, with file:line:column (EX_DATAERR); `reload`:
+/// The policy cannot be read or is invalid, with <file:line:column> (`EX_DATAERR`); `reload`:
 /// the daemon rejected it and keeps the policy in force.
 pub const POLICY: u8 = 65;
-/// `reload`, `metrics --listen`: no daemon, or the address cannot be used (EX_UNAVAILABLE).
+/// `reload`, `metrics --listen`: no daemon, or the address cannot be used (`EX_UNAVAILABLE`).
 pub const UNAVAILABLE: u8 = 69;
-/// Any other error: permissions, the kernel, I/O (EX_SOFTWARE).
+/// Any other error: permissions, the kernel, I/O (`EX_SOFTWARE`).
 pub const ERROR: u8 = 70;
 
 /// The table in `--help` and in the man page.

@@ -124,7 +124,7 @@ fn backlog(log: &DenialLog, follower: &mut Follower, limit: usize, filter: &Filt
 fn print(out: &mut impl std::io::Write, denial: &Denial, json: bool) -> bool {
     let line =
         if json { serde_json::to_string(denial).unwrap_or_default() } else { status::denial_row(denial) };
-    writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 pub fn follow(query: &Query, state_dir: &Path) -> Result<ExitCode> {

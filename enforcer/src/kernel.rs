@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     /// The host's own BTF is a real kernel's: every offset must resolve, and the ones
-    /// that are ABI (pt_regs) must have their x86_64 values.
+    /// that are ABI (`pt_regs`) must have their `x86_64` values.
     #[test]
     fn offsets_resolve_from_host_btf() {
         let offsets = offsets_from_btf(&read_btf().unwrap()).expect("host BTF has the offsets");

@@ -17,7 +17,7 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
+    fmt::{self, Write as _},
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -129,7 +129,7 @@ pub fn parse_host(text: &str) -> Result<HostKey, String> {
             Some(v4) => std::net::IpAddr::V4(v4),
             None => std::net::IpAddr::V6(v6),
         },
-        v4 => v4,
+        v4 @ std::net::IpAddr::V4(_) => v4,
     };
     match ip {
         std::net::IpAddr::V4(v4) => {
@@ -241,7 +241,10 @@ enum RawUser {
 
 fn digest(text: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(text.as_bytes()).iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 fn place_of(text: &str, offset: usize) -> Place {

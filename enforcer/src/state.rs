@@ -98,6 +98,10 @@ pub fn save(state_dir: &Path, state: &State) -> Result<()> {
     std::fs::rename(&temporary, &target).with_context(|| format!("cannot write {}", target.display()))
 }
 
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,8 +123,4 @@ mod tests {
         assert_eq!(load(&dir).unwrap(), Some(state));
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

@@ -259,12 +259,9 @@ fn print_table(status: &Status) {
         );
     }
     for program in status.programs.iter().filter(|p| p.run_count > 0) {
-        println!(
-            "program {:<22} {} runs, {:.0} ns per run",
-            program.name,
-            program.run_count,
-            program.run_time_ns as f64 / program.run_count as f64
-        );
+        #[expect(clippy::cast_precision_loss, reason = "an average for display, rounded to whole ns")]
+        let per_run = program.run_time_ns as f64 / program.run_count as f64;
+        println!("program {:<22} {} runs, {per_run:.0} ns per run", program.name, program.run_count);
     }
     for note in &status.notes {
         println!("note:      {note}");
