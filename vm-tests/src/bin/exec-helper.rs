@@ -2,7 +2,7 @@
 //! attacks the bypass-resistance VM tests throw at the enforcer. The VM only observes: every
 //! mode reports what happened (a result line) and the host judges it.
 //!
-//!   exec-helper fexecve PATH ARGV...          open PATH, execveat(fd, "", AT_EMPTY_PATH)
+//!   exec-helper fexecve PATH ARGV...          open PATH, `execveat(fd, "", AT_EMPTY_PATH)`
 //!   exec-helper execveat DIR NAME ARGV...     execveat(dirfd of DIR, NAME)
 //!   exec-helper int80 PATH ARGV...            the i386 execve (int 0x80), as a 32-bit
 //!                                             program would call it
@@ -10,7 +10,7 @@
 //!                                             many execs failed with EPERM, ran, or failed
 //!                                             otherwise (`eperm=N ran=N other=N`)
 //!   exec-helper notify-wait SOCKET            bind a unix datagram socket (as systemd's
-//!                                             NOTIFY_SOCKET), print the first message, exit
+//!                                             `NOTIFY_SOCKET`), print the first message, exit
 //!   exec-helper uffd-race PATH ALLOWED DENIED ARGV0 [REST...]
 //!                                             deterministic argv TOCTOU: execve(PATH,
 //!                                             [ARGV0, W, REST...]) where W holds DENIED when
@@ -27,9 +27,9 @@
 //!                                             killed=K eperm=E ran=R other=O` (killed: SIGKILL;
 //!                                             eperm/other: execve failed with EPERM/otherwise)
 //!   exec-helper tamper PATH ARGV...           fork + execve(PATH), wait 500 ms, then try
-//!                                             ptrace(PTRACE_ATTACH), open(/proc/PID/mem,
-//!                                             O_RDWR), process_vm_writev of one byte and
-//!                                             pidfd_getfd(pidfd_open(PID), 0) on the child;
+//!                                             `ptrace(PTRACE_ATTACH)`, `open(/proc/PID/mem,
+//!                                             O_RDWR)`, `process_vm_writev` of one byte and
+//!                                             `pidfd_getfd(pidfd_open(PID), 0)` on the child;
 //!                                             prints `ptrace=R mem=R vm_writev=R
 //!                                             pidfd_getfd=R child=C` (R: OK or the strerror
 //!                                             text; C: `running` when the attempts began, else
@@ -37,15 +37,15 @@
 //!                                             execve failed with EPERM/otherwise: then the Rs
 //!                                             say nothing about a defence), then kills and
 //!                                             reaps the child
-//!   exec-helper traceme PATH ARGV...          fork; the child does PTRACE_TRACEME + execve;
+//!   exec-helper traceme PATH ARGV...          fork; the child does `PTRACE_TRACEME` + execve;
 //!                                             prints `traceme-exec=ran` (the exec stopped the
 //!                                             child with SIGTRAP), `traceme-exec=EPERM` or
 //!                                             `traceme-exec=other(exit=N|signal=N|stop=N)`
 //!                                             (exit=101: execve failed otherwise; exit=102:
-//!                                             PTRACE_TRACEME itself failed)
-//!   exec-helper memfd-exec PATH ARGV...       copy PATH into memfd_create("docker") (not
+//!                                             `PTRACE_TRACEME` itself failed)
+//!   exec-helper memfd-exec PATH ARGV...       copy PATH into `memfd_create("docker")` (not
 //!                                             close-on-exec, so a script works too) and
-//!                                             execveat(memfd, "", AT_EMPTY_PATH); if that
+//!                                             `execveat(memfd, "", AT_EMPTY_PATH)`; if that
 //!                                             returns: `exec: <strerror>`, exit 126
 //!   exec-helper ps SECONDS                    sleep SECONDS, then exit 0: a copy of
 //!                                             exec-helper listed as a docker client in a
@@ -59,8 +59,8 @@
 //! uffd-race, flip-race, tamper, traceme and memfd-exec pass this process's environment.
 //! strerror texts are libc's (e.g. `Operation not permitted`), without an `(os error N)`.
 //! A failed exec prints the error and exits 126. When the set-up of an attack fails instead
-//! (userfaultfd refused: run as root or set vm.unprivileged_userfaultfd=1; fork, mmap,
-//! memfd_create, reading PATH for memfd-exec), it prints `exec-helper: WHAT: <strerror>` and
+//! (userfaultfd refused: run as root or set `vm.unprivileged_userfaultfd=1`; fork, mmap,
+//! `memfd_create`, reading PATH for memfd-exec), it prints `exec-helper: WHAT: <strerror>` and
 //! exits 125. Usage errors exit 2.
 
 use std::ffi::CString;
@@ -170,7 +170,7 @@ fn storm(count: &str, path: &str, argv: &[String]) -> ! {
             }
         }
         let mut status = 0i32;
-        unsafe { waitpid(pid, &mut status, 0) };
+        unsafe { waitpid(pid, &raw mut status, 0) };
         match (status >> 8) & 0xff {
             100 => eperm += 1,
             101 => other += 1,
@@ -182,7 +182,7 @@ fn storm(count: &str, path: &str, argv: &[String]) -> ! {
 }
 
 /// execve through the 32-bit compat entry: strings and the pointer array must live below
-/// 4 GiB, so they go into a MAP_32BIT page.
+/// 4 GiB, so they go into a `MAP_32BIT` page.
 fn int80_execve(path: &str, argv: &[String]) -> ! {
     const MAP_32BIT: i32 = 0x40;
     let page = unsafe {
@@ -204,7 +204,7 @@ fn int80_execve(path: &str, argv: &[String]) -> ! {
         at as u32
     };
     let path_ptr = put(path);
-    let pointers = base as *mut u32;
+    let pointers = base.cast::<u32>();
     for (i, arg) in argv.iter().enumerate() {
         let p = put(arg);
         unsafe { *pointers.add(i) = p };
@@ -332,7 +332,7 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
         fail("userfaultfd");
     }
     let mut api = UffdioApi { api: UFFD_API, features: 0, ioctls: 0 };
-    if unsafe { ioctl(uffd, UFFDIO_API, &mut api as *mut UffdioApi) } < 0 {
+    if unsafe { ioctl(uffd, UFFDIO_API, &raw mut api) } < 0 {
         fail("UFFDIO_API");
     }
     let page = unsafe {
@@ -347,7 +347,7 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
         mode: UFFDIO_REGISTER_MODE_MISSING,
         ioctls: 0,
     };
-    if unsafe { ioctl(uffd, UFFDIO_REGISTER, &mut register as *mut UffdioRegister) } < 0 {
+    if unsafe { ioctl(uffd, UFFDIO_REGISTER, &raw mut register) } < 0 {
         fail("UFFDIO_REGISTER");
     }
     let mut source = vec![0u8; PAGE];
@@ -370,7 +370,7 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
             eprintln!("uffd-race: fault handled, argv[1] now {allowed_text}");
             let mut copy =
                 UffdioCopy { dst: address, src: source.as_ptr() as u64, len: PAGE as u64, mode: 0, copy: 0 };
-            if unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy as *mut UffdioCopy) } < 0 {
+            if unsafe { ioctl(uffd, UFFDIO_COPY, &raw mut copy) } < 0 {
                 fail("UFFDIO_COPY");
             }
             return;
@@ -393,14 +393,14 @@ static FLIPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 fn wait_status(pid: i32) -> i32 {
     let mut status = 0i32;
     unsafe {
-        waitpid(pid, &mut status, 0x4000_0000 /* __WALL */)
+        waitpid(pid, &raw mut status, 0x4000_0000 /* __WALL */)
     };
     status
 }
 
 /// Exit code of a wait status, if the process exited.
 fn exit_code(status: i32) -> Option<i32> {
-    (status & 0x7f == 0).then_some((status >> 8) & 0xff)
+    libc::WIFEXITED(status).then_some(libc::WEXITSTATUS(status))
 }
 
 /// Terminating signal of a wait status, if a signal killed the process.
@@ -543,7 +543,7 @@ fn tamper(path: &str, argv: &[String]) -> ! {
     // address does: the access check comes first (EPERM), the address later (EFAULT).
     let address = writable_address(pid).unwrap_or(0x10000);
     let mut byte = 0u8;
-    let local = Iovec { base: &mut byte, len: 1 };
+    let local = Iovec { base: &raw mut byte, len: 1 };
     let remote = Iovec { base: address as *mut u8, len: 1 };
     // Read the byte first so that the write, if allowed, changes nothing.
     unsafe {

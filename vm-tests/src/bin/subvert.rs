@@ -4,34 +4,34 @@
 //! `subvert: WHAT: <strerror>` and exit 125; usage errors exit 2.
 //!
 //!   subvert set-mm-exe EXE SOCKET
-//!       unshare(CLONE_NEWUSER) (CAP_CHECKPOINT_RESTORE in the new namespace), move every
+//!       `unshare(CLONE_NEWUSER)` (`CAP_CHECKPOINT_RESTORE` in the new namespace), move every
 //!       mapping of this program's own file to anonymous memory, then
-//!       prctl(PR_SET_MM, PR_SET_MM_MAP) with exe_fd = open(EXE): the executable the kernel
+//!       `prctl(PR_SET_MM, PR_SET_MM_MAP)` with `exe_fd = open(EXE)`: the executable the kernel
 //!       reports (`mm->exe_file`) becomes EXE. Then POST the incident's exec to SOCKET.
 //!       Prints `set_mm=R exe=PATH request=R` (R: OK / the first response line, or the
 //!       strerror text; PATH: what /proc/self/exe names afterwards).
 //!   subvert seccomp-notify PATH ARGV...
-//!       a supervisor: the child installs a seccomp filter whose listener routes socket()
-//!       to this process (SECCOMP_FILTER_FLAG_NEW_LISTENER, no_new_privs), hands the
-//!       listener over and execs PATH ARGV (a vetted client). Its first socket() gets a
-//!       socket this process also holds (SECCOMP_IOCTL_NOTIF_ADDFD); once the client
+//!       a supervisor: the child installs a seccomp filter whose listener routes `socket()`
+//!       to this process (`SECCOMP_FILTER_FLAG_NEW_LISTENER`, `no_new_privs`), hands the
+//!       listener over and execs PATH ARGV (a vetted client). Its first `socket()` gets a
+//!       socket this process also holds (`SECCOMP_IOCTL_NOTIF_ADDFD`); once the client
 //!       connected it, the supervisor writes the incident's exec on its own copy.
 //!       Prints `injected=R request=R child=C` (C: `exit=N` or `signal=N`); the client's
 //!       own output goes to /dev/null, so the line is all this mode prints.
 //!   subvert seccomp-errno0 PATH ARGV...
-//!       the same with a plain filter and no listener: socket() returns SECCOMP_RET_ERRNO
+//!       the same with a plain filter and no listener: `socket()` returns `SECCOMP_RET_ERRNO`
 //!       with errno 0, i.e. "fd 0", and fd 0 is an unconnected socket this process holds.
 //!       Prints `request=R child=C` (the client's output to /dev/null likewise).
 //!   subvert seccomp-plain N PATH ARGV...
-//!       N stacked plain filters (errno EPERM for kexec_load, kill for a syscall number no
-//!       one uses, allow the rest: what systemd's SystemCallFilter= and container runtimes
+//!       N stacked plain filters (errno EPERM for `kexec_load`, kill for a syscall number no
+//!       one uses, allow the rest: what systemd's `SystemCallFilter=` and container runtimes
 //!       install), then exec PATH ARGV; prints the child's output and `child=C`.
 //!   subvert fastopen ADDR:PORT
-//!       sendto(MSG_FASTOPEN) of the incident's exec to ADDR:PORT on a fresh TCP socket
-//!       (a connect that never passes socket_connect). Prints `sendto=R request=R`.
+//!       `sendto(MSG_FASTOPEN)` of the incident's exec to ADDR:PORT on a fresh TCP socket
+//!       (a connect that never passes `socket_connect`). Prints `sendto=R request=R`.
 //!   subvert reload-race CONFIG NEW READY UID
 //!       root: hold the first exec by UID between its two checks and reload the policy
-//!       meanwhile. A fanotify listener for FAN_OPEN_EXEC_PERM on the dynamic loader (which
+//!       meanwhile. A fanotify listener for `FAN_OPEN_EXEC_PERM` on the dynamic loader (which
 //!       the kernel opens between `bprm_check_security` and `bprm_committing_creds`) answers
 //!       every other exec at once; for UID's it copies NEW over CONFIG and asks the daemon
 //!       to reload (its control socket, no exec) before it lets the exec go on. Touches
@@ -97,7 +97,7 @@ fn first_line(stream: &mut std::fs::File) -> String {
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
+            (&raw const timeout).cast(),
             size_of::<libc::timeval>() as u32,
         )
     };
@@ -114,7 +114,7 @@ fn first_line(stream: &mut std::fs::File) -> String {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut poll, 1, 100) };
+                unsafe { libc::poll(&raw mut poll, 1, 100) };
             }
             Err(e) => return strerror(&e),
         }
@@ -224,7 +224,7 @@ fn unmap_own_file() {
                 fail("mmap");
             }
             if prot & libc::PROT_READ != 0 {
-                std::ptr::copy_nonoverlapping(start as *const u8, copy as *mut u8, len);
+                std::ptr::copy_nonoverlapping(start as *const u8, copy.cast::<u8>(), len);
             }
             if libc::mprotect(copy, len, prot) != 0 {
                 fail("mprotect");
@@ -283,9 +283,7 @@ fn set_mm_exe(exe: &str, socket: &str) -> ! {
     unmap_own_file();
     map.exe_fd = exe_fd as u32;
     // SAFETY: a valid prctl_mm_map of the size passed.
-    let rc = unsafe {
-        libc::prctl(PR_SET_MM, PR_SET_MM_MAP, &map as *const PrctlMmMap, size_of::<PrctlMmMap>(), 0)
-    };
+    let rc = unsafe { libc::prctl(PR_SET_MM, PR_SET_MM_MAP, &raw const map, size_of::<PrctlMmMap>(), 0) };
     let set_mm = if rc == 0 { "OK".to_string() } else { last_error() };
     let now = std::fs::read_link("/proc/self/exe").map_or_else(|e| strerror(&e), |p| p.display().to_string());
     let request = match connect_unix(socket) {
@@ -337,7 +335,7 @@ fn install(filter: &[SockFilter], flags: u32) -> i64 {
     }
     let program = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
     // SAFETY: a valid classic BPF program; no_new_privs is set by the callers.
-    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &program as *const SockFprog) }
+    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &raw const program) }
 }
 
 fn no_new_privs() {
@@ -383,7 +381,7 @@ fn execv(path: &str, argv: &[String]) -> ! {
 fn child_status(pid: i32) -> String {
     let mut status = 0;
     // SAFETY: our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if libc::WIFEXITED(status) {
         match libc::WEXITSTATUS(status) {
             100 => "exec-EPERM".to_string(),
@@ -403,7 +401,7 @@ fn fork() -> i32 {
     pid
 }
 
-/// Sends `fd` over unix socket `channel` (SCM_RIGHTS).
+/// Sends `fd` over unix socket `channel` (`SCM_RIGHTS`).
 fn send_fd(channel: RawFd, fd: RawFd) -> bool {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
@@ -411,16 +409,16 @@ fn send_fd(channel: RawFd, fd: RawFd) -> bool {
     // SAFETY: a msghdr over stack buffers, with one SCM_RIGHTS cmsg that fits `control`.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(channel, &msg, 0) == 1
+        libc::sendmsg(channel, &raw const msg, 0) == 1
     }
 }
 
@@ -431,14 +429,14 @@ fn receive_fd(channel: RawFd) -> Option<RawFd> {
     // SAFETY: as in `send_fd`.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len();
-        if libc::recvmsg(channel, &mut msg, 0) != 1 {
+        if libc::recvmsg(channel, &raw mut msg, 0) != 1 {
             return None;
         }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
             return None;
         }
@@ -466,7 +464,7 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
         let connected = unsafe {
             let mut address: libc::sockaddr_un = std::mem::zeroed();
             let mut len = size_of::<libc::sockaddr_un>() as u32;
-            libc::getpeername(fd, (&mut address as *mut libc::sockaddr_un).cast(), &mut len) == 0
+            libc::getpeername(fd, (&raw mut address).cast(), &raw mut len) == 0
         };
         if connected {
             return true;
@@ -474,7 +472,12 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
         // SAFETY: our own child; WNOWAIT leaves it to be reaped by `child_status`.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         if unsafe {
-            libc::waitid(libc::P_PID, pid as u32, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_PID,
+                pid as u32,
+                &raw mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
         } == 0
             && unsafe { info.si_pid() } == pid
         {
@@ -558,11 +561,11 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     while Instant::now() < deadline {
         let mut poll = libc::pollfd { fd: listener, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+        if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             // The child may have exited (its exec refused): stop waiting then.
             let mut status = 0;
             // SAFETY: our own child; WNOHANG.
-            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            if unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) } == pid {
                 let child = if libc::WIFEXITED(status) {
                     match libc::WEXITSTATUS(status) {
                         100 => "exec-EPERM".to_string(),
@@ -683,7 +686,7 @@ fn fastopen(address: &str) -> ! {
             request.as_ptr().cast(),
             request.len(),
             libc::MSG_FASTOPEN,
-            (&sin as *const libc::sockaddr_in).cast(),
+            (&raw const sin).cast(),
             size_of::<libc::sockaddr_in>() as u32,
         );
         if sent < 0 {
@@ -726,7 +729,7 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
     while Instant::now() < deadline && reloaded == "none" {
         let mut poll = libc::pollfd { fd: fan, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+        if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             continue;
         }
         // SAFETY: reading events into our buffer.
@@ -751,11 +754,7 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
             let response = libc::fanotify_response { fd: event.fd, response: libc::FAN_ALLOW };
             // SAFETY: answering the event we read, then closing its descriptor.
             unsafe {
-                libc::write(
-                    fan,
-                    (&response as *const libc::fanotify_response).cast(),
-                    size_of::<libc::fanotify_response>(),
-                );
+                libc::write(fan, (&raw const response).cast(), size_of::<libc::fanotify_response>());
                 libc::close(event.fd);
             }
             at += event.event_len as usize;
@@ -822,7 +821,7 @@ fn jam_scratch(jam: bool) -> ! {
             let key = 0u32;
             let mut attr = [0u64; 16];
             attr[0] = fd as u64;
-            attr[1] = &key as *const u32 as u64;
+            attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
             if bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) != 0 {
                 fail("lookup CLAIM");
@@ -832,7 +831,7 @@ fn jam_scratch(jam: bool) -> ! {
             }
             let mut attr = [0u64; 16];
             attr[0] = fd as u64;
-            attr[1] = &key as *const u32 as u64;
+            attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
             if bpf(BPF_MAP_UPDATE_ELEM, &mut attr) != 0 {
                 fail("update CLAIM");
