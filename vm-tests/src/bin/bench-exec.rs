@@ -55,6 +55,9 @@ fn exec_loop(count: &str, warmup: &str, path: &str, argv: &[String]) -> Result<(
             // SAFETY: the child only calls execve and _exit (async-signal-safe).
             let pid = unsafe { fork() };
             if pid == 0 {
+                // SAFETY: `path`, `argv_p` (NULL-terminated, pointing into `argv_c`) and
+                // `envp` were built before the fork and are intact in the child's copy;
+                // _exit skips the parent's destructors and atexit handlers.
                 unsafe {
                     execve(path.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
                     _exit(100);

@@ -469,8 +469,10 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
         if connected {
             return true;
         }
-        // SAFETY: our own child; WNOWAIT leaves it to be reaped by `child_status`.
+        // SAFETY: siginfo_t is plain C data, for which all-zero bytes are a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live siginfo_t the kernel fills; `pid` is our own child, and
+        // WNOWAIT leaves it to be reaped by `child_status`.
         if unsafe {
             libc::waitid(
                 libc::P_PID,
@@ -479,6 +481,8 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
                 libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
             )
         } == 0
+            // SAFETY: si_pid reads the union's child fields, which a successful waitid set
+            // (or left zero, when WNOHANG found no exit).
             && unsafe { info.si_pid() } == pid
         {
             return false;
@@ -579,8 +583,11 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
             }
             continue;
         }
-        // SAFETY: zeroed notification buffer of the size the ioctl writes.
+        // SAFETY: SeccompNotif is plain integers, for which all-zero bytes are valid (the
+        // kernel also wants the buffer zeroed).
         let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
+        // SAFETY: `notif` is a live #[repr(C)] struct seccomp_notif, the 0x50 bytes the
+        // request number encodes and the kernel writes.
         if unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV as _, &mut notif) } != 0 {
             continue;
         }
@@ -702,13 +709,14 @@ fn fastopen(address: &str) -> ! {
 // ---- a reload between an exec's two checks -------------------------------------------
 
 fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
-    // SAFETY: plain syscalls; the mark's path is a valid C string.
+    // SAFETY: fanotify_init takes only flags.
     let fan =
         unsafe { libc::fanotify_init(libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC, libc::O_RDONLY as u32) };
     if fan < 0 {
         fail("fanotify_init");
     }
     let loader = CString::new("/lib64/ld-linux-x86-64.so.2").expect("no NUL");
+    // SAFETY: fanotify_mark reads only the path `loader`, a CString alive across the call.
     if unsafe {
         libc::fanotify_mark(
             fan,
