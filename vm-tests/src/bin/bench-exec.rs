@@ -64,7 +64,7 @@ fn exec_loop(count: &str, warmup: &str, path: &str, argv: &[String]) -> Result<(
                 }
             }
             let mut status = 0i32;
-            // SAFETY: valid out-pointer.
+            // SAFETY: `status` is a live local the kernel writes one i32 to.
             if pid < 0 || unsafe { waitpid(pid, &raw mut status, 0) } != pid || status != 0 {
                 failed += 1;
             }

@@ -91,7 +91,8 @@ fn send_exec(stream: &mut std::fs::File) -> String {
 fn first_line(stream: &mut std::fs::File) -> String {
     let fd = stream.as_raw_fd();
     let timeout = libc::timeval { tv_sec: 3, tv_usec: 0 };
-    // SAFETY: valid fd and option struct.
+    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from `timeout`, a live timeval;
+    // `fd` is the stream's own socket.
     unsafe {
         libc::setsockopt(
             fd,
@@ -113,7 +114,7 @@ fn first_line(stream: &mut std::fs::File) -> String {
             // status flags are shared): wait for data instead.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd.
+                // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
                 unsafe { libc::poll(&raw mut poll, 1, 100) };
             }
             Err(e) => return strerror(&e),
@@ -274,7 +275,7 @@ fn set_mm_exe(exe: &str, socket: &str) -> ! {
         fail("unshare(CLONE_NEWUSER)");
     }
     let path = CString::new(exe).expect("no NUL");
-    // SAFETY: valid path.
+    // SAFETY: open reads only `path`, a CString alive across the call.
     let exe_fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if exe_fd < 0 {
         fail("open EXE");
@@ -282,7 +283,8 @@ fn set_mm_exe(exe: &str, socket: &str) -> ! {
     let mut map = current_mm_map();
     unmap_own_file();
     map.exe_fd = exe_fd as u32;
-    // SAFETY: a valid prctl_mm_map of the size passed.
+    // SAFETY: `map` is a live #[repr(C)] struct prctl_mm_map and the size passed is its own;
+    // the kernel only reads it.
     let rc = unsafe { libc::prctl(PR_SET_MM, PR_SET_MM_MAP, &raw const map, size_of::<PrctlMmMap>(), 0) };
     let set_mm = if rc == 0 { "OK".to_string() } else { last_error() };
     let now = std::fs::read_link("/proc/self/exe").map_or_else(|e| strerror(&e), |p| p.display().to_string());
@@ -339,7 +341,7 @@ fn install(filter: &[SockFilter], flags: u32) -> i64 {
 }
 
 fn no_new_privs() {
-    // SAFETY: no pointers.
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes only integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         fail("PR_SET_NO_NEW_PRIVS");
     }
@@ -365,7 +367,8 @@ fn execv(path: &str, argv: &[String]) -> ! {
     let argv_c: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str()).expect("no NUL")).collect();
     let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
-    // SAFETY: NUL-terminated strings and pointer array.
+    // SAFETY: `path` and `argv_c` (which the NULL-terminated `argv_p` points into) live
+    // across the call, which returns only on failure.
     unsafe { libc::execv(path.as_ptr(), argv_p.as_ptr()) };
     // Reported through the exit code only: the filters may route write().
     // SAFETY: _exit has no preconditions.
@@ -380,7 +383,7 @@ fn execv(path: &str, argv: &[String]) -> ! {
 
 fn child_status(pid: i32) -> String {
     let mut status = 0;
-    // SAFETY: our own child.
+    // SAFETY: `status` is a live local the kernel writes one int to.
     unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if libc::WIFEXITED(status) {
         match libc::WEXITSTATUS(status) {
@@ -445,7 +448,7 @@ fn receive_fd(channel: RawFd) -> Option<RawFd> {
 }
 
 fn unix_socket() -> RawFd {
-    // SAFETY: plain syscall.
+    // SAFETY: socket takes only integers.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
     if fd < 0 {
         fail("socket");
@@ -460,7 +463,8 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
     while Instant::now() < deadline {
         // Connected first: the client may have finished (and exited) already, while the
         // socket it connected stays open through our reference.
-        // SAFETY: valid out-pointers of the right size.
+        // SAFETY: sockaddr_un is plain C data, valid all-zero; getpeername writes at most
+        // `len` bytes into `address` and the length into `len`, both live locals.
         let connected = unsafe {
             let mut address: libc::sockaddr_un = std::mem::zeroed();
             let mut len = size_of::<libc::sockaddr_un>() as u32;
@@ -534,7 +538,7 @@ const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
 
 fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     let mut pair = [0; 2];
-    // SAFETY: valid out-array.
+    // SAFETY: socketpair writes two fds into `pair`, a live [c_int; 2].
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) } != 0 {
         fail("socketpair");
     }
@@ -564,11 +568,11 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     // Answer notifications until the client asks for its first unix socket.
     while Instant::now() < deadline {
         let mut poll = libc::pollfd { fd: listener, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
         if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             // The child may have exited (its exec refused): stop waiting then.
             let mut status = 0;
-            // SAFETY: our own child; WNOHANG.
+            // SAFETY: `status` is a live local the kernel writes one int to.
             if unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) } == pid {
                 let child = if libc::WIFEXITED(status) {
                     match libc::WEXITSTATUS(status) {
@@ -599,18 +603,21 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
                 newfd: 0,
                 newfd_flags: libc::O_CLOEXEC as u32,
             };
-            // SAFETY: a valid addfd request for this notification.
+            // SAFETY: `add` is a live #[repr(C)] struct seccomp_notif_addfd (0x18 bytes, as
+            // the request encodes), which the kernel only reads; `ours` is an fd we hold.
             let rc = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
             injected = if rc >= 0 { "OK".into() } else { last_error().replace(' ', "_") };
             break;
         }
         let resp =
             SeccompNotifResp { id: notif.id, val: 0, error: 0, flags: SECCOMP_USER_NOTIF_FLAG_CONTINUE };
-        // SAFETY: a valid response.
+        // SAFETY: `resp` is a live #[repr(C)] struct seccomp_notif_resp (0x18 bytes, as the
+        // request encodes), which the kernel only reads.
         unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND as _, &resp) };
     }
     let request = if injected == "OK" { exec_on_shared(ours, pid) } else { "not-connected".into() };
-    // SAFETY: our own child.
+    // SAFETY: kill takes no pointer; `pid` is our unreaped child, so it names no other
+    // process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("injected={injected} request={request} child={}", child_status(pid));
     std::process::exit(0);
@@ -644,7 +651,8 @@ fn seccomp_errno0(path: &str, argv: &[String]) -> ! {
         execv(path, argv);
     }
     let request = exec_on_shared(ours, pid);
-    // SAFETY: our own child.
+    // SAFETY: kill takes no pointer; `pid` is our unreaped child, so it names no other
+    // process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("request={request} child={}", child_status(pid));
     std::process::exit(0);
@@ -675,7 +683,9 @@ fn seccomp_plain(filters: usize, path: &str, argv: &[String]) -> ! {
 
 fn fastopen(address: &str) -> ! {
     let address: std::net::SocketAddrV4 = address.parse().expect("ADDR:PORT (IPv4)");
-    // SAFETY: plain syscalls on a socket we own; the sockaddr is valid for its length.
+    // SAFETY: socket takes only integers; sendto reads `request.len()` bytes of `request`
+    // and `size_of::<sockaddr_in>()` bytes of `sin`, both live locals; `fd` is the socket
+    // made here, owned by nothing else until the File takes it.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         if fd < 0 {
@@ -736,15 +746,17 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
     let mut buffer = [0u8; 4096];
     while Instant::now() < deadline && reloaded == "none" {
         let mut poll = libc::pollfd { fd: fan, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
         if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             continue;
         }
-        // SAFETY: reading events into our buffer.
+        // SAFETY: the kernel writes at most `buffer.len()` bytes into `buffer`, a live array.
         let n = unsafe { libc::read(fan, buffer.as_mut_ptr().cast(), buffer.len()) };
         let mut at = 0;
         while n > 0 && at + size_of::<libc::fanotify_event_metadata>() <= n as usize {
-            // SAFETY: the kernel wrote whole event records.
+            // SAFETY: the loop condition keeps the record's bytes within the `n` bytes read;
+            // fanotify_event_metadata is plain integers, valid for any bytes, and is read
+            // unaligned since `buffer` is a byte array.
             let event: libc::fanotify_event_metadata =
                 unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
             let status = std::fs::read_to_string(format!("/proc/{}/status", event.pid)).unwrap_or_default();
@@ -760,7 +772,8 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
                 };
             }
             let response = libc::fanotify_response { fd: event.fd, response: libc::FAN_ALLOW };
-            // SAFETY: answering the event we read, then closing its descriptor.
+            // SAFETY: write reads `size_of::<fanotify_response>()` bytes from `response`, a
+            // live local; `event.fd` is the descriptor this event gave us, closed once.
             unsafe {
                 libc::write(fan, (&raw const response).cast(), size_of::<libc::fanotify_response>());
                 libc::close(event.fd);
@@ -789,8 +802,16 @@ fn control_request(request: &str) -> String {
 
 // ---- scratch jam ----------------------------------------------------------------------
 
-fn bpf(command: i64, attr: &mut [u64; 16]) -> i64 {
-    // SAFETY: attr is a zero-padded `union bpf_attr` large enough for every command used.
+/// bpf(2) with `attr` as its `union bpf_attr` (zero-padded, and large enough for every
+/// command used here).
+///
+/// # Safety
+///
+/// Every pointer in `attr` must point to live memory of the size the command reads or
+/// writes there (the kernel writes through them).
+unsafe fn bpf(command: i64, attr: &mut [u64; 16]) -> i64 {
+    // SAFETY: `attr` is a live 128-byte buffer and the size passed is its own; the
+    // pointers in it are valid by the caller's contract.
     unsafe { libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), size_of::<[u64; 16]>()) }
 }
 
@@ -808,13 +829,15 @@ fn jam_scratch(jam: bool) -> ! {
     loop {
         let mut attr = [0u64; 16];
         attr[0] = id as u64;
-        if bpf(BPF_MAP_GET_NEXT_ID, &mut attr) != 0 {
+        // SAFETY: BPF_MAP_GET_NEXT_ID's attr holds no pointer.
+        if unsafe { bpf(BPF_MAP_GET_NEXT_ID, &mut attr) } != 0 {
             break;
         }
         id = (attr[0] >> 32) as u32;
         let mut attr = [0u64; 16];
         attr[0] = id as u64;
-        let fd = bpf(BPF_MAP_GET_FD_BY_ID, &mut attr);
+        // SAFETY: BPF_MAP_GET_FD_BY_ID's attr holds no pointer.
+        let fd = unsafe { bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) };
         if fd < 0 {
             continue;
         }
@@ -822,7 +845,9 @@ fn jam_scratch(jam: bool) -> ! {
         let mut attr = [0u64; 16];
         attr[0] = fd as u64 | ((info.len() as u64) << 32);
         attr[1] = info.as_mut_ptr() as u64;
-        if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0 && &info[24..30] == b"CLAIM\0" {
+        // SAFETY: the info pointer is `info`, whose length is the info_len passed: the
+        // kernel writes no more than that.
+        if unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) } == 0 && &info[24..30] == b"CLAIM\0" {
             let value_size = u32::from_ne_bytes(info[12..16].try_into().unwrap()) as usize;
             let stride = value_size.div_ceil(8) * 8;
             let mut values = vec![0u8; stride * cpus];
@@ -831,7 +856,10 @@ fn jam_scratch(jam: bool) -> ! {
             attr[0] = fd as u64;
             attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
-            if bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) != 0 {
+            // SAFETY: the key is `key`, the map's 4-byte key; the value is `values`, one
+            // 8-byte-rounded value per possible CPU (the highest possible CPU + 1 is at least
+            // their count), the size a per-CPU lookup writes.
+            if unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } != 0 {
                 fail("lookup CLAIM");
             }
             for cpu in 0..cpus {
@@ -841,12 +869,13 @@ fn jam_scratch(jam: bool) -> ! {
             attr[0] = fd as u64;
             attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
-            if bpf(BPF_MAP_UPDATE_ELEM, &mut attr) != 0 {
+            // SAFETY: the same `key` and `values` as the lookup, which the update only reads.
+            if unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } != 0 {
                 fail("update CLAIM");
             }
             jammed += cpus;
         }
-        // SAFETY: our own descriptor.
+        // SAFETY: `fd` came from BPF_MAP_GET_FD_BY_ID above and is not used after this.
         unsafe { libc::close(fd as RawFd) };
     }
     println!("jammed={jammed}");
