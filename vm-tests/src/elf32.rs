@@ -2,7 +2,7 @@
 //! `execve(PATH, &argv[1], envp)` through `int 0x80` as any 32-bit program would, and if
 //! that returns exits with the errno (1 for EPERM, 2 for ENOENT, 14 when PATH is missing).
 //!
-//! No 32-bit toolchain or libc is needed to build it: the ELF header, the one PT_LOAD
+//! No 32-bit toolchain or libc is needed to build it: the ELF header, the one `PT_LOAD`
 //! program header and the machine code are written out here byte by byte.
 
 /// Where the single segment (headers and code) is loaded.
@@ -27,7 +27,7 @@ const CODE: &[u8] = &[
     0xF4, //                   hlt
 ];
 
-/// The complete ELF file (ELFCLASS32, EM_386, ET_EXEC, one read+execute PT_LOAD).
+/// The complete ELF file (ELFCLASS32, `EM_386`, `ET_EXEC`, one read+execute `PT_LOAD`).
 pub fn exec_trampoline() -> Vec<u8> {
     let code_offset = u32::from(EHDR_SIZE + PHDR_SIZE);
     let total = code_offset + CODE.len() as u32;

@@ -1,4 +1,4 @@
-//! A hand-assembled static x86_64 program for the VM tests: a stand-in for the dynamic
+//! A hand-assembled static `x86_64` program for the VM tests: a stand-in for the dynamic
 //! loader. Bind-mounted over `/lib64/ld-linux-x86-64.so.2` in a user and mount namespace
 //! of the caller's own, it is what the kernel runs (as the ELF interpreter) when a
 //! dynamically linked vetted client is executed there, while `mm->exe_file` stays the
@@ -6,7 +6,7 @@
 //! the first bytes of the answer and exits 0; when the connect fails it prints
 //! `fake-loader: connect failed` and exits 1.
 //!
-//! Built like `elf32`: the ELF header, one PT_LOAD and the machine code byte by byte.
+//! Built like `elf32`: the ELF header, one `PT_LOAD` and the machine code byte by byte.
 
 /// Where the single segment (headers, code, data) is loaded: away from where a PIE client
 /// and its stack are mapped.
@@ -105,7 +105,7 @@ fn code(sockaddr: u64, request: u64, request_len: u32, message: u64) -> Vec<u8> 
     c
 }
 
-/// The complete ELF file (ELFCLASS64, EM_X86_64, ET_EXEC, one read+execute PT_LOAD) that
+/// The complete ELF file (ELFCLASS64, `EM_X86_64`, `ET_EXEC`, one read+execute `PT_LOAD`) that
 /// sends the request to the unix socket at `socket`.
 pub fn fake_loader(socket: &str) -> Vec<u8> {
     assert!(socket.len() < 108, "sun_path holds 107 bytes");

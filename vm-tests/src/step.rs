@@ -19,6 +19,7 @@ impl Step {
     }
 
     /// The member of this family for `member`: `NAME-MEMBER`.
+    #[must_use]
     pub const fn of(self, member: &'static str) -> Step {
         Step { name: self.name, member: Some(member) }
     }

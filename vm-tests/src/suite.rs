@@ -24,7 +24,7 @@ pub enum Flavour {
     /// The same initramfs plus Debian's real dockerd 20.10, containerd and runc
     /// (`start_dockerd` starts them and the gitea stand-in). A group opts in with this.
     RealDaemon,
-    /// A Debian 12 root filesystem on NVMe with systemd as PID 1, docker.service, and the
+    /// A Debian 12 root filesystem on `NVMe` with systemd as PID 1, docker.service, and the
     /// shipped unit installed; the script runs from a test unit once the system is up.
     Systemd,
 }
@@ -35,8 +35,8 @@ impl Flavour {
     /// docker and systemd groups: 50-85 s), so that a hang costs CI minutes, not the run.
     pub fn timeout(self) -> Duration {
         match self {
-            Flavour::Initramfs => Duration::from_secs(900),
-            Flavour::RealDaemon | Flavour::Systemd => Duration::from_secs(480),
+            Flavour::Initramfs => Duration::from_mins(15),
+            Flavour::RealDaemon | Flavour::Systemd => Duration::from_mins(8),
         }
     }
 }

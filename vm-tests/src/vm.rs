@@ -397,7 +397,7 @@ pub fn boot_with(boot: &Boot, qemu_args: &[&str]) -> Result<Report> {
 }
 
 /// Boots the systemd flavour: `disk` (an ext4 image of a Debian root filesystem, see
-/// [`build_systemd_image`]) on NVMe as the root, systemd as PID 1, no initramfs
+/// [`build_systemd_image`]) on `NVMe` as the root, systemd as PID 1, no initramfs
 /// (`boot.initrds` is ignored). The image is opened with `snapshot=on`: each boot starts
 /// from the same file system and writes nothing back.
 pub fn boot_disk(boot: &Boot, disk: &Path) -> Result<Report> {
@@ -487,7 +487,7 @@ fn run_qemu(boot: &Boot, media: &[&std::ffi::OsStr], root_args: &str, qemu_args:
     Report::parse(&console)
 }
 
-/// TCG always works here; KVM is an opt-in speed-up (ENFORCER_VM_KVM=1) because nested
+/// TCG always works here; KVM is an opt-in speed-up (`ENFORCER_VM_KVM=1`) because nested
 /// KVM is broken on the machines this runs on, and it falls back to TCG if it cannot start.
 fn accelerator() -> Vec<&'static str> {
     let want_kvm = std::env::var("ENFORCER_VM_KVM").is_ok_and(|v| v == "1");

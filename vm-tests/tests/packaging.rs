@@ -97,7 +97,7 @@ fn unit_text() -> String {
     std::fs::read_to_string(repo().join(UNIT)).expect("contrib/systemd/enforcer.service")
 }
 
-/// A copy of the unit whose ExecStart=/ExecReload= run STAND_IN_BINARY; every other line is
+/// A copy of the unit whose ExecStart=/ExecReload= run `STAND_IN_BINARY`; every other line is
 /// identical.
 fn unit_copy(dir: &Path) -> PathBuf {
     let original = unit_text();
@@ -316,7 +316,7 @@ fn nix_files_parse() -> Result<()> {
 
 /// Shared by the module evaluations: the stub lib and pkgs, and `eval`, which runs the module
 /// with the given config values (and other modules' option declarations as `options`).
-const MODULE_PRELUDE: &str = r##"
+const MODULE_PRELUDE: &str = r#"
   lib = import (/. + repo + "/vm-tests/nix/stub-lib.nix");
   pkgs = {
     callPackage = fn: args: {
@@ -352,13 +352,13 @@ const MODULE_PRELUDE: &str = r##"
   failed = config: map (a: a.message) (builtins.filter (a: !a.assertion) (config.assertions or [ ]));
   warnings = config: config.warnings or [ ];
   seed = [ "exec" "cp" "commit" "diff" "export" "import" "load" "save" "attach" "push" "tag" ];
-"##;
+"#;
 
 /// The docs/nixos.md case: ai-worker denied the seed list, the agent ordered after enforcer.
 #[test]
 fn nixos_module_ai_worker() -> Result<()> {
     let expression = format!(
-        r##"{{ repo }}: let {MODULE_PRELUDE}
+        r#"{{ repo }}: let {MODULE_PRELUDE}
           # docs/nixos.md writes binaries = config.services.enforcer.dockerBinaries; the stub
           # cannot read the configuration back into the values it is given, so they are spelt out
           # here and dockerBinaries is checked separately.
@@ -390,7 +390,7 @@ fn nixos_module_ai_worker() -> Result<()> {
           packages = map (p: p.outPath) config.environment.systemPackages;
           failed = failed config;
           warnings = warnings config;
-        }}"##
+        }}"#
     );
     let v = nix_eval("module-ai-worker", &expression)?;
 
@@ -510,7 +510,7 @@ fn same_unit_as_contrib(unit: &Value) -> Result<()> {
 #[test]
 fn nixos_module_cases() -> Result<()> {
     let expression = format!(
-        r##"{{ repo }}: let {MODULE_PRELUDE}
+        r#"{{ repo }}: let {MODULE_PRELUDE}
           defaults = eval {{ enforcer = {{ enable = true; }}; }};
           noDocker = eval {{ enforcer = {{ enable = true; }}; dockerEnabled = false; }};
           noBinaries = eval {{
@@ -562,7 +562,7 @@ fn nixos_module_cases() -> Result<()> {
           disabled = disabled;
           escaped = policyOf escaped;
           floatRejected = !float.success;
-        }}"##
+        }}"#
     );
     let v = nix_eval("module-cases", &expression)?;
 
@@ -634,7 +634,7 @@ fn nixos_module_cases() -> Result<()> {
 /// that return their arguments.
 #[test]
 fn flake_and_package_evaluate() -> Result<()> {
-    let expression = r##"{ repo }: let
+    let expression = r#"{ repo }: let
       root = /. + repo;
       lib = import (root + "/vm-tests/nix/stub-lib.nix");
       flake = import (root + "/flake.nix");
@@ -674,7 +674,7 @@ fn flake_and_package_evaluate() -> Result<()> {
         keepsTarget = fromSource.src.filter (repo + "/target") "directory";
       };
       prebuilt = { inherit (prebuilt) pname version builder installPhase nativeBuildInputs src; };
-    }"##;
+    }"#;
     let v = nix_eval("flake", expression)?;
     let repo = repo();
     let workspace: toml::Table = std::fs::read_to_string(repo.join("Cargo.toml"))?.parse()?;
@@ -775,14 +775,14 @@ fn nixos_eval(name: &str, body: &str) -> Result<Value> {
     let nixpkgs = nixpkgs_dir()?;
     let dir = TempDir::new(name);
     let expression = format!(
-        r##"{{ repo, nixpkgs }}: let
+        r#"{{ repo, nixpkgs }}: let
           root = /. + repo;
           evalWith = {{ security, release ? "26.05", configuration }}: import (root + "/vm-tests/nix/eval-nixos.nix") {{
             nixpkgs = /. + nixpkgs;
             inherit security release configuration;
             module = root + "/nix/module.nix";
           }};
-        in {body}"##
+        in {body}"#
     );
     let out = run(nix_instantiate(&dir.0)
         .args(["--eval", "--strict", "--json", "--argstr", "repo"])
@@ -800,7 +800,7 @@ fn nixos_eval(name: &str, body: &str) -> Result<Value> {
 
 /// The configuration of docs/nixos.md, as a new user copies it (less what the declarations of
 /// vm-tests/nix/eval-nixos.nix do not cover: users, nix.settings, the agent's own unit).
-const DOCS_CONFIGURATION: &str = r##"({ config, ... }: {
+const DOCS_CONFIGURATION: &str = r#"({ config, ... }: {
   virtualisation.docker.enable = true;
   services.enforcer = {
     enable = true;
@@ -817,19 +817,19 @@ const DOCS_CONFIGURATION: &str = r##"({ config, ... }: {
     };
     before = [ "ai-agent.service" ];
   };
-})"##;
+})"#;
 
 /// NixOS 25.05 and master, configured as docs/nixos.md says: one `lsm=`, nixpkgs' own list
-/// with `bpf` once and last (master loads it last on purpose: AppArmor must come before it).
+/// with `bpf` once and last (master loads it last on purpose: `AppArmor` must come before it).
 #[test]
 fn nixos_module_real_module_system_lsm() -> Result<()> {
     let v = nixos_eval(
         "real-lsm",
         &format!(
-            r##"let
+            r#"let
               docs = security: let e = evalWith {{ inherit security; release = "25.05"; configuration = {DOCS_CONFIGURATION}; }};
                 in {{ inherit (e) lsmParams failedAssertions; lsm = e.config.security.lsm; }};
-            in {{ master = docs "master"; "25.05" = docs "25.05"; }}"##
+            in {{ master = docs "master"; "25.05" = docs "25.05"; }}"#
         ),
     )?;
     for version in ["master", "25.05"] {
@@ -853,7 +853,7 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     let v = nixos_eval(
         "real-cases",
         &format!(
-            r##"let
+            r#"let
               docs = evalWith {{ security = "master"; configuration = {DOCS_CONFIGURATION}; }};
               policy = docs.config.environment.etc."enforcer/policy.toml".source;
               unit = docs.config.systemd.services.enforcer;
@@ -897,7 +897,7 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
                 tmpfiles = metrics.config.systemd.tmpfiles.rules;
               }};
               noMetrics = builtins.attrNames docs.config.systemd.services;
-            }}"##
+            }}"#
         ),
     )?;
     let exe = "/bin/enforcer";

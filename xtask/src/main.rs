@@ -90,16 +90,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
         Cmd::Build => setup().and_then(|_| build()).map(|_| ExitCode::SUCCESS),
-        Cmd::Demo { kernel } => demo(&kernel).map(|_| ExitCode::SUCCESS),
+        Cmd::Demo { kernel } => demo(&kernel).map(|()| ExitCode::SUCCESS),
         Cmd::Vm { script, kernel, real_daemon } => {
-            vm_shell(&script, &kernel, real_daemon).map(|_| ExitCode::SUCCESS)
+            vm_shell(&script, &kernel, real_daemon).map(|()| ExitCode::SUCCESS)
         }
-        Cmd::Verifier => verifier().map(|_| ExitCode::SUCCESS),
+        Cmd::Verifier => verifier().map(|()| ExitCode::SUCCESS),
         Cmd::Lint => lint::setup_components().and_then(|()| lint::lint()).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
             let config =
                 vm_tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
-            bench(kernel.as_deref(), &config).map(|_| ExitCode::SUCCESS)
+            bench(kernel.as_deref(), &config).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
     };
@@ -117,7 +117,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 fn say(message: &str) {
@@ -260,8 +260,8 @@ fn setup() -> Result<Vec<Kernel>> {
 /// from Debian's usual suites and cached under target/vm/systemd/<digest of these inputs>:
 /// changing the list, the options or the hook builds a new one.
 const SYSTEMD_SUITE: &str = "bookworm";
-/// apparmor: the kernel runs AppArmor, and dockerd then loads its profile with
-/// apparmor_parser (Debian's docker.io recommends it); without it no container starts.
+/// apparmor: the kernel runs `AppArmor`, and dockerd then loads its profile with
+/// `apparmor_parser` (Debian's docker.io recommends it); without it no container starts.
 const SYSTEMD_PACKAGES: &[&str] = &[
     "systemd-sysv",
     "udev",
@@ -419,7 +419,7 @@ fn setup_bpf_linker() -> Result<()> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let libllvm = std::fs::read_dir(&lib_dir)?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.path())
         .find(|p| {
             p.file_name()
@@ -483,7 +483,7 @@ fn kernels(apt: &mut Apt) -> Result<Vec<Kernel>> {
             Command::new("apt-get").args(["download", &package]).current_dir(&download),
         )?;
         let deb = std::fs::read_dir(&download)?
-            .filter_map(|e| e.ok())
+            .filter_map(std::result::Result::ok)
             .map(|e| e.path())
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_"))))
             .ok_or_else(|| anyhow!("apt-get download left no .deb for {package}"))?;
@@ -686,7 +686,7 @@ fn boot_script_with(
         kernel.release,
         if real_daemon { ", dockerd 20.10 and a gitea stand-in" } else { "" }
     ));
-    vm::boot(&Boot { kernel, initrds, lsm: vm::DEFAULT_LSM, timeout: Duration::from_secs(600), work, echo })
+    vm::boot(&Boot { kernel, initrds, lsm: vm::DEFAULT_LSM, timeout: Duration::from_mins(10), work, echo })
 }
 
 fn vm_shell(script: &Path, kernel_label: &str, real_daemon: bool) -> Result<()> {
@@ -720,7 +720,7 @@ fn demo(kernel_label: &str) -> Result<()> {
     let step = |name: &str| report.step(name).cloned().unwrap_or((-1, "(did not run)\n".into()));
     let show = |title: &str, name: &str| {
         let (rc, out) = step(name);
-        println!("\n$ {title}\n{}[exit {rc}]", out);
+        println!("\n$ {title}\n{out}[exit {rc}]");
     };
     let secret = vm_tests::fixtures::GITEA_SECRET;
     show("docker version   # the real daemon in the VM: Debian's dockerd", "dockerd-start");

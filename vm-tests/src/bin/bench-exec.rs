@@ -4,7 +4,7 @@
 //!                                             WARMUP untimed ones); prints
 //!                                             `execs=N failed=F ns=TOTAL`
 //!   bench-exec start LOG ENFORCER ARGS...     starts `ENFORCER ARGS` (output to LOG) with a
-//!                                             NOTIFY_SOCKET of its own, waits for READY=1;
+//!                                             `NOTIFY_SOCKET` of its own, waits for READY=1;
 //!                                             prints `pid=P ready_ns=T`, leaves it running
 //!   bench-exec wait-exit PID                  waits until PID has exited
 //!   bench-exec mem PID                        prints `rss_kib=R hwm_kib=H` of PID
@@ -55,14 +55,17 @@ fn exec_loop(count: &str, warmup: &str, path: &str, argv: &[String]) -> Result<(
             // SAFETY: the child only calls execve and _exit (async-signal-safe).
             let pid = unsafe { fork() };
             if pid == 0 {
+                // SAFETY: `path`, `argv_p` (NULL-terminated, pointing into `argv_c`) and
+                // `envp` were built before the fork and are intact in the child's copy;
+                // _exit skips the parent's destructors and atexit handlers.
                 unsafe {
                     execve(path.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
                     _exit(100);
                 }
             }
             let mut status = 0i32;
-            // SAFETY: valid out-pointer.
-            if pid < 0 || unsafe { waitpid(pid, &mut status, 0) } != pid || status != 0 {
+            // SAFETY: `status` is a live local the kernel writes one i32 to.
+            if pid < 0 || unsafe { waitpid(pid, &raw mut status, 0) } != pid || status != 0 {
                 failed += 1;
             }
         }
@@ -81,7 +84,7 @@ fn start(log: &str, enforcer: &str, args: &[String]) -> Result<(), String> {
     let socket_path = format!("/run/bench-notify-{}.sock", std::process::id());
     let _ = std::fs::remove_file(&socket_path);
     let socket = UnixDatagram::bind(&socket_path).map_err(|e| format!("bind {socket_path}: {e}"))?;
-    socket.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(Duration::from_mins(2))).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(log).map_err(|e| format!("create {log}: {e}"))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -117,7 +120,7 @@ fn state(pid: &str) -> Option<char> {
 /// A daemon started by `start` is not our child: wait until it is gone or a zombie (its
 /// file descriptors, and so its BPF links, are released either way).
 fn wait_exit(pid: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while let Some(s) = state(pid) {
         if s == 'Z' {
             break;

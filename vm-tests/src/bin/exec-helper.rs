@@ -2,7 +2,7 @@
 //! attacks the bypass-resistance VM tests throw at the enforcer. The VM only observes: every
 //! mode reports what happened (a result line) and the host judges it.
 //!
-//!   exec-helper fexecve PATH ARGV...          open PATH, execveat(fd, "", AT_EMPTY_PATH)
+//!   exec-helper fexecve PATH ARGV...          open PATH, `execveat(fd, "", AT_EMPTY_PATH)`
 //!   exec-helper execveat DIR NAME ARGV...     execveat(dirfd of DIR, NAME)
 //!   exec-helper int80 PATH ARGV...            the i386 execve (int 0x80), as a 32-bit
 //!                                             program would call it
@@ -10,7 +10,7 @@
 //!                                             many execs failed with EPERM, ran, or failed
 //!                                             otherwise (`eperm=N ran=N other=N`)
 //!   exec-helper notify-wait SOCKET            bind a unix datagram socket (as systemd's
-//!                                             NOTIFY_SOCKET), print the first message, exit
+//!                                             `NOTIFY_SOCKET`), print the first message, exit
 //!   exec-helper uffd-race PATH ALLOWED DENIED ARGV0 [REST...]
 //!                                             deterministic argv TOCTOU: execve(PATH,
 //!                                             [ARGV0, W, REST...]) where W holds DENIED when
@@ -27,9 +27,9 @@
 //!                                             killed=K eperm=E ran=R other=O` (killed: SIGKILL;
 //!                                             eperm/other: execve failed with EPERM/otherwise)
 //!   exec-helper tamper PATH ARGV...           fork + execve(PATH), wait 500 ms, then try
-//!                                             ptrace(PTRACE_ATTACH), open(/proc/PID/mem,
-//!                                             O_RDWR), process_vm_writev of one byte and
-//!                                             pidfd_getfd(pidfd_open(PID), 0) on the child;
+//!                                             `ptrace(PTRACE_ATTACH)`, `open(/proc/PID/mem,
+//!                                             O_RDWR)`, `process_vm_writev` of one byte and
+//!                                             `pidfd_getfd(pidfd_open(PID), 0)` on the child;
 //!                                             prints `ptrace=R mem=R vm_writev=R
 //!                                             pidfd_getfd=R child=C` (R: OK or the strerror
 //!                                             text; C: `running` when the attempts began, else
@@ -37,15 +37,15 @@
 //!                                             execve failed with EPERM/otherwise: then the Rs
 //!                                             say nothing about a defence), then kills and
 //!                                             reaps the child
-//!   exec-helper traceme PATH ARGV...          fork; the child does PTRACE_TRACEME + execve;
+//!   exec-helper traceme PATH ARGV...          fork; the child does `PTRACE_TRACEME` + execve;
 //!                                             prints `traceme-exec=ran` (the exec stopped the
 //!                                             child with SIGTRAP), `traceme-exec=EPERM` or
 //!                                             `traceme-exec=other(exit=N|signal=N|stop=N)`
 //!                                             (exit=101: execve failed otherwise; exit=102:
-//!                                             PTRACE_TRACEME itself failed)
-//!   exec-helper memfd-exec PATH ARGV...       copy PATH into memfd_create("docker") (not
+//!                                             `PTRACE_TRACEME` itself failed)
+//!   exec-helper memfd-exec PATH ARGV...       copy PATH into `memfd_create("docker")` (not
 //!                                             close-on-exec, so a script works too) and
-//!                                             execveat(memfd, "", AT_EMPTY_PATH); if that
+//!                                             `execveat(memfd, "", AT_EMPTY_PATH)`; if that
 //!                                             returns: `exec: <strerror>`, exit 126
 //!   exec-helper ps SECONDS                    sleep SECONDS, then exit 0: a copy of
 //!                                             exec-helper listed as a docker client in a
@@ -59,8 +59,8 @@
 //! uffd-race, flip-race, tamper, traceme and memfd-exec pass this process's environment.
 //! strerror texts are libc's (e.g. `Operation not permitted`), without an `(os error N)`.
 //! A failed exec prints the error and exits 126. When the set-up of an attack fails instead
-//! (userfaultfd refused: run as root or set vm.unprivileged_userfaultfd=1; fork, mmap,
-//! memfd_create, reading PATH for memfd-exec), it prints `exec-helper: WHAT: <strerror>` and
+//! (userfaultfd refused: run as root or set `vm.unprivileged_userfaultfd=1`; fork, mmap,
+//! `memfd_create`, reading PATH for memfd-exec), it prints `exec-helper: WHAT: <strerror>` and
 //! exits 125. Usage errors exit 2.
 
 use std::ffi::CString;
@@ -70,12 +70,15 @@ fn main() {
     let cstr = |s: &str| CString::new(s).expect("no NUL in arguments");
     let (fd, name, argv) = match args.first().map(String::as_str) {
         Some("fexecve") if args.len() >= 3 => {
+            // SAFETY: open reads only the path, a NUL-terminated CString that lives until
+            // the end of the statement.
             let fd = unsafe {
                 libc_open(cstr(&args[1]).as_ptr(), 0o2000000 /* O_RDONLY|O_CLOEXEC */)
             };
             (fd, String::new(), &args[2..])
         }
         Some("execveat") if args.len() >= 4 => {
+            // SAFETY: as for fexecve: the path is a CString alive for the whole call.
             let fd = unsafe {
                 libc_open(cstr(&args[1]).as_ptr(), 0o200000 | 0o2000000 /* O_DIRECTORY|O_CLOEXEC */)
             };
@@ -126,6 +129,9 @@ fn main() {
         0
     };
     let name = cstr(&name);
+    // SAFETY: execveat reads `name` (a CString), the NULL-terminated `argv_p` whose entries
+    // point into `argv_c`, and the one-NULL `envp`; all of them outlive the call (it only
+    // returns on failure).
     unsafe {
         syscall(
             322, /* execveat */
@@ -162,15 +168,21 @@ fn storm(count: &str, path: &str, argv: &[String]) -> ! {
     let envp: [*const i8; 1] = [std::ptr::null()];
     let (mut eperm, mut ran, mut other) = (0u32, 0u32, 0u32);
     for _ in 0..count {
+        // SAFETY: this process has one thread, and the child only calls execve and _exit.
         let pid = unsafe { fork() };
         if pid == 0 {
+            // SAFETY: `path`, `argv_p` (NULL-terminated, pointing into `argv_c`) and `envp`
+            // were built before the fork and are intact in the child's copy of memory;
+            // __errno_location returns this thread's errno slot; _exit skips the parent's
+            // destructors and atexit handlers.
             unsafe {
                 execve(path.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
                 _exit(if *errno_location() == 1 { 100 } else { 101 });
             }
         }
         let mut status = 0i32;
-        unsafe { waitpid(pid, &mut status, 0) };
+        // SAFETY: `status` is a live local the kernel writes one i32 to.
+        unsafe { waitpid(pid, &raw mut status, 0) };
         match (status >> 8) & 0xff {
             100 => eperm += 1,
             101 => other += 1,
@@ -182,20 +194,38 @@ fn storm(count: &str, path: &str, argv: &[String]) -> ! {
 }
 
 /// execve through the 32-bit compat entry: strings and the pointer array must live below
-/// 4 GiB, so they go into a MAP_32BIT page.
+/// 4 GiB, so they go into a `MAP_32BIT` page.
 fn int80_execve(path: &str, argv: &[String]) -> ! {
     const MAP_32BIT: i32 = 0x40;
+    const MAPPING: usize = 65536;
+    const POINTER_AREA: usize = 4096;
+    // The pointer array (argv and its NULL, which doubles as the empty envp) must fit the
+    // first 4 KiB and the strings the rest: the writes below rely on it.
+    let strings: usize = path.len() + 1 + argv.iter().map(|a| a.len() + 1).sum::<usize>();
+    if (argv.len() + 1) * size_of::<u32>() > POINTER_AREA || strings > MAPPING - POINTER_AREA {
+        eprintln!(
+            "exec-helper: int80: at most {} arguments and {} bytes of strings fit the page",
+            POINTER_AREA / size_of::<u32>() - 1,
+            MAPPING - POINTER_AREA
+        );
+        std::process::exit(2);
+    }
+    // SAFETY: an anonymous mapping at an address of the kernel's choice: no pointer or fd
+    // goes in, and the result is checked against MAP_FAILED below.
     let page = unsafe {
-        mmap(std::ptr::null_mut(), 65536, 3 /* RW */, 0x22 | MAP_32BIT /* PRIVATE|ANON */, -1, 0)
+        mmap(std::ptr::null_mut(), MAPPING, 3 /* RW */, 0x22 | MAP_32BIT /* PRIVATE|ANON */, -1, 0)
     };
     if page as isize == -1 {
         eprintln!("exec-helper: mmap: {}", std::io::Error::last_os_error());
         std::process::exit(126);
     }
     let base = page;
-    let mut offset = 4096usize; // pointer array in the first 4 KiB, strings after
+    let mut offset = POINTER_AREA; // pointer array in the first 4 KiB, strings after
     let mut put = |s: &str| -> u32 {
+        // SAFETY: the size check above keeps `offset + s.len() + 1` within the mapping.
         let at = unsafe { base.add(offset) };
+        // SAFETY: `at..at + s.len() + 1` lies in the fresh anonymous mapping (size check
+        // above), which no Rust reference covers; the source is `s`'s own bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(s.as_ptr(), at, s.len());
             *at.add(s.len()) = 0;
@@ -204,14 +234,25 @@ fn int80_execve(path: &str, argv: &[String]) -> ! {
         at as u32
     };
     let path_ptr = put(path);
-    let pointers = base as *mut u32;
+    #[expect(clippy::cast_ptr_alignment, reason = "mmap returns a page-aligned address")]
+    let pointers = base.cast::<u32>();
     for (i, arg) in argv.iter().enumerate() {
         let p = put(arg);
+        // SAFETY: i < argv.len(), and the size check keeps argv.len() + 1 u32 slots
+        // within the first 4 KiB of the page-aligned mapping, before the strings.
         unsafe { *pointers.add(i) = p };
     }
+    // SAFETY: slot argv.len() is the last of those argv.len() + 1 slots.
     unsafe { *pointers.add(argv.len()) = 0 };
+    // SAFETY: the same slot, in bounds as above.
     let envp = unsafe { pointers.add(argv.len()) } as u32; // an empty list
     let result: i32;
+    // SAFETY: the i386 execve (eax 11) reads the path (ebx), the argv array (ecx) and the
+    // empty envp (edx), all NUL/NULL-terminated in the MAP_32BIT mapping, so their
+    // addresses fit the 32-bit registers. rbx, which Rust cannot name as an operand, is
+    // saved and restored on the stack (the asm is not `nostack`). The kernels this runs on
+    // preserve every register but eax across int 0x80 (r8-r11 included), and on success
+    // the process image is replaced.
     unsafe {
         std::arch::asm!(
             "push rbx",
@@ -238,6 +279,8 @@ fn strerror(errno: i32) -> String {
 }
 
 fn last_errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot, a valid, aligned
+    // i32 for as long as the thread lives.
     unsafe { *errno_location() }
 }
 
@@ -247,7 +290,8 @@ fn outcome(rc: i64) -> String {
 }
 
 fn environment() -> *const *const i8 {
-    // SAFETY: glibc's environ is valid for the life of the process.
+    // SAFETY: reads the pointer glibc keeps in `environ`, valid for the life of the
+    // process; this program never calls setenv, so no thread changes it meanwhile.
     unsafe { environ }
 }
 
@@ -262,10 +306,16 @@ fn c_strings(args: &[String]) -> Vec<CString> {
     args.iter().map(|a| CString::new(a.as_str()).expect("no NUL in arguments")).collect()
 }
 
-/// Overwrites the `len` bytes at `dst` one volatile store at a time, so the stores happen
-/// (and another thread may observe any mix of old and new).
-fn write_bytes(dst: usize, bytes: &[u8]) {
+/// Overwrites the `bytes.len()` bytes at `dst` one volatile store at a time, so the stores
+/// happen (and another thread may observe any mix of old and new).
+///
+/// # Safety
+///
+/// `dst..dst + bytes.len()` must be writable memory that lives as long as anyone writes
+/// it and that no Rust reference covers while it is written.
+unsafe fn write_bytes(dst: usize, bytes: &[u8]) {
     for (i, &b) in bytes.iter().enumerate() {
+        // SAFETY: in bounds and writable by the caller's contract.
         unsafe { std::ptr::write_volatile((dst as *mut u8).add(i), b) };
     }
 }
@@ -325,6 +375,7 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
         std::process::exit(2);
     }
 
+    // SAFETY: userfaultfd takes only its flags.
     let uffd = unsafe {
         syscall(323 /* userfaultfd */, O_CLOEXEC)
     } as i32;
@@ -332,9 +383,13 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
         fail("userfaultfd");
     }
     let mut api = UffdioApi { api: UFFD_API, features: 0, ioctls: 0 };
-    if unsafe { ioctl(uffd, UFFDIO_API, &mut api as *mut UffdioApi) } < 0 {
+    // SAFETY: `api` is a live #[repr(C)] copy of struct uffdio_api, the 0x18 bytes the
+    // request number encodes, which the kernel reads and writes.
+    if unsafe { ioctl(uffd, UFFDIO_API, &raw mut api) } < 0 {
         fail("UFFDIO_API");
     }
+    // SAFETY: an anonymous mapping at an address of the kernel's choice: no pointer or fd
+    // goes in, and the result is checked against MAP_FAILED below.
     let page = unsafe {
         mmap(std::ptr::null_mut(), PAGE, 3 /* RW */, 0x22 /* PRIVATE|ANON */, -1, 0)
     };
@@ -347,7 +402,9 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
         mode: UFFDIO_REGISTER_MODE_MISSING,
         ioctls: 0,
     };
-    if unsafe { ioctl(uffd, UFFDIO_REGISTER, &mut register as *mut UffdioRegister) } < 0 {
+    // SAFETY: `register` is a live #[repr(C)] copy of struct uffdio_register (0x20 bytes,
+    // as the request encodes); the range it names is the page mapped just above.
+    if unsafe { ioctl(uffd, UFFDIO_REGISTER, &raw mut register) } < 0 {
         fail("UFFDIO_REGISTER");
     }
     let mut source = vec![0u8; PAGE];
@@ -357,6 +414,7 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
     std::thread::spawn(move || {
         let mut msg = [0u8; 32]; // struct uffd_msg
         loop {
+            // SAFETY: the kernel writes at most `msg.len()` bytes into this thread's `msg`.
             let n = unsafe { read(uffd, msg.as_mut_ptr(), msg.len()) };
             if n != msg.len() as isize {
                 // The exec would wait for the fault forever.
@@ -366,11 +424,17 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
                 continue;
             }
             let address = u64::from_ne_bytes(msg[16..24].try_into().unwrap()) & !(PAGE as u64 - 1);
-            write_bytes(w_addr, &allowed_bytes);
+            // SAFETY: `w_addr` is the start of the leaked (never freed) buffer `w`, which
+            // `padded` made `len + 1` bytes long like `allowed_bytes`; nothing references
+            // it any more but the raw argv pointer the kernel reads.
+            unsafe { write_bytes(w_addr, &allowed_bytes) };
             eprintln!("uffd-race: fault handled, argv[1] now {allowed_text}");
             let mut copy =
                 UffdioCopy { dst: address, src: source.as_ptr() as u64, len: PAGE as u64, mode: 0, copy: 0 };
-            if unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy as *mut UffdioCopy) } < 0 {
+            // SAFETY: `copy` is a live #[repr(C)] copy of struct uffdio_copy (0x28 bytes);
+            // its source is `source`, a PAGE-byte buffer this closure owns, and the kernel
+            // checks that the destination page is in the registered range.
+            if unsafe { ioctl(uffd, UFFDIO_COPY, &raw mut copy) } < 0 {
                 fail("UFFDIO_COPY");
             }
             return;
@@ -382,6 +446,10 @@ fn uffd_race(path: &str, allowed: &str, denied: &str, argv: &[String]) -> ! {
     let mut argv_p: Vec<*const i8> = vec![page as *const i8, w_addr as *const i8];
     argv_p.extend(rest_c.iter().map(|a| a.as_ptr()));
     argv_p.push(std::ptr::null());
+    // SAFETY: `path` and `rest_c` are CStrings alive across the call; ARGV0 is
+    // NUL-terminated at the start of the registered page (the fault handler supplies it),
+    // W is the leaked NUL-terminated buffer, and `argv_p` ends in NULL; `environment()` is
+    // the process's own environment.
     unsafe { execve(path.as_ptr(), argv_p.as_ptr(), environment()) };
     eprintln!("exec: {}", strerror(last_errno()));
     std::process::exit(126);
@@ -392,15 +460,16 @@ static FLIPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 
 fn wait_status(pid: i32) -> i32 {
     let mut status = 0i32;
+    // SAFETY: `status` is a live local the kernel writes one i32 to.
     unsafe {
-        waitpid(pid, &mut status, 0x4000_0000 /* __WALL */)
+        waitpid(pid, &raw mut status, 0x4000_0000 /* __WALL */)
     };
     status
 }
 
 /// Exit code of a wait status, if the process exited.
 fn exit_code(status: i32) -> Option<i32> {
-    (status & 0x7f == 0).then_some((status >> 8) & 0xff)
+    libc::WIFEXITED(status).then_some(libc::WEXITSTATUS(status))
 }
 
 /// Terminating signal of a wait status, if a signal killed the process.
@@ -425,11 +494,14 @@ fn flip_race(count: &str, path: &str, allowed: &str, denied: &str, argv: &[Strin
     let dev_null = CString::new("/dev/null").unwrap();
     let (mut killed, mut eperm, mut ran, mut other) = (0u32, 0u32, 0u32, 0u32);
     for _ in 0..count {
+        // SAFETY: this process has one thread (only the children start the flipping
+        // thread), so the child inherits no lock another thread holds.
         let pid = unsafe { fork() };
         if pid < 0 {
             fail("fork");
         }
         if pid == 0 {
+            // SAFETY: open reads the CString `dev_null`; dup2 takes only fds.
             unsafe {
                 let null = libc_open(dev_null.as_ptr(), 2 /* O_RDWR */);
                 if null >= 0 {
@@ -441,14 +513,21 @@ fn flip_race(count: &str, path: &str, allowed: &str, denied: &str, argv: &[Strin
             let (allowed, denied) = (allowed.clone(), denied.clone());
             std::thread::spawn(move || {
                 loop {
-                    write_bytes(w_addr, &allowed);
+                    // SAFETY: `w_addr` is the start of the leaked (never freed) buffer `w`,
+                    // `len + 1` bytes like `allowed` and `denied`; no reference to it is used
+                    // after `w_addr` was taken, only the raw argv pointer the kernel reads.
+                    unsafe { write_bytes(w_addr, &allowed) };
                     FLIPPING.store(true, std::sync::atomic::Ordering::Relaxed);
-                    write_bytes(w_addr, &denied);
+                    // SAFETY: as above.
+                    unsafe { write_bytes(w_addr, &denied) };
                 }
             });
             while !FLIPPING.load(std::sync::atomic::Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
+            // SAFETY: `path`, `argv0` and `rest_c` are CStrings alive across the call, W is
+            // the leaked NUL-terminated buffer, `argv_p` ends in NULL, and `environment()` is
+            // the process's own environment; _exit skips the parent's destructors.
             unsafe {
                 execve(path.as_ptr(), argv_p.as_ptr(), environment());
                 _exit(if last_errno() == 1 { 100 } else { 101 });
@@ -473,11 +552,16 @@ fn spawn(path: &str, argv: &[String], traceme: bool) -> i32 {
     let argv_c = c_strings(argv);
     let mut argv_p: Vec<*const i8> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
+    // SAFETY: this process has one thread, and the child only calls ptrace, execve and
+    // _exit.
     let pid = unsafe { fork() };
     if pid < 0 {
         fail("fork");
     }
     if pid == 0 {
+        // SAFETY: PTRACE_TRACEME takes no pointer; `path` and `argv_c` (which `argv_p`
+        // points into, NULL-terminated) live across execve; `environment()` is the
+        // process's own environment; _exit skips the parent's destructors.
         unsafe {
             if traceme && syscall(101 /* ptrace */, 0i64 /* PTRACE_TRACEME */, 0i64, 0i64, 0i64) < 0 {
                 _exit(102);
@@ -519,23 +603,27 @@ fn tamper(path: &str, argv: &[String]) -> ! {
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_string()))
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'));
 
+    // SAFETY: PTRACE_ATTACH takes only the pid.
     let ptrace = unsafe {
         syscall(101, 16i64 /* PTRACE_ATTACH */, pid as i64, 0i64, 0i64)
     };
     let ptrace_result = outcome(ptrace);
     if ptrace >= 0 {
         wait_status(pid);
+        // SAFETY: PTRACE_DETACH with data 0 takes no pointer.
         unsafe {
             syscall(101, 17i64 /* PTRACE_DETACH */, pid as i64, 0i64, 0i64)
         };
     }
 
     let mem_path = CString::new(format!("/proc/{pid}/mem")).unwrap();
+    // SAFETY: open reads only `mem_path`, a CString alive across the call.
     let mem = unsafe {
         libc_open(mem_path.as_ptr(), 2 | 0o2000000 /* O_RDWR|O_CLOEXEC */)
     };
     let mem_result = outcome(mem as i64);
     if mem >= 0 {
+        // SAFETY: `mem` is the fd opened just above, owned here and not used again.
         unsafe { close(mem) };
     }
 
@@ -543,12 +631,16 @@ fn tamper(path: &str, argv: &[String]) -> ! {
     // address does: the access check comes first (EPERM), the address later (EFAULT).
     let address = writable_address(pid).unwrap_or(0x10000);
     let mut byte = 0u8;
-    let local = Iovec { base: &mut byte, len: 1 };
+    let local = Iovec { base: &raw mut byte, len: 1 };
     let remote = Iovec { base: address as *mut u8, len: 1 };
     // Read the byte first so that the write, if allowed, changes nothing.
+    // SAFETY: `local` describes `byte`, a live local of the one byte it names; `remote`
+    // describes memory in the child, which the kernel checks and this process never
+    // dereferences. Both iovecs are #[repr(C)] struct iovec and outlive the call.
     unsafe {
         syscall(310 /* process_vm_readv */, pid as i64, &local, 1i64, &remote, 1i64, 0i64)
     };
+    // SAFETY: as for process_vm_readv just above.
     let written = unsafe {
         syscall(311 /* process_vm_writev */, pid as i64, &local, 1i64, &remote, 1i64, 0i64)
     };
@@ -558,16 +650,19 @@ fn tamper(path: &str, argv: &[String]) -> ! {
         n => format!("wrote-{n}-bytes"),
     };
 
+    // SAFETY: pidfd_open takes only the pid and flags.
     let pidfd = unsafe {
         syscall(434 /* pidfd_open */, pid as i64, 0i64)
     };
     let getfd_result = if pidfd < 0 {
         format!("pidfd_open:{}", strerror(last_errno()))
     } else {
+        // SAFETY: pidfd_getfd takes only fds and flags.
         let fd = unsafe {
             syscall(438 /* pidfd_getfd */, pidfd, 0i64, 0i64)
         };
         let result = outcome(fd);
+        // SAFETY: both fds were returned to this process just above and are not used again.
         unsafe {
             if fd >= 0 {
                 close(fd as i32);
@@ -577,6 +672,8 @@ fn tamper(path: &str, argv: &[String]) -> ! {
         result
     };
 
+    // SAFETY: kill takes no pointer; `pid` is our unreaped child, so it names no other
+    // process.
     unsafe { kill(pid, 9) };
     let status = wait_status(pid);
     let child = if running {
@@ -605,6 +702,7 @@ fn traceme(path: &str, argv: &[String]) -> ! {
         } else {
             println!("traceme-exec=other(stop={sig})");
         }
+        // SAFETY: kill takes no pointer; `pid` is our unreaped (stopped) child.
         unsafe { kill(pid, 9) };
         wait_status(pid);
     } else if let Some(sig) = term_signal(status) {
@@ -627,12 +725,15 @@ fn memfd_exec(path: &str, argv: &[String]) -> ! {
         std::process::exit(125);
     });
     let name = CString::new("docker").unwrap();
+    // SAFETY: memfd_create reads only `name`, a CString alive across the call.
     let fd = unsafe {
         syscall(319 /* memfd_create */, name.as_ptr(), 0i64)
     } as i32;
     if fd < 0 {
         fail("memfd_create");
     }
+    // SAFETY: `fd` is the memfd just created, owned by nothing else; ManuallyDrop keeps
+    // the File from closing it, since execveat needs it open.
     let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     if let Err(e) = file.write_all(&bytes) {
         eprintln!("exec-helper: write memfd: {e}");
@@ -642,6 +743,9 @@ fn memfd_exec(path: &str, argv: &[String]) -> ! {
     let mut argv_p: Vec<*const i8> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let empty = CString::new("").unwrap();
+    // SAFETY: `empty` and `argv_c` (which the NULL-terminated `argv_p` points into) live
+    // across the call, `environment()` is the process's own environment, and `fd` is the
+    // open memfd.
     unsafe {
         syscall(
             322, /* execveat */

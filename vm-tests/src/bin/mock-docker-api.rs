@@ -75,15 +75,15 @@ fn main() -> anyhow::Result<()> {
 
 fn peer_uid(stream: &UnixStream) -> i64 {
     let mut cred = libc_ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc_ucred>() as u32;
+    let mut len = size_of::<libc_ucred>() as u32;
     // SAFETY: getsockopt(SO_PEERCRED) writes at most `len` bytes into `cred`.
     let rc = unsafe {
         getsockopt(
             std::os::fd::AsRawFd::as_raw_fd(stream),
             1,  /* SOL_SOCKET */
             17, /* SO_PEERCRED */
-            (&mut cred as *mut libc_ucred).cast(),
-            &mut len,
+            (&raw mut cred).cast(),
+            &raw mut len,
         )
     };
     if rc == 0 { cred.uid as i64 } else { -1 }
@@ -194,8 +194,7 @@ fn respond(method: &str, target: &str) -> (&'static str, String) {
                 r#"{{"Platform":{{"Name":"mock"}},"Version":"28.0.0","ApiVersion":"{API_VERSION}","MinAPIVersion":"1.24","GitCommit":"mock","GoVersion":"go1.23","Os":"linux","Arch":"amd64","KernelVersion":"mock","BuildTime":"2025-01-01T00:00:00.000000000+00:00","Components":[]}}"#
             ),
         ),
-        ("GET", "/containers/json") => ("200 OK", "[]".into()),
-        ("GET", "/images/json") => ("200 OK", "[]".into()),
+        ("GET", "/containers/json" | "/images/json") => ("200 OK", "[]".into()),
         // Every container exists and runs, so a client gets as far as creating an exec.
         ("GET", p) if p.starts_with("/containers/") && p.ends_with("/json") => {
             let name = &p["/containers/".len()..p.len() - "/json".len()];

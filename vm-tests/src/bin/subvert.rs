@@ -4,34 +4,34 @@
 //! `subvert: WHAT: <strerror>` and exit 125; usage errors exit 2.
 //!
 //!   subvert set-mm-exe EXE SOCKET
-//!       unshare(CLONE_NEWUSER) (CAP_CHECKPOINT_RESTORE in the new namespace), move every
+//!       `unshare(CLONE_NEWUSER)` (`CAP_CHECKPOINT_RESTORE` in the new namespace), move every
 //!       mapping of this program's own file to anonymous memory, then
-//!       prctl(PR_SET_MM, PR_SET_MM_MAP) with exe_fd = open(EXE): the executable the kernel
+//!       `prctl(PR_SET_MM, PR_SET_MM_MAP)` with `exe_fd = open(EXE)`: the executable the kernel
 //!       reports (`mm->exe_file`) becomes EXE. Then POST the incident's exec to SOCKET.
 //!       Prints `set_mm=R exe=PATH request=R` (R: OK / the first response line, or the
 //!       strerror text; PATH: what /proc/self/exe names afterwards).
 //!   subvert seccomp-notify PATH ARGV...
-//!       a supervisor: the child installs a seccomp filter whose listener routes socket()
-//!       to this process (SECCOMP_FILTER_FLAG_NEW_LISTENER, no_new_privs), hands the
-//!       listener over and execs PATH ARGV (a vetted client). Its first socket() gets a
-//!       socket this process also holds (SECCOMP_IOCTL_NOTIF_ADDFD); once the client
+//!       a supervisor: the child installs a seccomp filter whose listener routes `socket()`
+//!       to this process (`SECCOMP_FILTER_FLAG_NEW_LISTENER`, `no_new_privs`), hands the
+//!       listener over and execs PATH ARGV (a vetted client). Its first `socket()` gets a
+//!       socket this process also holds (`SECCOMP_IOCTL_NOTIF_ADDFD`); once the client
 //!       connected it, the supervisor writes the incident's exec on its own copy.
 //!       Prints `injected=R request=R child=C` (C: `exit=N` or `signal=N`); the client's
 //!       own output goes to /dev/null, so the line is all this mode prints.
 //!   subvert seccomp-errno0 PATH ARGV...
-//!       the same with a plain filter and no listener: socket() returns SECCOMP_RET_ERRNO
+//!       the same with a plain filter and no listener: `socket()` returns `SECCOMP_RET_ERRNO`
 //!       with errno 0, i.e. "fd 0", and fd 0 is an unconnected socket this process holds.
 //!       Prints `request=R child=C` (the client's output to /dev/null likewise).
 //!   subvert seccomp-plain N PATH ARGV...
-//!       N stacked plain filters (errno EPERM for kexec_load, kill for a syscall number no
-//!       one uses, allow the rest: what systemd's SystemCallFilter= and container runtimes
+//!       N stacked plain filters (errno EPERM for `kexec_load`, kill for a syscall number no
+//!       one uses, allow the rest: what systemd's `SystemCallFilter=` and container runtimes
 //!       install), then exec PATH ARGV; prints the child's output and `child=C`.
 //!   subvert fastopen ADDR:PORT
-//!       sendto(MSG_FASTOPEN) of the incident's exec to ADDR:PORT on a fresh TCP socket
-//!       (a connect that never passes socket_connect). Prints `sendto=R request=R`.
+//!       `sendto(MSG_FASTOPEN)` of the incident's exec to ADDR:PORT on a fresh TCP socket
+//!       (a connect that never passes `socket_connect`). Prints `sendto=R request=R`.
 //!   subvert reload-race CONFIG NEW READY UID
 //!       root: hold the first exec by UID between its two checks and reload the policy
-//!       meanwhile. A fanotify listener for FAN_OPEN_EXEC_PERM on the dynamic loader (which
+//!       meanwhile. A fanotify listener for `FAN_OPEN_EXEC_PERM` on the dynamic loader (which
 //!       the kernel opens between `bprm_check_security` and `bprm_committing_creds`) answers
 //!       every other exec at once; for UID's it copies NEW over CONFIG and asks the daemon
 //!       to reload (its control socket, no exec) before it lets the exec go on. Touches
@@ -91,13 +91,14 @@ fn send_exec(stream: &mut std::fs::File) -> String {
 fn first_line(stream: &mut std::fs::File) -> String {
     let fd = stream.as_raw_fd();
     let timeout = libc::timeval { tv_sec: 3, tv_usec: 0 };
-    // SAFETY: valid fd and option struct.
+    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from `timeout`, a live timeval;
+    // `fd` is the stream's own socket.
     unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
+            (&raw const timeout).cast(),
             size_of::<libc::timeval>() as u32,
         )
     };
@@ -113,8 +114,8 @@ fn first_line(stream: &mut std::fs::File) -> String {
             // status flags are shared): wait for data instead.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut poll, 1, 100) };
+                // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
+                unsafe { libc::poll(&raw mut poll, 1, 100) };
             }
             Err(e) => return strerror(&e),
         }
@@ -224,7 +225,7 @@ fn unmap_own_file() {
                 fail("mmap");
             }
             if prot & libc::PROT_READ != 0 {
-                std::ptr::copy_nonoverlapping(start as *const u8, copy as *mut u8, len);
+                std::ptr::copy_nonoverlapping(start as *const u8, copy.cast::<u8>(), len);
             }
             if libc::mprotect(copy, len, prot) != 0 {
                 fail("mprotect");
@@ -274,7 +275,7 @@ fn set_mm_exe(exe: &str, socket: &str) -> ! {
         fail("unshare(CLONE_NEWUSER)");
     }
     let path = CString::new(exe).expect("no NUL");
-    // SAFETY: valid path.
+    // SAFETY: open reads only `path`, a CString alive across the call.
     let exe_fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if exe_fd < 0 {
         fail("open EXE");
@@ -282,10 +283,9 @@ fn set_mm_exe(exe: &str, socket: &str) -> ! {
     let mut map = current_mm_map();
     unmap_own_file();
     map.exe_fd = exe_fd as u32;
-    // SAFETY: a valid prctl_mm_map of the size passed.
-    let rc = unsafe {
-        libc::prctl(PR_SET_MM, PR_SET_MM_MAP, &map as *const PrctlMmMap, size_of::<PrctlMmMap>(), 0)
-    };
+    // SAFETY: `map` is a live #[repr(C)] struct prctl_mm_map and the size passed is its own;
+    // the kernel only reads it.
+    let rc = unsafe { libc::prctl(PR_SET_MM, PR_SET_MM_MAP, &raw const map, size_of::<PrctlMmMap>(), 0) };
     let set_mm = if rc == 0 { "OK".to_string() } else { last_error() };
     let now = std::fs::read_link("/proc/self/exe").map_or_else(|e| strerror(&e), |p| p.display().to_string());
     let request = match connect_unix(socket) {
@@ -337,11 +337,11 @@ fn install(filter: &[SockFilter], flags: u32) -> i64 {
     }
     let program = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
     // SAFETY: a valid classic BPF program; no_new_privs is set by the callers.
-    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &program as *const SockFprog) }
+    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &raw const program) }
 }
 
 fn no_new_privs() {
-    // SAFETY: no pointers.
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes only integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         fail("PR_SET_NO_NEW_PRIVS");
     }
@@ -367,7 +367,8 @@ fn execv(path: &str, argv: &[String]) -> ! {
     let argv_c: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str()).expect("no NUL")).collect();
     let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
-    // SAFETY: NUL-terminated strings and pointer array.
+    // SAFETY: `path` and `argv_c` (which the NULL-terminated `argv_p` points into) live
+    // across the call, which returns only on failure.
     unsafe { libc::execv(path.as_ptr(), argv_p.as_ptr()) };
     // Reported through the exit code only: the filters may route write().
     // SAFETY: _exit has no preconditions.
@@ -382,8 +383,8 @@ fn execv(path: &str, argv: &[String]) -> ! {
 
 fn child_status(pid: i32) -> String {
     let mut status = 0;
-    // SAFETY: our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: `status` is a live local the kernel writes one int to.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if libc::WIFEXITED(status) {
         match libc::WEXITSTATUS(status) {
             100 => "exec-EPERM".to_string(),
@@ -403,7 +404,7 @@ fn fork() -> i32 {
     pid
 }
 
-/// Sends `fd` over unix socket `channel` (SCM_RIGHTS).
+/// Sends `fd` over unix socket `channel` (`SCM_RIGHTS`).
 fn send_fd(channel: RawFd, fd: RawFd) -> bool {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
@@ -411,16 +412,16 @@ fn send_fd(channel: RawFd, fd: RawFd) -> bool {
     // SAFETY: a msghdr over stack buffers, with one SCM_RIGHTS cmsg that fits `control`.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(channel, &msg, 0) == 1
+        libc::sendmsg(channel, &raw const msg, 0) == 1
     }
 }
 
@@ -431,14 +432,14 @@ fn receive_fd(channel: RawFd) -> Option<RawFd> {
     // SAFETY: as in `send_fd`.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len();
-        if libc::recvmsg(channel, &mut msg, 0) != 1 {
+        if libc::recvmsg(channel, &raw mut msg, 0) != 1 {
             return None;
         }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
             return None;
         }
@@ -447,7 +448,7 @@ fn receive_fd(channel: RawFd) -> Option<RawFd> {
 }
 
 fn unix_socket() -> RawFd {
-    // SAFETY: plain syscall.
+    // SAFETY: socket takes only integers.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
     if fd < 0 {
         fail("socket");
@@ -462,20 +463,30 @@ fn wait_connected(fd: RawFd, pid: i32) -> bool {
     while Instant::now() < deadline {
         // Connected first: the client may have finished (and exited) already, while the
         // socket it connected stays open through our reference.
-        // SAFETY: valid out-pointers of the right size.
+        // SAFETY: sockaddr_un is plain C data, valid all-zero; getpeername writes at most
+        // `len` bytes into `address` and the length into `len`, both live locals.
         let connected = unsafe {
             let mut address: libc::sockaddr_un = std::mem::zeroed();
             let mut len = size_of::<libc::sockaddr_un>() as u32;
-            libc::getpeername(fd, (&mut address as *mut libc::sockaddr_un).cast(), &mut len) == 0
+            libc::getpeername(fd, (&raw mut address).cast(), &raw mut len) == 0
         };
         if connected {
             return true;
         }
-        // SAFETY: our own child; WNOWAIT leaves it to be reaped by `child_status`.
+        // SAFETY: siginfo_t is plain C data, for which all-zero bytes are a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live siginfo_t the kernel fills; `pid` is our own child, and
+        // WNOWAIT leaves it to be reaped by `child_status`.
         if unsafe {
-            libc::waitid(libc::P_PID, pid as u32, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_PID,
+                pid as u32,
+                &raw mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
         } == 0
+            // SAFETY: si_pid reads the union's child fields, which a successful waitid set
+            // (or left zero, when WNOHANG found no exit).
             && unsafe { info.si_pid() } == pid
         {
             return false;
@@ -527,7 +538,7 @@ const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
 
 fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     let mut pair = [0; 2];
-    // SAFETY: valid out-array.
+    // SAFETY: socketpair writes two fds into `pair`, a live [c_int; 2].
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) } != 0 {
         fail("socketpair");
     }
@@ -557,12 +568,12 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
     // Answer notifications until the client asks for its first unix socket.
     while Instant::now() < deadline {
         let mut poll = libc::pollfd { fd: listener, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+        // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
+        if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             // The child may have exited (its exec refused): stop waiting then.
             let mut status = 0;
-            // SAFETY: our own child; WNOHANG.
-            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            // SAFETY: `status` is a live local the kernel writes one int to.
+            if unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) } == pid {
                 let child = if libc::WIFEXITED(status) {
                     match libc::WEXITSTATUS(status) {
                         100 => "exec-EPERM".to_string(),
@@ -576,8 +587,11 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
             }
             continue;
         }
-        // SAFETY: zeroed notification buffer of the size the ioctl writes.
+        // SAFETY: SeccompNotif is plain integers, for which all-zero bytes are valid (the
+        // kernel also wants the buffer zeroed).
         let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
+        // SAFETY: `notif` is a live #[repr(C)] struct seccomp_notif, the 0x50 bytes the
+        // request number encodes and the kernel writes.
         if unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV as _, &mut notif) } != 0 {
             continue;
         }
@@ -589,18 +603,21 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
                 newfd: 0,
                 newfd_flags: libc::O_CLOEXEC as u32,
             };
-            // SAFETY: a valid addfd request for this notification.
+            // SAFETY: `add` is a live #[repr(C)] struct seccomp_notif_addfd (0x18 bytes, as
+            // the request encodes), which the kernel only reads; `ours` is an fd we hold.
             let rc = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
             injected = if rc >= 0 { "OK".into() } else { last_error().replace(' ', "_") };
             break;
         }
         let resp =
             SeccompNotifResp { id: notif.id, val: 0, error: 0, flags: SECCOMP_USER_NOTIF_FLAG_CONTINUE };
-        // SAFETY: a valid response.
+        // SAFETY: `resp` is a live #[repr(C)] struct seccomp_notif_resp (0x18 bytes, as the
+        // request encodes), which the kernel only reads.
         unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND as _, &resp) };
     }
     let request = if injected == "OK" { exec_on_shared(ours, pid) } else { "not-connected".into() };
-    // SAFETY: our own child.
+    // SAFETY: kill takes no pointer; `pid` is our unreaped child, so it names no other
+    // process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("injected={injected} request={request} child={}", child_status(pid));
     std::process::exit(0);
@@ -634,7 +651,8 @@ fn seccomp_errno0(path: &str, argv: &[String]) -> ! {
         execv(path, argv);
     }
     let request = exec_on_shared(ours, pid);
-    // SAFETY: our own child.
+    // SAFETY: kill takes no pointer; `pid` is our unreaped child, so it names no other
+    // process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     println!("request={request} child={}", child_status(pid));
     std::process::exit(0);
@@ -665,7 +683,9 @@ fn seccomp_plain(filters: usize, path: &str, argv: &[String]) -> ! {
 
 fn fastopen(address: &str) -> ! {
     let address: std::net::SocketAddrV4 = address.parse().expect("ADDR:PORT (IPv4)");
-    // SAFETY: plain syscalls on a socket we own; the sockaddr is valid for its length.
+    // SAFETY: socket takes only integers; sendto reads `request.len()` bytes of `request`
+    // and `size_of::<sockaddr_in>()` bytes of `sin`, both live locals; `fd` is the socket
+    // made here, owned by nothing else until the File takes it.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         if fd < 0 {
@@ -683,7 +703,7 @@ fn fastopen(address: &str) -> ! {
             request.as_ptr().cast(),
             request.len(),
             libc::MSG_FASTOPEN,
-            (&sin as *const libc::sockaddr_in).cast(),
+            (&raw const sin).cast(),
             size_of::<libc::sockaddr_in>() as u32,
         );
         if sent < 0 {
@@ -699,13 +719,14 @@ fn fastopen(address: &str) -> ! {
 // ---- a reload between an exec's two checks -------------------------------------------
 
 fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
-    // SAFETY: plain syscalls; the mark's path is a valid C string.
+    // SAFETY: fanotify_init takes only flags.
     let fan =
         unsafe { libc::fanotify_init(libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC, libc::O_RDONLY as u32) };
     if fan < 0 {
         fail("fanotify_init");
     }
     let loader = CString::new("/lib64/ld-linux-x86-64.so.2").expect("no NUL");
+    // SAFETY: fanotify_mark reads only the path `loader`, a CString alive across the call.
     if unsafe {
         libc::fanotify_mark(
             fan,
@@ -725,15 +746,17 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
     let mut buffer = [0u8; 4096];
     while Instant::now() < deadline && reloaded == "none" {
         let mut poll = libc::pollfd { fd: fan, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+        // SAFETY: `poll` is one live pollfd (the count passed); the kernel writes its revents.
+        if unsafe { libc::poll(&raw mut poll, 1, 200) } <= 0 {
             continue;
         }
-        // SAFETY: reading events into our buffer.
+        // SAFETY: the kernel writes at most `buffer.len()` bytes into `buffer`, a live array.
         let n = unsafe { libc::read(fan, buffer.as_mut_ptr().cast(), buffer.len()) };
         let mut at = 0;
         while n > 0 && at + size_of::<libc::fanotify_event_metadata>() <= n as usize {
-            // SAFETY: the kernel wrote whole event records.
+            // SAFETY: the loop condition keeps the record's bytes within the `n` bytes read;
+            // fanotify_event_metadata is plain integers, valid for any bytes, and is read
+            // unaligned since `buffer` is a byte array.
             let event: libc::fanotify_event_metadata =
                 unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
             let status = std::fs::read_to_string(format!("/proc/{}/status", event.pid)).unwrap_or_default();
@@ -749,13 +772,10 @@ fn reload_race(config: &str, new: &str, ready: &str, uid: u32) -> ! {
                 };
             }
             let response = libc::fanotify_response { fd: event.fd, response: libc::FAN_ALLOW };
-            // SAFETY: answering the event we read, then closing its descriptor.
+            // SAFETY: write reads `size_of::<fanotify_response>()` bytes from `response`, a
+            // live local; `event.fd` is the descriptor this event gave us, closed once.
             unsafe {
-                libc::write(
-                    fan,
-                    (&response as *const libc::fanotify_response).cast(),
-                    size_of::<libc::fanotify_response>(),
-                );
+                libc::write(fan, (&raw const response).cast(), size_of::<libc::fanotify_response>());
                 libc::close(event.fd);
             }
             at += event.event_len as usize;
@@ -782,8 +802,16 @@ fn control_request(request: &str) -> String {
 
 // ---- scratch jam ----------------------------------------------------------------------
 
-fn bpf(command: i64, attr: &mut [u64; 16]) -> i64 {
-    // SAFETY: attr is a zero-padded `union bpf_attr` large enough for every command used.
+/// bpf(2) with `attr` as its `union bpf_attr` (zero-padded, and large enough for every
+/// command used here).
+///
+/// # Safety
+///
+/// Every pointer in `attr` must point to live memory of the size the command reads or
+/// writes there (the kernel writes through them).
+unsafe fn bpf(command: i64, attr: &mut [u64; 16]) -> i64 {
+    // SAFETY: `attr` is a live 128-byte buffer and the size passed is its own; the
+    // pointers in it are valid by the caller's contract.
     unsafe { libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), size_of::<[u64; 16]>()) }
 }
 
@@ -801,13 +829,15 @@ fn jam_scratch(jam: bool) -> ! {
     loop {
         let mut attr = [0u64; 16];
         attr[0] = id as u64;
-        if bpf(BPF_MAP_GET_NEXT_ID, &mut attr) != 0 {
+        // SAFETY: BPF_MAP_GET_NEXT_ID's attr holds no pointer.
+        if unsafe { bpf(BPF_MAP_GET_NEXT_ID, &mut attr) } != 0 {
             break;
         }
         id = (attr[0] >> 32) as u32;
         let mut attr = [0u64; 16];
         attr[0] = id as u64;
-        let fd = bpf(BPF_MAP_GET_FD_BY_ID, &mut attr);
+        // SAFETY: BPF_MAP_GET_FD_BY_ID's attr holds no pointer.
+        let fd = unsafe { bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) };
         if fd < 0 {
             continue;
         }
@@ -815,16 +845,21 @@ fn jam_scratch(jam: bool) -> ! {
         let mut attr = [0u64; 16];
         attr[0] = fd as u64 | ((info.len() as u64) << 32);
         attr[1] = info.as_mut_ptr() as u64;
-        if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0 && &info[24..30] == b"CLAIM\0" {
+        // SAFETY: the info pointer is `info`, whose length is the info_len passed: the
+        // kernel writes no more than that.
+        if unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) } == 0 && &info[24..30] == b"CLAIM\0" {
             let value_size = u32::from_ne_bytes(info[12..16].try_into().unwrap()) as usize;
             let stride = value_size.div_ceil(8) * 8;
             let mut values = vec![0u8; stride * cpus];
             let key = 0u32;
             let mut attr = [0u64; 16];
             attr[0] = fd as u64;
-            attr[1] = &key as *const u32 as u64;
+            attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
-            if bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) != 0 {
+            // SAFETY: the key is `key`, the map's 4-byte key; the value is `values`, one
+            // 8-byte-rounded value per possible CPU (the highest possible CPU + 1 is at least
+            // their count), the size a per-CPU lookup writes.
+            if unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } != 0 {
                 fail("lookup CLAIM");
             }
             for cpu in 0..cpus {
@@ -832,14 +867,15 @@ fn jam_scratch(jam: bool) -> ! {
             }
             let mut attr = [0u64; 16];
             attr[0] = fd as u64;
-            attr[1] = &key as *const u32 as u64;
+            attr[1] = &raw const key as u64;
             attr[2] = values.as_mut_ptr() as u64;
-            if bpf(BPF_MAP_UPDATE_ELEM, &mut attr) != 0 {
+            // SAFETY: the same `key` and `values` as the lookup, which the update only reads.
+            if unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } != 0 {
                 fail("update CLAIM");
             }
             jammed += cpus;
         }
-        // SAFETY: our own descriptor.
+        // SAFETY: `fd` came from BPF_MAP_GET_FD_BY_ID above and is not used after this.
         unsafe { libc::close(fd as RawFd) };
     }
     println!("jammed={jammed}");

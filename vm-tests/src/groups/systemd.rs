@@ -173,7 +173,7 @@ fn show_map(text: &str) -> BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// `status --json` names the daemon `pid` (a unit's MainPID, as `systemctl show` prints it).
+/// `status --json` names the daemon `pid` (a unit's `MainPID`, as `systemctl show` prints it).
 fn same_pid(status: &serde_json::Value, pid: &str) -> bool {
     status["daemon"]["pid"].as_u64().is_some_and(|p| p > 0 && p.to_string() == pid)
 }
