@@ -55,7 +55,7 @@ fn cgroup_rules(generation: u32, levels: u32) -> u32 {
             // verifier then walks each level with its own state (+2,000 instructions per
             // hook).
             // SAFETY: as in `maps::lookup`: the value is copied out at once.
-            if let Some(found) = unsafe { CGROUPS.get(&CgroupKey { generation, _pad: 0, id }) } {
+            if let Some(found) = unsafe { CGROUPS.get(CgroupKey { generation, _pad: 0, id }) } {
                 rules |= *found;
             }
         }
