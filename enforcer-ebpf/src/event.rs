@@ -42,7 +42,7 @@ fn reset(event: &mut DenialEvent, hook: u32, generation: u32) {
     event.target_pid = 0;
     event.path[0] = 0;
     // SAFETY: the helper writes at most `comm.len()` bytes into `comm`, which has them.
-    unsafe { bpf_get_current_comm(event.comm.as_mut_ptr() as *mut _, event.comm.len() as u32) };
+    unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast(), event.comm.len() as u32) };
 }
 
 /// Fills in who acted and when, and queues the event for userspace.
@@ -76,7 +76,7 @@ pub fn refuse(
     describe: impl FnOnce(&mut Scratch),
 ) -> i32 {
     let rule = rules.trailing_zeros() & (MAX_RULES as u32 - 1);
-    let audit = KernelRules { generation }.rule(rule).is_some_and(|r| r.is_audit());
+    let audit = KernelRules { generation }.rule(rule).is_some_and(enforcer_common::abi::RuleConfig::is_audit);
     count(if audit { Counter::Audited } else { counter });
     if let Some(scratch) = start(claim, hook, generation) {
         let event = &mut scratch.event;

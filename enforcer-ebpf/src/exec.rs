@@ -210,7 +210,7 @@ fn decide(
     decision.verdict
 }
 
-/// bpf_loop callback: judges the scan against rule `index`; stops at the first rule that
+/// `bpf_loop` callback: judges the scan against rule `index`; stops at the first rule that
 /// does not allow.
 #[inline(never)]
 extern "C" fn judge_one(index: u64, ctx: &mut LoopCtx<'_>) -> i64 {
@@ -291,9 +291,9 @@ fn vetted_exec(
     generation: u32,
     user_rules: u32,
 ) -> Result<Option<(FileId, BinaryInfo)>, Reason> {
-    let identity = match read_kernel::<u64>(bprm, off.binprm_file).and_then(|file| file_identity(file, off)) {
-        Ok(identity) => identity,
-        Err(_) => return Err(Reason::UnreadableFile),
+    let Ok(identity) = read_kernel::<u64>(bprm, off.binprm_file).and_then(|file| file_identity(file, off))
+    else {
+        return Err(Reason::UnreadableFile);
     };
     match lookup(&BINARIES, &FileKey { generation, _pad: 0, file: identity }) {
         Some(binary) if binary.rules & user_rules != 0 => Ok(Some((identity, binary))),
@@ -302,7 +302,7 @@ fn vetted_exec(
 }
 
 /// Whether the caller's argv is not what the binary receives: a `#!` script or a
-/// binfmt_misc handler rewrote it, or the exec came through an entry the early check
+/// `binfmt_misc` handler rewrote it, or the exec came through an entry the early check
 /// cannot read. The re-check decides those on the kernel's copy.
 #[inline(always)]
 fn deferred(bprm: u64, off: &KernelOffsets) -> bool {

@@ -55,14 +55,14 @@ pub fn read_user<T: Plain>(addr: u64) -> Result<T, i32> {
 #[inline(always)]
 pub fn read_kernel_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {
     // SAFETY: `dst` is valid for `N` bytes of writes; the helper tolerates any `src`.
-    unsafe { bpf_probe_read_kernel_str(dst.as_mut_ptr() as *mut c_void, N as u32, src as *const c_void) }
+    unsafe { bpf_probe_read_kernel_str(dst.as_mut_ptr().cast::<c_void>(), N as u32, src as *const c_void) }
 }
 
 /// [`read_kernel_str`] from the current task's user memory.
 #[inline(always)]
 pub fn read_user_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {
     // SAFETY: as in `read_kernel_str`.
-    unsafe { bpf_probe_read_user_str(dst.as_mut_ptr() as *mut c_void, N as u32, src as *const c_void) }
+    unsafe { bpf_probe_read_user_str(dst.as_mut_ptr().cast::<c_void>(), N as u32, src as *const c_void) }
 }
 
 /// Copies `size` bytes of kernel memory at `src` to `dst`, for the copies whose size is
@@ -73,7 +73,7 @@ pub fn read_user_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {
 #[inline(always)]
 pub unsafe fn read_kernel_bytes(dst: *mut u8, size: u32, src: u64) -> i64 {
     // SAFETY: the caller vouches for `dst`; the helper tolerates any `src`.
-    unsafe { probe_read_kernel_raw(dst as *mut c_void, size, src as *const c_void) }
+    unsafe { probe_read_kernel_raw(dst.cast::<c_void>(), size, src as *const c_void) }
 }
 
 /// The identity of `file` (a `struct file *`).

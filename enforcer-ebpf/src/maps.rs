@@ -91,7 +91,7 @@ pub static SOCKET_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(256, 0);
 #[map]
 pub static HOSTS: HashMap<HostKey, u32> = HashMap::pinned(256, 0);
 
-/// generation * MAX_RULES + rule index -> compiled rule.
+/// generation * `MAX_RULES` + rule index -> compiled rule.
 #[map]
 pub static RULES: Array<RuleConfig> = Array::pinned(GENERATIONS * MAX_RULES as u32, 0);
 
@@ -123,7 +123,7 @@ pub static LOOP: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether this CPU's `SCRATCH` and `LOOP` are in use by a program run (1) or free (0).
 /// A hook that needs them claims them with an atomic compare-and-exchange and fails
-/// closed when another run holds them: under `preempt=full` or PREEMPT_RT a program can
+/// closed when another run holds them: under `preempt=full` or `PREEMPT_RT` a program can
 /// be preempted and a second one run on the same CPU.
 #[map]
 pub static CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -37,6 +37,7 @@ impl Claim {
 
     /// Gives the scratch space back.
     #[inline(always)]
+    #[expect(clippy::unused_self, reason = "consuming the claim ends every borrow of the scratch space")]
     pub fn release(self) {
         if let Some(flag) = CLAIM.get_ptr_mut(0) {
             // SAFETY: as in `take`. Sequentially consistent, so no scratch access of this
@@ -48,6 +49,7 @@ impl Claim {
     /// This CPU's scratch space, for as long as the claim is borrowed; None when the map
     /// has no entry (never, in a loaded program).
     #[inline(always)]
+    #[expect(clippy::unused_self, reason = "borrowing the claim is what makes the reference the only one")]
     pub fn scratch(&mut self) -> Option<&mut Scratch> {
         let scratch = scratch_ptr()?;
         // SAFETY: a per-CPU map value, valid and aligned for the whole program run. The
@@ -70,7 +72,7 @@ impl Claim {
 fn scratch_ptr() -> Option<*mut Scratch> {
     let ptr = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: reads a local variable, which is valid and aligned.
-    Some(unsafe { core::ptr::read_volatile(&ptr) })
+    Some(unsafe { core::ptr::read_volatile(&raw const ptr) })
 }
 
 /// An LSM verdict as the kernel checks it: only 0 and -EPERM are ever returned, and saying

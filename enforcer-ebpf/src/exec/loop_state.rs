@@ -96,7 +96,14 @@ pub type Callback = extern "C" fn(u64, &mut LoopCtx<'_>) -> i64;
 pub fn run_loop(iterations: u32, callback: Callback, ctx: &mut LoopCtx<'_>) -> i64 {
     // SAFETY: the helper calls `callback` with `ctx` and nothing else, which is what the
     // callback's type says it takes; `ctx` outlives the call.
-    unsafe { bpf_loop(iterations, callback as *mut c_void, ctx as *mut LoopCtx<'_> as *mut c_void, 0) }
+    unsafe {
+        bpf_loop(
+            iterations,
+            callback as *mut c_void,
+            core::ptr::from_mut::<LoopCtx<'_>>(ctx).cast::<c_void>(),
+            0,
+        )
+    }
 }
 
 /// `value` read afresh from memory after a loop wrote it (a volatile read, so the

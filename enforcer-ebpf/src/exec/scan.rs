@@ -72,7 +72,7 @@ pub(super) fn scan_copy(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx<'_>) -
     scan
 }
 
-/// Reads argc and envc (after `#!` or binfmt_misc, argv is the kernel's, which only the
+/// Reads argc and envc (after `#!` or `binfmt_misc`, argv is the kernel's, which only the
 /// re-check reads): stores them in the state, and argc in the event.
 #[inline(always)]
 fn read_counts(bprm: u64, off: &KernelOffsets, ctx: &mut LoopCtx<'_>) -> Result<(), Reason> {
@@ -101,7 +101,7 @@ fn run_scan(ctx: &mut LoopCtx<'_>, callback: Callback) -> Scan {
     }
 }
 
-/// bpf_loop callback: scans one more argument; stops the loop once the scan is decided.
+/// `bpf_loop` callback: scans one more argument; stops the loop once the scan is decided.
 #[inline(never)]
 extern "C" fn scan_one<S: LoopSource>(_: u64, ctx: &mut LoopCtx<'_>) -> i64 {
     let Some((state, scratch)) = ctx.parts() else {
@@ -123,7 +123,7 @@ extern "C" fn scan_one<S: LoopSource>(_: u64, ctx: &mut LoopCtx<'_>) -> i64 {
     }
 }
 
-/// bpf_loop callback: reads one more argument, into the event's log when `LOG` (after a
+/// `bpf_loop` callback: reads one more argument, into the event's log when `LOG` (after a
 /// denial, from argv[0] on), until argv or the log ends. Without `LOG` it only steps over
 /// argv[0] of the kernel's copy, which can only be read in order.
 #[inline(never)]
@@ -139,10 +139,10 @@ pub(super) extern "C" fn read_one<S: LoopSource, const LOG: bool>(_: u64, ctx: &
     let mut source = S::load(state, event, skip, LOG);
     let read = source.read(index, arg);
     S::store(&source, state);
-    if read.is_err() { 1 } else { 0 }
+    i64::from(read.is_err())
 }
 
-/// bpf_loop callback: checks the caller's environment string `index`.
+/// `bpf_loop` callback: checks the caller's environment string `index`.
 #[inline(never)]
 extern "C" fn env_user_one(index: u64, ctx: &mut LoopCtx<'_>) -> i64 {
     if index as u32 >= ctx.state().envc {
@@ -157,10 +157,10 @@ extern "C" fn env_user_one(index: u64, ctx: &mut LoopCtx<'_>) -> i64 {
         state.env = Some(Reason::UnreadableArgv);
         return 1;
     };
-    if env_string_refused(state, &mut scratch.env, ptr) { 1 } else { 0 }
+    i64::from(env_string_refused(state, &mut scratch.env, ptr))
 }
 
-/// bpf_loop callback: walks one string of the kernel's copy: argv strings are stepped
+/// `bpf_loop` callback: walks one string of the kernel's copy: argv strings are stepped
 /// over, environment strings checked.
 #[inline(never)]
 extern "C" fn env_copy_one(_: u64, ctx: &mut LoopCtx<'_>) -> i64 {
@@ -176,16 +176,13 @@ extern "C" fn env_copy_one(_: u64, ctx: &mut LoopCtx<'_>) -> i64 {
     if state.cursor_index >= state.argc && env_string_refused(state, &mut scratch.env, cursor) {
         return 1;
     }
-    match string_end(state.cursor, &mut scratch.skip) {
-        Ok(end) => {
-            state.cursor = end;
-            state.cursor_index += 1;
-            0
-        }
-        Err(_) => {
-            state.env = Some(Reason::UnreadableArgv);
-            1
-        }
+    if let Ok(end) = string_end(state.cursor, &mut scratch.skip) {
+        state.cursor = end;
+        state.cursor_index += 1;
+        0
+    } else {
+        state.env = Some(Reason::UnreadableArgv);
+        1
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) fn seccomp_refusal(claim: &mut Claim, off: &KernelOffsets) -> Option<
     }
 }
 
-/// bpf_loop callback: one step of the seccomp walk: enter the next filter of the chain
+/// `bpf_loop` callback: one step of the seccomp walk: enter the next filter of the chain
 /// (refusing one with a listener), or check the next chunk of the current filter's
 /// instructions for returns that fake success.
 #[inline(never)]
@@ -102,7 +102,7 @@ extern "C" fn seccomp_one(_: u64, ctx: &mut LoopCtx<'_>) -> i64 {
     let Some((state, scratch)) = ctx.parts() else { return refuse(ctx.state(), Reason::NotConfigured) };
     let chunk = &mut scratch.seccomp;
     // SAFETY: `size` is at most the 64 bytes of `chunk`, borrowed mutably here.
-    let read = unsafe { read_kernel_bytes(chunk.as_mut_ptr() as *mut u8, size, state.seccomp_insn) };
+    let read = unsafe { read_kernel_bytes(chunk.as_mut_ptr().cast::<u8>(), size, state.seccomp_insn) };
     if read != 0 {
         return refuse(state, Reason::SeccompUnreadable);
     }

@@ -10,7 +10,7 @@ use crate::{EPERM, event::refuse, restricted::restricted, scratch::with_scratch}
 
 /// `prctl(PR_SET_MM, ...)` rewrites the fields of the task's memory map, `mm->exe_file`
 /// among them (`PR_SET_MM_EXE_FILE`, `PR_SET_MM_MAP` with `exe_fd`): the identity the
-/// socket gate and the ptrace guard read. Linux allows it with CAP_CHECKPOINT_RESTORE in
+/// socket gate and the ptrace guard read. Linux allows it with `CAP_CHECKPOINT_RESTORE` in
 /// the task's own user namespace, which `unshare(CLONE_NEWUSER)` gives anyone. Besides an
 /// exec, which the exec checks judge, it is the only way `exe_file` changes, so no
 /// restricted task gets it. (Returning 0 leaves the kernel's default, "not handled",
