@@ -606,6 +606,12 @@ fn seccomp_notify(path: &str, argv: &[String]) -> ! {
             // SAFETY: `add` is a live #[repr(C)] struct seccomp_notif_addfd (0x18 bytes, as
             // the request encodes), which the kernel only reads; `ours` is an fd we hold.
             let rc = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
+            // ENOENT: a signal interrupted the call before the answer (the Go runtime's
+            // preemption signal does that under load); the client restarts it, and the
+            // next notification is answered instead.
+            if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+                continue;
+            }
             injected = if rc >= 0 { "OK".into() } else { last_error().replace(' ', "_") };
             break;
         }
