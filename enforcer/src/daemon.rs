@@ -21,7 +21,7 @@ use crate::{
     control::{self, Reply},
     dynamic::{self, Fingerprint},
     events::{self, DenialLog},
-    kernel,
+    kernel, logging,
     policy::{HostSystem, Policy, Resolved},
     state::{self, Generation, NamedBinary, State},
 };
@@ -32,7 +32,6 @@ pub struct Options {
     pub detach_on_exit: bool,
     pub log_max_bytes: u64,
     pub log_keep: usize,
-    pub verbose: bool,
 }
 
 struct Daemon {
@@ -51,7 +50,7 @@ impl Daemon {
     /// active. On any error nothing changes and the policy in force stays.
     fn install(&mut self, policy: &Policy, resolved: &Resolved) -> Result<String> {
         for warning in &resolved.warnings {
-            eprintln!("enforcer: warning: {warning}");
+            log::warn!("{warning}");
         }
         if !resolved.cgroups.is_empty() && self.cgroup_root.is_none() {
             anyhow::bail!(
@@ -130,19 +129,13 @@ impl Daemon {
         let generation = self.programs.policy_state()?.active % GENERATIONS;
         self.programs.sync_dynamic(generation, &dynamic)?;
         self.fingerprint = fingerprint;
-        if self.options.verbose {
-            eprintln!(
-                "enforcer: re-learnt {} socket(s) and {} cgroup(s)",
-                dynamic.sockets.len(),
-                dynamic.cgroups.len()
-            );
-        }
+        log::debug!("re-learnt {} socket(s) and {} cgroup(s)", dynamic.sockets.len(), dynamic.cgroups.len());
         Ok(())
     }
 
     fn save_state(&self) {
         if let Err(error) = state::save(&self.options.state_dir, &self.state) {
-            eprintln!("enforcer: error: {error:#}");
+            log::error!("{error:#}");
         }
     }
 
@@ -154,23 +147,23 @@ impl Daemon {
             .and_then(|(resolved, policy)| self.install(&policy, &resolved));
         match loaded {
             Ok(message) => {
-                eprintln!("enforcer: reloaded: {message}");
+                log::info!("reloaded: {message}");
                 Ok(message)
             }
             Err(error) => {
-                eprintln!("enforcer: error: reload failed, the policy in force is unchanged: {error:#}");
+                log::error!("reload failed, the policy in force is unchanged: {error:#}");
                 Err(error)
             }
         }
     }
 
-    fn record(&self, event: &DenialEvent, log: &DenialLog) {
+    fn record(&self, event: &DenialEvent, denial_log: &DenialLog) {
         let generation = event.generation as usize % 2;
         let names = &self.state.generations[generation];
         let denial = events::decode(event, &names.rules, |file| names.binary(file));
-        eprintln!("{}", denial.log_line());
-        if let Err(error) = log.append(&denial) {
-            eprintln!("enforcer: error: {error:#}");
+        logging::denial(&denial);
+        if let Err(error) = denial_log.append(&denial) {
+            log::error!("{error:#}");
         }
     }
 
@@ -189,7 +182,7 @@ impl Daemon {
             },
             "stop" => match bpf::remove_pins() {
                 Ok(_) => {
-                    eprintln!("enforcer: stop requested: pins removed, detaching");
+                    log::info!("stop requested: pins removed, detaching");
                     (Reply { ok: true, pid, ..Default::default() }, true)
                 }
                 Err(error) => {
@@ -312,12 +305,7 @@ pub const EXIT_DETACHED: u8 = 3;
 /// Runs the daemon; returns whether it was detached by `enforcer stop`.
 pub async fn run(options: Options) -> Result<bool> {
     let started = Instant::now();
-    let verbose = options.verbose;
-    let stage = |name: &str| {
-        if verbose {
-            eprintln!("enforcer: [{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
-        }
-    };
+    let stage = |name: &str| log::debug!("[{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
     kernel::check_bpf_lsm()?;
     let _lock = lock_instance()?;
     // The policy is checked before anything is loaded: a bad file changes nothing.
@@ -343,9 +331,7 @@ pub async fn run(options: Options) -> Result<bool> {
                 |e| format!("could not move it aside: {e:#}"),
                 |p| format!("moved to {}", p.display()),
             );
-            eprintln!(
-                "enforcer: error: {error:#} ({aside}); starting a fresh record of rule and binary names"
-            );
+            log::error!("{error:#} ({aside}); starting a fresh record of rule and binary names");
             None
         }
     };
@@ -382,14 +368,14 @@ pub async fn run(options: Options) -> Result<bool> {
         ));
     }
     stage("hooks verified, attached and pinned");
-    eprintln!(
-        "enforcer: enforcing after {} ms ({}): {message}",
+    log::info!(
+        "enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),
         if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
     );
     for (program, _) in bpf::HOOKS {
         if let Some(count) = daemon.programs.verified_instructions(program) {
-            eprintln!("enforcer: verifier processed {count} instructions for {program}");
+            log::info!("verifier processed {count} instructions for {program}");
         }
     }
     // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
@@ -400,7 +386,7 @@ pub async fn run(options: Options) -> Result<bool> {
         libc::malloc_trim(0);
     }
 
-    let log = DenialLog::with_limits(
+    let denial_log = DenialLog::with_limits(
         &daemon.options.state_dir,
         daemon.options.log_max_bytes,
         daemon.options.log_keep,
@@ -410,12 +396,12 @@ pub async fn run(options: Options) -> Result<bool> {
     let mut queued = 0;
     while let Some(item) = ring.next() {
         if let Some(event) = event_of(&item) {
-            daemon.record(&event, &log);
+            daemon.record(&event, &denial_log);
             queued += 1;
         }
     }
     if queued > 0 {
-        eprintln!("enforcer: logged {queued} denial(s) queued in the kernel while no daemon ran");
+        log::info!("logged {queued} denial(s) queued in the kernel while no daemon ran");
     }
     let listener = listen_control()?;
     let own_socket = socket_identity(&control::socket_path());
@@ -437,14 +423,14 @@ pub async fn run(options: Options) -> Result<bool> {
         tokio::select! {
             _ = refresh.tick() => {
                 if let Err(error) = daemon.refresh() {
-                    eprintln!("enforcer: error: cannot re-learn sockets and cgroups: {error:#}");
+                    log::error!("cannot re-learn sockets and cgroups: {error:#}");
                 }
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {
                     if let Some(event) = event_of(&item) {
-                        daemon.record(&event, &log);
+                        daemon.record(&event, &denial_log);
                     }
                 }
                 guard.clear_ready();
@@ -476,9 +462,9 @@ pub async fn run(options: Options) -> Result<bool> {
     drop(daemon);
     if detach {
         bpf::remove_pins()?;
-        eprintln!("enforcer: --detach-on-exit: pins removed");
+        log::info!("--detach-on-exit: pins removed");
         if !bpf::wait_unloaded(Duration::from_secs(20))? {
-            eprintln!("enforcer: warning: the kernel still lists enforcer programs after 20 s");
+            log::warn!("the kernel still lists enforcer programs after 20 s");
         }
     }
     // Not a socket someone else bound meanwhile: that daemon would become unreachable.
@@ -486,8 +472,8 @@ pub async fn run(options: Options) -> Result<bool> {
         let _ = std::fs::remove_file(control::socket_path());
     }
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
-    eprintln!(
-        "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
+    log::info!(
+        "stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
         counter(Counter::Checked),
         counter(Counter::Denied),
         counter(Counter::Undecidable),
@@ -501,7 +487,7 @@ pub async fn run(options: Options) -> Result<bool> {
 /// A ring buffer record as an event; a short one is reported and skipped.
 fn event_of(item: &[u8]) -> Option<DenialEvent> {
     if item.len() < size_of::<DenialEvent>() {
-        eprintln!("enforcer: warning: short event of {} bytes ignored", item.len());
+        log::warn!("short event of {} bytes ignored", item.len());
         return None;
     }
     // SAFETY: the kernel wrote a whole DenialEvent; read_unaligned copes with the ring
@@ -522,7 +508,7 @@ fn notify_ready() {
         sender.send_to(b"READY=1", &socket)
     };
     if let Err(error) = sent {
-        eprintln!("enforcer: warning: cannot notify systemd: {error}");
+        log::warn!("cannot notify systemd: {error}");
     }
 }
 
