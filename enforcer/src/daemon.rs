@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::RingBuf;
+use aya::maps::{MapData, RingBuf};
 use enforcer_common::abi::{Counter, DenialEvent, GENERATIONS};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, unix::AsyncFd},
@@ -305,49 +305,43 @@ pub const EXIT_DETACHED: u8 = 3;
 /// Runs the daemon; returns whether it was detached by `enforcer stop`.
 pub async fn run(options: Options) -> Result<bool> {
     let started = Instant::now();
-    let stage = |name: &str| log::debug!("[{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
     kernel::check_bpf_lsm()?;
+    // Held until the daemon has shut down: see InstanceLock.
     let _lock = lock_instance()?;
+    let mut daemon = start(options, started)?;
+    let mut events = Events::open(&mut daemon)?;
+    let ending = serve(&mut daemon, &mut events).await?;
+    shut_down(daemon, events, ending)
+}
+
+/// A `-v` start-up stage, with the time since start.
+fn stage(started: Instant, name: &str) {
+    log::debug!("[{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
+}
+
+/// Start-up: checks the policy, loads and verifies the programs, installs the policy and
+/// attaches the hooks. Once it returns, the policy is enforced.
+fn start(options: Options, started: Instant) -> Result<Daemon> {
     // The policy is checked before anything is loaded: a bad file changes nothing.
     let policy = Policy::load(options.config.as_deref())?;
     let resolved = policy.resolve(&HostSystem)?;
-    stage("policy parsed and resolved");
+    stage(started, "policy parsed and resolved");
     let btf = kernel::read_btf()?;
     let offsets = kernel::offsets_from_btf(&btf)?;
-    stage("kernel offsets read from BTF");
+    stage(started, "kernel offsets read from BTF");
     let mut programs = Programs::load(&offsets, &btf, &bpf::maps_dir())?;
     drop(btf);
     let adopted = programs.adopted;
-    stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
+    stage(
+        started,
+        if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" },
+    );
     // Every program passes the verifier before the policy maps change or anything attaches.
     programs.verify_hooks()?;
-    stage("every enforcing program verified");
+    stage(started, "every enforcing program verified");
     programs.install_grammar()?;
 
-    let previous = match state::load(&options.state_dir) {
-        Ok(previous) => previous.filter(|_| adopted),
-        Err(error) => {
-            let aside = state::quarantine(&options.state_dir).map_or_else(
-                |e| format!("could not move it aside: {e:#}"),
-                |p| format!("moved to {}", p.display()),
-            );
-            log::error!("{error:#} ({aside}); starting a fresh record of rule and binary names");
-            None
-        }
-    };
-    let now = state::now_rfc3339();
-    let (enforcing_since, generations) = match previous {
-        Some(previous) => (previous.enforcing_since, previous.generations),
-        None => (now.clone(), Default::default()),
-    };
-    let state = State {
-        enforcing_since,
-        daemon_pid: std::process::id(),
-        daemon_started: now,
-        generations,
-        log_keep: options.log_keep,
-        ..Default::default()
-    };
+    let state = initial_state(&options, adopted);
     let mut daemon = Daemon {
         programs,
         options,
@@ -357,17 +351,20 @@ pub async fn run(options: Options) -> Result<bool> {
         cgroup_root: dynamic::cgroup2_root(),
     };
     let message = daemon.install(&policy, &resolved)?;
-    stage("policy installed");
+    stage(started, "policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     for hook in daemon.programs.attach_hooks(stamp)? {
-        stage(&format!(
-            "{}: verified in {:.1} ms, attached and pinned in {:.1} ms",
-            hook.program,
-            hook.verify.as_secs_f64() * 1000.0,
-            hook.attach.as_secs_f64() * 1000.0
-        ));
+        stage(
+            started,
+            &format!(
+                "{}: verified in {:.1} ms, attached and pinned in {:.1} ms",
+                hook.program,
+                hook.verify.as_secs_f64() * 1000.0,
+                hook.attach.as_secs_f64() * 1000.0
+            ),
+        );
     }
-    stage("hooks verified, attached and pinned");
+    stage(started, "hooks verified, attached and pinned");
     log::info!(
         "enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),
@@ -385,38 +382,97 @@ pub async fn run(options: Options) -> Result<bool> {
     unsafe {
         libc::malloc_trim(0);
     }
+    Ok(daemon)
+}
 
-    let denial_log = DenialLog::with_limits(
-        &daemon.options.state_dir,
-        daemon.options.log_max_bytes,
-        daemon.options.log_keep,
-    );
-    let mut ring = RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-    // Denials queued while no daemon ran are logged before anyone can ask for status.
-    let mut queued = 0;
-    while let Some(item) = ring.next() {
-        if let Some(event) = event_of(&item) {
-            daemon.record(&event, &denial_log);
-            queued += 1;
+/// The daemon's record: the rule and binary names of a previous daemon whose pinned maps
+/// were adopted (the kernel's events name their indices), else a fresh one.
+fn initial_state(options: &Options, adopted: bool) -> State {
+    let previous = match state::load(&options.state_dir) {
+        Ok(previous) => previous.filter(|_| adopted),
+        Err(error) => {
+            let aside = state::quarantine(&options.state_dir).map_or_else(
+                |e| format!("could not move it aside: {e:#}"),
+                |p| format!("moved to {}", p.display()),
+            );
+            log::error!("{error:#} ({aside}); starting a fresh record of rule and binary names");
+            None
         }
+    };
+    let now = state::now_rfc3339();
+    let (enforcing_since, generations) = match previous {
+        Some(previous) => (previous.enforcing_since, previous.generations),
+        None => (now.clone(), Default::default()),
+    };
+    State {
+        enforcing_since,
+        daemon_pid: std::process::id(),
+        daemon_started: now,
+        generations,
+        log_keep: options.log_keep,
+        ..Default::default()
     }
-    if queued > 0 {
-        log::info!("logged {queued} denial(s) queued in the kernel while no daemon ran");
+}
+
+/// What the event loop listens to, opened once enforcement is in force.
+struct Events {
+    denial_log: DenialLog,
+    ring: AsyncFd<RingBuf<MapData>>,
+    listener: UnixListener,
+    /// The control socket we bound, so that shutting down removes only our own.
+    own_socket: Option<(u64, u64)>,
+}
+
+impl Events {
+    /// Logs the denials queued in the kernel, opens the control socket, and tells systemd
+    /// that the daemon is ready.
+    fn open(daemon: &mut Daemon) -> Result<Events> {
+        let denial_log = DenialLog::with_limits(
+            &daemon.options.state_dir,
+            daemon.options.log_max_bytes,
+            daemon.options.log_keep,
+        );
+        let mut ring =
+            RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        // Denials queued while no daemon ran are logged before anyone can ask for status.
+        let mut queued = 0;
+        while let Some(item) = ring.next() {
+            if let Some(event) = event_of(&item) {
+                daemon.record(&event, &denial_log);
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            log::info!("logged {queued} denial(s) queued in the kernel while no daemon ran");
+        }
+        let listener = listen_control()?;
+        let own_socket = socket_identity(&control::socket_path());
+        // Ready only now that the control socket answers: a unit ordered after this one, or a
+        // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
+        // the socket existed, `enforcer status` just after start said "daemon: not running".)
+        notify_ready();
+        // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
+        Ok(Events { denial_log, ring, listener, own_socket })
     }
-    let listener = listen_control()?;
-    let own_socket = socket_identity(&control::socket_path());
-    // Ready only now that the control socket answers: a unit ordered after this one, or a
-    // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
-    // the socket existed, `enforcer status` just after start said "daemon: not running".)
-    notify_ready();
-    // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
-    let mut ring =
-        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
+}
+
+/// Why the event loop ended.
+#[derive(PartialEq)]
+enum Ending {
+    /// SIGINT or SIGTERM: the pins stay (unless --detach-on-exit).
+    Signal,
+    /// `enforcer stop`: the pins are gone already.
+    Stopped,
+}
+
+/// The event loop: denials, socket and cgroup refreshes, reloads (SIGHUP and `enforcer
+/// reload`) and control requests, until a signal or `enforcer stop` ends it.
+async fn serve(daemon: &mut Daemon, events: &mut Events) -> Result<Ending> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut detach = daemon.options.detach_on_exit;
-    let mut stopped = false;
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let (request_sender, mut requests) = tokio::sync::mpsc::channel::<ControlRequest>(16);
     loop {
@@ -426,17 +482,17 @@ pub async fn run(options: Options) -> Result<bool> {
                     log::error!("cannot re-learn sockets and cgroups: {error:#}");
                 }
             }
-            guard = ring.readable_mut() => {
+            guard = events.ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {
                     if let Some(event) = event_of(&item) {
-                        daemon.record(&event, &denial_log);
+                        daemon.record(&event, &events.denial_log);
                     }
                 }
                 guard.clear_ready();
             }
             _ = sighup.recv() => { let _ = daemon.reload(); }
-            accepted = listener.accept() => {
+            accepted = events.listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     read_control(stream, request_sender.clone());
                 }
@@ -445,17 +501,23 @@ pub async fn run(options: Options) -> Result<bool> {
                 let (reply, stop) = daemon.answer(&request.line);
                 send_reply(request.writer, &reply);
                 if stop {
-                    detach = false; // the pins are gone already
-                    stopped = true;
                     // Let the reply go out before the runtime shuts down.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
+                    return Ok(Ending::Stopped);
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => return Ok(Ending::Signal),
+            _ = sigterm.recv() => return Ok(Ending::Signal),
         }
     }
+}
+
+/// Shutdown: closes our descriptors (the pins keep enforcing), detaches when asked to,
+/// removes our control socket, and logs the counters. Returns whether `enforcer stop`
+/// ended the daemon.
+fn shut_down(daemon: Daemon, events: Events, ending: Ending) -> Result<bool> {
+    let stopped = ending == Ending::Stopped;
+    let detach = daemon.options.detach_on_exit && !stopped; // after a stop the pins are gone already
     let counters = daemon.programs.counters()?;
     let counter = |index: Counter| counters[index as usize];
     // Our own descriptors go first: with the pins gone, that detaches everything.
@@ -468,7 +530,7 @@ pub async fn run(options: Options) -> Result<bool> {
         }
     }
     // Not a socket someone else bound meanwhile: that daemon would become unreachable.
-    if own_socket.is_some() && socket_identity(&control::socket_path()) == own_socket {
+    if events.own_socket.is_some() && socket_identity(&control::socket_path()) == events.own_socket {
         let _ = std::fs::remove_file(control::socket_path());
     }
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
