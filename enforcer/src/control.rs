@@ -72,8 +72,8 @@ pub fn reload() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(reply) => {
-            eprintln!("enforcer: error: {}", reply.error.unwrap_or_default());
-            eprintln!("enforcer: the policy in force is unchanged");
+            log::error!("{}", reply.error.unwrap_or_default());
+            log::info!("the policy in force is unchanged");
             Ok(ExitCode::from(if reply.policy_error { crate::exit::POLICY } else { crate::exit::ERROR }))
         }
     }

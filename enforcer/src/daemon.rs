@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::RingBuf;
+use aya::maps::{MapData, RingBuf};
 use enforcer_common::abi::{Counter, DenialEvent, GENERATIONS};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, unix::AsyncFd},
@@ -23,7 +23,7 @@ use crate::{
     discovery::{self, HostSystem},
     dynamic::{self, Fingerprint},
     events::{self, DenialLog},
-    kernel,
+    kernel, logging,
     policy::{Policy, Resolved},
     state::{self, Generation, NamedBinary, State},
 };
@@ -34,7 +34,6 @@ pub struct Options {
     pub detach_on_exit: bool,
     pub log_max_bytes: u64,
     pub log_keep: usize,
-    pub verbose: bool,
 }
 
 struct Daemon {
@@ -53,7 +52,7 @@ impl Daemon {
     /// active. On any error nothing changes and the policy in force stays.
     fn install(&mut self, policy: &Policy, resolved: &Resolved) -> Result<String> {
         for warning in &resolved.warnings {
-            eprintln!("enforcer: warning: {warning}");
+            log::warn!("{warning}");
         }
         if !resolved.cgroups.is_empty() && self.cgroup_root.is_none() {
             anyhow::bail!(
@@ -132,19 +131,13 @@ impl Daemon {
         let generation = self.programs.policy_state()?.active % GENERATIONS;
         self.programs.sync_dynamic(generation, &dynamic)?;
         self.fingerprint = fingerprint;
-        if self.options.verbose {
-            eprintln!(
-                "enforcer: re-learnt {} socket(s) and {} cgroup(s)",
-                dynamic.sockets.len(),
-                dynamic.cgroups.len()
-            );
-        }
+        log::debug!("re-learnt {} socket(s) and {} cgroup(s)", dynamic.sockets.len(), dynamic.cgroups.len());
         Ok(())
     }
 
     fn save_state(&self) {
         if let Err(error) = state::save(&self.options.state_dir, &self.state) {
-            eprintln!("enforcer: error: {error:#}");
+            log::error!("{error:#}");
         }
     }
 
@@ -156,23 +149,23 @@ impl Daemon {
             .and_then(|(resolved, policy)| self.install(&policy, &resolved));
         match loaded {
             Ok(message) => {
-                eprintln!("enforcer: reloaded: {message}");
+                log::info!("reloaded: {message}");
                 Ok(message)
             }
             Err(error) => {
-                eprintln!("enforcer: error: reload failed, the policy in force is unchanged: {error:#}");
+                log::error!("reload failed, the policy in force is unchanged: {error:#}");
                 Err(error)
             }
         }
     }
 
-    fn record(&self, event: &DenialEvent, log: &DenialLog) {
+    fn record(&self, event: &DenialEvent, denial_log: &DenialLog) {
         let generation = event.generation as usize % 2;
         let names = &self.state.generations[generation];
         let denial = events::decode(event, &names.rules, |file| names.binary(file));
-        eprintln!("{}", denial.log_line());
-        if let Err(error) = log.append(&denial) {
-            eprintln!("enforcer: error: {error:#}");
+        logging::denial(&denial);
+        if let Err(error) = denial_log.append(&denial) {
+            log::error!("{error:#}");
         }
     }
 
@@ -191,7 +184,7 @@ impl Daemon {
             },
             "stop" => match bpf::remove_pins() {
                 Ok(_) => {
-                    eprintln!("enforcer: stop requested: pins removed, detaching");
+                    log::info!("stop requested: pins removed, detaching");
                     (Reply { ok: true, pid, ..Default::default() }, true)
                 }
                 Err(error) => {
@@ -314,56 +307,43 @@ pub const EXIT_DETACHED: u8 = 3;
 /// Runs the daemon; returns whether it was detached by `enforcer stop`.
 pub async fn run(options: Options) -> Result<bool> {
     let started = Instant::now();
-    let verbose = options.verbose;
-    let stage = |name: &str| {
-        if verbose {
-            eprintln!("enforcer: [{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
-        }
-    };
     kernel::check_bpf_lsm()?;
+    // Held until the daemon has shut down: see InstanceLock.
     let _lock = lock_instance()?;
+    let mut daemon = start(options, started)?;
+    let mut events = Events::open(&mut daemon)?;
+    let ending = serve(&mut daemon, &mut events).await?;
+    shut_down(daemon, events, ending)
+}
+
+/// A `-v` start-up stage, with the time since start.
+fn stage(started: Instant, name: &str) {
+    log::debug!("[{:>7.1} ms] {name}", started.elapsed().as_secs_f64() * 1000.0);
+}
+
+/// Start-up: checks the policy, loads and verifies the programs, installs the policy and
+/// attaches the hooks. Once it returns, the policy is enforced.
+fn start(options: Options, started: Instant) -> Result<Daemon> {
     // The policy is checked before anything is loaded: a bad file changes nothing.
     let policy = Policy::load(options.config.as_deref())?;
     let resolved = policy.resolve(&discovery::discover(&policy, &HostSystem))?;
-    stage("policy parsed and resolved");
+    stage(started, "policy parsed and resolved");
     let btf = kernel::read_btf()?;
     let offsets = kernel::offsets_from_btf(&btf)?;
-    stage("kernel offsets read from BTF");
+    stage(started, "kernel offsets read from BTF");
     let mut programs = Programs::load(&offsets, &btf, &bpf::maps_dir())?;
     drop(btf);
     let adopted = programs.adopted;
-    stage(if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" });
+    stage(
+        started,
+        if adopted { "BPF object loaded, pinned maps adopted" } else { "BPF object loaded, maps pinned" },
+    );
     // Every program passes the verifier before the policy maps change or anything attaches.
     programs.verify_hooks()?;
-    stage("every enforcing program verified");
+    stage(started, "every enforcing program verified");
     programs.install_grammar()?;
 
-    let previous = match state::load(&options.state_dir) {
-        Ok(previous) => previous.filter(|_| adopted),
-        Err(error) => {
-            let aside = state::quarantine(&options.state_dir).map_or_else(
-                |e| format!("could not move it aside: {e:#}"),
-                |p| format!("moved to {}", p.display()),
-            );
-            eprintln!(
-                "enforcer: error: {error:#} ({aside}); starting a fresh record of rule and binary names"
-            );
-            None
-        }
-    };
-    let now = state::now_rfc3339();
-    let (enforcing_since, generations) = match previous {
-        Some(previous) => (previous.enforcing_since, previous.generations),
-        None => (now.clone(), Default::default()),
-    };
-    let state = State {
-        enforcing_since,
-        daemon_pid: std::process::id(),
-        daemon_started: now,
-        generations,
-        log_keep: options.log_keep,
-        ..Default::default()
-    };
+    let state = initial_state(&options, adopted);
     let mut daemon = Daemon {
         programs,
         options,
@@ -373,25 +353,28 @@ pub async fn run(options: Options) -> Result<bool> {
         cgroup_root: dynamic::cgroup2_root(),
     };
     let message = daemon.install(&policy, &resolved)?;
-    stage("policy installed");
+    stage(started, "policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     for hook in daemon.programs.attach_hooks(stamp)? {
-        stage(&format!(
-            "{}: verified in {:.1} ms, attached and pinned in {:.1} ms",
-            hook.program,
-            hook.verify.as_secs_f64() * 1000.0,
-            hook.attach.as_secs_f64() * 1000.0
-        ));
+        stage(
+            started,
+            &format!(
+                "{}: verified in {:.1} ms, attached and pinned in {:.1} ms",
+                hook.program,
+                hook.verify.as_secs_f64() * 1000.0,
+                hook.attach.as_secs_f64() * 1000.0
+            ),
+        );
     }
-    stage("hooks verified, attached and pinned");
-    eprintln!(
-        "enforcer: enforcing after {} ms ({}): {message}",
+    stage(started, "hooks verified, attached and pinned");
+    log::info!(
+        "enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),
         if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
     );
     for (program, _) in bpf::HOOKS {
         if let Some(count) = daemon.programs.verified_instructions(program) {
-            eprintln!("enforcer: verifier processed {count} instructions for {program}");
+            log::info!("verifier processed {count} instructions for {program}");
         }
     }
     // Start-up's BTF and object parses are freed by now; glibc keeps freed heap pages
@@ -401,58 +384,117 @@ pub async fn run(options: Options) -> Result<bool> {
     unsafe {
         libc::malloc_trim(0);
     }
+    Ok(daemon)
+}
 
-    let log = DenialLog::with_limits(
-        &daemon.options.state_dir,
-        daemon.options.log_max_bytes,
-        daemon.options.log_keep,
-    );
-    let mut ring = RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-    // Denials queued while no daemon ran are logged before anyone can ask for status.
-    let mut queued = 0;
-    while let Some(item) = ring.next() {
-        if let Some(event) = event_of(&item) {
-            daemon.record(&event, &log);
-            queued += 1;
+/// The daemon's record: the rule and binary names of a previous daemon whose pinned maps
+/// were adopted (the kernel's events name their indices), else a fresh one.
+fn initial_state(options: &Options, adopted: bool) -> State {
+    let previous = match state::load(&options.state_dir) {
+        Ok(previous) => previous.filter(|_| adopted),
+        Err(error) => {
+            let aside = state::quarantine(&options.state_dir).map_or_else(
+                |e| format!("could not move it aside: {e:#}"),
+                |p| format!("moved to {}", p.display()),
+            );
+            log::error!("{error:#} ({aside}); starting a fresh record of rule and binary names");
+            None
         }
+    };
+    let now = state::now_rfc3339();
+    let (enforcing_since, generations) = match previous {
+        Some(previous) => (previous.enforcing_since, previous.generations),
+        None => (now.clone(), Default::default()),
+    };
+    State {
+        enforcing_since,
+        daemon_pid: std::process::id(),
+        daemon_started: now,
+        generations,
+        log_keep: options.log_keep,
+        ..Default::default()
     }
-    if queued > 0 {
-        eprintln!("enforcer: logged {queued} denial(s) queued in the kernel while no daemon ran");
+}
+
+/// What the event loop listens to, opened once enforcement is in force.
+struct Events {
+    denial_log: DenialLog,
+    ring: AsyncFd<RingBuf<MapData>>,
+    listener: UnixListener,
+    /// The control socket we bound, so that shutting down removes only our own.
+    own_socket: Option<(u64, u64)>,
+}
+
+impl Events {
+    /// Logs the denials queued in the kernel, opens the control socket, and tells systemd
+    /// that the daemon is ready.
+    fn open(daemon: &mut Daemon) -> Result<Events> {
+        let denial_log = DenialLog::with_limits(
+            &daemon.options.state_dir,
+            daemon.options.log_max_bytes,
+            daemon.options.log_keep,
+        );
+        let mut ring =
+            RingBuf::try_from(daemon.programs.ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        // Denials queued while no daemon ran are logged before anyone can ask for status.
+        let mut queued = 0;
+        while let Some(item) = ring.next() {
+            if let Some(event) = event_of(&item) {
+                daemon.record(&event, &denial_log);
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            log::info!("logged {queued} denial(s) queued in the kernel while no daemon ran");
+        }
+        let listener = listen_control()?;
+        let own_socket = socket_identity(&control::socket_path());
+        // Ready only now that the control socket answers: a unit ordered after this one, or a
+        // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
+        // the socket existed, `enforcer status` just after start said "daemon: not running".)
+        notify_ready();
+        // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
+        Ok(Events { denial_log, ring, listener, own_socket })
     }
-    let listener = listen_control()?;
-    let own_socket = socket_identity(&control::socket_path());
-    // Ready only now that the control socket answers: a unit ordered after this one, or a
-    // `systemctl reload` right after `systemctl start`, must find the daemon. (Sent before
-    // the socket existed, `enforcer status` just after start said "daemon: not running".)
-    notify_ready();
-    // SAFETY: the ring buffer owns its fd and keeps it open for the AsyncFd's lifetime.
-    let mut ring =
-        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("cannot poll the events ring buffer: {e}"))?;
+}
+
+/// Why the event loop ended.
+#[derive(PartialEq)]
+enum Ending {
+    /// SIGINT or SIGTERM: the pins stay (unless --detach-on-exit).
+    Signal,
+    /// `enforcer stop`: the pins are gone already.
+    Stopped,
+}
+
+/// The event loop: denials, socket and cgroup refreshes, reloads (SIGHUP and `enforcer
+/// reload`) and control requests, until a signal or `enforcer stop` ends it.
+async fn serve(daemon: &mut Daemon, events: &mut Events) -> Result<Ending> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut detach = daemon.options.detach_on_exit;
-    let mut stopped = false;
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let (request_sender, mut requests) = tokio::sync::mpsc::channel::<ControlRequest>(16);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 if let Err(error) = daemon.refresh() {
-                    eprintln!("enforcer: error: cannot re-learn sockets and cgroups: {error:#}");
+                    log::error!("cannot re-learn sockets and cgroups: {error:#}");
                 }
             }
-            guard = ring.readable_mut() => {
+            guard = events.ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {
                     if let Some(event) = event_of(&item) {
-                        daemon.record(&event, &log);
+                        daemon.record(&event, &events.denial_log);
                     }
                 }
                 guard.clear_ready();
             }
             _ = sighup.recv() => { let _ = daemon.reload(); }
-            accepted = listener.accept() => {
+            accepted = events.listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     read_control(stream, request_sender.clone());
                 }
@@ -461,35 +503,41 @@ pub async fn run(options: Options) -> Result<bool> {
                 let (reply, stop) = daemon.answer(&request.line);
                 send_reply(request.writer, &reply);
                 if stop {
-                    detach = false; // the pins are gone already
-                    stopped = true;
                     // Let the reply go out before the runtime shuts down.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
+                    return Ok(Ending::Stopped);
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => return Ok(Ending::Signal),
+            _ = sigterm.recv() => return Ok(Ending::Signal),
         }
     }
+}
+
+/// Shutdown: closes our descriptors (the pins keep enforcing), detaches when asked to,
+/// removes our control socket, and logs the counters. Returns whether `enforcer stop`
+/// ended the daemon.
+fn shut_down(daemon: Daemon, events: Events, ending: Ending) -> Result<bool> {
+    let stopped = ending == Ending::Stopped;
+    let detach = daemon.options.detach_on_exit && !stopped; // after a stop the pins are gone already
     let counters = daemon.programs.counters()?;
     let counter = |index: Counter| counters[index as usize];
     // Our own descriptors go first: with the pins gone, that detaches everything.
     drop(daemon);
     if detach {
         bpf::remove_pins()?;
-        eprintln!("enforcer: --detach-on-exit: pins removed");
+        log::info!("--detach-on-exit: pins removed");
         if !bpf::wait_unloaded(Duration::from_secs(20))? {
-            eprintln!("enforcer: warning: the kernel still lists enforcer programs after 20 s");
+            log::warn!("the kernel still lists enforcer programs after 20 s");
         }
     }
     // Not a socket someone else bound meanwhile: that daemon would become unreachable.
-    if own_socket.is_some() && socket_identity(&control::socket_path()) == own_socket {
+    if events.own_socket.is_some() && socket_identity(&control::socket_path()) == events.own_socket {
         let _ = std::fs::remove_file(control::socket_path());
     }
     let enforcing = !detach && bpf::read_pins().is_ok_and(|p| !p.hooks.is_empty());
-    eprintln!(
-        "enforcer: stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
+    log::info!(
+        "stopping (checked {}, denied {}, undecidable {}, audited {}, events dropped {}); {}",
         counter(Counter::Checked),
         counter(Counter::Denied),
         counter(Counter::Undecidable),
@@ -503,7 +551,7 @@ pub async fn run(options: Options) -> Result<bool> {
 /// A ring buffer record as an event; a short one is reported and skipped.
 fn event_of(item: &[u8]) -> Option<DenialEvent> {
     if item.len() < size_of::<DenialEvent>() {
-        eprintln!("enforcer: warning: short event of {} bytes ignored", item.len());
+        log::warn!("short event of {} bytes ignored", item.len());
         return None;
     }
     // SAFETY: the kernel wrote a whole DenialEvent; read_unaligned copes with the ring
@@ -524,7 +572,7 @@ fn notify_ready() {
         sender.send_to(b"READY=1", &socket)
     };
     if let Err(error) = sent {
-        eprintln!("enforcer: warning: cannot notify systemd: {error}");
+        log::warn!("cannot notify systemd: {error}");
     }
 }
 

@@ -160,10 +160,17 @@ pub fn decode(
 }
 
 impl Denial {
-    /// The one-line structured log form (for the journal).
+    /// The one-line structured log form, as stderr and the journal's MESSAGE have it
+    /// (`logging::denial` writes it).
+    #[cfg(test)]
     pub fn log_line(&self) -> String {
+        format!("enforcer: {}", self.message())
+    }
+
+    /// The log line without its `enforcer: ` prefix (the logger adds it).
+    pub fn message(&self) -> String {
         let mut line = format!(
-            "enforcer: {} hook={} uid={} user={} pid={} comm={:?} rule={:?} reason={}",
+            "{} hook={} uid={} user={} pid={} comm={:?} rule={:?} reason={}",
             self.action,
             self.hook,
             self.uid,

@@ -13,6 +13,7 @@ mod exit;
 mod follow;
 mod grammar;
 mod kernel;
+mod logging;
 mod metrics;
 mod policy;
 mod state;
@@ -157,16 +158,11 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal's disposition to the default has no preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    logging::init(matches!(cli.command, Command::Run { verbose: true, .. }));
     let result = match cli.command {
-        Command::Run { config, detach_on_exit, log_max_bytes, log_keep, verbose } => {
-            let options = daemon::Options {
-                config,
-                state_dir: cli.state_dir,
-                detach_on_exit,
-                log_max_bytes,
-                log_keep,
-                verbose,
-            };
+        Command::Run { config, detach_on_exit, log_max_bytes, log_keep, verbose: _ } => {
+            let options =
+                daemon::Options { config, state_dir: cli.state_dir, detach_on_exit, log_max_bytes, log_keep };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -201,7 +197,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("enforcer: error: {error:#}");
+            log::error!("{error:#}");
             ExitCode::from(exit::code_of(&error))
         }
     }

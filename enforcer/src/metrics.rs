@@ -188,7 +188,7 @@ pub fn serve(server: tiny_http::Server, produce: impl Fn() -> Result<String>) ->
             match produce() {
                 Ok(text) => tiny_http::Response::from_string(text).with_header(content_type.clone()),
                 Err(error) => {
-                    eprintln!("enforcer: error: {error:#}");
+                    log::error!("{error:#}");
                     tiny_http::Response::from_string(format!("{error:#}\n")).with_status_code(500)
                 }
             }
@@ -203,7 +203,7 @@ pub fn metrics(state_dir: &Path, listen: Option<&str>, textfile: Option<&Path>) 
     if let Some(address) = listen {
         let server = tiny_http::Server::http(address)
             .map_err(|e| Unavailable(format!("--listen {address}: cannot listen there: {e}")))?;
-        eprintln!("enforcer: serving the metrics on http://{address}/metrics");
+        log::info!("serving the metrics on http://{address}/metrics");
         return serve(server, || snapshot(state_dir));
     }
     let text = snapshot(state_dir)?;

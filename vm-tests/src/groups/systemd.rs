@@ -44,6 +44,8 @@ const RESTART_STATE: Step = Step::new("restart-state");
 const RELOAD_AFTER_RESTART: Step = Step::new("reload-after-restart");
 const JOURNAL: Step = Step::new("journal");
 const JOURNAL_FIELDS: Step = Step::new("journal-fields");
+const JOURNAL_BY_USER: Step = Step::new("journal-by-user");
+const JOURNAL_ERRORS: Step = Step::new("journal-errors");
 const SECURITY: Step = Step::new("security");
 const STOP: Step = Step::new("stop");
 const STOP_STATE: Step = Step::new("stop-state");
@@ -129,6 +131,9 @@ step {RESTART_STATE} root unit_state
 step {RELOAD_AFTER_RESTART} root systemctl reload enforcer.service
 step {JOURNAL} root journalctl -b -u enforcer.service -o cat --no-pager
 step {JOURNAL_FIELDS} root journalctl -b -u enforcer.service -o verbose --no-pager --grep 'denied hook=exec'
+# The native protocol: a denial's fields are journal fields, at a priority of its own (notice).
+step {JOURNAL_BY_USER} root journalctl -b -u enforcer.service ENFORCER_USER=ai-worker ENFORCER_HOOK=exec -o verbose --no-pager
+step {JOURNAL_ERRORS} root journalctl -b -u enforcer.service -p err -o cat --no-pager
 step {SECURITY} root systemd-analyze security enforcer.service --no-pager
 
 # enforcer stop detaches for good: exit 3, which the unit neither restarts nor counts as failure.
@@ -343,6 +348,30 @@ pub(super) fn check(c: &mut Checks) {
         fields.contains("_SYSTEMD_UNIT=enforcer.service")
             && fields.contains("MESSAGE=enforcer: denied hook=exec"),
         || fields.clone(),
+    );
+    let (_, by_user) = c.step(JOURNAL_BY_USER);
+    c.check(
+        "journalctl ENFORCER_USER=ai-worker: the denials, with their fields, at priority notice",
+        by_user.contains("MESSAGE=enforcer: denied hook=exec")
+            && by_user.contains("PRIORITY=5")
+            && !by_user.contains("PRIORITY=3")
+            && by_user.contains("ENFORCER_USER=ai-worker")
+            && by_user.contains("ENFORCER_UID=1001")
+            && by_user.contains("ENFORCER_ACTION=denied")
+            && by_user.contains("ENFORCER_RULE=ai-worker-docker")
+            && by_user.contains("ENFORCER_REASON=command")
+            && by_user.contains("ENFORCER_COMMAND=container exec")
+            && by_user.contains("ENFORCER_COMM=")
+            && by_user.contains("ENFORCER_PID=")
+            && by_user.contains(r#""exec","gitea","cat","/data/secret"]"#),
+        || by_user.clone(),
+    );
+    let (_, errors) = c.step(JOURNAL_ERRORS);
+    c.check(
+        "journalctl -p err: the failed reload, and no denial",
+        errors.contains("reload failed, the policy in force is unchanged")
+            && !errors.contains("denied hook="),
+        || errors.clone(),
     );
     let (_, security) = c.step(SECURITY);
     c.check(
