@@ -61,7 +61,7 @@ pub fn request(line: &str, timeout: Duration) -> Result<Option<Reply>> {
 
 /// `enforcer reload`.
 pub fn reload() -> Result<ExitCode> {
-    match request("reload", Duration::from_secs(120))? {
+    match request("reload", Duration::from_mins(2))? {
         None => Err(crate::exit::Unavailable(format!(
             "no daemon is running (nothing listens on {})",
             socket_path().display()

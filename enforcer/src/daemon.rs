@@ -86,8 +86,8 @@ impl Daemon {
                 .collect(),
         };
         self.state.active_generation = generation as u32;
-        self.state.policy_source = policy.source.clone();
-        self.state.policy_digest = policy.digest.clone();
+        self.state.policy_source.clone_from(&policy.source);
+        self.state.policy_digest.clone_from(&policy.digest);
         self.state.mode = format!("{:?}", policy.mode).to_lowercase();
         self.state.policy_loaded = state::now_rfc3339();
         self.save_state();
@@ -177,7 +177,9 @@ impl Daemon {
             "reload" => match self.reload() {
                 Ok(message) => (Reply { ok: true, pid, message: Some(message), ..Default::default() }, false),
                 Err(error) => {
-                    let policy_error = error.chain().any(|e| e.is::<crate::policy::PolicyError>());
+                    let policy_error = error
+                        .chain()
+                        .any(<dyn std::error::Error + 'static>::is::<crate::policy::PolicyError>);
                     let error = Some(format!("{error:#}"));
                     (Reply { ok: false, pid, error, policy_error, ..Default::default() }, false)
                 }

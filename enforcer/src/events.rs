@@ -1,6 +1,7 @@
 //! Denial records: decoding kernel events, the structured log line, the JSON log.
 
 use std::{
+    fmt::Write as _,
     fs::{File, OpenOptions},
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -76,11 +77,11 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Wall-clock time of a `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) timestamp.
+/// Wall-clock time of a `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) timestamp.
 fn wall_time(ktime_ns: u64) -> SystemTime {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
     let mono_now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
     SystemTime::now() - Duration::from_nanos(mono_now.saturating_sub(ktime_ns))
 }
@@ -184,19 +185,20 @@ impl Denial {
             line.push_str(" race=true");
         }
         if let Some(target) = &self.target {
-            line.push_str(&format!(" target={target:?}"));
+            let _ = write!(line, " target={target:?}");
         }
         if let Some(command) = &self.command {
-            line.push_str(&format!(" command={:?}", command));
+            let _ = write!(line, " command={command:?}");
         }
         if self.is_exec() {
-            line.push_str(&format!(
+            let _ = write!(
+                line,
                 " binary={} argv={}",
                 self.binary.as_deref().unwrap_or(&self.path),
                 serde_json::to_string(&self.argv).unwrap_or_default()
-            ));
+            );
         } else if let Some(binary) = &self.binary {
-            line.push_str(&format!(" binary={binary}"));
+            let _ = write!(line, " binary={binary}");
         }
         line
     }
@@ -291,7 +293,7 @@ impl DenialLog {
         }
         let mut line = serde_json::to_string(denial)?;
         line.push('\n');
-        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         if size > 0 && size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
@@ -504,7 +506,7 @@ mod tests {
         assert!(pids.windows(2).all(|w| w[0] + 1 == w[1]), "oldest first, no gaps: {pids:?}");
         let odd = log.recent(3, &Filter { uid: Some(1001), since: None }).unwrap();
         assert_eq!(odd.iter().map(|d| d.pid).collect::<Vec<_>>(), [95, 97, 99]);
-        let future = SystemTime::now() + Duration::from_secs(3600);
+        let future = SystemTime::now() + Duration::from_hours(1);
         assert!(log.recent(10, &Filter { uid: None, since: Some(future) }).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }

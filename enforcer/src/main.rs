@@ -87,7 +87,7 @@ enum Command {
         user: Option<String>,
     },
     /// Ask the running daemon to reload its policy file. A bad file is rejected with its
-    /// file:line and the policy in force stays (exit 65); no daemon: exit 69.
+    /// <file:line> and the policy in force stays (exit 65); no daemon: exit 69.
     #[command(after_help = exit::HELP)]
     Reload,
     /// Detach: remove the pinned programs and maps, and stop the daemon if it runs.
@@ -115,7 +115,7 @@ enum Command {
     Verify,
     /// Check a policy file as the daemon reads it, without the machine: syntax, keys, modes,
     /// docker commands, limits (not whether its users, binaries and cgroups exist here).
-    /// Exits 0 when valid, 65 with file:line:column when not. The NixOS module runs it at
+    /// Exits 0 when valid, 65 with <file:line:column> when not. The NixOS module runs it at
     /// build time.
     #[command(after_help = exit::HELP)]
     Validate {
@@ -126,7 +126,7 @@ enum Command {
     /// The counters (per rule, per hook, drops, races, program runs) in the Prometheus text
     /// format: on stdout, into a node-exporter textfile, or served on a local address.
     Metrics {
-        /// Serve http://ADDRESS/metrics until stopped (e.g. 127.0.0.1:9477).
+        /// Serve <http://ADDRESS/metrics> until stopped (e.g. 127.0.0.1:9477).
         #[arg(long, value_name = "ADDRESS", conflicts_with = "textfile")]
         listen: Option<String>,
         /// Write the metrics to this file atomically (a rename), for node-exporter's

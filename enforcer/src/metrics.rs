@@ -131,7 +131,9 @@ pub fn encode(status: &Status) -> Result<String> {
     for program in &status.programs {
         let labels = ProgramLabels { program: program.name.clone() };
         runs.get_or_create(&labels).inc_by(program.run_count);
-        time.get_or_create(&labels).inc_by(program.run_time_ns as f64 / 1e9);
+        #[expect(clippy::cast_precision_loss, reason = "seconds as a float, as Prometheus counts time")]
+        let seconds = program.run_time_ns as f64 / 1e9;
+        time.get_or_create(&labels).inc_by(seconds);
     }
     registry.register(
         "enforcer_program_runs",
@@ -169,14 +171,14 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
         .open(&temporary)
         .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
+        .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, path)
         .with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))
 }
 
 /// Serves `GET /metrics` with the text `produce` returns, until the process is stopped.
-pub fn serve(server: tiny_http::Server, produce: impl Fn() -> Result<String>) -> Result<ExitCode> {
+pub fn serve(server: tiny_http::Server, produce: impl Fn() -> Result<String>) -> ExitCode {
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", prometheus_text::CONTENT_TYPE).expect("a valid header");
     for request in server.incoming_requests() {
@@ -196,7 +198,7 @@ pub fn serve(server: tiny_http::Server, produce: impl Fn() -> Result<String>) ->
         // A scraper that hung up is its own problem.
         let _ = request.respond(response);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 pub fn metrics(state_dir: &Path, listen: Option<&str>, textfile: Option<&Path>) -> Result<ExitCode> {
@@ -204,7 +206,7 @@ pub fn metrics(state_dir: &Path, listen: Option<&str>, textfile: Option<&Path>) 
         let server = tiny_http::Server::http(address)
             .map_err(|e| Unavailable(format!("--listen {address}: cannot listen there: {e}")))?;
         log::info!("serving the metrics on http://{address}/metrics");
-        return serve(server, || snapshot(state_dir));
+        return Ok(serve(server, || snapshot(state_dir)));
     }
     let text = snapshot(state_dir)?;
     match textfile {
