@@ -29,7 +29,7 @@ use enforcer_common::abi::{
     PolicyState, RULE_COUNTERS, RuleConfig, SocketNameKey, Token, TokenInfo, UserKey,
 };
 
-use crate::{compile::CompiledPolicy, dynamic::Dynamic};
+use crate::{compile::CompiledPolicy, dynamic::Dynamic, identity};
 
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
@@ -203,16 +203,36 @@ impl Programs {
         Ok(names.map(|name| (name, self.verified_instructions(name))).collect())
     }
 
-    /// The identity the kernel uses for each path: a `file_open` probe, attached only for
-    /// this, records what the kernel sees when this process opens the file.
+    /// The identity the kernel uses for each path: from `stat()` where the filesystem is
+    /// known to report the kernel's own (`identity::by_stat`), else from a `file_open`
+    /// probe, attached only for this, which records what the kernel sees when this process
+    /// opens the file. The probe is not even loaded when no path needs it.
     pub fn kernel_identities(&mut self, paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, FileId>> {
+        let mut identities = BTreeMap::new();
+        let mut for_probe = Vec::new();
+        for path in paths {
+            match identity::by_stat(path) {
+                Some((id, filesystem)) => {
+                    log::debug!("identity of {}: stat() ({filesystem})", path.display());
+                    identities.insert(path.clone(), id);
+                }
+                None => for_probe.push(path.clone()),
+            }
+        }
+        if for_probe.is_empty() {
+            return Ok(identities);
+        }
         if self.lsm(PROBE_PROGRAM)?.fd().is_err() {
             self.load_lsm(PROBE_PROGRAM, "file_open")?;
         }
         let link = self.lsm(PROBE_PROGRAM)?.attach().context("cannot attach the file identity probe")?;
-        let result = self.probe_paths(paths);
+        let result = self.probe_paths(&for_probe);
         self.lsm(PROBE_PROGRAM)?.detach(link).context("cannot detach the file identity probe")?;
-        result
+        for (path, id) in result? {
+            log::debug!("identity of {}: the kernel's probe", path.display());
+            identities.insert(path, id);
+        }
+        Ok(identities)
     }
 
     fn probe_paths(&mut self, paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, FileId>> {

@@ -12,6 +12,7 @@ mod events;
 mod exit;
 mod follow;
 mod grammar;
+mod identity;
 mod kernel;
 mod logging;
 mod metrics;

@@ -99,6 +99,9 @@ pub fn run_group(
     if group.script.contains("loop.ko") {
         archive.copy("lib/modules/loop.ko", 0o644, &kernel.module("drivers/block/loop.ko", &dir)?)?;
     }
+    if group.script.contains("overlay.ko") {
+        archive.copy("lib/modules/overlay.ko", 0o644, &kernel.module("fs/overlayfs/overlay.ko", &dir)?)?;
+    }
     if group.script.contains("binfmt_misc.ko") {
         archive.copy("lib/modules/binfmt_misc.ko", 0o644, &kernel.module("fs/binfmt_misc.ko", &dir)?)?;
     }

@@ -1,4 +1,5 @@
-//! The filesystems group: vetted binaries on ext4 and tmpfs, the system policy path, the
+//! The filesystems group: vetted binaries on ext4 and tmpfs (identities from `stat()`) and
+//! on overlayfs (identity from the kernel's probe), the system policy path, the
 //! missing-binary warning, readiness (`READY=1` on a stand-in `NOTIFY_SOCKET`), and
 //! `run --detach-on-exit`.
 
@@ -22,8 +23,10 @@ const READY_EXEC: Step = Step::new("ready-exec");
 const NOTIFY: Step = Step::new("notify");
 const EXT4_EXEC: Step = Step::new("ext4-exec");
 const TMPFS_EXEC: Step = Step::new("tmpfs-exec");
+const OVERLAY_EXEC: Step = Step::new("overlay-exec");
 const EXT4_PS: Step = Step::new("ext4-ps");
 const TMPFS_PS: Step = Step::new("tmpfs-ps");
+const OVERLAY_PS: Step = Step::new("overlay-ps");
 const UNLISTED_EXEC: Step = Step::new("unlisted-exec");
 const STATUS_DETACHED: Step = Step::new("status-detached");
 const EXEC_DETACHED: Step = Step::new("exec-detached");
@@ -44,11 +47,15 @@ pub(super) fn script() -> String {
     format!(
         r#"
 insmod /lib/modules/loop.ko
-mkdir -p /mnt/ext4 /mnt/tmpfs
+insmod /lib/modules/overlay.ko
+mkdir -p /mnt/ext4 /mnt/tmpfs /mnt/overlay
 mount -t ext4 -o loop,ro /images/docker-ext4.img /mnt/ext4
 mount -t tmpfs tmpfs /mnt/tmpfs
 cp /usr/bin/docker /mnt/tmpfs/docker
-step {MOUNTS} root sh -c 'grep -E " /mnt/(ext4|tmpfs) " /proc/mounts'
+mkdir -p /mnt/tmpfs/lower /mnt/tmpfs/upper /mnt/tmpfs/work
+cp /usr/bin/docker /mnt/tmpfs/lower/docker
+mount -t overlay overlay -o lowerdir=/mnt/tmpfs/lower,upperdir=/mnt/tmpfs/upper,workdir=/mnt/tmpfs/work /mnt/overlay
+step {MOUNTS} root sh -c 'grep -E " /mnt/(ext4|tmpfs|overlay) " /proc/mounts'
 start_mock_api
 cat > /etc/enforcer/policy.toml <<'POLICY'
 mode = "enforce"
@@ -56,14 +63,14 @@ mode = "enforce"
 [[rule]]
 name = "fs"
 users = ["ai-worker"]
-binaries = ["/mnt/ext4/docker", "/mnt/tmpfs/docker", "/nonexistent/docker"]
+binaries = ["/mnt/ext4/docker", "/mnt/tmpfs/docker", "/mnt/overlay/docker", "/nonexistent/docker"]
 deny = ["exec"]
 POLICY
 # Readiness: READY=1 reaches the notify socket only once the policy is enforced.
 /usr/local/bin/exec-helper notify-wait /tmp/notify.sock > /tmp/notify.out &
 NOTIFY_PID=$!
 sleep 0.5
-NOTIFY_SOCKET=/tmp/notify.sock /usr/local/sbin/enforcer run --detach-on-exit >/tmp/enforcer.log 2>&1 &
+NOTIFY_SOCKET=/tmp/notify.sock /usr/local/sbin/enforcer run -v --detach-on-exit >/tmp/enforcer.log 2>&1 &
 ENFORCER_PID=$!
 wait $NOTIFY_PID
 step {READY_EXEC} ai-worker /mnt/ext4/docker exec gitea true
@@ -71,8 +78,10 @@ step {NOTIFY} root cat /tmp/notify.out
 start_enforcer_wait
 step {EXT4_EXEC} ai-worker /mnt/ext4/docker exec gitea true
 step {TMPFS_EXEC} ai-worker /mnt/tmpfs/docker exec gitea true
+step {OVERLAY_EXEC} ai-worker /mnt/overlay/docker exec gitea true
 step {EXT4_PS} ai-worker /mnt/ext4/docker ps
 step {TMPFS_PS} ai-worker /mnt/tmpfs/docker ps
+step {OVERLAY_PS} ai-worker /mnt/overlay/docker ps
 step {UNLISTED_EXEC} ai-worker /usr/bin/docker exec gitea true
 stop_enforcer
 step {STATUS_DETACHED} root /usr/local/sbin/enforcer status
@@ -87,8 +96,10 @@ pub(super) fn check(c: &mut Checks) {
     c.finished();
     let (_, mounts) = c.step(MOUNTS);
     c.check(
-        "docker copies on ext4 and tmpfs",
-        mounts.contains("/mnt/ext4 ext4") && mounts.contains("/mnt/tmpfs tmpfs"),
+        "docker copies on ext4, tmpfs and overlayfs",
+        mounts.contains("/mnt/ext4 ext4")
+            && mounts.contains("/mnt/tmpfs tmpfs")
+            && mounts.contains("/mnt/overlay overlay"),
         || mounts.clone(),
     );
     let (_, notify) = c.step(NOTIFY);
@@ -97,12 +108,23 @@ pub(super) fn check(c: &mut Checks) {
     c.succeeded(ENFORCER_START);
     c.denied(EXT4_EXEC);
     c.denied(TMPFS_EXEC);
+    c.denied(OVERLAY_EXEC);
     c.succeeded(EXT4_PS);
     c.succeeded(TMPFS_PS);
+    c.succeeded(OVERLAY_PS);
     let log = c.report.file("enforcer-log").unwrap_or("").to_string();
+    // The denials above prove each identity is the kernel's: a wrong one would leave the
+    // exec unjudged (and then refused only at the socket, not with the command's denial).
+    c.check(
+        "identities: stat() on ext4 and tmpfs, the kernel's probe on overlayfs",
+        log.contains("identity of /mnt/ext4/docker: stat() (ext4)")
+            && log.contains("identity of /mnt/tmpfs/docker: stat() (tmpfs)")
+            && log.contains("identity of /mnt/overlay/docker: the kernel's probe"),
+        || log.clone(),
+    );
     c.check(
         "system policy file used; missing binary is a warning with file:line",
-        log.contains("/etc/enforcer/policy.toml:6:54:")
+        log.contains("/etc/enforcer/policy.toml:6:77:")
             && log.contains("binary /nonexistent/docker not found, skipped"),
         || log.clone(),
     );
@@ -116,16 +138,16 @@ pub(super) fn check(c: &mut Checks) {
         || out.clone(),
     );
     c.check(
-        "per-CPU counters are exact: 5 vetted execs checked, 3 denied, unlisted binary not checked",
-        log.contains("stopping (checked 5, denied 3, undecidable 0, audited 0, events dropped 0)"),
+        "per-CPU counters are exact: 7 vetted execs checked, 4 denied, unlisted binary not checked",
+        log.contains("stopping (checked 7, denied 4, undecidable 0, audited 0, events dropped 0)"),
         || log.clone(),
     );
     let records = c.denial_log().1;
     let execs = records.iter().filter(|r| r["hook"] == "exec").count();
     let connects = records.iter().filter(|r| r["hook"] == "connect-unix").count();
     c.check(
-        "three exec denials and the unlisted docker's refused connections logged",
-        execs == 3 && connects >= 1,
+        "four exec denials and the unlisted docker's refused connections logged",
+        execs == 4 && connects >= 1,
         || format!("{records:#?}"),
     );
     let (rc, out) = c.step(STATUS_DETACHED);
