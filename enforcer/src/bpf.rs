@@ -12,7 +12,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     fs::File,
     path::{Path, PathBuf},
 };
@@ -95,10 +94,7 @@ fn digest_of(node_paths: &[&str]) -> String {
         hash.update(path.as_bytes());
         hash.update([0]);
     }
-    hash.finalize().iter().take(8).fold(String::new(), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
+    crate::policy::hex(&hash.finalize()[..8])
 }
 
 fn links_dir() -> PathBuf {

@@ -241,7 +241,12 @@ enum RawUser {
 
 fn digest(text: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes()).iter().fold(String::new(), |mut hex, b| {
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Lower-case hex of `bytes`, as the policy digest and the maps' directory name use it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex
     })

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{quiet_in, say, setup_log, target_dir, workspace_root};
+use crate::{quiet, say, target_dir, workspace_root};
 
 /// The components the lints need, on both toolchains (the BPF crate builds with nightly).
 pub fn setup_components() -> Result<()> {
@@ -24,8 +24,7 @@ pub fn setup_components() -> Result<()> {
             say(&format!("{component} ({toolchain}): present"));
             continue;
         }
-        quiet_in(
-            &setup_log(),
+        quiet(
             &format!("rustup component add {component} --toolchain {toolchain}"),
             Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]),
         )?;
