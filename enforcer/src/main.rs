@@ -11,6 +11,7 @@ mod dynamic;
 mod events;
 mod exit;
 mod follow;
+mod gate;
 mod grammar;
 mod identity;
 mod kernel;
