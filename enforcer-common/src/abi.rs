@@ -273,6 +273,12 @@ pub struct PolicyState {
     /// Per generation: bit L set when some rule names a cgroup at level L, so the kernel
     /// looks up the current task's ancestor cgroup at that level (none: no lookup at all).
     pub cgroup_levels: [u32; GENERATIONS as usize],
+    /// Per generation: the rules with the API gate on. Their identities reach the docker API
+    /// only through their own rule's gate socket (the `GATES` map).
+    pub gate_rules: [u32; GENERATIONS as usize],
+    /// Per generation: the gated rules whose gate admits any client (`api_clients = "any"`),
+    /// not only the rule's vetted binaries.
+    pub any_client_rules: [u32; GENERATIONS as usize],
 }
 
 /// Key of the kernel's cgroups map: a cgroup (v2) id in one policy generation. Every
@@ -439,6 +445,9 @@ tags! {
         /// program run (possible under `preempt=full` or `PREEMPT_RT`) and failed closed
         /// without a record.
         ScratchBusy = 11,
+        /// docker API requests the gate refused. Only the daemon writes this slot (no
+        /// program touches it, so its read-modify-write races with nothing).
+        ApiRefused = 12,
     }
 }
 

@@ -76,6 +76,12 @@ tags! {
         /// the caller may have mounted its own dynamic loader, libraries or NSS modules over the
         /// ones the client loads, or chrooted, so the client would run the caller's code.
         UserNamespace = 22,
+        /// A restricted task whose rule has the API gate on connected to a docker API socket
+        /// or address other than its rule's gate socket.
+        GateOnly = 23,
+        /// A restricted task connected to the gate socket of a rule other than its own, or is
+        /// restricted by several gated rules (no single gate judges it).
+        OtherGate = 24,
     }
 }
 
@@ -86,7 +92,7 @@ impl Reason {
             Command, CommandTooLong, Interpreter, LoaderEnvironment, NotConfigured, SeccompFakeSuccess,
             SeccompListener, SeccompUnreadable, SetMm, ShortGroupTooLong, TamperClient, TooManyArgs,
             TooManyStrings, Traced, UnknownCommand, UnknownGlobalOption, UnknownGroupOption, UnreadableArgv,
-            UnreadableFile, UnsupportedExecPath, UnvettedClient, UserNamespace,
+            UnreadableFile, UnsupportedExecPath, UnvettedClient, UserNamespace, GateOnly, OtherGate,
         };
         match self {
             Command => "command",
@@ -111,6 +117,8 @@ impl Reason {
             SeccompUnreadable => "seccomp_unreadable",
             SetMm => "set_mm",
             UserNamespace => "user_namespace",
+            GateOnly => "gate_only",
+            OtherGate => "other_gate",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     EPERM, event,
     kernel::{exe_identity, read_kernel},
     maps::{BINARIES, HOSTS, OFFSETS, lookup},
+    restricted::gated_rules,
     scratch::{Claim, with_scratch},
     task::current_task,
 };
@@ -55,6 +56,20 @@ pub fn gate_client(
     )
 }
 
+/// Refuses a restricted task's connection for `reason` (a gate rule's `GateOnly` or
+/// `OtherGate`) on behalf of `rules`.
+#[inline(always)]
+pub fn refuse_connect(
+    claim: &mut Claim,
+    generation: u32,
+    rules: u32,
+    hook: u32,
+    reason: Reason,
+    describe: impl FnOnce(&mut Scratch),
+) -> i32 {
+    event::refuse(claim, generation, rules, hook, reason, Counter::ConnectsRefused, describe)
+}
+
 /// Admits a TCP connection (or fast-open send) to `address` (a kernel `sockaddr`) from a
 /// restricted task only when the client is vetted for every rule that gates the address.
 #[inline(always)]
@@ -72,8 +87,10 @@ pub fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -> i
     if gating == 0 {
         return 0;
     }
+    // A gated rule's identities reach the API only through their gate socket.
+    let gate_only = gating & gated_rules(generation).0;
     with_scratch!(-EPERM, |claim| {
-        gate_client(&mut claim, generation, gating, hook, |scratch| {
+        let describe = |scratch: &mut Scratch| {
             let event = &mut scratch.event;
             let bytes = [key.port.to_ne_bytes(), key.family.to_ne_bytes()];
             event.target[0] = bytes[0][0];
@@ -85,7 +102,12 @@ pub fn gate_host(address: u64, generation: u32, user_rules: u32, hook: u32) -> i
                 event.target[4 + i] = key.addr[i];
                 i += 1;
             }
-        })
+        };
+        if gate_only != 0 {
+            refuse_connect(&mut claim, generation, gate_only, hook, Reason::GateOnly, describe)
+        } else {
+            gate_client(&mut claim, generation, gating, hook, describe)
+        }
     },)
 }
 

@@ -83,6 +83,10 @@ pub static BINARIES: HashMap<FileKey, BinaryInfo> = HashMap::pinned(512, 0);
 #[map]
 pub static SOCKETS: HashMap<FileKey, u32> = HashMap::pinned(256, 0);
 
+/// (generation, identity of an API gate socket) -> the rule whose gate it is (one bit).
+#[map]
+pub static GATES: HashMap<FileKey, u32> = HashMap::pinned(64, 0);
+
 /// (generation, path a docker API socket is bound to) -> the rules that gate it.
 #[map]
 pub static SOCKET_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(256, 0);

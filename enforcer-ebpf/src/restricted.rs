@@ -28,6 +28,14 @@ pub fn restricted_in_force() -> Option<(u32, u32, u32)> {
     if rules == 0 { None } else { Some((generation, rules, state.serial)) }
 }
 
+/// The rules of `generation` with the API gate on, and those of them whose gate admits any
+/// client: `(gate_rules, any_client_rules)`. No policy: none.
+#[inline(always)]
+pub fn gated_rules(generation: u32) -> (u32, u32) {
+    let index = (generation & 1) as usize;
+    POLICY.get(0).map_or((0, 0), |state| (state.gate_rules[index], state.any_client_rules[index]))
+}
+
 /// The rules that restrict the current task in `generation`: by its real uid, and by the
 /// cgroups it runs in when some rule names cgroups.
 #[inline(always)]

@@ -309,19 +309,20 @@ impl Programs {
             |k: &SocketNameKey| k.generation,
             &entries.socket_names,
         )?;
+        self.replace_generation("GATES", generation, |k: &FileKey| k.generation, &entries.gates)?;
         self.sync_dynamic(generation, dynamic)?;
 
-        // The cgroup levels of the new generation first, then the flip: from the next
-        // exec on, the new generation judges.
-        let mut levels = old.cgroup_levels;
-        levels[generation as usize] = compiled.cgroup_levels;
+        // The new generation's cgroup levels and gate rules first, then the flip: from the
+        // next exec on, the new generation judges.
+        let index = generation as usize;
+        let mut filled = old;
+        filled.cgroup_levels[index] = compiled.cgroup_levels;
+        filled.gate_rules[index] = compiled.gate_rules;
+        filled.any_client_rules[index] = compiled.any_client_rules;
         let mut policy: Array<&mut MapData, PolicyState> =
             Array::try_from(self.ebpf.map_mut("POLICY").context("map POLICY missing")?)?;
-        policy
-            .set(0, PolicyState { cgroup_levels: levels, ..old }, 0)
-            .context("cannot fill the policy state")?;
-        let state =
-            PolicyState { active: generation, serial: old.serial.wrapping_add(1), cgroup_levels: levels };
+        policy.set(0, filled, 0).context("cannot fill the policy state")?;
+        let state = PolicyState { active: generation, serial: old.serial.wrapping_add(1), ..filled };
         policy.set(0, state, 0).context("cannot activate the policy")?;
         Ok(state)
     }
@@ -429,6 +430,20 @@ impl Programs {
         let map: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
         sum_counters(&map)
+    }
+
+    /// Adds one to a counter only userspace writes (`Counter::ApiRefused`): its per-CPU
+    /// values are read, the first one bumped, and written back; no program writes the slot,
+    /// so nothing is lost in between.
+    pub fn count_in_userspace(&mut self, counter: enforcer_common::abi::Counter) -> Result<()> {
+        let mut map: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map_mut("COUNTERS").context("map COUNTERS missing")?)?;
+        let index = counter as u32;
+        let mut values: Vec<u64> = map.get(&index, 0)?.iter().copied().collect();
+        if let Some(first) = values.first_mut() {
+            *first = first.wrapping_add(1);
+        }
+        map.set(index, PerCpuValues::try_from(values)?, 0).context("cannot write the counters map")
     }
 }
 

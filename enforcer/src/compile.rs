@@ -20,7 +20,7 @@ use enforcer_common::{
     grammar::{self, profile_start},
 };
 
-use crate::policy::{ListKind, Mode, Policy, Resolved, Rule};
+use crate::policy::{ApiClients, ListKind, Mode, Policy, Resolved, Rule};
 
 /// Everything the kernel's policy maps hold for one policy, not yet in a generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,12 @@ pub struct CompiledPolicy {
     /// `POLICY.cgroup_levels` of the generation: bit L set when a rule names a cgroup at
     /// level L.
     pub cgroup_levels: u32,
+    /// `GATES`: the identity of each gated rule's gate socket -> that rule's bit.
+    pub gates: BTreeMap<FileId, u32>,
+    /// `POLICY.gate_rules` of the generation: the rules with the API gate on.
+    pub gate_rules: u32,
+    /// `POLICY.any_client_rules`: the gated rules whose gate admits any client.
+    pub any_client_rules: u32,
 }
 
 /// A [`CompiledPolicy`]'s entries keyed for one generation, in the order the loader
@@ -56,6 +62,7 @@ pub struct GenerationEntries {
     pub users: Vec<(UserKey, u32)>,
     pub hosts: Vec<(HostKey, u32)>,
     pub socket_names: Vec<(SocketNameKey, u32)>,
+    pub gates: Vec<(FileKey, u32)>,
 }
 
 /// Why a resolved policy cannot be compiled (each a fault of the system it was resolved
@@ -68,6 +75,8 @@ pub enum CompileError {
     UnknownProfile(u32),
     /// A vetted file reached by two paths with different clients.
     SameFileOtherClient(PathBuf),
+    /// A rule with the API gate on whose gate socket has no kernel identity.
+    NoGate(String),
 }
 
 impl fmt::Display for CompileError {
@@ -81,6 +90,7 @@ impl fmt::Display for CompileError {
                 "{} is the same file as another binary of the policy, with another client",
                 path.display()
             ),
+            CompileError::NoGate(rule) => write!(f, "rule {rule:?}: its API gate socket has no kernel identity"),
         }
     }
 }
@@ -89,18 +99,38 @@ impl std::error::Error for CompileError {}
 
 /// Compiles `policy`, resolved on this system as `resolved`. `identities`: the kernel's
 /// identity of each resolved binary path; `socket_aliases`: the path each listed socket
-/// path resolves to through symlinks (`/var/run` -> `/run`), where it resolves.
+/// path resolves to through symlinks (`/var/run` -> `/run`), where it resolves; `gates`:
+/// the kernel's identity of each gated rule's gate socket, by rule index.
 pub fn compile(
     policy: &Policy,
     resolved: &Resolved,
     identities: &BTreeMap<PathBuf, FileId>,
     socket_aliases: &BTreeMap<PathBuf, PathBuf>,
+    gates: &BTreeMap<usize, FileId>,
 ) -> Result<CompiledPolicy, CompileError> {
     let mut rules = rule_configs(policy);
     if rules.len() > MAX_RULES {
         return Err(CompileError::TooManyRules);
     }
     rules.resize(MAX_RULES, RuleConfig::default());
+    let mut gate_rules = 0;
+    let mut any_client_rules = 0;
+    for (index, rule) in policy.rules.iter().enumerate() {
+        if rule.api_gate {
+            gate_rules |= 1 << index;
+            if rule.api_clients == ApiClients::Any {
+                any_client_rules |= 1 << index;
+            }
+            if !gates.contains_key(&index) {
+                return Err(CompileError::NoGate(rule.name.clone()));
+            }
+        }
+    }
+    let gates = gates
+        .iter()
+        .filter(|(index, _)| gate_rules & (1 << **index) != 0)
+        .map(|(index, file)| (*file, 1u32 << *index))
+        .collect();
     Ok(CompiledPolicy {
         rules,
         binaries: binaries(resolved, identities)?,
@@ -108,6 +138,9 @@ pub fn compile(
         hosts: resolved.hosts.clone(),
         socket_names: socket_names(resolved, socket_aliases),
         cgroup_levels: resolved.cgroup_levels(),
+        gates,
+        gate_rules,
+        any_client_rules,
     })
 }
 
@@ -177,7 +210,9 @@ impl CompiledPolicy {
                 (key, *rules)
             })
             .collect();
-        GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names }
+        let gates =
+            self.gates.iter().map(|(file, rule)| (FileKey { generation, _pad: 0, file: *file }, *rule)).collect();
+        GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names, gates }
     }
 }
 

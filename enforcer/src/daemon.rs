@@ -23,7 +23,7 @@ use crate::{
     discovery::{self, HostSystem},
     dynamic::{self, Fingerprint},
     events::{self, DenialLog},
-    kernel, logging,
+    gate, kernel, logging,
     policy::{Policy, Resolved},
     state::{self, Generation, NamedBinary, State},
 };
@@ -45,12 +45,24 @@ struct Daemon {
     resolved: Option<Resolved>,
     fingerprint: Fingerprint,
     cgroup_root: Option<PathBuf>,
+    /// The API gates of the rules that have one.
+    gates: gate::GateSet,
+    /// Refusals of the gates, for the event loop to record (taken by `serve`).
+    gate_records: Option<tokio::sync::mpsc::Receiver<(String, gate::ApiDenial)>>,
 }
 
 impl Daemon {
     /// Installs a loaded and resolved policy into the inactive generation, then flips it
     /// active. On any error nothing changes and the policy in force stays.
     fn install(&mut self, policy: &Policy, resolved: &Resolved) -> Result<String> {
+        let installed = self.install_with_gates(policy, resolved);
+        if installed.is_err() {
+            self.gates.rollback();
+        }
+        installed
+    }
+
+    fn install_with_gates(&mut self, policy: &Policy, resolved: &Resolved) -> Result<String> {
         for warning in &resolved.warnings {
             log::warn!("{warning}");
         }
@@ -63,8 +75,10 @@ impl Daemon {
         let fingerprint = dynamic::fingerprint(resolved, self.cgroup_root.as_deref());
         let paths: Vec<PathBuf> = resolved.binaries.keys().cloned().collect();
         let sockets = dynamic::existing_sockets(resolved);
-        // One probe for both: attaching and detaching it is most of its cost.
-        let probed: Vec<PathBuf> = paths.iter().chain(sockets.keys()).cloned().collect();
+        let gate_paths = self.gates.prepare(policy)?;
+        // One probe for all: attaching and detaching it is most of its cost.
+        let probed: Vec<PathBuf> =
+            paths.iter().chain(sockets.keys()).chain(gate_paths.values()).cloned().collect();
         let probed_identities = self.programs.kernel_identities(&probed)?;
         let identities: std::collections::BTreeMap<PathBuf, _> = probed_identities
             .iter()
@@ -73,8 +87,18 @@ impl Daemon {
             .collect();
         let cgroups = dynamic::cgroup_ids(resolved, self.cgroup_root.as_deref());
         let dynamic = dynamic::dynamic(&sockets, &probed_identities, cgroups);
-        let compiled = compile::compile(policy, resolved, &identities, &dynamic::socket_aliases(resolved))?;
+        let mut gates = std::collections::BTreeMap::new();
+        for (index, path) in &gate_paths {
+            let identity = probed_identities
+                .get(path)
+                .with_context(|| format!("no kernel identity for the gate socket {}", path.display()))?;
+            gates.insert(*index, *identity);
+        }
+        let compiled =
+            compile::compile(policy, resolved, &identities, &dynamic::socket_aliases(resolved), &gates)?;
         let policy_state = self.programs.install_policy(&compiled, &dynamic)?;
+        // In force: the gates judge by the new rules from here on.
+        self.gates.commit(policy, resolved)?;
         self.resolved = Some(resolved.clone());
         self.fingerprint = fingerprint;
         let generation = policy_state.active as usize % GENERATIONS as usize;
@@ -112,7 +136,7 @@ impl Daemon {
             list(paths.iter().map(|p| p.display().to_string()).collect()),
             list(resolved.sockets.keys().map(|p| p.display().to_string()).collect()),
             list(resolved.hosts.keys().map(crate::policy::host_text).collect()),
-        ))
+        ) + &format!("; API gates: {}", list(gate_paths.values().map(|p| p.display().to_string()).collect())))
     }
 
     /// Re-learns socket inodes and cgroup ids when `stat` says they moved (dockerd or a
@@ -163,9 +187,21 @@ impl Daemon {
         let generation = event.generation as usize % 2;
         let names = &self.state.generations[generation];
         let denial = events::decode(event, &names.rules, |file| names.binary(file));
-        logging::denial(&denial);
-        if let Err(error) = denial_log.append(&denial) {
+        self.log_denial(&denial, denial_log);
+    }
+
+    fn log_denial(&self, denial: &events::Denial, denial_log: &DenialLog) {
+        logging::denial(denial);
+        if let Err(error) = denial_log.append(denial) {
             log::error!("{error:#}");
+        }
+    }
+
+    /// Records a request an API gate refused, and counts it.
+    fn record_api(&mut self, rule: &str, denial: &gate::ApiDenial, denial_log: &DenialLog) {
+        self.log_denial(&events::api_denial(rule, denial), denial_log);
+        if let Err(error) = self.programs.count_in_userspace(Counter::ApiRefused) {
+            log::error!("cannot count an API refusal: {error:#}");
         }
     }
 
@@ -346,6 +382,9 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
     programs.install_grammar()?;
 
     let state = initial_state(&options, adopted);
+    let runtime_dir = control::socket_path().parent().map_or_else(|| PathBuf::from("/run/enforcer"), PathBuf::from);
+    let never_bind = vec![runtime_dir.clone(), options.state_dir.clone(), PathBuf::from("/sys/fs/bpf")];
+    let (gates, gate_records) = gate::GateSet::new(runtime_dir.join("gate"), never_bind);
     let mut daemon = Daemon {
         programs,
         options,
@@ -353,6 +392,8 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
         resolved: None,
         fingerprint: Fingerprint::default(),
         cgroup_root: dynamic::cgroup2_root(),
+        gates,
+        gate_records: Some(gate_records),
     };
     let message = daemon.install(&policy, &resolved)?;
     stage(started, "policy installed");
@@ -479,8 +520,12 @@ async fn serve(daemon: &mut Daemon, events: &mut Events) -> Result<Ending> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let (request_sender, mut requests) = tokio::sync::mpsc::channel::<ControlRequest>(16);
+    let mut gate_records = daemon.gate_records.take().context("the gates' records are taken once")?;
     loop {
         tokio::select! {
+            Some((rule, denial)) = gate_records.recv() => {
+                daemon.record_api(&rule, &denial, &events.denial_log);
+            }
             _ = refresh.tick() => {
                 if let Err(error) = daemon.refresh() {
                     log::error!("cannot re-learn sockets and cgroups: {error:#}");
@@ -524,6 +569,8 @@ fn shut_down(daemon: Daemon, events: Events, ending: Ending) -> Result<bool> {
     let detach = daemon.options.detach_on_exit && !stopped; // after a stop the pins are gone already
     let counters = daemon.programs.counters()?;
     let counter = |index: Counter| counters[index as usize];
+    let mut daemon = daemon;
+    daemon.gates.shut_down();
     // Our own descriptors go first: with the pins gone, that detaches everything.
     drop(daemon);
     if detach {

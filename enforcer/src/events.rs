@@ -53,6 +53,34 @@ pub struct Denial {
     /// the process tried to reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// For an API gate refusal (`hook` `api`): the request's field that was refused
+    /// (`HostConfig.Privileged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The record of a request an API gate refused: `target` is `METHOD PATH` as the client
+/// sent it.
+pub fn api_denial(rule: &str, denial: &crate::gate::ApiDenial) -> Denial {
+    Denial {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        uid: denial.uid(),
+        user: crate::users::name_of(denial.uid()),
+        pid: denial.pid(),
+        binary: None,
+        path: String::new(),
+        argv: Vec::new(),
+        argv_truncated: false,
+        rule: rule.to_owned(),
+        command: denial.command.clone(),
+        reason: denial.reason.to_owned(),
+        action: "denied".into(),
+        hook: "api".into(),
+        comm: denial.comm().to_owned(),
+        race: false,
+        target: Some(format!("{} {}", denial.method, denial.path).trim().to_owned()),
+        field: denial.field.clone(),
+    }
 }
 
 fn default_hook() -> String {
@@ -157,6 +185,7 @@ pub fn decode(
             && event.flags & event_flag::RACE != 0
             && event.flags & event_flag::DEFERRED == 0,
         target,
+        field: None,
     }
 }
 
@@ -189,6 +218,9 @@ impl Denial {
         }
         if let Some(command) = &self.command {
             let _ = write!(line, " command={command:?}");
+        }
+        if let Some(field) = &self.field {
+            let _ = write!(line, " field={field:?}");
         }
         if self.is_exec() {
             let _ = write!(

@@ -186,6 +186,7 @@ mod tests {
             comm: "docker".into(),
             race: false,
             target: Some("/run/docker.sock".into()),
+            field: None,
         }
     }
 

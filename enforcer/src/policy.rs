@@ -107,6 +107,25 @@ pub struct Rule {
     pub sockets: Vec<PathBuf>,
     /// docker API TCP endpoints only vetted binaries may connect to (generation 0 in the keys).
     pub hosts: Vec<HostKey>,
+    /// The API gate (`api_gate = true`): the rule's identities reach the docker API only
+    /// through the rule's gate socket, which judges every request.
+    pub api_gate: bool,
+    /// Which clients may use the rule's gate socket.
+    pub api_clients: ApiClients,
+    /// Host directories the gate lets bind mounts come from (absolute, as written).
+    pub bind_paths: Vec<PathBuf>,
+    /// Container powers the gate grants the rule (`api_powers`), beyond the defaults.
+    pub api_powers: Vec<crate::gate::judge::Power>,
+}
+
+/// `api_clients`: which clients may connect to a rule's gate socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiClients {
+    /// Only the rule's vetted binaries (defence in depth: the argv check still applies).
+    #[default]
+    Vetted,
+    /// Any program (SDKs, docker-compose v1, testcontainers): the gate alone judges.
+    Any,
 }
 
 /// Parses a `hosts` entry: `IP:PORT`, `[IPv6]:PORT`, or `*:PORT` for every address.
@@ -216,6 +235,10 @@ struct RawRule {
     binaries: Option<SpannedList<RawBinary>>,
     deny: Option<SpannedList<String>>,
     allow: Option<SpannedList<String>>,
+    api_gate: Option<Spanned<bool>>,
+    api_clients: Option<Spanned<String>>,
+    bind_paths: Option<SpannedList<String>>,
+    api_powers: Option<SpannedList<String>>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +260,13 @@ struct RawBinaryTable {
 enum RawUser {
     Uid(i64),
     Name(String),
+}
+
+/// Whether a rule name can be its gate socket's file name as it is.
+fn rule_name_is_file_name(name: &str) -> bool {
+    name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn digest(text: &str) -> String {
@@ -347,7 +377,102 @@ impl Source<'_> {
         let binaries = self.binaries(rule.binaries.as_ref(), &name)?;
         let (kind, list) = self.command_list(spanned, &name)?;
         let commands = self.commands(list)?;
-        Ok(Rule { name, users, binaries, kind, commands, cgroups, sockets, hosts })
+        let api_gate = rule.api_gate.as_ref().is_some_and(|gate| *gate.get_ref());
+        let api_clients = self.api_clients(rule.api_clients.as_ref())?;
+        let bind_paths = self.bind_paths(rule.bind_paths.as_ref())?;
+        let api_powers = self.api_powers(rule.api_powers.as_ref())?;
+        if !api_gate
+            && let Some(span) = [
+                rule.api_clients.as_ref().map(Spanned::span),
+                rule.bind_paths.as_ref().map(Spanned::span),
+                rule.api_powers.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            return Err(self.error(
+                Some(span),
+                format!("rule {name:?}: api_clients, bind_paths and api_powers need api_gate = true"),
+            ));
+        }
+        if api_gate && !rule_name_is_file_name(&name) {
+            return Err(self.error(
+                Some(rule.name.span()),
+                format!(
+                    "rule {name:?}: with api_gate, the name is the gate socket's file name: use letters, \
+                     digits, '-', '_' and '.' only (at most 64)"
+                ),
+            ));
+        }
+        Ok(Rule {
+            name,
+            users,
+            binaries,
+            kind,
+            commands,
+            cgroups,
+            sockets,
+            hosts,
+            api_gate,
+            api_clients,
+            bind_paths,
+            api_powers,
+        })
+    }
+
+    /// `api_clients`: "vetted" (the default) or "any".
+    fn api_clients(&self, clients: Option<&Spanned<String>>) -> Result<ApiClients, PolicyError> {
+        let Some(clients) = clients else { return Ok(ApiClients::Vetted) };
+        match clients.get_ref().as_str() {
+            "vetted" => Ok(ApiClients::Vetted),
+            "any" => Ok(ApiClients::Any),
+            other => Err(self.error(
+                Some(clients.span()),
+                format!("unknown api_clients {other:?}: expected \"vetted\" or \"any\""),
+            )),
+        }
+    }
+
+    /// `bind_paths`: absolute, clean host directories (`/home/ai-worker/work`).
+    fn bind_paths(&self, paths: Option<&SpannedList<String>>) -> Result<Vec<PathBuf>, PolicyError> {
+        let mut out = Vec::new();
+        for path in paths.iter().flat_map(|p| p.get_ref()) {
+            let text = path.get_ref();
+            let clean = Path::new(text)
+                .components()
+                .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+            if !text.starts_with('/') || !clean || text == "/" {
+                return Err(self.error(
+                    Some(path.span()),
+                    format!(
+                        "bind path {text:?} is not an absolute directory without '.' or '..' (and not / itself)"
+                    ),
+                ));
+            }
+            out.push(PathBuf::from(text));
+        }
+        Ok(out)
+    }
+
+    /// `api_powers`: names of container powers the gate grants (`privileged`, `devices`, ...).
+    fn api_powers(
+        &self,
+        powers: Option<&SpannedList<String>>,
+    ) -> Result<Vec<crate::gate::judge::Power>, PolicyError> {
+        use crate::gate::judge::Power;
+        let mut out = Vec::new();
+        for power in powers.iter().flat_map(|p| p.get_ref()) {
+            let Some(known) = Power::from_name(power.get_ref()) else {
+                let names: Vec<&str> = Power::ALL.iter().map(|p| p.name()).collect();
+                return Err(self.error(
+                    Some(power.span()),
+                    format!("unknown api power {:?}: expected one of {}", power.get_ref(), names.join(", ")),
+                ));
+            };
+            out.push(known);
+        }
+        Ok(out)
     }
 
     /// `name`: not empty, and unique in the policy (`names`: those seen so far).

@@ -2,14 +2,17 @@
 //! inode and by the path it was bound to.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use enforcer_common::abi::{FileKey, Hook, SOCKET_NAME_LEN};
+use enforcer_common::{
+    abi::{FileKey, Hook, SOCKET_NAME_LEN, Scratch},
+    engine::Reason,
+};
 
 use crate::{
     EPERM,
-    gate::gate_client,
+    gate::{gate_client, refuse_connect},
     kernel::{inode_identity, read_kernel, read_kernel_str},
-    maps::{OFFSETS, SOCKET_NAMES, SOCKETS, lookup},
-    restricted::restricted,
+    maps::{GATES, OFFSETS, SOCKET_NAMES, SOCKETS, lookup},
+    restricted::{gated_rules, restricted},
     scratch::{Claim, with_scratch},
 };
 
@@ -29,14 +32,25 @@ pub fn enforcer_unix_connect(ctx: LsmContext) -> i32 {
 fn unix_connect(claim: &mut Claim, other: u64, generation: u32, user_rules: u32) -> i32 {
     let off = OFFSETS.load();
     let mut socket_rules = 0;
+    let mut gate_owner = 0;
     // The socket file's inode: symlinks, hard links and bind mounts all lead to it.
     if let Ok(dentry) = read_kernel::<u64>(other, off.unix_path_dentry)
         && dentry != 0
         && let Ok(inode) = read_kernel::<u64>(dentry, off.dentry_inode)
         && let Ok(identity) = inode_identity(inode, &off)
-        && let Some(rules) = lookup(&SOCKETS, &FileKey { generation, _pad: 0, file: identity })
     {
-        socket_rules |= rules;
+        let key = FileKey { generation, _pad: 0, file: identity };
+        if let Some(rules) = lookup(&SOCKETS, &key) {
+            socket_rules |= rules;
+        }
+        if let Some(owner) = lookup(&GATES, &key) {
+            gate_owner = owner;
+        }
+    }
+    let (gate_rules, any_client_rules) = gated_rules(generation);
+    let gated = user_rules & gate_rules;
+    if gate_owner != 0 {
+        return gate_connect(claim, generation, user_rules, gated, gate_owner, any_client_rules);
     }
     // The path it was bound to: covers a socket re-created since the daemon learnt its
     // inode.
@@ -59,12 +73,54 @@ fn unix_connect(claim: &mut Claim, other: u64, generation: u32, user_rules: u32)
     if gating == 0 {
         return 0;
     }
-    gate_client(claim, generation, gating, Hook::UnixConnect as u32, |scratch| {
-        let event = &mut scratch.event;
-        let Some(target) = event.target.first_chunk_mut::<SOCKET_NAME_LEN>() else { return };
-        let n = read_kernel_str(target, scratch.socket_name.name.as_ptr() as u64);
-        if n <= 0 {
-            event.target[0] = 0;
-        }
-    })
+    let hook = Hook::UnixConnect as u32;
+    // A gated rule's identities reach the API only through their gate socket.
+    let gate_only = gating & gated;
+    if gate_only != 0 {
+        return refuse_connect(claim, generation, gate_only, hook, Reason::GateOnly, describe_socket);
+    }
+    gate_client(claim, generation, gating, hook, describe_socket)
+}
+
+/// A restricted task's connection to the gate socket of `gate_owner` (one rule's bit):
+/// admitted only when that rule is the task's one gated rule, from a client every other rule
+/// of the task vets (and this one too, unless its gate admits any client).
+#[inline(always)]
+fn gate_connect(
+    claim: &mut Claim,
+    generation: u32,
+    user_rules: u32,
+    gated: u32,
+    gate_owner: u32,
+    any_client_rules: u32,
+) -> i32 {
+    let hook = Hook::UnixConnect as u32;
+    if gated != gate_owner {
+        // Another rule's gate would judge the task by that rule; several gated rules: no
+        // single gate judges by all of them.
+        let rules = if gated == 0 { user_rules } else { gated };
+        return refuse_connect(claim, generation, rules, hook, Reason::OtherGate, describe_no_name);
+    }
+    let vetting = user_rules & !(gate_owner & any_client_rules);
+    if vetting == 0 {
+        return 0;
+    }
+    gate_client(claim, generation, vetting, hook, describe_no_name)
+}
+
+/// Puts the socket's bound path (read into the scratch space) in the event.
+#[inline(always)]
+fn describe_socket(scratch: &mut Scratch) {
+    let event = &mut scratch.event;
+    let Some(target) = event.target.first_chunk_mut::<SOCKET_NAME_LEN>() else { return };
+    let n = read_kernel_str(target, scratch.socket_name.name.as_ptr() as u64);
+    if n <= 0 {
+        event.target[0] = 0;
+    }
+}
+
+/// A gate socket's event names no path (the daemon knows its gates' paths).
+#[inline(always)]
+fn describe_no_name(scratch: &mut Scratch) {
+    scratch.event.target[0] = 0;
 }

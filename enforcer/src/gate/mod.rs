@@ -1,5 +1,297 @@
-//! The API gate: one docker API socket per rule; every request of a restricted identity is
-//! judged by its rule before it reaches dockerd.
+//! The API gate: one docker API socket per rule with `api_gate = true`
+//! (`/run/enforcer/gate/<rule>.sock`). The kernel admits a restricted identity only to its
+//! own rule's gate socket (and refuses it the real docker sockets), so every request that
+//! arrives on a gate is that rule's, whatever client sent it; the gate judges each one by
+//! the rule before it reaches dockerd.
 
 pub mod judge;
 pub mod route;
+mod serve;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use anyhow::{Context as _, Result};
+use enforcer_common::{abi::RuleConfig, grammar};
+use tokio::{net::UnixListener, sync::mpsc, task::JoinHandle};
+
+use crate::policy::{Policy, Resolved, Rule};
+
+/// A request the gate refused, for the denial log, `status` and the counters.
+#[derive(Debug, Clone)]
+pub struct ApiDenial {
+    pub peer: serve::Peer,
+    pub method: String,
+    pub path: String,
+    pub field: Option<String>,
+    /// `endpoint`, `field`, `owner`, `framing`, `body_too_large`, `upstream`, `peer`.
+    pub reason: &'static str,
+    pub command: Option<String>,
+}
+
+impl ApiDenial {
+    pub fn uid(&self) -> u32 {
+        self.peer.uid
+    }
+    pub fn pid(&self) -> u32 {
+        self.peer.pid
+    }
+    pub fn comm(&self) -> &str {
+        &self.peer.comm
+    }
+}
+
+/// What one rule's gate judges by: the policy's view of the rule at the last install.
+#[derive(Debug)]
+pub struct RuleGate {
+    pub name: String,
+    pub limits: judge::Limits,
+    /// dockerd's socket: the first of the rule's sockets that exists.
+    pub upstream: PathBuf,
+    /// The kernel's compiled form of the rule's command list (coverage expanded).
+    config: RuleConfig,
+    /// uids the rule names; `None` when it also names cgroups (any uid may be in them).
+    uids: Option<Vec<u32>>,
+    records: mpsc::Sender<(String, ApiDenial)>,
+}
+
+impl RuleGate {
+    /// Whether some command of the CLI tree that uses `endpoint` is allowed by the rule.
+    pub fn admits_endpoint(&self, endpoint: &route::Endpoint) -> bool {
+        if endpoint.commands == route::ANY_COMMAND {
+            return true;
+        }
+        endpoint.commands.iter().any(|path| {
+            grammar::node_by_path(path).is_some_and(|node| {
+                let listed = self.config.has_command(node);
+                if self.config.is_allow_list() { listed } else { !listed }
+            })
+        })
+    }
+
+    /// Whether `uid` may use this gate at all: one the rule restricts, or root (the
+    /// administrator testing it). Anyone else has the real socket, and must not make
+    /// objects the rule would then own.
+    fn admits_peer(&self, uid: u32) -> bool {
+        uid == 0 || self.uids.as_ref().is_none_or(|uids| uids.contains(&uid))
+    }
+
+    /// Hands a refusal to the daemon's event loop (a full queue drops it, counted there).
+    pub fn record(&self, denial: ApiDenial) {
+        if self.records.try_send((self.name.clone(), denial)).is_err() {
+            log::warn!("gate {}: denial queue full, a record was dropped", self.name);
+        }
+    }
+}
+
+/// A running gate: its socket, the identity of its file, and the task accepting on it.
+struct Running {
+    path: PathBuf,
+    identity: (u64, u64),
+    shared: Arc<RwLock<Arc<RuleGate>>>,
+    task: JoinHandle<()>,
+}
+
+/// A gate bound for a policy being installed, not serving yet.
+struct Pending {
+    path: PathBuf,
+    identity: (u64, u64),
+    listener: std::os::unix::net::UnixListener,
+}
+
+/// Every gate of the policy in force.
+pub struct GateSet {
+    dir: PathBuf,
+    running: BTreeMap<String, Running>,
+    pending: BTreeMap<String, Pending>,
+    records: mpsc::Sender<(String, ApiDenial)>,
+    never_bind: Vec<PathBuf>,
+}
+
+impl GateSet {
+    /// `dir`: where the sockets go; `never_bind`: enforcer's own files, which no bind mount
+    /// may reach. Refusals arrive on the returned receiver.
+    pub fn new(dir: PathBuf, never_bind: Vec<PathBuf>) -> (GateSet, mpsc::Receiver<(String, ApiDenial)>) {
+        let (records, receiver) = mpsc::channel(1024);
+        (GateSet { dir, running: BTreeMap::new(), pending: BTreeMap::new(), records, never_bind }, receiver)
+    }
+
+    /// Binds the socket of each gated rule of `policy` that has none yet (not serving until
+    /// [`GateSet::commit`]), and returns every gated rule's socket path by rule index.
+    pub fn prepare(&mut self, policy: &Policy) -> Result<BTreeMap<usize, PathBuf>> {
+        self.rollback();
+        let mut paths = BTreeMap::new();
+        for (index, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.api_gate) {
+            if let Some(running) = self.running.get(&rule.name) {
+                paths.insert(index, running.path.clone());
+                continue;
+            }
+            std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))?;
+            let path = serve::socket_path(&self.dir, &rule.name);
+            let _ = std::fs::remove_file(&path);
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?;
+            // Nobody may connect before the policy it serves is in force.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            listener.set_nonblocking(true)?;
+            let meta = std::fs::symlink_metadata(&path)?;
+            paths.insert(index, path.clone());
+            self.pending.insert(rule.name.clone(), Pending { path, identity: (meta.dev(), meta.ino()), listener });
+        }
+        Ok(paths)
+    }
+
+    /// Drops the gates [`GateSet::prepare`] bound for a policy that was not installed.
+    pub fn rollback(&mut self) {
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            remove_own(&pending.path, pending.identity);
+        }
+    }
+
+    /// The installed policy's gates serve: the new ones start, the kept ones judge by the
+    /// new rule from their next request, the ones the policy no longer has stop.
+    pub fn commit(&mut self, policy: &Policy, resolved: &Resolved) -> Result<()> {
+        let configs = crate::compile::rule_configs(policy);
+        let mut wanted = BTreeMap::new();
+        for (index, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.api_gate) {
+            let gate = self.rule_gate(rule, index, configs.get(index).copied().unwrap_or_default(), resolved);
+            wanted.insert(rule.name.clone(), gate);
+        }
+        let stale: Vec<String> = self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+        for name in stale {
+            if let Some(running) = self.running.remove(&name) {
+                running.task.abort();
+                remove_own(&running.path, running.identity);
+                log::info!("gate {name}: stopped");
+            }
+        }
+        for (name, gate) in wanted {
+            mirror_permissions(&gate.upstream, &self.path_of(&name))?;
+            let gate = Arc::new(gate);
+            if let Some(running) = self.running.get(&name) {
+                *running.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+                continue;
+            }
+            let Some(pending) = self.pending.remove(&name) else { continue };
+            let listener = UnixListener::from_std(pending.listener)?;
+            let shared = Arc::new(RwLock::new(gate));
+            let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+            log::info!("gate {name}: serving {}", pending.path.display());
+            self.running.insert(name, Running { path: pending.path, identity: pending.identity, shared, task });
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        serve::socket_path(&self.dir, name)
+    }
+
+    fn rule_gate(&self, rule: &Rule, index: usize, config: RuleConfig, resolved: &Resolved) -> RuleGate {
+        let bit = 1u32 << index;
+        let sockets: Vec<&PathBuf> =
+            resolved.sockets.iter().filter(|(_, rules)| **rules & bit != 0).map(|(path, _)| path).collect();
+        // The order the rule lists them in decides, as the docker CLI's default would.
+        let upstream = rule
+            .sockets
+            .iter()
+            .find(|path| path.exists())
+            .or(rule.sockets.first())
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        let mut never_bind = self.never_bind.clone();
+        never_bind.push(self.dir.clone());
+        for socket in sockets {
+            never_bind.push(socket.clone());
+            if let Ok(real) = std::fs::canonicalize(socket) {
+                never_bind.push(real);
+            }
+        }
+        let bind_paths = rule.bind_paths.iter().map(|p| judge::resolve_source(p)).collect();
+        let uids = if rule.cgroups.is_empty() {
+            Some(resolved.users.iter().filter(|(_, rules)| **rules & bit != 0).map(|(uid, _)| *uid).collect())
+        } else {
+            None
+        };
+        RuleGate {
+            name: rule.name.clone(),
+            limits: judge::Limits { rule: rule.name.clone(), powers: rule.api_powers.clone(), bind_paths, never_bind },
+            upstream,
+            config,
+            uids,
+            records: self.records.clone(),
+        }
+    }
+
+    /// Stops every gate and removes its socket (the daemon exits: restricted identities get
+    /// no API until it is back).
+    pub fn shut_down(&mut self) {
+        self.rollback();
+        for (_, running) in std::mem::take(&mut self.running) {
+            running.task.abort();
+            remove_own(&running.path, running.identity);
+        }
+    }
+}
+
+/// Accepts connections on one gate until the gate stops.
+async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                log::warn!("gate: accept failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let gate = Arc::clone(&shared.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let Some(peer) = peer_of(&stream) else {
+            log::warn!("gate {}: a connection without peer credentials was closed", gate.name);
+            continue;
+        };
+        if !gate.admits_peer(peer.uid) {
+            gate.record(ApiDenial {
+                peer,
+                method: String::new(),
+                path: String::new(),
+                field: None,
+                reason: "peer",
+                command: None,
+            });
+            continue;
+        }
+        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer));
+    }
+}
+
+fn peer_of(stream: &tokio::net::UnixStream) -> Option<serve::Peer> {
+    let cred = stream.peer_cred().ok()?;
+    let pid = cred.pid().and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_owned()).unwrap_or_default();
+    Some(serve::Peer { uid: cred.uid(), pid, comm })
+}
+
+/// The gate socket gets the owner, group and mode of dockerd's: whoever could not reach
+/// dockerd cannot reach the gate either. No dockerd socket yet: root only.
+fn mirror_permissions(upstream: &Path, gate: &Path) -> Result<()> {
+    let (uid, gid, mode) = match std::fs::metadata(upstream) {
+        Ok(meta) => (meta.uid(), meta.gid(), meta.mode() & 0o660),
+        Err(_) => (0, 0, 0o600),
+    };
+    std::os::unix::fs::chown(gate, Some(uid), Some(gid))
+        .with_context(|| format!("cannot give {} its owner", gate.display()))?;
+    std::fs::set_permissions(gate, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", gate.display()))
+}
+
+/// Removes the socket at `path` only if it is still the one we bound.
+fn remove_own(path: &Path, identity: (u64, u64)) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
+        let _ = std::fs::remove_file(path);
+    }
+}

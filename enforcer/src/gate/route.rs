@@ -49,6 +49,9 @@ pub enum RouteError {
     Unknown { method: String, path: String },
 }
 
+/// `Endpoint::commands` of endpoints every command uses (`/_ping`, `/version`).
+pub const ANY_COMMAND: &[&str] = &["*"];
+
 pub static ENDPOINTS: &[Endpoint] = &[];
 
 /// Normalises `path` (the request target's path, without the query) as dockerd's router

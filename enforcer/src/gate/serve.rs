@@ -1,0 +1,454 @@
+//! One rule's gate socket: HTTP/1.1 (hyper) from the rule's identities, every request
+//! judged, then forwarded to dockerd on a connection of its own; bodies and upgraded
+//! streams (attach, BuildKit's session) flow through without being buffered.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderMap, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use super::{
+    ApiDenial, RuleGate,
+    judge::{self, MAX_BODY, Needs, OWNER_LABEL, Refusal},
+    route::{self, BodyJudge, RouteError},
+};
+
+/// A response body: dockerd's, streamed, or the gate's own.
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Who is on the other end of a gate connection (`SO_PEERCRED`, set by the kernel at
+/// connect: the client cannot choose it).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Serves one accepted connection until the client closes it; every request on it is
+/// judged on its own (keep-alive does not carry a verdict over).
+pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, peer: Peer) {
+    let service = service_fn(move |request| {
+        // The rule as it is now: a reload applies from the next request on.
+        let gate = Arc::clone(&shared.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer).await) }
+    });
+    if let Err(error) = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+    {
+        log::debug!("gate connection ended: {error}");
+    }
+}
+
+/// Judges one request and forwards it, or answers the refusal.
+async fn handle(request: Request<Incoming>, gate: &RuleGate, peer: &Peer) -> Response<Body> {
+    let method = request.method().clone();
+    let raw_path = request.uri().path().to_owned();
+    match judge_and_forward(request, gate).await {
+        Ok(response) => response,
+        Err(refused) => {
+            gate.record(ApiDenial {
+                peer: peer.clone(),
+                method: method.to_string(),
+                path: raw_path,
+                field: refused.field.clone(),
+                reason: refused.reason,
+                command: refused.command.clone(),
+            });
+            log::debug!("gate {}: {} {}: {}", gate.name, method, refused.status, refused.message);
+            refusal_response(refused.status, &refused.message)
+        }
+    }
+}
+
+/// Why a request was not forwarded.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    /// `endpoint`, `field`, `owner`, `framing`, `body_too_large`, `body`, `upstream`.
+    reason: &'static str,
+    field: Option<String>,
+    command: Option<String>,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str, message: String) -> Refused {
+        Refused { status, reason, field: None, command: None, message }
+    }
+
+    fn field(refusal: Refusal) -> Refused {
+        Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "field",
+            field: Some(refusal.field),
+            command: None,
+            message: refusal.message,
+        }
+    }
+}
+
+/// The docker CLI prints a JSON `message` as `Error response from daemon: <message>`.
+fn refusal_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Framing that two HTTP parsers could read differently is refused (request smuggling):
+/// a length and chunking together, several lengths, a transfer coding other than chunked.
+fn check_framing(headers: &HeaderMap) -> Result<(), Refused> {
+    let bad = |what: &str| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {what}"));
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let codings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if lengths > 1 {
+        return Err(bad("several Content-Length headers"));
+    }
+    if lengths == 1 && !codings.is_empty() {
+        return Err(bad("Content-Length together with Transfer-Encoding"));
+    }
+    if codings.len() > 1 || codings.iter().any(|c| !c.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return Err(bad("a Transfer-Encoding other than one \"chunked\""));
+    }
+    Ok(())
+}
+
+async fn judge_and_forward(mut request: Request<Incoming>, gate: &RuleGate) -> Result<Response<Body>, Refused> {
+    check_framing(request.headers())?;
+    let path = request.uri().path().to_owned();
+    let route = route::route(request.method().as_str(), &path).map_err(|error| match error {
+        RouteError::Malformed(why) => {
+            Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: malformed path {path:?}: {why}"))
+        }
+        RouteError::Unknown { method, path } => Refused::new(
+            StatusCode::FORBIDDEN,
+            "endpoint",
+            format!(
+                "enforcer: rule {:?} refuses {method} {path}: no docker command uses this endpoint",
+                gate.name
+            ),
+        ),
+    })?;
+    let endpoint = route.endpoint;
+    if !gate.admits_endpoint(endpoint) {
+        let command = endpoint.commands.first().map(|c| (*c).to_owned());
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "endpoint",
+            field: None,
+            message: format!(
+                "enforcer: rule {:?} refuses {} {} (used by `docker {}`, which the rule denies)",
+                gate.name,
+                endpoint.method,
+                endpoint.pattern,
+                command.as_deref().unwrap_or("?")
+            ),
+            command,
+        });
+    }
+    if let Some(power) = endpoint.power
+        && !gate.limits.powers.contains(&power)
+    {
+        return Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            "endpoint",
+            format!(
+                "enforcer: rule {:?} refuses {} {}: it needs the {:?} power (an admin adds \"{}\" to the \
+                 rule's api_powers)",
+                gate.name,
+                endpoint.method,
+                endpoint.pattern,
+                power.name(),
+                power.name()
+            ),
+        ));
+    }
+    let version = version_prefix(&path);
+    let mut target = format!("{version}{}", encode_path(&route.path));
+    let query = request.uri().query().map(str::to_owned);
+    if endpoint.body == BodyJudge::Build {
+        let judged = judge::judge_build_query(query.as_deref().unwrap_or(""), &gate.limits).map_err(Refused::field)?;
+        if !judged.is_empty() {
+            target.push('?');
+            target.push_str(&judged);
+        }
+    } else if let Some(query) = &query {
+        target.push('?');
+        target.push_str(query);
+    }
+    let upgrade = wants_upgrade(request.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (parts, body) = request.into_parts();
+    let mut builder = Request::builder().method(parts.method.clone()).uri(&target);
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name, upgrade) && name != header::CONTENT_LENGTH {
+            builder = builder.header(name, value);
+        }
+    }
+    let forward = if matches!(endpoint.body, BodyJudge::Stream | BodyJudge::Build) {
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            builder = builder.header(header::CONTENT_LENGTH, length);
+        }
+        builder.body(body.boxed())
+    } else {
+        let bytes = read_body(body).await?;
+        let judged = judge::judge_body(endpoint.body, &bytes, &gate.limits, &|p: &Path| judge::resolve_source(p))
+            .map_err(Refused::field)?;
+        check_owners(gate, &judged.needs).await?;
+        builder = builder.header(header::CONTENT_LENGTH, judged.body.len());
+        builder.body(full(Bytes::from(judged.body)))
+    }
+    .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {e}")))?;
+    let mut response = send(&gate.upstream, forward, upgrade).await?;
+    if let Some(downstream) = downstream_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match (downstream.await, upstream.await) {
+                (Ok(client), Ok(daemon)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(daemon)).await;
+                }
+                (client, daemon) => log::debug!("gate upgrade failed: client {client:?}, daemon {daemon:?}"),
+            }
+        });
+    }
+    Ok(response.map(http_body_util::BodyExt::boxed))
+}
+
+/// Reads a body the judge needs, at most `MAX_BODY` bytes (more: 413, never forwarded).
+async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Refused::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("enforcer: the request body is larger than the gate reads ({MAX_BODY} bytes)"),
+        )),
+        Err(error) => Err(Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: bad body: {error}"))),
+    }
+}
+
+/// Every object a request names (`VolumesFrom`, `container:X`, a named volume) must be the
+/// rule's own; a volume that does not exist yet is new, so the rule's.
+async fn check_owners(gate: &RuleGate, needs: &Needs) -> Result<(), Refused> {
+    for (field, container) in &needs.containers {
+        let owner = owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true).await?;
+        if owner.as_deref() != Some(gate.name.as_str()) {
+            return Err(owner_refusal(gate, field, "container", container, owner));
+        }
+    }
+    for (field, volume) in &needs.volumes {
+        match owner_of(&gate.upstream, &format!("/volumes/{}", encode_segment(volume)), false).await {
+            Err(refused) if refused.status == StatusCode::NOT_FOUND => {}
+            Err(refused) => return Err(refused),
+            Ok(owner) if owner.as_deref() == Some(gate.name.as_str()) => {}
+            Ok(owner) => return Err(owner_refusal(gate, field, "volume", volume, owner)),
+        }
+    }
+    Ok(())
+}
+
+fn owner_refusal(gate: &RuleGate, field: &str, kind: &str, name: &str, owner: Option<String>) -> Refused {
+    let held = match owner {
+        Some(owner) => format!("it belongs to rule {owner:?}"),
+        None => "it was not created through this rule's gate".to_owned(),
+    };
+    Refused {
+        status: StatusCode::FORBIDDEN,
+        reason: "owner",
+        field: Some(field.to_owned()),
+        command: None,
+        message: format!(
+            "enforcer: rule {:?} refuses {field}: {kind} {name:?} is not the rule's own ({held}); use a {kind} \
+             you created",
+            gate.name
+        ),
+    }
+}
+
+/// The owner label of the object at `path` (a container's `Config.Labels`, a volume's
+/// `Labels`). A missing object is 404 for volumes (the caller decides) and a refusal for
+/// containers.
+async fn owner_of(upstream: &Path, path: &str, container: bool) -> Result<Option<String>, Refused> {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, "docker")
+        .body(full(Bytes::new()))
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {e}")))?;
+    let response = send(upstream, request, false).await?;
+    let status = response.status();
+    let body = read_upstream(response.into_body()).await?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(Refused::new(StatusCode::NOT_FOUND, "owner", format!("enforcer: {path}: no such object")));
+    }
+    if !status.is_success() {
+        return Err(Refused::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("enforcer: dockerd answered {status} when the gate looked up an owner"),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: dockerd's answer: {e}")))?;
+    let labels = if container { value.get("Config").and_then(|c| c.get("Labels")) } else { value.get("Labels") };
+    Ok(labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned))
+}
+
+async fn read_upstream(body: Incoming) -> Result<Bytes, Refused> {
+    Limited::new(body, 16 * MAX_BODY).collect().await.map(http_body_util::Collected::to_bytes).map_err(|e| {
+        Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: reading dockerd's answer: {e}"))
+    })
+}
+
+/// Sends one request to dockerd on a connection of its own.
+async fn send(upstream: &Path, request: Request<Body>, upgrade: bool) -> Result<Response<Incoming>, Refused> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Refused::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("enforcer: the gate cannot reach dockerd at {}: {e}", upstream.display()),
+        )
+    };
+    let stream = UnixStream::connect(upstream).await.map_err(|e| unreachable(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
+    tokio::spawn(async move {
+        let result = if upgrade { connection.with_upgrades().await } else { connection.await };
+        if let Err(error) = result {
+            log::debug!("gate: dockerd connection ended: {error}");
+        }
+    });
+    sender.send_request(request).await.map_err(|e| unreachable(&e))
+}
+
+/// `Connection: upgrade` with an `Upgrade` header (attach's `tcp`, BuildKit's `h2c`).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Headers that belong to one hop, not to the request; an upgrade keeps its own two.
+fn is_hop_by_hop(name: &header::HeaderName, upgrade: bool) -> bool {
+    let upgrade_header = *name == header::CONNECTION || *name == header::UPGRADE;
+    (upgrade_header && !upgrade)
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// The `/v1.NN` prefix of a request path, to forward the API version the client asked for.
+fn version_prefix(path: &str) -> &str {
+    let Some(rest) = path.strip_prefix("/v") else { return "" };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let version = &rest[..end];
+    let well_formed = version.split_once('.').is_some_and(|(major, minor)| {
+        !major.is_empty()
+            && !minor.is_empty()
+            && major.bytes().all(|b| b.is_ascii_digit())
+            && minor.bytes().all(|b| b.is_ascii_digit())
+    });
+    if well_formed { &path[..end + 2] } else { "" }
+}
+
+/// The judged (decoded) path as a URI path again: what dockerd routes is what was judged.
+fn encode_path(path: &str) -> String {
+    path.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+}
+
+fn encode_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'@' | b'+' | b'=') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Where each gated rule's socket lives.
+pub fn socket_path(dir: &Path, rule: &str) -> PathBuf {
+    dir.join(format!("{rule}.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_that_parsers_could_disagree_on_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&headers).is_ok());
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(check_framing(&headers).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&headers).is_err());
+        let mut headers = HeaderMap::new();
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        assert!(check_framing(&headers).is_err());
+        let mut headers = HeaderMap::new();
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("Chunked"));
+        assert!(check_framing(&headers).is_ok());
+    }
+
+    #[test]
+    fn the_version_prefix_is_kept_only_when_well_formed() {
+        assert_eq!(version_prefix("/v1.41/containers/json"), "/v1.41");
+        assert_eq!(version_prefix("/v1.41"), "/v1.41");
+        assert_eq!(version_prefix("/containers/json"), "");
+        assert_eq!(version_prefix("/volumes/x"), "");
+        assert_eq!(version_prefix("/v1./x"), "");
+        assert_eq!(version_prefix("/vx.1/x"), "");
+    }
+
+    #[test]
+    fn judged_paths_are_encoded_back() {
+        assert_eq!(encode_path("/containers/gitea/json"), "/containers/gitea/json");
+        assert_eq!(encode_path("/images/reg:5000/a/b:1/push"), "/images/reg:5000/a/b:1/push");
+        assert_eq!(encode_segment("a b?#%"), "a%20b%3F%23%25");
+    }
+
+    #[test]
+    fn upgrades_need_both_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+        assert!(!wants_upgrade(&headers));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(wants_upgrade(&headers));
+    }
+}
