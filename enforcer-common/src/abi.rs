@@ -707,7 +707,7 @@ mod tests {
         for &kind in TokenKind::ALL {
             assert_eq!(TokenKind::try_from(u32::from(kind)), Ok(kind));
         }
-        assert_eq!(Counter::ALL.len(), Counter::ScratchBusy as usize + 1);
+        assert_eq!(Counter::ALL.len(), Counter::ApiRefused as usize + 1);
         assert!(Counter::ALL.iter().all(|&c| (c as u32) < GLOBAL_COUNTERS));
         assert_eq!(Hook::try_from(7), Err(UnknownTag { kind: "Hook", value: 7 }));
         assert_eq!(Action::try_from(0), Err(UnknownTag { kind: "Action", value: 0 }));

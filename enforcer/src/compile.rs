@@ -320,7 +320,7 @@ mod tests {
         // /usr/bin/docker and /opt/docker are one inode.
         let identities =
             paths([("/usr/bin/docker", file(7)), ("/opt/docker", file(7)), ("/opt/docker-compose", file(9))]);
-        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         assert_eq!(
             compiled.binaries,
             BTreeMap::from([(file(7), info(0b11, DOCKER)), (file(9), info(0b10, COMPOSE))])
@@ -340,7 +340,7 @@ mod tests {
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker", "/opt/dc"]);
         let identities = paths([("/usr/bin/docker", file(7)), ("/opt/dc", file(7))]);
-        let error = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap_err();
+        let error = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         assert_eq!(error, CompileError::SameFileOtherClient("/usr/bin/docker".into()));
         assert_eq!(
             error.to_string(),
@@ -352,7 +352,7 @@ mod tests {
     fn a_binary_without_a_kernel_identity_is_an_error() {
         let policy = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
-        let error = compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        let error = compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         assert_eq!(error.to_string(), "no kernel identity for /usr/bin/docker");
     }
 
@@ -361,11 +361,11 @@ mod tests {
         let one = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
         let resolved = resolve(&one, &[], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(7))]);
-        assert!(compile(&one, &resolved, &identities, &BTreeMap::new()).is_ok());
+        assert!(compile(&one, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).is_ok());
         // `Policy::parse` refuses this many; compilation does not rely on it.
         let mut too_many = one.clone();
         too_many.rules = vec![one.rules[0].clone(); MAX_RULES + 1];
-        let error = compile(&too_many, &resolved, &identities, &BTreeMap::new()).unwrap_err();
+        let error = compile(&too_many, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         assert_eq!(error.to_string(), format!("at most {MAX_RULES} rules"));
     }
 
@@ -382,7 +382,7 @@ mod tests {
             ("/var/run/docker.sock", PathBuf::from("/run/docker.sock")),
             ("/srv/d.sock", PathBuf::from(&too_long)),
         ]);
-        let compiled = compile(&policy, &resolved, &identities, &aliases).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &aliases, &BTreeMap::new()).unwrap();
         let names: Vec<(&str, u32)> =
             compiled.socket_names.iter().map(|(n, r)| (std::str::from_utf8(n).unwrap(), *r)).collect();
         // The alias of /var/run/docker.sock adds rule a to /run/docker.sock; the one too
@@ -408,7 +408,7 @@ mod tests {
         );
         let resolved = resolve(&policy, &[("ai-worker", 1001)], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(7))]);
-        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new()).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         assert_eq!(compiled.users, BTreeMap::from([(1, 0b001), (2, 0b010), (1001, 0b110)]));
         assert_eq!(compiled.cgroup_levels, 1 << 2);
         assert_eq!(compiled.binaries, BTreeMap::from([(file(7), info(0b111, DOCKER))]));
@@ -480,7 +480,7 @@ mod tests {
             ("/usr/libexec/docker/cli-plugins/docker-buildx", file(3)),
         ]);
         let aliases = paths([("/var/run/docker.sock", PathBuf::from("/run/docker.sock"))]);
-        let compiled = compile(&policy, &resolved, &identities, &aliases).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &aliases, &BTreeMap::new()).unwrap();
         assert_eq!(
             compiled.binaries,
             BTreeMap::from([

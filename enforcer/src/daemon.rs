@@ -382,9 +382,10 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
     programs.install_grammar()?;
 
     let state = initial_state(&options, adopted);
-    let runtime_dir = control::socket_path().parent().map_or_else(|| PathBuf::from("/run/enforcer"), PathBuf::from);
-    let never_bind = vec![runtime_dir.clone(), options.state_dir.clone(), PathBuf::from("/sys/fs/bpf")];
-    let (gates, gate_records) = gate::GateSet::new(runtime_dir.join("gate"), never_bind);
+    let gate_dir = gate::gate_dir();
+    let mut never_bind = vec![options.state_dir.clone(), PathBuf::from("/sys/fs/bpf")];
+    never_bind.extend(gate_dir.parent().map(PathBuf::from));
+    let (gates, gate_records) = gate::GateSet::new(gate_dir, never_bind);
     let mut daemon = Daemon {
         programs,
         options,

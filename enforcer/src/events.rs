@@ -222,6 +222,14 @@ impl Denial {
         if let Some(field) = &self.field {
             let _ = write!(line, " field={field:?}");
         }
+        if self.reason == Reason::GateOnly.as_str() {
+            // What the agent's environment needs where the kernel cannot route the connect.
+            let _ = write!(
+                line,
+                " hint=\"the rule's identities reach docker through its gate: DOCKER_HOST=unix://{}\"",
+                crate::gate::socket_path(&self.rule).display()
+            );
+        }
         if self.is_exec() {
             let _ = write!(
                 line,

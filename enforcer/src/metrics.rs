@@ -81,9 +81,10 @@ pub fn encode(status: &Status) -> Result<String> {
         let refused = Family::<HookLabels, Counter>::default();
         refused.get_or_create(&HookLabels { hook: "connect" }).inc_by(c.connects_refused);
         refused.get_or_create(&HookLabels { hook: "ptrace" }).inc_by(c.tamper_refused);
+        refused.get_or_create(&HookLabels { hook: "api" }).inc_by(c.api_refused);
         registry.register(
             "enforcer_refusals",
-            "Connections to the docker API by unvetted clients (connect) and tampering with vetted ones (ptrace, PR_SET_MM) refused",
+            "Connections to the docker API by unvetted clients (connect), tampering with vetted ones (ptrace, PR_SET_MM) and API requests the gates refused (api)",
             refused,
         );
         counter(
@@ -244,6 +245,7 @@ mod tests {
                 tamper_refused: 7,
                 scratch_busy: 0,
                 events_dropped: 9,
+                api_refused: 11,
             }),
             rules: vec![RuleCounters {
                 name: "ai-worker-docker".into(),
@@ -274,6 +276,7 @@ mod tests {
             "enforcer_exec_verdicts_total{verdict=\"denied\"} 3",
             "enforcer_exec_verdicts_total{verdict=\"undecidable\"} 1",
             "enforcer_refusals_total{hook=\"connect\"} 5",
+            "enforcer_refusals_total{hook=\"api\"} 11",
             "enforcer_refusals_total{hook=\"ptrace\"} 7",
             "enforcer_recheck_kills_total 2",
             "enforcer_recheck_races_total 2",

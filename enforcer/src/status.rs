@@ -50,6 +50,8 @@ pub struct Counters {
     pub tamper_refused: u64,
     pub scratch_busy: u64,
     pub events_dropped: u64,
+    /// docker API requests the gates refused.
+    pub api_refused: u64,
 }
 
 #[derive(Serialize)]
@@ -165,6 +167,7 @@ pub fn collect(state_dir: &Path, limit: usize, filter: &Filter) -> Result<Status
             tamper_refused: at(Counter::TamperRefused),
             scratch_busy: at(Counter::ScratchBusy),
             events_dropped: at(Counter::EventsDropped),
+            api_refused: at(Counter::ApiRefused),
         }
     });
     let mut rules = Vec::new();
@@ -248,6 +251,7 @@ fn print_table(status: &Status) {
              tampering refused {}, refused with scratch busy {}",
             c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused, c.scratch_busy
         );
+        println!("api gate:  requests refused {}", c.api_refused);
     }
     for rule in &status.rules {
         println!(

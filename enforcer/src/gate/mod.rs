@@ -21,6 +21,16 @@ use tokio::{net::UnixListener, sync::mpsc, task::JoinHandle};
 
 use crate::policy::{Policy, Resolved, Rule};
 
+/// The directory of the gate sockets: `gate/` beside the control socket.
+pub fn gate_dir() -> PathBuf {
+    crate::control::socket_path().parent().map_or_else(|| PathBuf::from("/run/enforcer"), Path::to_path_buf).join("gate")
+}
+
+/// Where `rule`'s gate socket is.
+pub fn socket_path(rule: &str) -> PathBuf {
+    serve::socket_path(&gate_dir(), rule)
+}
+
 /// A request the gate refused, for the denial log, `status` and the counters.
 #[derive(Debug, Clone)]
 pub struct ApiDenial {

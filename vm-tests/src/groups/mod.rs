@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::{suite::Group, vm::Artifacts};
 
+mod api_gate;
 mod audit_mode;
 mod bypass;
 mod commands;
@@ -22,6 +23,7 @@ mod systemd;
 pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
     Ok(vec![
         default_policy::group(),
+        api_gate::group(),
         filesystems::group(work, &artifacts.docker)?,
         audit_mode::group(),
         commands::group(),
@@ -43,6 +45,7 @@ mod tests {
     fn scripts_and_checks() -> Vec<(&'static str, String, CheckFn)> {
         vec![
             ("default-policy", default_policy::script(), default_policy::check),
+            ("api-gate", api_gate::script(), api_gate::check),
             ("filesystems", filesystems::script(), filesystems::check),
             ("audit-mode", audit_mode::script(), audit_mode::check),
             ("commands", commands::script(), commands::check),
