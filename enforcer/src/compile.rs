@@ -521,4 +521,29 @@ mod tests {
         assert!(!implicit_tunnel(&listed.rules[0], node("system dial-stdio")));
         assert!(!implicit_tunnel(&deny.rules[0], node("container exec")));
     }
+
+    #[test]
+    fn gated_rules_and_their_gate_sockets() {
+        let policy = parse(
+            "[[rule]]\nname = \"plain\"\nusers = [1]\ndeny = [\"exec\"]\n\
+             [[rule]]\nname = \"gated\"\nusers = [2]\ndeny = [\"exec\"]\napi_gate = true\n\
+             [[rule]]\nname = \"open\"\nusers = [3]\ndeny = [\"exec\"]\napi_gate = true\napi_clients = \"any\"\n",
+        );
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
+        let gate = file;
+        // A gate socket is required for each gated rule, and only gated rules' count.
+        let identities = paths([("/usr/bin/docker", file(1))]);
+        let missing = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::from([(1, gate(7))]));
+        assert_eq!(missing, Err(CompileError::NoGate("open".into())));
+        let gates = BTreeMap::from([(0, gate(6)), (1, gate(7)), (2, gate(8))]);
+        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates).unwrap();
+        assert_eq!(compiled.gate_rules, 0b110);
+        assert_eq!(compiled.any_client_rules, 0b100);
+        assert_eq!(compiled.gates, BTreeMap::from([(gate(7), 0b10), (gate(8), 0b100)]));
+        let entries = compiled.entries(1);
+        assert_eq!(
+            entries.gates,
+            [(FileKey { generation: 1, _pad: 0, file: gate(7) }, 0b10), (FileKey { generation: 1, _pad: 0, file: gate(8) }, 0b100)]
+        );
+    }
 }

@@ -439,14 +439,14 @@ impl Source<'_> {
         let mut out = Vec::new();
         for path in paths.iter().flat_map(|p| p.get_ref()) {
             let text = path.get_ref();
-            let clean = Path::new(text)
-                .components()
-                .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
-            if !text.starts_with('/') || !clean || text == "/" {
+            let clean = text
+                .strip_prefix('/')
+                .is_some_and(|rest| rest.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+            if !clean {
                 return Err(self.error(
                     Some(path.span()),
                     format!(
-                        "bind path {text:?} is not an absolute directory without '.' or '..' (and not / itself)"
+                        "bind path {text:?} is not an absolute directory path without '.', '..', '//' or a trailing '/' (and not / itself)"
                     ),
                 ));
             }
@@ -1252,6 +1252,40 @@ deny = ["exec", "cp"]
             parse("[[rule]]\nname = \"r\"\nusers = [1]\nsockets = [\"/srv/d.sock\"]\ndeny = [\"exec\"]\n")
                 .unwrap();
         assert_eq!(sockets.rules[0].sockets, [PathBuf::from("/srv/d.sock")]);
+    }
+
+    #[test]
+    fn api_gate_keys() {
+        let base = "[[rule]]\nname = \"agent\"\nusers = [1]\ndeny = [\"exec\"]\n";
+        let off = parse(base).unwrap();
+        assert!(!off.rules[0].api_gate);
+        assert_eq!(off.rules[0].api_clients, ApiClients::Vetted);
+        let on = parse(&format!(
+            "{base}api_gate = true\napi_clients = \"any\"\nbind_paths = [\"/home/ai-worker/work\"]\n"
+        ))
+        .unwrap();
+        let rule = &on.rules[0];
+        assert!(rule.api_gate);
+        assert_eq!(rule.api_clients, ApiClients::Any);
+        assert_eq!(rule.bind_paths, [PathBuf::from("/home/ai-worker/work")]);
+        assert_eq!(
+            err(&format!("{base}api_gate = true\napi_clients = \"some\"\n")),
+            "policy.toml:6:15: unknown api_clients \"some\": expected \"vetted\" or \"any\""
+        );
+        for bad in ["relative/dir", "/", "/home/../etc", "/home/./x", "/home//x", "/home/x/"] {
+            let message = err(&format!("{base}api_gate = true\nbind_paths = [\"{bad}\"]\n"));
+            assert!(message.starts_with("policy.toml:6:15: bind path"), "{bad}: {message}");
+        }
+        // The gate's keys without the gate would silently do nothing.
+        assert_eq!(
+            err(&format!("{base}bind_paths = [\"/srv\"]\n")),
+            "policy.toml:5:14: rule \"agent\": api_clients, bind_paths and api_powers need api_gate = true"
+        );
+        // The rule's name is its gate socket's file name.
+        let slash = err("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = true\n");
+        assert!(slash.starts_with("policy.toml:2:8: rule \"a/b\": with api_gate, the name"), "{slash}");
+        let power = err(&format!("{base}api_gate = true\napi_powers = [\"root\"]\n"));
+        assert!(power.starts_with("policy.toml:6:15: unknown api power \"root\": expected one of"), "{power}");
     }
 
     #[test]
