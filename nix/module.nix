@@ -275,6 +275,28 @@ in
                     default = null;
                     description = "Docker commands allowed (everything else denied). Set deny or allow.";
                   };
+                  api_gate = mkOption {
+                    type = types.nullOr types.bool;
+                    default = null;
+                    description = ''The API gate: the rule's identities reach docker only through /run/enforcer/gate/<name>.sock, which judges every request (docs/api-gate.md). Give the agent's services DOCKER_HOST with `services.enforcer.gateServices`.'';
+                  };
+                  api_clients = mkOption {
+                    type = types.nullOr (types.enum [ "vetted" "any" ]);
+                    default = null;
+                    description = ''Who may use the rule's gate: "vetted" (the default: the rule's docker binaries) or "any" (SDKs, docker-compose v1, testcontainers).'';
+                  };
+                  bind_paths = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    example = [ "/home/ai-worker/work" ];
+                    description = "Host directories the gate lets bind mounts come from (default: none).";
+                  };
+                  api_powers = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    example = [ "devices" ];
+                    description = "Container powers the gate grants the rule beyond the defaults (docs/api-gate.md lists them).";
+                  };
                 };
               }
             );
@@ -326,6 +348,18 @@ in
         In nixpkgs, `bin/docker` is a makeWrapper shell script that execs the real CLI,
         `libexec/docker/docker`; a policy that vetted only the script (what the daemon finds
         through PATH and /run/current-system/sw/bin) would let the real CLI be run directly.
+      '';
+    };
+
+    gateServices = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { ai-agent = "ai-worker-docker"; };
+      description = ''
+        Services (by name, without .service) whose environment gets
+        `DOCKER_HOST=unix:///run/enforcer/gate/<rule>.sock` for the named rule's API gate: the
+        kernel refuses the rule's identities the real docker socket, and this kernel route
+        (before 6.7, and with aya 0.14 on every kernel) is how their docker finds the gate.
       '';
     };
 
@@ -489,6 +523,13 @@ in
 
         # Before 25.05, NixOS has no security.lsm: this module writes the one lsm= itself.
         boot.kernelParams = lib.mkIf (!nixosHasSecurityLsm) [ "lsm=${lib.concatStringsSep "," lsmsWithBpf}" ];
+      })
+
+      (lib.mkIf supported {
+        # The agent's services reach docker through their rule's gate (docs/api-gate.md).
+        systemd.services = builtins.mapAttrs (_: rule: {
+          environment.DOCKER_HOST = "unix:///run/enforcer/gate/${rule}.sock";
+        }) cfg.gateServices;
       })
 
       (lib.mkIf (supported && cfg.metrics.listen != null) {

@@ -447,6 +447,51 @@ fn nixos_module_ai_worker() -> Result<()> {
     same_unit_as_contrib(unit)
 }
 
+/// A rule with the API gate: its keys reach the policy file, and the agent's service gets
+/// DOCKER_HOST for the rule's gate socket.
+#[test]
+fn nixos_module_api_gate() -> Result<()> {
+    let expression = format!(
+        r#"{{ repo }}: let {MODULE_PRELUDE}
+          full = evalFull {{
+            enforcer = {{
+              enable = true;
+              settings.rule = [ {{
+                name = "ai-worker-docker";
+                users = [ "ai-worker" ];
+                binaries = [ "${{docker}}/libexec/docker/docker" ];
+                deny = [ "exec" ];
+                api_gate = true;
+                api_clients = "any";
+                bind_paths = [ "/home/ai-worker/work" ];
+              }} ];
+              gateServices.ai-agent = "ai-worker-docker";
+            }};
+          }};
+          config = full.config;
+        in {{
+          policy = policyOf config;
+          agent = config.systemd.services.ai-agent;
+          failed = failed config;
+        }}"#
+    );
+    let v = nix_eval("module-api-gate", &expression)?;
+    let parsed = toml_of(&v["policy"])?;
+    let rule = &parsed["rule"].as_array().context("rules")?[0];
+    assert_eq!(rule["api_gate"].as_bool(), Some(true), "{parsed}");
+    assert_eq!(rule["api_clients"].as_str(), Some("any"), "{parsed}");
+    assert_eq!(rule["bind_paths"].as_array().map(Vec::len), Some(1), "{parsed}");
+    assert!(rule.get("api_powers").is_none(), "unset keys stay out of the file: {parsed}");
+    assert_eq!(
+        v["agent"]["environment"]["DOCKER_HOST"],
+        "unix:///run/enforcer/gate/ai-worker-docker.sock",
+        "{}",
+        v["agent"]
+    );
+    assert_eq!(v["failed"], serde_json::json!([]), "assertions");
+    Ok(())
+}
+
 /// The settings value that pkgs.formats.toml renders, as TOML (formats.toml turns the JSON of
 /// the value into TOML the same way).
 fn toml_of(settings: &Value) -> Result<toml::Table> {
@@ -695,6 +740,7 @@ fn flake_and_package_evaluate() -> Result<()> {
             "checkPolicy",
             "dockerBinaries",
             "enable",
+            "gateServices",
             "lsms",
             "metrics",
             "package",
