@@ -128,7 +128,7 @@ let
   # The sandbox the daemon and the metrics service share: root with the BPF capabilities,
   # nothing else (each adds what it writes and how it sees the kernel's tunables).
   commonHardening = {
-    CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN";
+    CapabilityBoundingSet = "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_CHOWN CAP_DAC_READ_SEARCH";
     NoNewPrivileges = true;
     PrivateMounts = true;
     ProtectSystem = "strict";
