@@ -305,3 +305,88 @@ fn remove_own(path: &Path, identity: (u64, u64)) {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// docs/api-endpoints.md: every endpoint the gate knows, the commands of the CLI tree that
+/// use it, and the verdict under `policy`'s first rule with the gate on (the commands part:
+/// bodies are judged on top). The test below writes and checks it.
+#[cfg(test)]
+fn endpoint_table(policy: &Policy) -> String {
+    use std::fmt::Write as _;
+    let configs = crate::compile::rule_configs(policy);
+    let gate = |index: usize| RuleGate {
+        name: policy.rules[index].name.clone(),
+        limits: judge::Limits::default(),
+        upstream: PathBuf::new(),
+        config: configs[index],
+        uids: None,
+        records: mpsc::channel(1).0,
+    };
+    let rule = gate(0);
+    let mut out = String::from(
+        "# The docker API endpoints the gate knows\n\n\
+         Generated from `enforcer/src/gate/route.rs` by `ENFORCER_BLESS=1 cargo test -p enforcer \
+         endpoint_table` (a test fails when this file is stale). The verdict is the embedded default \
+         policy's, with `api_gate = true` on its rule: *admitted* endpoints still have their bodies \
+         judged (docs/api-gate.md). An endpoint no command uses is refused. Paths are dockerd's routes \
+         without the `/v1.NN` prefix (API 1.41, dockerd 20.10, to 1.51, dockerd 28).\n\n\
+         | method | path | commands that use it | default policy |\n| --- | --- | --- | --- |\n",
+    );
+    for endpoint in route::ENDPOINTS {
+        let commands = if endpoint.commands == route::ANY_COMMAND {
+            "every command".to_owned()
+        } else if endpoint.commands.is_empty() {
+            "none".to_owned()
+        } else {
+            endpoint.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        };
+        let verdict = if !rule.admits_endpoint(endpoint) {
+            "refused".to_owned()
+        } else if let Some(power) = endpoint.power {
+            format!("refused (needs `{}`)", power.name())
+        } else if endpoint.body == route::BodyJudge::Stream {
+            "admitted".to_owned()
+        } else {
+            "admitted, body judged".to_owned()
+        };
+        let _ = writeln!(out, "| {} | `{}` | {commands} | {verdict} |", endpoint.method, endpoint.pattern);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_table_in_the_docs_is_current() {
+        let table = endpoint_table(&Policy::default_policy());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api-endpoints.md");
+        if std::env::var_os("ENFORCER_BLESS").is_some() {
+            std::fs::write(&path, &table).unwrap();
+        }
+        let docs = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(docs == table, "docs/api-endpoints.md is stale: run ENFORCER_BLESS=1 cargo test -p enforcer endpoint_table");
+    }
+
+    #[test]
+    fn the_default_deny_list_refuses_exec_and_keeps_run() {
+        let policy = Policy::default_policy();
+        let configs = crate::compile::rule_configs(&policy);
+        let gate = RuleGate {
+            name: "r".into(),
+            limits: judge::Limits::default(),
+            upstream: PathBuf::new(),
+            config: configs[0],
+            uids: None,
+            records: mpsc::channel(1).0,
+        };
+        let find = |method: &str, path: &str| route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint));
+        assert_eq!(find("POST", "/v1.41/containers/gitea/exec"), Ok(false));
+        assert_eq!(find("POST", "/exec/abc/start"), Ok(false));
+        assert_eq!(find("PUT", "/containers/gitea/archive"), Ok(false));
+        assert_eq!(find("POST", "/containers/create"), Ok(true));
+        assert_eq!(find("POST", "/containers/abc/attach"), Ok(true), "docker run attaches");
+        assert_eq!(find("GET", "/containers/json"), Ok(true));
+        assert_eq!(find("GET", "/_ping"), Ok(true));
+    }
+}
