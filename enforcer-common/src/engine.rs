@@ -89,10 +89,10 @@ impl Reason {
     /// Stable `snake_case` name used in logs and JSON.
     pub fn as_str(self) -> &'static str {
         use Reason::{
-            Command, CommandTooLong, Interpreter, LoaderEnvironment, NotConfigured, SeccompFakeSuccess,
-            SeccompListener, SeccompUnreadable, SetMm, ShortGroupTooLong, TamperClient, TooManyArgs,
-            TooManyStrings, Traced, UnknownCommand, UnknownGlobalOption, UnknownGroupOption, UnreadableArgv,
-            UnreadableFile, UnsupportedExecPath, UnvettedClient, UserNamespace, GateOnly, OtherGate,
+            Command, CommandTooLong, GateOnly, Interpreter, LoaderEnvironment, NotConfigured, OtherGate,
+            SeccompFakeSuccess, SeccompListener, SeccompUnreadable, SetMm, ShortGroupTooLong, TamperClient,
+            TooManyArgs, TooManyStrings, Traced, UnknownCommand, UnknownGlobalOption, UnknownGroupOption,
+            UnreadableArgv, UnreadableFile, UnsupportedExecPath, UnvettedClient, UserNamespace,
         };
         match self {
             Command => "command",

@@ -90,7 +90,9 @@ impl fmt::Display for CompileError {
                 "{} is the same file as another binary of the policy, with another client",
                 path.display()
             ),
-            CompileError::NoGate(rule) => write!(f, "rule {rule:?}: its API gate socket has no kernel identity"),
+            CompileError::NoGate(rule) => {
+                write!(f, "rule {rule:?}: its API gate socket has no kernel identity")
+            }
         }
     }
 }
@@ -210,8 +212,11 @@ impl CompiledPolicy {
                 (key, *rules)
             })
             .collect();
-        let gates =
-            self.gates.iter().map(|(file, rule)| (FileKey { generation, _pad: 0, file: *file }, *rule)).collect();
+        let gates = self
+            .gates
+            .iter()
+            .map(|(file, rule)| (FileKey { generation, _pad: 0, file: *file }, *rule))
+            .collect();
         GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names, gates }
     }
 }
@@ -352,7 +357,8 @@ mod tests {
     fn a_binary_without_a_kernel_identity_is_an_error() {
         let policy = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
-        let error = compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        let error =
+            compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         assert_eq!(error.to_string(), "no kernel identity for /usr/bin/docker");
     }
 
@@ -365,7 +371,8 @@ mod tests {
         // `Policy::parse` refuses this many; compilation does not rely on it.
         let mut too_many = one.clone();
         too_many.rules = vec![one.rules[0].clone(); MAX_RULES + 1];
-        let error = compile(&too_many, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        let error =
+            compile(&too_many, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         assert_eq!(error.to_string(), format!("at most {MAX_RULES} rules"));
     }
 
@@ -533,7 +540,8 @@ mod tests {
         let gate = file;
         // A gate socket is required for each gated rule, and only gated rules' count.
         let identities = paths([("/usr/bin/docker", file(1))]);
-        let missing = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::from([(1, gate(7))]));
+        let missing =
+            compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::from([(1, gate(7))]));
         assert_eq!(missing, Err(CompileError::NoGate("open".into())));
         let gates = BTreeMap::from([(0, gate(6)), (1, gate(7)), (2, gate(8))]);
         let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates).unwrap();
@@ -543,7 +551,10 @@ mod tests {
         let entries = compiled.entries(1);
         assert_eq!(
             entries.gates,
-            [(FileKey { generation: 1, _pad: 0, file: gate(7) }, 0b10), (FileKey { generation: 1, _pad: 0, file: gate(8) }, 0b100)]
+            [
+                (FileKey { generation: 1, _pad: 0, file: gate(7) }, 0b10),
+                (FileKey { generation: 1, _pad: 0, file: gate(8) }, 0b100)
+            ]
         );
     }
 }

@@ -136,7 +136,10 @@ impl Daemon {
             list(paths.iter().map(|p| p.display().to_string()).collect()),
             list(resolved.sockets.keys().map(|p| p.display().to_string()).collect()),
             list(resolved.hosts.keys().map(crate::policy::host_text).collect()),
-        ) + &format!("; API gates: {}", list(gate_paths.values().map(|p| p.display().to_string()).collect())))
+        ) + &format!(
+            "; API gates: {}",
+            list(gate_paths.values().map(|p| p.display().to_string()).collect())
+        ))
     }
 
     /// Re-learns socket inodes and cgroup ids when `stat` says they moved (dockerd or a
@@ -187,19 +190,12 @@ impl Daemon {
         let generation = event.generation as usize % 2;
         let names = &self.state.generations[generation];
         let denial = events::decode(event, &names.rules, |file| names.binary(file));
-        self.log_denial(&denial, denial_log);
-    }
-
-    fn log_denial(&self, denial: &events::Denial, denial_log: &DenialLog) {
-        logging::denial(denial);
-        if let Err(error) = denial_log.append(denial) {
-            log::error!("{error:#}");
-        }
+        log_denial(&denial, denial_log);
     }
 
     /// Records a request an API gate refused, and counts it.
     fn record_api(&mut self, rule: &str, denial: &gate::ApiDenial, denial_log: &DenialLog) {
-        self.log_denial(&events::api_denial(rule, denial), denial_log);
+        log_denial(&events::api_denial(rule, denial), denial_log);
         if let Err(error) = self.programs.count_in_userspace(Counter::ApiRefused) {
             log::error!("cannot count an API refusal: {error:#}");
         }
@@ -239,6 +235,14 @@ impl Daemon {
                 false,
             ),
         }
+    }
+}
+
+/// Logs a denial record and appends it to the denial log.
+fn log_denial(denial: &events::Denial, denial_log: &DenialLog) {
+    logging::denial(denial);
+    if let Err(error) = denial_log.append(denial) {
+        log::error!("{error:#}");
     }
 }
 

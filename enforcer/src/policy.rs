@@ -1285,7 +1285,10 @@ deny = ["exec", "cp"]
         let slash = err("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = true\n");
         assert!(slash.starts_with("policy.toml:2:8: rule \"a/b\": with api_gate, the name"), "{slash}");
         let power = err(&format!("{base}api_gate = true\napi_powers = [\"root\"]\n"));
-        assert!(power.starts_with("policy.toml:6:15: unknown api power \"root\": expected one of"), "{power}");
+        assert!(
+            power.starts_with("policy.toml:6:15: unknown api power \"root\": expected one of"),
+            "{power}"
+        );
     }
 
     #[test]

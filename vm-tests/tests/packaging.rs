@@ -226,7 +226,11 @@ fn unit_directives() {
         ("Service", "ProtectSystem", "strict"),
         ("Service", "ReadWritePaths", "/sys/fs/bpf"),
         ("Service", "ProtectHome", "read-only"),
-        ("Service", "CapabilityBoundingSet", "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_CHOWN CAP_DAC_READ_SEARCH"),
+        (
+            "Service",
+            "CapabilityBoundingSet",
+            "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_CHOWN CAP_DAC_READ_SEARCH",
+        ),
         ("Service", "RestrictAddressFamilies", "AF_UNIX"),
         ("Install", "WantedBy", "multi-user.target"),
     ] {
@@ -453,7 +457,7 @@ fn nixos_module_ai_worker() -> Result<()> {
 }
 
 /// A rule with the API gate: its keys reach the policy file, and the agent's service gets
-/// DOCKER_HOST for the rule's gate socket.
+/// `DOCKER_HOST` for the rule's gate socket.
 #[test]
 fn nixos_module_api_gate() -> Result<()> {
     let expression = format!(
@@ -488,8 +492,7 @@ fn nixos_module_api_gate() -> Result<()> {
     assert_eq!(rule["bind_paths"].as_array().map(Vec::len), Some(1), "{parsed}");
     assert!(rule.get("api_powers").is_none(), "unset keys stay out of the file: {parsed}");
     assert_eq!(
-        v["agent"]["environment"]["DOCKER_HOST"],
-        "unix:///run/enforcer/gate/ai-worker-docker.sock",
+        v["agent"]["environment"]["DOCKER_HOST"], "unix:///run/enforcer/gate/ai-worker-docker.sock",
         "{}",
         v["agent"]
     );

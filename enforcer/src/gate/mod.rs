@@ -23,7 +23,10 @@ use crate::policy::{Policy, Resolved, Rule};
 
 /// The directory of the gate sockets: `gate/` beside the control socket.
 pub fn gate_dir() -> PathBuf {
-    crate::control::socket_path().parent().map_or_else(|| PathBuf::from("/run/enforcer"), Path::to_path_buf).join("gate")
+    crate::control::socket_path()
+        .parent()
+        .map_or_else(|| PathBuf::from("/run/enforcer"), Path::to_path_buf)
+        .join("gate")
 }
 
 /// Where `rule`'s gate socket is.
@@ -140,7 +143,8 @@ impl GateSet {
                 paths.insert(index, running.path.clone());
                 continue;
             }
-            std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+            std::fs::create_dir_all(&self.dir)
+                .with_context(|| format!("cannot create {}", self.dir.display()))?;
             std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))?;
             let path = serve::socket_path(&self.dir, &rule.name);
             let _ = std::fs::remove_file(&path);
@@ -151,7 +155,8 @@ impl GateSet {
             listener.set_nonblocking(true)?;
             let meta = std::fs::symlink_metadata(&path)?;
             paths.insert(index, path.clone());
-            self.pending.insert(rule.name.clone(), Pending { path, identity: (meta.dev(), meta.ino()), listener });
+            self.pending
+                .insert(rule.name.clone(), Pending { path, identity: (meta.dev(), meta.ino()), listener });
         }
         Ok(paths)
     }
@@ -172,7 +177,8 @@ impl GateSet {
             let gate = self.rule_gate(rule, index, configs.get(index).copied().unwrap_or_default(), resolved);
             wanted.insert(rule.name.clone(), gate);
         }
-        let stale: Vec<String> = self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+        let stale: Vec<String> =
+            self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
         for name in stale {
             if let Some(running) = self.running.remove(&name) {
                 running.task.abort();
@@ -192,7 +198,8 @@ impl GateSet {
             let shared = Arc::new(RwLock::new(gate));
             let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
             log::info!("gate {name}: serving {}", pending.path.display());
-            self.running.insert(name, Running { path: pending.path, identity: pending.identity, shared, task });
+            self.running
+                .insert(name, Running { path: pending.path, identity: pending.identity, shared, task });
         }
         Ok(())
     }
@@ -229,7 +236,12 @@ impl GateSet {
         };
         RuleGate {
             name: rule.name.clone(),
-            limits: judge::Limits { rule: rule.name.clone(), powers: rule.api_powers.clone(), bind_paths, never_bind },
+            limits: judge::Limits {
+                rule: rule.name.clone(),
+                powers: rule.api_powers.clone(),
+                bind_paths,
+                never_bind,
+            },
             upstream,
             config,
             uids,
@@ -282,7 +294,8 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
 fn peer_of(stream: &tokio::net::UnixStream) -> Option<serve::Peer> {
     let cred = stream.peer_cred().ok()?;
     let pid = cred.pid().and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0);
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_owned()).unwrap_or_default();
+    let comm =
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_owned()).unwrap_or_default();
     Some(serve::Peer { uid: cred.uid(), pid, comm })
 }
 
@@ -365,7 +378,10 @@ mod tests {
             std::fs::write(&path, &table).unwrap();
         }
         let docs = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(docs == table, "docs/api-endpoints.md is stale: run ENFORCER_BLESS=1 cargo test -p enforcer endpoint_table");
+        assert!(
+            docs == table,
+            "docs/api-endpoints.md is stale: run ENFORCER_BLESS=1 cargo test -p enforcer endpoint_table"
+        );
     }
 
     #[test]
@@ -380,7 +396,8 @@ mod tests {
             uids: None,
             records: mpsc::channel(1).0,
         };
-        let find = |method: &str, path: &str| route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint));
+        let find =
+            |method: &str, path: &str| route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint));
         assert_eq!(find("POST", "/v1.41/containers/gitea/exec"), Ok(false));
         assert_eq!(find("POST", "/exec/abc/start"), Ok(false));
         assert_eq!(find("PUT", "/containers/gitea/archive"), Ok(false));

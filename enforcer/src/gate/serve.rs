@@ -1,6 +1,6 @@
 //! One rule's gate socket: HTTP/1.1 (hyper) from the rule's identities, every request
 //! judged, then forwarded to dockerd on a connection of its own; bodies and upgraded
-//! streams (attach, BuildKit's session) flow through without being buffered.
+//! streams (attach, `BuildKit`'s session) flow through without being buffered.
 
 use std::{
     path::{Path, PathBuf},
@@ -135,13 +135,18 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Refused> {
     Ok(())
 }
 
-async fn judge_and_forward(mut request: Request<Incoming>, gate: &RuleGate) -> Result<Response<Body>, Refused> {
+async fn judge_and_forward(
+    mut request: Request<Incoming>,
+    gate: &RuleGate,
+) -> Result<Response<Body>, Refused> {
     check_framing(request.headers())?;
     let path = request.uri().path().to_owned();
     let route = route::route(request.method().as_str(), &path).map_err(|error| match error {
-        RouteError::Malformed(why) => {
-            Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: malformed path {path:?}: {why}"))
-        }
+        RouteError::Malformed(why) => Refused::new(
+            StatusCode::BAD_REQUEST,
+            "framing",
+            format!("enforcer: malformed path {path:?}: {why}"),
+        ),
         RouteError::Unknown { method, path } => Refused::new(
             StatusCode::FORBIDDEN,
             "endpoint",
@@ -189,7 +194,8 @@ async fn judge_and_forward(mut request: Request<Incoming>, gate: &RuleGate) -> R
     let mut target = format!("{version}{}", encode_path(&route.path));
     let query = request.uri().query().map(str::to_owned);
     if endpoint.body == BodyJudge::Build {
-        let judged = judge::judge_build_query(query.as_deref().unwrap_or(""), &gate.limits).map_err(Refused::field)?;
+        let judged =
+            judge::judge_build_query(query.as_deref().unwrap_or(""), &gate.limits).map_err(Refused::field)?;
         if !judged.is_empty() {
             target.push('?');
             target.push_str(&judged);
@@ -214,8 +220,9 @@ async fn judge_and_forward(mut request: Request<Incoming>, gate: &RuleGate) -> R
         builder.body(body.boxed())
     } else {
         let bytes = read_body(body).await?;
-        let judged = judge::judge_body(endpoint.body, &bytes, &gate.limits, &|p: &Path| judge::resolve_source(p))
-            .map_err(Refused::field)?;
+        let judged =
+            judge::judge_body(endpoint.body, &bytes, &gate.limits, &|p: &Path| judge::resolve_source(p))
+                .map_err(Refused::field)?;
         check_owners(gate, &judged.needs).await?;
         builder = builder.header(header::CONTENT_LENGTH, judged.body.len());
         builder.body(full(Bytes::from(judged.body)))
@@ -229,7 +236,9 @@ async fn judge_and_forward(mut request: Request<Incoming>, gate: &RuleGate) -> R
         tokio::spawn(async move {
             match (downstream.await, upstream.await) {
                 (Ok(client), Ok(daemon)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(daemon)).await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(daemon))
+                            .await;
                 }
                 (client, daemon) => log::debug!("gate upgrade failed: client {client:?}, daemon {daemon:?}"),
             }
@@ -247,7 +256,9 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
             "body_too_large",
             format!("enforcer: the request body is larger than the gate reads ({MAX_BODY} bytes)"),
         )),
-        Err(error) => Err(Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: bad body: {error}"))),
+        Err(error) => {
+            Err(Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: bad body: {error}")))
+        }
     }
 }
 
@@ -255,7 +266,9 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
 /// rule's own; a volume that does not exist yet is new, so the rule's.
 async fn check_owners(gate: &RuleGate, needs: &Needs) -> Result<(), Refused> {
     for (field, container) in &needs.containers {
-        let owner = owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true).await?;
+        let owner =
+            owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true)
+                .await?;
         if owner.as_deref() != Some(gate.name.as_str()) {
             return Err(owner_refusal(gate, field, "container", container, owner));
         }
@@ -303,7 +316,11 @@ async fn owner_of(upstream: &Path, path: &str, container: bool) -> Result<Option
     let status = response.status();
     let body = read_upstream(response.into_body()).await?;
     if status == StatusCode::NOT_FOUND {
-        return Err(Refused::new(StatusCode::NOT_FOUND, "owner", format!("enforcer: {path}: no such object")));
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            "owner",
+            format!("enforcer: {path}: no such object"),
+        ));
     }
     if !status.is_success() {
         return Err(Refused::new(
@@ -312,9 +329,11 @@ async fn owner_of(upstream: &Path, path: &str, container: bool) -> Result<Option
             format!("enforcer: dockerd answered {status} when the gate looked up an owner"),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: dockerd's answer: {e}")))?;
-    let labels = if container { value.get("Config").and_then(|c| c.get("Labels")) } else { value.get("Labels") };
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: dockerd's answer: {e}"))
+    })?;
+    let labels =
+        if container { value.get("Config").and_then(|c| c.get("Labels")) } else { value.get("Labels") };
     Ok(labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned))
 }
 
@@ -345,7 +364,7 @@ async fn send(upstream: &Path, request: Request<Body>, upgrade: bool) -> Result<
     sender.send_request(request).await.map_err(|e| unreachable(&e))
 }
 
-/// `Connection: upgrade` with an `Upgrade` header (attach's `tcp`, BuildKit's `h2c`).
+/// `Connection: upgrade` with an `Upgrade` header (attach's `tcp`, `BuildKit`'s `h2c`).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -157,7 +157,8 @@ stop_dockerd
 
 /// The docker CLI's form of a gate refusal.
 fn refused_by_gate(out: &str, field: &str) -> bool {
-    out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses")) && out.contains(field)
+    out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses"))
+        && out.contains(field)
 }
 
 pub(super) fn check(c: &mut Checks) {
@@ -211,15 +212,20 @@ pub(super) fn check(c: &mut Checks) {
         let (rc, out) = c.step(step);
         c.check(
             format!("through the gate, {what} is refused with the rule and field {field}"),
-            rc != 0 && refused_by_gate(&out, field) && !out.contains(GITEA_SECRET) && !out.contains(HOST_SECRET),
+            rc != 0
+                && refused_by_gate(&out, field)
+                && !out.contains(GITEA_SECRET)
+                && !out.contains(HOST_SECRET),
             || format!("exit {rc}: {out}"),
         );
     }
     c.denied(EXEC_CLI);
     let (rc, out) = c.step(RUN_OWN);
-    c.check("the agent's own docker run --rm works through the gate", rc == 0 && out.contains("own-container-ran"), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "the agent's own docker run --rm works through the gate",
+        rc == 0 && out.contains("own-container-ran"),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step(RUN_ATTACH);
     c.check(
         "docker run -i streams stdin and stdout through the gate's upgraded attach",
@@ -240,9 +246,11 @@ pub(super) fn check(c: &mut Checks) {
         format!("exit {rc}: {out}")
     });
     let (rc, out) = c.step(BUILD_OWN);
-    c.check("docker build of a small context works through the gate", rc == 0 && out.contains("sha256:"), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "docker build of a small context works through the gate",
+        rc == 0 && out.contains("sha256:"),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step(CURL_VETTED_ONLY);
     c.check(
         "api_clients = \"vetted\": curl is refused the gate socket by the kernel",
@@ -251,9 +259,11 @@ pub(super) fn check(c: &mut Checks) {
     );
     c.succeeded(RELOAD_ANY);
     let (rc, out) = c.step(CURL_PING);
-    c.check("api_clients = \"any\": curl reaches dockerd through the gate", rc == 0 && out.trim() == "OK", || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "api_clients = \"any\": curl reaches dockerd through the gate",
+        rc == 0 && out.trim() == "OK",
+        || format!("exit {rc}: {out}"),
+    );
     let message = |out: &str| -> String {
         serde_json::from_str::<serde_json::Value>(out.trim())
             .ok()
@@ -290,13 +300,17 @@ pub(super) fn check(c: &mut Checks) {
     let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     c.check(
         "keep-alive: the second request (exec) is judged on its own and refused after an allowed ping",
-        statuses.len() == 2 && statuses[0].starts_with("HTTP/1.1 200") && statuses[1].starts_with("HTTP/1.1 403"),
+        statuses.len() == 2
+            && statuses[0].starts_with("HTTP/1.1 200")
+            && statuses[1].starts_with("HTTP/1.1 403"),
         || out.clone(),
     );
     let (rc, out) = c.step(OVERSIZED);
-    c.check("a create body over the gate's limit is refused (413), never forwarded", rc == 0 && out.contains("larger"), || {
-        format!("exit {rc}: {out}")
-    });
+    c.check(
+        "a create body over the gate's limit is refused (413), never forwarded",
+        rc == 0 && out.contains("larger"),
+        || format!("exit {rc}: {out}"),
+    );
     let (_, denials) = c.denial_log();
     let api: Vec<&serde_json::Value> = denials.iter().filter(|d| d["hook"] == "api").collect();
     c.check(
@@ -321,7 +335,9 @@ pub(super) fn check(c: &mut Checks) {
         || out.clone(),
     );
     let (rc, out) = c.step(KILLED_AGENT);
-    c.check("daemon killed: the agent's gate is gone (connection refused)", rc != 0, || format!("exit {rc}: {out}"));
+    c.check("daemon killed: the agent's gate is gone (connection refused)", rc != 0, || {
+        format!("exit {rc}: {out}")
+    });
     let (rc, out) = c.step(KILLED_ROOT);
     c.check("daemon killed: root's docker is unaffected", rc == 0 && out.contains("gitea"), || {
         format!("exit {rc}: {out}")
