@@ -1115,3 +1115,862 @@ pub fn resolve_source(path: &Path) -> PathBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const RULE: &str = "ai-worker-docker";
+
+    fn limits() -> Limits {
+        Limits {
+            rule: RULE.into(),
+            powers: Vec::new(),
+            bind_paths: vec!["/home/ai/work".into()],
+            never_bind: vec!["/run/docker.sock".into(), "/var/lib/enforcer".into()],
+        }
+    }
+
+    fn same(path: &Path) -> PathBuf {
+        path.to_path_buf()
+    }
+
+    fn judge_with(kind: BodyJudge, body: &Value, limits: &Limits) -> Result<Judged, Refusal> {
+        judge_body(kind, body.to_string().as_bytes(), limits, &same)
+    }
+
+    fn create(body: &Value) -> Result<Judged, Refusal> {
+        judge_with(BodyJudge::ContainerCreate, body, &limits())
+    }
+
+    fn forwarded(judged: &Judged) -> Value {
+        serde_json::from_slice(&judged.body).expect("the gate forwards JSON")
+    }
+
+    /// `body` is refused on `field`, and `control` (the same without the power) admitted.
+    #[track_caller]
+    fn refused_on(body: &Value, field: &str, control: &Value) {
+        match create(body) {
+            Err(refusal) => {
+                assert_eq!(refusal.field, field, "{body}: {}", refusal.message);
+                assert!(
+                    refusal.message.starts_with(&format!("enforcer: rule \"{RULE}\" refuses {field}: ")),
+                    "{}",
+                    refusal.message
+                );
+            }
+            Ok(_) => panic!("{body} was admitted"),
+        }
+        if let Err(refusal) = create(control) {
+            panic!("control {control} refused: {}", refusal.message);
+        }
+    }
+
+    fn host(config: &Value) -> Value {
+        json!({ "Image": "busybox", "HostConfig": config })
+    }
+
+    #[test]
+    fn power_names_round_trip() {
+        assert_eq!(Power::ALL.len(), 12);
+        for power in Power::ALL {
+            assert_eq!(Power::from_name(power.name()), Some(*power));
+        }
+        assert_eq!(Power::from_name("host_namespaces"), Some(Power::HostNamespaces));
+        assert_eq!(Power::from_name("Privileged"), None);
+    }
+
+    #[test]
+    fn privileged() {
+        refused_on(
+            &host(&json!({"Privileged": true})),
+            "HostConfig.Privileged",
+            &host(&json!({"Privileged": false})),
+        );
+        let message = create(&host(&json!({"Privileged": true}))).unwrap_err().message;
+        assert_eq!(
+            message,
+            "enforcer: rule \"ai-worker-docker\" refuses HostConfig.Privileged: privileged containers are not allowed; drop --privileged (or an admin adds \"privileged\" to the rule's api_powers)"
+        );
+    }
+
+    #[test]
+    fn keys_match_without_case_as_go_does() {
+        refused_on(
+            &host(&json!({"privileged": true})),
+            "HostConfig.Privileged",
+            &host(&json!({"privileged": false})),
+        );
+        refused_on(
+            &json!({"hostconfig": {"PRIVILEGED": true}}),
+            "HostConfig.Privileged",
+            &json!({"hostconfig": {}}),
+        );
+        // Go's folding maps ſ (U+017F) to s and the Kelvin sign to k.
+        refused_on(
+            &host(&json!({"\u{17F}ysctls": {"kernel.x": "1"}})),
+            "HostConfig.Sysctls",
+            &host(&json!({"\u{17F}ysctls": {}})),
+        );
+        let judged = create(&host(&json!({"Lin\u{212A}s": ["gitea:g"]}))).unwrap();
+        assert_eq!(judged.needs.containers, [("HostConfig.Links[0]".to_owned(), "gitea".to_owned())]);
+    }
+
+    #[test]
+    fn duplicate_keys_that_fold_alike_are_refused() {
+        for body in [
+            r#"{"HostConfig":{"Privileged":false,"privileged":true}}"#,
+            r#"{"Image":"a","image":"b"}"#,
+            r#"{"Labels":{"a":"1","A":"2"}}"#,
+            r#"{"HostConfig":{"Mounts":[{"Type":"tmpfs","type":"bind"}]}}"#,
+        ] {
+            let refusal =
+                judge_body(BodyJudge::ContainerCreate, body.as_bytes(), &limits(), &same).unwrap_err();
+            assert!(refusal.message.contains("differ only in case"), "{body}: {}", refusal.message);
+        }
+        // Exact duplicates: serde_json and Go both keep the last, and the gate forwards that.
+        let judged = judge_body(
+            BodyJudge::ContainerCreate,
+            br#"{"HostConfig":{"Privileged":true,"Privileged":false}}"#,
+            &limits(),
+            &same,
+        )
+        .unwrap();
+        assert_eq!(forwarded(&judged)["HostConfig"]["Privileged"], json!(false));
+        assert!(
+            judge_body(
+                BodyJudge::ContainerCreate,
+                br#"{"HostConfig":{"Privileged":false,"Privileged":true}}"#,
+                &limits(),
+                &same
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn known_fields_of_the_wrong_type_are_refused() {
+        for (config, field) in [
+            (json!({"Privileged": "true"}), "HostConfig.Privileged"),
+            (json!({"Privileged": 1}), "HostConfig.Privileged"),
+            (json!({"Binds": "/:/host"}), "HostConfig.Binds"),
+            (json!({"Binds": [["/", "/host"]]}), "HostConfig.Binds[0]"),
+            (json!({"CapAdd": "SYS_ADMIN"}), "HostConfig.CapAdd"),
+            (json!({"Mounts": ["/:/host"]}), "HostConfig.Mounts[0]"),
+            (json!({"Sysctls": ["a=b"]}), "HostConfig.Sysctls"),
+            (json!({"Sysctls": {"a": 1}}), "HostConfig.Sysctls.a"),
+            (json!({"NetworkMode": ["host"]}), "HostConfig.NetworkMode"),
+        ] {
+            let refusal = create(&host(&config)).unwrap_err();
+            assert_eq!(refusal.field, field, "{config}");
+        }
+        assert_eq!(create(&json!({"HostConfig": "x"})).unwrap_err().field, "HostConfig");
+        assert_eq!(create(&json!({"Labels": ["a"]})).unwrap_err().field, "Labels");
+        // null is absent, as in Go.
+        create(&json!({"HostConfig": {"Privileged": null, "Binds": null}, "Labels": null})).unwrap();
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_are_refused() {
+        for body in [&b""[..], b"null", b"[]", b"\"x\"", b"{", b"{\"a\":1}x", b"\xff"] {
+            let refusal = judge_body(BodyJudge::ContainerCreate, body, &limits(), &same).unwrap_err();
+            assert_eq!(refusal.field, "body");
+        }
+        let refusal = judge_body(BodyJudge::Stream, b"{}", &limits(), &same).unwrap_err();
+        assert_eq!(refusal.field, "body");
+    }
+
+    #[test]
+    fn top_level_host_config_fields_are_judged() {
+        // dockerd 20.10 reads them when HostConfig is absent.
+        refused_on(
+            &json!({"Image": "x", "Privileged": true}),
+            "Privileged",
+            &json!({"Image": "x", "Privileged": false}),
+        );
+        refused_on(&json!({"Binds": ["/:/host"]}), "Binds[0]", &json!({"Binds": ["/home/ai/work:/w"]}));
+        refused_on(
+            &json!({"PidMode": "host", "HostConfig": {}}),
+            "PidMode",
+            &json!({"PidMode": "", "HostConfig": {}}),
+        );
+    }
+
+    #[test]
+    fn capabilities() {
+        refused_on(
+            &host(&json!({"CapAdd": ["SYS_ADMIN"]})),
+            "HostConfig.CapAdd[0]",
+            &host(&json!({"CapAdd": ["chown", "CAP_NET_RAW", "cap_kill"]})),
+        );
+        refused_on(
+            &host(&json!({"CapAdd": ["NET_RAW", "ALL"]})),
+            "HostConfig.CapAdd[1]",
+            &host(&json!({"CapAdd": []})),
+        );
+        refused_on(
+            &host(&json!({"CapAdd": ["cap_sys_ptrace"]})),
+            "HostConfig.CapAdd[0]",
+            &host(&json!({"CapDrop": ["ALL"]})),
+        );
+        refused_on(
+            &host(&json!({"Capabilities": ["CAP_CHOWN"]})),
+            "HostConfig.Capabilities",
+            &host(&json!({"Capabilities": null})),
+        );
+    }
+
+    #[test]
+    fn devices() {
+        let device =
+            json!([{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda", "CgroupPermissions": "rwm"}]);
+        refused_on(&host(&json!({"Devices": device})), "HostConfig.Devices", &host(&json!({"Devices": []})));
+        refused_on(
+            &host(&json!({"DeviceCgroupRules": ["b 8:* rwm"]})),
+            "HostConfig.DeviceCgroupRules",
+            &host(&json!({"DeviceCgroupRules": []})),
+        );
+        refused_on(
+            &host(&json!({"DeviceRequests": [{"Count": -1}]})),
+            "HostConfig.DeviceRequests",
+            &host(&json!({"DeviceRequests": null})),
+        );
+    }
+
+    #[test]
+    fn security_options() {
+        for bad in [
+            "seccomp=unconfined",
+            "seccomp:unconfined",
+            "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}",
+            "apparmor=unconfined",
+            "apparmor:my-profile",
+            "label=disable",
+            "label:disable",
+            "label=type:spc_t",
+            "label=user:system_u",
+            "label=role:system_r",
+            "label=level:s0-s0:c0.c1023",
+            "label=level:s0:c0.c1023",
+            "systempaths=unconfined",
+            "writable-cgroups=true",
+            "no-new-privileges=false",
+            "no-new-privileges:true=x",
+            "No-New-Privileges",
+            "",
+        ] {
+            refused_on(
+                &host(&json!({"SecurityOpt": ["no-new-privileges", bad]})),
+                "HostConfig.SecurityOpt[1]",
+                &host(&json!({"SecurityOpt": ["no-new-privileges"]})),
+            );
+        }
+        create(&host(&json!({"SecurityOpt": [
+            "no-new-privileges", "no-new-privileges:true", "no-new-privileges=true", "no-new-privileges=1",
+            "apparmor=docker-default", "apparmor:docker-default",
+            "label=level:s0:c100,c200", "label:level:s0", "label=level:s1:c3"
+        ]})))
+        .unwrap();
+        refused_on(
+            &host(&json!({"MaskedPaths": []})),
+            "HostConfig.MaskedPaths",
+            &host(&json!({"MaskedPaths": null})),
+        );
+        refused_on(
+            &host(&json!({"ReadonlyPaths": ["/proc/sys"]})),
+            "HostConfig.ReadonlyPaths",
+            &host(&json!({})),
+        );
+    }
+
+    #[test]
+    fn host_namespaces() {
+        for (name, control) in [
+            ("PidMode", ""),
+            ("IpcMode", "private"),
+            ("UTSMode", ""),
+            ("UsernsMode", ""),
+            ("CgroupnsMode", "private"),
+            ("NetworkMode", "bridge"),
+        ] {
+            refused_on(
+                &host(&json!({ name: "host" })),
+                &format!("HostConfig.{name}"),
+                &host(&json!({ name: control })),
+            );
+            refused_on(&host(&json!({ name: "HOST" })), &format!("HostConfig.{name}"), &host(&json!({})));
+        }
+        refused_on(
+            &json!({"NetworkingConfig": {"EndpointsConfig": {"host": {}}}}),
+            "NetworkingConfig.EndpointsConfig.host",
+            &json!({"NetworkingConfig": {"EndpointsConfig": {"bridge": {}}}}),
+        );
+        // Modes the gate does not know are refused, not forwarded.
+        refused_on(
+            &host(&json!({"PidMode": "Container:x"})),
+            "HostConfig.PidMode",
+            &host(&json!({"PidMode": "container:x"})),
+        );
+        refused_on(&host(&json!({"UTSMode": "container:x"})), "HostConfig.UTSMode", &host(&json!({})));
+    }
+
+    #[test]
+    fn other_containers_are_needs() {
+        let judged = create(&json!({
+            "HostConfig": {
+                "PidMode": "container:a",
+                "IpcMode": "container:b",
+                "NetworkMode": "container:c",
+                "VolumesFrom": ["gitea:ro", "d"],
+                "Links": ["db:database", "/e"],
+                "Cgroup": "container:f",
+            },
+            "NetworkingConfig": {"EndpointsConfig": {"mynet": {"Links": ["g:h"]}}},
+        }))
+        .unwrap();
+        let names: Vec<(&str, &str)> =
+            judged.needs.containers.iter().map(|(f, n)| (f.as_str(), n.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("HostConfig.PidMode", "a"),
+                ("HostConfig.IpcMode", "b"),
+                ("HostConfig.NetworkMode", "c"),
+                ("HostConfig.Cgroup", "f"),
+                ("HostConfig.VolumesFrom[0]", "gitea"),
+                ("HostConfig.VolumesFrom[1]", "d"),
+                ("HostConfig.Links[0]", "db"),
+                ("HostConfig.Links[1]", "/e"),
+                ("NetworkingConfig.EndpointsConfig.mynet.Links[0]", "g"),
+            ]
+        );
+        assert_eq!(
+            judged.needs.networks,
+            [("NetworkingConfig.EndpointsConfig.mynet".to_owned(), "mynet".to_owned())]
+        );
+        let judged = create(&host(&json!({"NetworkMode": "project_default"}))).unwrap();
+        assert_eq!(
+            judged.needs.networks,
+            [("HostConfig.NetworkMode".to_owned(), "project_default".to_owned())]
+        );
+        refused_on(
+            &host(&json!({"VolumesFrom": [":ro"]})),
+            "HostConfig.VolumesFrom[0]",
+            &host(&json!({"VolumesFrom": []})),
+        );
+    }
+
+    #[test]
+    fn cgroups_runtimes_sysctls_volume_drivers() {
+        refused_on(
+            &host(&json!({"CgroupParent": "/system.slice"})),
+            "HostConfig.CgroupParent",
+            &host(&json!({"CgroupParent": ""})),
+        );
+        refused_on(&host(&json!({"Cgroup": "/x"})), "HostConfig.Cgroup", &host(&json!({"Cgroup": ""})));
+        refused_on(
+            &host(&json!({"Runtime": "nvidia"})),
+            "HostConfig.Runtime",
+            &host(&json!({"Runtime": "runc"})),
+        );
+        refused_on(
+            &host(&json!({"Sysctls": {"net.ipv4.ip_forward": "1"}})),
+            "HostConfig.Sysctls",
+            &host(&json!({"Sysctls": {}})),
+        );
+        refused_on(
+            &host(&json!({"VolumeDriver": "rexray"})),
+            "HostConfig.VolumeDriver",
+            &host(&json!({"VolumeDriver": "local"})),
+        );
+        assert!(
+            create(&host(&json!({"VolumeDriver": "rexray"})))
+                .unwrap_err()
+                .message
+                .contains("no api_powers entry")
+        );
+    }
+
+    #[test]
+    fn binds() {
+        refused_on(
+            &host(&json!({"Binds": ["/:/host"]})),
+            "HostConfig.Binds[0]",
+            &host(&json!({"Binds": ["/home/ai/work:/w"]})),
+        );
+        refused_on(
+            &host(&json!({"Binds": ["/home/ai/work/p:/p", "/etc:/e:ro"]})),
+            "HostConfig.Binds[1]",
+            &host(&json!({"Binds": ["/home/ai/work/p:/p:ro,z"]})),
+        );
+        // Component-wise, not a string prefix.
+        refused_on(
+            &host(&json!({"Binds": ["/home/ai/workshop:/w"]})),
+            "HostConfig.Binds[0]",
+            &host(&json!({"Binds": ["/home/ai/work/shop:/w"]})),
+        );
+        // `..` is resolved before the comparison.
+        refused_on(
+            &host(&json!({"Binds": ["/home/ai/work/../../../etc:/e"]})),
+            "HostConfig.Binds[0]",
+            &host(&json!({"Binds": ["/home/ai/work/a/../b:/b"]})),
+        );
+        refused_on(
+            &host(&json!({"Binds": [":/x"]})),
+            "HostConfig.Binds[0]",
+            &host(&json!({"Binds": ["/anonymous"]})),
+        );
+        refused_on(
+            &host(&json!({"Binds": ["/a:/b:ro:x"]})),
+            "HostConfig.Binds[0]",
+            &host(&json!({"Binds": []})),
+        );
+        let message = create(&host(&json!({"Binds": ["/etc:/e"]}))).unwrap_err().message;
+        assert!(message.contains("/etc") && message.contains("/home/ai/work"), "{message}");
+        let judged = create(&host(&json!({"Binds": ["data:/data", "cache:/c:ro"]}))).unwrap();
+        assert_eq!(
+            judged.needs.volumes,
+            [
+                ("HostConfig.Binds[0]".to_owned(), "data".to_owned()),
+                ("HostConfig.Binds[1]".to_owned(), "cache".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn never_bind_wins_over_bind_paths() {
+        let limits = Limits { bind_paths: vec!["/".into()], ..limits() };
+        let bind = |source: &str| {
+            judge_with(
+                BodyJudge::ContainerCreate,
+                &host(&json!({"Binds": [format!("{source}:/x")]})),
+                &limits,
+            )
+        };
+        bind("/home").unwrap();
+        bind("/run/user").unwrap();
+        for source in
+            ["/", "/run", "/run/docker.sock", "/var/lib/enforcer/maps", "/var/lib", "/run/./docker.sock"]
+        {
+            let refusal = bind(source).unwrap_err();
+            assert!(
+                refusal.message.contains("which no container may mount"),
+                "{source}: {}",
+                refusal.message
+            );
+        }
+        let none = Limits { bind_paths: Vec::new(), ..self::limits() };
+        let refusal =
+            judge_with(BodyJudge::ContainerCreate, &host(&json!({"Binds": ["/home/ai/work:/w"]})), &none)
+                .unwrap_err();
+        assert!(refusal.message.contains("the rule allows no bind mounts"), "{}", refusal.message);
+    }
+
+    #[test]
+    fn mounts() {
+        let mount = |m: Value| host(&json!({"Mounts": [m]}));
+        refused_on(
+            &mount(json!({"Type": "bind", "Source": "/", "Target": "/host"})),
+            "HostConfig.Mounts[0].Source",
+            &mount(json!({"Type": "bind", "Source": "/home/ai/work/x", "Target": "/x"})),
+        );
+        refused_on(
+            &mount(json!({"Type": "bind", "Source": "rel", "Target": "/x"})),
+            "HostConfig.Mounts[0].Source",
+            &mount(json!({"Type": "tmpfs", "Target": "/x"})),
+        );
+        refused_on(
+            &mount(json!({"Type": "npipe", "Source": "x", "Target": "/x"})),
+            "HostConfig.Mounts[0].Type",
+            &mount(json!({"Type": "volume", "Target": "/x"})),
+        );
+        refused_on(
+            &mount(json!({"Type": "Bind", "Source": "/", "Target": "/x"})),
+            "HostConfig.Mounts[0].Type",
+            &mount(json!({"Type": "volume", "Source": "v", "Target": "/x"})),
+        );
+        refused_on(
+            &mount(json!({"Type": "image", "Source": "busybox", "Target": "/x"})),
+            "HostConfig.Mounts[0].Type",
+            &mount(json!({"Type": "tmpfs", "Target": "/x"})),
+        );
+        refused_on(
+            &mount(json!({"Source": "/", "Target": "/x"})),
+            "HostConfig.Mounts[0].Type",
+            &mount(json!({"Type": "tmpfs", "Target": "/x"})),
+        );
+        let local = |options: Value| {
+            mount(
+                json!({"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": options}}}),
+            )
+        };
+        let field = "HostConfig.Mounts[0].VolumeOptions.DriverConfig.Options.device";
+        refused_on(
+            &local(json!({"type": "none", "o": "bind", "device": "/"})),
+            field,
+            &local(json!({"type": "none", "o": "bind", "device": "/home/ai/work/v"})),
+        );
+        refused_on(&local(json!({"o": "rbind,ro", "device": "/etc"})), field, &local(json!({})));
+        refused_on(
+            &local(json!({"type": "none", "o": "bind"})),
+            field,
+            &local(json!({"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})),
+        );
+        refused_on(
+            &local(json!({"type": "nfs", "o": "addr=10.0.0.1", "device": ":/export"})),
+            "HostConfig.Mounts[0].VolumeOptions.DriverConfig.Options.type",
+            &local(json!({"size": "1g"})),
+        );
+        refused_on(
+            &local(json!({"type": "ext4", "device": "/dev/sda1"})),
+            "HostConfig.Mounts[0].VolumeOptions.DriverConfig.Options.type",
+            &local(json!({})),
+        );
+        refused_on(&local(json!({"device": "/dev/sda1"})), field, &local(json!({})));
+        refused_on(
+            &local(json!({"lowerdir": "/etc"})),
+            "HostConfig.Mounts[0].VolumeOptions.DriverConfig.Options.lowerdir",
+            &local(json!({})),
+        );
+        refused_on(
+            &mount(
+                json!({"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {"Name": "rexray"}}}),
+            ),
+            "HostConfig.Mounts[0].VolumeOptions.DriverConfig.Name",
+            &mount(
+                json!({"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {"Name": ""}}}),
+            ),
+        );
+        let judged = create(&mount(json!({"Type": "volume", "Source": "data", "Target": "/x"}))).unwrap();
+        assert_eq!(judged.needs.volumes, [("HostConfig.Mounts[0].Source".to_owned(), "data".to_owned())]);
+    }
+
+    #[test]
+    fn the_owner_label_is_added_and_cannot_be_claimed() {
+        for body in [
+            json!({"Image": "x"}),
+            json!({"Image": "x", "Labels": null}),
+            json!({"Image": "x", "Labels": {}}),
+        ] {
+            let judged = create(&body).unwrap();
+            assert_eq!(forwarded(&judged)["Labels"], json!({ OWNER_LABEL: RULE }), "{body}");
+        }
+        let judged = create(&json!({"Image": "x", "labels": {"app": "web"}, "Unknown": [1, 2]})).unwrap();
+        let out = forwarded(&judged);
+        assert_eq!(out["labels"], json!({"app": "web", OWNER_LABEL: RULE}));
+        assert!(out.get("Labels").is_none(), "no second Labels key: {out}");
+        // Unknown fields pass through.
+        assert_eq!(out["Unknown"], json!([1, 2]));
+        for label in [OWNER_LABEL, "Enforcer.Owner", "enforcer.other"] {
+            refused_on(
+                &json!({"Labels": { label: "ai-worker-docker" }}),
+                &format!("Labels.{label}"),
+                &json!({"Labels": {"owner": "x"}}),
+            );
+        }
+    }
+
+    #[test]
+    fn powers_of_the_rule_admit() {
+        let limits = Limits {
+            powers: vec![Power::Privileged, Power::HostNamespaces, Power::CapAdd, Power::SecurityOpt],
+            ..limits()
+        };
+        let body = host(&json!({
+            "Privileged": true, "PidMode": "host", "NetworkMode": "host", "CapAdd": ["SYS_ADMIN"],
+            "SecurityOpt": ["seccomp=unconfined"],
+        }));
+        judge_with(BodyJudge::ContainerCreate, &body, &limits).unwrap();
+        // Binds stay judged whatever the powers.
+        assert!(judge_with(BodyJudge::ContainerCreate, &host(&json!({"Binds": ["/:/h"]})), &limits).is_err());
+    }
+
+    #[test]
+    fn container_update() {
+        let update = |body: Value| judge_with(BodyJudge::ContainerUpdate, &body, &limits());
+        assert_eq!(update(json!({"Devices": [{"PathOnHost": "/dev/mem"}]})).unwrap_err().field, "Devices");
+        assert_eq!(
+            update(json!({"DeviceCgroupRules": ["a *:* rwm"]})).unwrap_err().field,
+            "DeviceCgroupRules"
+        );
+        assert_eq!(update(json!({"DeviceRequests": [{}]})).unwrap_err().field, "DeviceRequests");
+        assert_eq!(update(json!({"cgroupparent": "/"})).unwrap_err().field, "CgroupParent");
+        let judged = update(json!({"Memory": 1_048_576, "RestartPolicy": {"Name": "always"}})).unwrap();
+        assert_eq!(forwarded(&judged), json!({"Memory": 1_048_576, "RestartPolicy": {"Name": "always"}}));
+    }
+
+    #[test]
+    fn exec_create() {
+        let exec = |body: Value| judge_with(BodyJudge::ExecCreate, &body, &limits());
+        assert_eq!(exec(json!({"Cmd": ["sh"], "Privileged": true})).unwrap_err().field, "Privileged");
+        assert_eq!(exec(json!({"Cmd": ["sh"], "privileged": "yes"})).unwrap_err().field, "Privileged");
+        let judged = exec(json!({"Cmd": ["sh"], "Privileged": false, "User": "root"})).unwrap();
+        assert_eq!(forwarded(&judged), json!({"Cmd": ["sh"], "Privileged": false, "User": "root"}));
+    }
+
+    #[test]
+    fn volume_create() {
+        let volume = |body: Value| judge_with(BodyJudge::VolumeCreate, &body, &limits());
+        assert_eq!(volume(json!({"Name": "v", "Driver": "rexray"})).unwrap_err().field, "Driver");
+        assert_eq!(
+            volume(json!({"DriverOpts": {"type": "none", "o": "bind", "device": "/"}})).unwrap_err().field,
+            "DriverOpts.device"
+        );
+        assert_eq!(
+            volume(json!({"DriverOpts": {"type": "cifs", "device": "//host/share"}})).unwrap_err().field,
+            "DriverOpts.type"
+        );
+        assert_eq!(
+            volume(json!({"Labels": {OWNER_LABEL: "other"}})).unwrap_err().field,
+            "Labels.enforcer.owner"
+        );
+        assert_eq!(volume(json!({"ClusterVolumeSpec": {}})).unwrap_err().field, "ClusterVolumeSpec");
+        let judged = volume(json!({"Name": "v", "Driver": "local", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/ai/work/v"}, "Labels": {"a": "b"}})).unwrap();
+        assert_eq!(forwarded(&judged)["Labels"], json!({"a": "b", OWNER_LABEL: RULE}));
+        let judged = volume(json!({"Name": "v"})).unwrap();
+        assert_eq!(forwarded(&judged), json!({"Name": "v", "Labels": {OWNER_LABEL: RULE}}));
+    }
+
+    #[test]
+    fn network_create() {
+        let network = |body: Value| judge_with(BodyJudge::NetworkCreate, &body, &limits());
+        for driver in ["macvlan", "ipvlan", "host", "overlay", "weird"] {
+            assert_eq!(
+                network(json!({"Name": "n", "Driver": driver})).unwrap_err().field,
+                "Driver",
+                "{driver}"
+            );
+        }
+        assert_eq!(
+            network(json!({"Name": "n", "Options": {"com.docker.network.bridge.name": "br0"}}))
+                .unwrap_err()
+                .field,
+            "Options.com.docker.network.bridge.name"
+        );
+        assert_eq!(network(json!({"Name": "n", "Ingress": true})).unwrap_err().field, "Ingress");
+        assert_eq!(
+            network(json!({"Name": "n", "Labels": {"enforcer.owner": "x"}})).unwrap_err().field,
+            "Labels.enforcer.owner"
+        );
+        let judged = network(json!({"Name": "n", "Driver": "bridge", "Internal": true})).unwrap();
+        assert_eq!(
+            forwarded(&judged),
+            json!({"Name": "n", "Driver": "bridge", "Internal": true, "Labels": {OWNER_LABEL: RULE}})
+        );
+        network(json!({"Name": "n"})).unwrap();
+    }
+
+    #[test]
+    fn network_connect() {
+        let judged = judge_with(
+            BodyJudge::NetworkConnect,
+            &json!({"Container": "gitea", "EndpointConfig": {"Links": ["db:d"], "Aliases": ["x"]}}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            judged.needs.containers,
+            [
+                ("Container".to_owned(), "gitea".to_owned()),
+                ("EndpointConfig.Links[0]".to_owned(), "db".to_owned())
+            ]
+        );
+        assert!(judge_with(BodyJudge::NetworkConnect, &json!({"Container": 1}), &limits()).is_err());
+    }
+
+    #[test]
+    fn build_query() {
+        let build = |q: &str| judge_build_query(q, &limits());
+        assert_eq!(build("networkmode=host&t=a").unwrap_err().field, "networkmode");
+        assert_eq!(build("networkmode=HOST").unwrap_err().field, "networkmode");
+        assert_eq!(build("networkmode=container%3Agitea").unwrap_err().field, "networkmode");
+        assert_eq!(build("cgroupparent=%2F").unwrap_err().field, "cgroupparent");
+        assert_eq!(build("securityopt=seccomp%3Dunconfined").unwrap_err().field, "securityopt");
+        assert_eq!(build("dockerfile=a&dockerfile=b").unwrap_err().field, "dockerfile");
+        assert_eq!(build("networkmode=bridge&NetworkMode=host").unwrap_err().field, "NetworkMode");
+        assert_eq!(build("a=1;networkmode=host").unwrap_err().field, "query");
+        assert_eq!(build("t=%zz").unwrap_err().field, "t");
+        let claim = format!("labels={}", "%7B%22enforcer.owner%22%3A%22x%22%7D");
+        assert_eq!(build(&claim).unwrap_err().field, "labels.enforcer.owner");
+        assert_eq!(build("labels=%5B%5D").unwrap_err().field, "labels");
+        assert_eq!(build("labels=nope").unwrap_err().field, "labels");
+
+        let out =
+            build("t=app%3A1&t=app%3Alatest&networkmode=default&labels=%7B%22a%22%3A%22b+c%22%7D&version=2")
+                .unwrap();
+        assert_eq!(
+            out,
+            "t=app%3A1&t=app%3Alatest&networkmode=default&version=2&labels=%7B%22a%22%3A%22b%20c%22%2C%22enforcer.owner%22%3A%22ai-worker-docker%22%7D"
+        );
+        assert_eq!(build("").unwrap(), "labels=%7B%22enforcer.owner%22%3A%22ai-worker-docker%22%7D");
+        let granted = Limits { powers: vec![Power::BuildHostNetwork], ..limits() };
+        judge_build_query("networkmode=host", &granted).unwrap();
+    }
+
+    /// A fresh directory under the system's temp dir (std only).
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enforcer-judge-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::canonicalize(dir).unwrap()
+    }
+
+    #[test]
+    fn resolve_source_follows_symlinks_and_removes_dots() {
+        let dir = tempdir("resolve");
+        let work = dir.join("work");
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        std::os::unix::fs::symlink("/etc", work.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub", work.join("rel")).unwrap();
+        assert_eq!(resolve_source(&work.join("sub")), work.join("sub"));
+        assert_eq!(resolve_source(&work.join("link")), std::fs::canonicalize("/etc").unwrap());
+        assert_eq!(
+            resolve_source(&work.join("link/x/y")),
+            std::fs::canonicalize("/etc").unwrap().join("x/y")
+        );
+        assert_eq!(resolve_source(&work.join("rel/new/dir")), work.join("sub/new/dir"));
+        assert_eq!(resolve_source(&work.join("missing/../sub/./x")), work.join("sub/x"));
+        assert_eq!(resolve_source(Path::new("/../..")), PathBuf::from("/"));
+
+        let limits = Limits { bind_paths: vec![work.clone()], ..limits() };
+        let bind = |source: PathBuf| {
+            let body = host(&json!({"Binds": [format!("{}:/x", source.display())]}));
+            judge_body(BodyJudge::ContainerCreate, body.to_string().as_bytes(), &limits, &resolve_source)
+        };
+        bind(work.join("sub")).unwrap();
+        bind(work.join("new")).unwrap();
+        bind(work.join("rel")).unwrap();
+        let refusal = bind(work.join("link")).unwrap_err();
+        assert!(refusal.message.contains("resolved: "), "{}", refusal.message);
+        // dockerd cleans lexically first: `link/..` is `work` itself, not `/etc/..`.
+        bind(work.join("link/..")).unwrap();
+        bind(work.join("sub/../..")).unwrap_err();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    const KINDS: &[BodyJudge] = &[
+        BodyJudge::ContainerCreate,
+        BodyJudge::ContainerUpdate,
+        BodyJudge::ExecCreate,
+        BodyJudge::VolumeCreate,
+        BodyJudge::NetworkCreate,
+        BodyJudge::NetworkConnect,
+        BodyJudge::Build,
+        BodyJudge::Stream,
+    ];
+
+    /// JSON values built from the fields the judge knows, in any case and of any type.
+    fn json_ish() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "HostConfig",
+            "hostconfig",
+            "Privileged",
+            "PRIVILEGED",
+            "Binds",
+            "Mounts",
+            "Type",
+            "Source",
+            "VolumeOptions",
+            "DriverConfig",
+            "Options",
+            "Name",
+            "Labels",
+            "labels",
+            "CapAdd",
+            "SecurityOpt",
+            "PidMode",
+            "NetworkMode",
+            "NetworkingConfig",
+            "EndpointsConfig",
+            "Links",
+            "VolumesFrom",
+            "Devices",
+            "Sysctls",
+            "\u{17F}ysctls",
+            "type",
+            "o",
+            "device",
+            "Driver",
+            "DriverOpts",
+            "Container",
+            "EndpointConfig",
+            "enforcer.owner",
+            "host",
+            "x",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "host",
+                "/",
+                "/home/ai/work/x",
+                "bind",
+                "container:x",
+                "a:b:c",
+                "none",
+                "volume",
+                "tmpfs",
+                "",
+                "SYS_ADMIN",
+                "seccomp=unconfined"
+            ])
+            .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6).prop_map(|pairs| Value::Object(
+                    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn judge_body_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..256), kind in prop::sample::select(KINDS)) {
+            let _ = judge_body(kind, &body, &limits(), &same);
+        }
+
+        #[test]
+        fn judge_body_never_panics_on_json(value in json_ish(), kind in prop::sample::select(KINDS)) {
+            if let Ok(judged) = judge_body(kind, value.to_string().as_bytes(), &limits(), &same) {
+                let out: Value = serde_json::from_slice(&judged.body).expect("JSON out");
+                if matches!(kind, BodyJudge::ContainerCreate | BodyJudge::VolumeCreate | BodyJudge::NetworkCreate) {
+                    let labels = out.as_object().and_then(|o| field(o, "Labels")).cloned();
+                    prop_assert_eq!(labels.and_then(|l| l.get(OWNER_LABEL).cloned()), Some(Value::from(RULE)));
+                }
+                // What is forwarded is what was judged: the same value, plus the label.
+                let mut expected = value.clone();
+                if let Some(root) = expected.as_object_mut() {
+                    if matches!(kind, BodyJudge::ContainerCreate | BodyJudge::VolumeCreate | BodyJudge::NetworkCreate) {
+                        let key = key_of(root, "Labels").unwrap_or_else(|| "Labels".to_owned());
+                        let labels = root.entry(key).or_insert(Value::Null);
+                        if labels.is_null() {
+                            *labels = Value::Object(Map::new());
+                        }
+                        if let Some(map) = labels.as_object_mut() {
+                            map.insert(OWNER_LABEL.to_owned(), Value::from(RULE));
+                        }
+                    }
+                }
+                prop_assert_eq!(out, expected);
+            }
+        }
+
+        #[test]
+        fn judge_build_query_never_panics(query in "\\PC{0,64}") {
+            if let Ok(out) = judge_build_query(&query, &limits()) {
+                // The forwarded query carries the owner label (so judging it again is a claim).
+                let again = judge_build_query(&out, &limits()).unwrap_err();
+                prop_assert_eq!(again.field, format!("labels.{OWNER_LABEL}"));
+            }
+        }
+    }
+}
