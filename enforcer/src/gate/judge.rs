@@ -10,6 +10,7 @@
 //! dockerd decodes exactly the value that was judged (CVE-2024-41110 was an authorization
 //! plugin judging a body dockerd did not see). Unknown fields pass: dockerd ignores them.
 
+use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -503,27 +504,29 @@ impl Judge<'_> {
                 )?;
             }
         }
-        if let Some(runtime) = self.string(host, "Runtime", base)? {
-            if !runtime.is_empty() && runtime != "runc" {
-                self.power(
-                    Power::Runtime,
-                    &at("Runtime"),
-                    &format!("runtime {runtime:?} is not docker's default"),
-                    "drop --runtime",
-                )?;
-            }
+        if let Some(runtime) = self.string(host, "Runtime", base)?
+            && !runtime.is_empty()
+            && runtime != "runc"
+        {
+            self.power(
+                Power::Runtime,
+                &at("Runtime"),
+                &format!("runtime {runtime:?} is not docker's default"),
+                "drop --runtime",
+            )?;
         }
         if !self.string_map(host, "Sysctls", base)?.is_empty() {
             self.power(Power::Sysctls, &at("Sysctls"), "kernel parameters are not allowed", "drop --sysctl")?;
         }
-        if let Some(driver) = self.string(host, "VolumeDriver", base)? {
-            if !driver.is_empty() && driver != "local" {
-                return Err(self.refuse(
+        if let Some(driver) = self.string(host, "VolumeDriver", base)?
+            && !driver.is_empty()
+            && driver != "local"
+        {
+            return Err(self.refuse(
                     &at("VolumeDriver"),
                     &format!("volume driver {driver:?} is not allowed (no api_powers entry lifts this; only the local driver)"),
                     "drop --volume-driver",
                 ));
-            }
         }
         for (field_name, spec) in self.strings(host, "VolumesFrom", base)? {
             // moby's ParseVolumesFrom: the container, then an optional `:ro`/`:rw`.
@@ -548,7 +551,7 @@ impl Judge<'_> {
         Ok(())
     }
 
-    /// The fields of `Resources` (in HostConfig, and the body of an update) that reach the
+    /// The fields of `Resources` (in `HostConfig`, and the body of an update) that reach the
     /// host: devices and the cgroup parent.
     fn resources(&self, object: &Map<String, Value>, base: &str) -> Result<(), Refusal> {
         for (name, flag) in [
@@ -565,15 +568,15 @@ impl Judge<'_> {
                 )?;
             }
         }
-        if let Some(parent) = self.string(object, "CgroupParent", base)? {
-            if !parent.is_empty() {
-                self.power(
-                    Power::CgroupParent,
-                    &join(base, "CgroupParent"),
-                    "choosing the cgroup parent is not allowed",
-                    "drop --cgroup-parent",
-                )?;
-            }
+        if let Some(parent) = self.string(object, "CgroupParent", base)?
+            && !parent.is_empty()
+        {
+            self.power(
+                Power::CgroupParent,
+                &join(base, "CgroupParent"),
+                "choosing the cgroup parent is not allowed",
+                "drop --cgroup-parent",
+            )?;
         }
         Ok(())
     }
@@ -600,10 +603,8 @@ impl Judge<'_> {
                 &format!("drop --{kind}=host"),
             );
         }
-        if container {
-            if let Some(other) = mode.strip_prefix("container:") {
-                return self.need_container(&at, other);
-            }
+        if container && let Some(other) = mode.strip_prefix("container:") {
+            return self.need_container(&at, other);
         }
         if private.contains(&mode) {
             return Ok(());
@@ -717,19 +718,19 @@ impl Judge<'_> {
                     self.needs.volumes.push((join(base, "Source"), source.to_owned()));
                 }
                 let options = join(base, "VolumeOptions");
-                if let Some(volume) = self.object(mount, "VolumeOptions", base)? {
-                    if let Some(driver) = self.object(volume, "DriverConfig", &options)? {
-                        let config = join(&options, "DriverConfig");
-                        let name = self.string(driver, "Name", &config)?.unwrap_or("");
-                        if !name.is_empty() && name != "local" {
-                            return Err(self.refuse(
+                if let Some(volume) = self.object(mount, "VolumeOptions", base)?
+                    && let Some(driver) = self.object(volume, "DriverConfig", &options)?
+                {
+                    let config = join(&options, "DriverConfig");
+                    let name = self.string(driver, "Name", &config)?.unwrap_or("");
+                    if !name.is_empty() && name != "local" {
+                        return Err(self.refuse(
                                 &join(&config, "Name"),
                                 &format!("volume driver {name:?} is not allowed (no api_powers entry lifts this; only the local driver)"),
                                 "drop the volume driver",
                             ));
-                        }
-                        self.local_options(driver, "Options", &config)?;
                     }
+                    self.local_options(driver, "Options", &config)?;
                 }
                 Ok(())
             }
@@ -824,14 +825,15 @@ impl Judge<'_> {
 
     fn volume_create(&self, root: &Map<String, Value>) -> Result<(), Refusal> {
         self.labels(root, "Labels", "")?;
-        if let Some(driver) = self.string(root, "Driver", "")? {
-            if !driver.is_empty() && driver != "local" {
-                return Err(self.refuse(
+        if let Some(driver) = self.string(root, "Driver", "")?
+            && !driver.is_empty()
+            && driver != "local"
+        {
+            return Err(self.refuse(
                     "Driver",
                     &format!("volume driver {driver:?} is not allowed (no api_powers entry lifts this; only the local driver)"),
                     "drop --driver",
                 ));
-            }
         }
         self.local_options(root, "DriverOpts", "")?;
         if field(root, "ClusterVolumeSpec").is_some() {
@@ -877,15 +879,15 @@ impl Judge<'_> {
         if self.bool(root, "Ingress", "")? == Some(true) {
             self.power(Power::Swarm, "Ingress", "an ingress network is a swarm object", "drop --ingress")?;
         }
-        if let Some(scope) = self.string(root, "Scope", "")? {
-            if !matches!(scope, "" | "local") {
-                self.power(
-                    Power::Swarm,
-                    "Scope",
-                    &format!("scope {scope:?} makes a swarm network"),
-                    "drop --scope",
-                )?;
-            }
+        if let Some(scope) = self.string(root, "Scope", "")?
+            && !matches!(scope, "" | "local")
+        {
+            self.power(
+                Power::Swarm,
+                "Scope",
+                &format!("scope {scope:?} makes a swarm network"),
+                "drop --scope",
+            )?;
         }
         Ok(())
     }
@@ -952,10 +954,10 @@ fn lexical_clean(path: &Path) -> PathBuf {
 
 /// Judges `POST /build`'s query string and returns the query to forward (owner label added).
 ///
-/// BuildKit's entitlements (`security.insecure`, `network.host` for RUN steps) travel in
+/// `BuildKit`'s entitlements (`security.insecure`, `network.host` for RUN steps) travel in
 /// the build's gRPC session (`/session`, `/grpc`), not in this query; dockerd refuses them
 /// unless its own configuration allows them (`builder.entitlements`), so the gate does not
-/// see them here. `networkmode` is the classic builder's (and BuildKit's `--network`).
+/// see them here. `networkmode` is the classic builder's (and `BuildKit`'s `--network`).
 ///
 /// The gate must refuse a `POST /build` whose `Content-Type` is
 /// `application/x-www-form-urlencoded`: Go's `ParseForm` would then read parameters from
@@ -1080,7 +1082,7 @@ fn form_encode(out: &mut String, s: &str) {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
 }
@@ -1948,8 +1950,8 @@ mod tests {
                 }
                 // What is forwarded is what was judged: the same value, plus the label.
                 let mut expected = value.clone();
-                if let Some(root) = expected.as_object_mut() {
-                    if matches!(kind, BodyJudge::ContainerCreate | BodyJudge::VolumeCreate | BodyJudge::NetworkCreate) {
+                if let Some(root) = expected.as_object_mut()
+                    && matches!(kind, BodyJudge::ContainerCreate | BodyJudge::VolumeCreate | BodyJudge::NetworkCreate) {
                         let key = key_of(root, "Labels").unwrap_or_else(|| "Labels".to_owned());
                         let labels = root.entry(key).or_insert(Value::Null);
                         if labels.is_null() {
@@ -1959,7 +1961,6 @@ mod tests {
                             map.insert(OWNER_LABEL.to_owned(), Value::from(RULE));
                         }
                     }
-                }
                 prop_assert_eq!(out, expected);
             }
         }

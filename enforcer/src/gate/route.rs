@@ -300,7 +300,7 @@ const INSPECT_IMAGES: &[&str] = &[
     "trust sign",
 ];
 
-/// Commands that build (the classic `/build`, BuildKit through `/session` and `/grpc`).
+/// Commands that build (the classic `/build`, `BuildKit` through `/session` and `/grpc`).
 const BUILD: &[&str] = &[
     "image build",
     "buildx build",
@@ -319,7 +319,7 @@ const BUILD: &[&str] = &[
     "compose watch",
 ];
 
-/// Commands that talk to BuildKit's control API through `/grpc` (the docker driver):
+/// Commands that talk to `BuildKit`'s control API through `/grpc` (the docker driver):
 /// builds and buildx's cache, history and worker commands.
 const GRPC: &[&str] = &[
     "image build",
@@ -757,10 +757,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
             continue;
         }
         let pattern = parse_pattern(endpoint.pattern);
-        if let Some((version, rest)) = versioned {
-            if let Some(params) = match_segments(&pattern, rest) {
-                return Ok(found(endpoint, rest, params, Some(version)));
-            }
+        if let Some((version, rest)) = versioned
+            && let Some(params) = match_segments(&pattern, rest)
+        {
+            return Ok(found(endpoint, rest, params, Some(version)));
         }
         if let Some(params) = match_segments(&pattern, &segments) {
             return Ok(found(endpoint, &segments, params, None));
@@ -895,9 +895,8 @@ fn parse_pattern(pattern: &'static str) -> Vec<Piece<'static>> {
 /// Matches segments against a pattern, the parameters joined with `/`. A `Many` takes as
 /// many segments as it can (Go's greedy `.*`).
 fn match_segments(pattern: &[Piece], segments: &[&str]) -> Option<Vec<String>> {
-    let (first, rest) = match pattern.split_first() {
-        None => return segments.is_empty().then(Vec::new),
-        Some(split) => split,
+    let Some((first, rest)) = pattern.split_first() else {
+        return segments.is_empty().then(Vec::new);
     };
     match first {
         Piece::Literal(lit) => {
@@ -927,7 +926,7 @@ mod tests {
     use super::*;
 
     fn pattern_of(method: &str, path: &str) -> &'static str {
-        route(method, path).map(|r| r.endpoint.pattern).unwrap_or("<none>")
+        route(method, path).map_or("<none>", |r| r.endpoint.pattern)
     }
 
     #[test]
