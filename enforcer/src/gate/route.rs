@@ -20,6 +20,7 @@
 //! routes (pprof, expvar; no docker client uses them) and routes of forks.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use super::judge::Power;
 
@@ -147,7 +148,6 @@ const ANY: &[&str] = &[ANY_COMMAND];
 const LIST_CONTAINERS: &[&str] = &[
     "container ls",
     "container stats",
-    "container prune",
     "compose attach",
     "compose commit",
     "compose cp",
@@ -258,8 +258,8 @@ const CP_FROM: &[&str] = &["container cp", "compose cp"];
 /// Commands that write or stat a container's files (compose's watch syncs into them).
 const CP_TO: &[&str] = &["container cp", "compose cp", "compose watch"];
 
-/// Commands that pull images (`image import` creates one from a tarball or URL through
-/// the same endpoint, with `fromSrc`).
+/// Commands that pull images and `image import`, which creates one from a tarball or URL
+/// through the same endpoint (`fromSrc`): [`commands_for`] tells them apart.
 const PULL: &[&str] = &[
     "image pull",
     "image import",
@@ -274,6 +274,24 @@ const PULL: &[&str] = &[
     "compose bridge convert",
     "compose bridge transformations create",
 ];
+
+/// `POST /images/create` without `fromSrc`: the pulls of [`PULL`].
+const PULL_ONLY: &[&str] = &[
+    "image pull",
+    "container create",
+    "container run",
+    "compose create",
+    "compose pull",
+    "compose run",
+    "compose scale",
+    "compose up",
+    "compose watch",
+    "compose bridge convert",
+    "compose bridge transformations create",
+];
+
+/// `POST /images/create` with `fromSrc`.
+const IMPORT: &[&str] = &["image import"];
 
 /// Commands that push an image.
 const PUSH: &[&str] =
@@ -745,6 +763,49 @@ pub fn endpoint_table() -> String {
     out
 }
 
+/// The commands that use a request of `endpoint` with this query string (without the `?`):
+/// the endpoint's, except where the query decides which command it is. `POST
+/// /images/create` with a `fromSrc` (any case, any value: fail closed) is `image import`,
+/// without one a pull. An undecodable query counts as an import too (dockerd refuses it).
+///
+/// The gate must also refuse requests whose `Content-Type` is
+/// `application/x-www-form-urlencoded`: dockerd's `ParseForm` would read parameters from
+/// such a body as well, ahead of the query's.
+pub fn commands_for(endpoint: &Endpoint, query: &str) -> &'static [&'static str] {
+    if endpoint.method == "POST" && endpoint.pattern == "/images/create" {
+        let imports = query.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            decode_query_key(key).is_none_or(|key| key.eq_ignore_ascii_case("fromsrc"))
+        });
+        return if imports { IMPORT } else { PULL_ONLY };
+    }
+    endpoint.commands
+}
+
+/// A query key, `+` a space and `%XX` a byte (Go's `QueryUnescape`); `None` if malformed.
+fn decode_query_key(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                out.push(hex_pair(bytes.get(i + 1..i + 3)?)?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Normalises `path` (the request target's path, without the query) as dockerd's router
 /// does and finds its endpoint.
 pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
@@ -752,17 +813,17 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
     let segments = clean(&decoded);
     // mux tries each route with the version prefix, then without, in registration order.
     let versioned = segments.split_first().and_then(|(first, rest)| Some((version_of(first)?, rest)));
-    for endpoint in ENDPOINTS {
+    for (index, endpoint) in ENDPOINTS.iter().enumerate() {
         if endpoint.method != method {
             continue;
         }
-        let pattern = parse_pattern(endpoint.pattern);
+        let pattern = patterns().get(index).map_or(&[][..], Vec::as_slice);
         if let Some((version, rest)) = versioned
             && let Some(params) = match_segments(&pattern, rest)
         {
             return Ok(found(endpoint, rest, params, Some(version)));
         }
-        if let Some(params) = match_segments(&pattern, &segments) {
+        if let Some(params) = match_segments(pattern, &segments) {
             return Ok(found(endpoint, &segments, params, None));
         }
     }
@@ -868,6 +929,12 @@ fn encode_path(segments: &[&str]) -> String {
         }
     }
     out
+}
+
+/// [`ENDPOINTS`]' patterns, parsed once, by index.
+fn patterns() -> &'static [Vec<Piece<'static>>] {
+    static PATTERNS: OnceLock<Vec<Vec<Piece<'static>>>> = OnceLock::new();
+    PATTERNS.get_or_init(|| ENDPOINTS.iter().map(|e| parse_pattern(e.pattern)).collect())
 }
 
 /// A piece of a route pattern.
@@ -1136,6 +1203,22 @@ mod tests {
         assert_eq!(commands("POST", "/images/x/tag"), &["image tag"]);
         assert!(commands("GET", "/containers/x/attach/ws").is_empty());
         assert!(commands("GET", "/_ping").contains(&ANY_COMMAND));
+    }
+
+    #[test]
+    fn imports_are_told_from_pulls_by_the_query() {
+        let create = route("POST", "/images/create").unwrap().endpoint;
+        assert_eq!(commands_for(create, "fromImage=busybox&tag=latest"), PULL_ONLY);
+        assert_eq!(commands_for(create, ""), PULL_ONLY);
+        for query in
+            ["fromSrc=-&repo=x", "fromImage=a&fromSrc=http%3A%2F%2Fx", "FROMSRC=", "from%53rc=-", "%zz=1"]
+        {
+            assert_eq!(commands_for(create, query), IMPORT, "{query}");
+        }
+        assert!(!PULL_ONLY.contains(&"image import"));
+        assert!(PULL_ONLY.iter().all(|c| PULL.contains(c)));
+        let exec = route("POST", "/containers/x/exec").unwrap().endpoint;
+        assert_eq!(commands_for(exec, "fromSrc=-"), EXEC);
     }
 
     #[test]
