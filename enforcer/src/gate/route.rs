@@ -819,7 +819,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
         }
         let pattern = patterns().get(index).map_or(&[][..], Vec::as_slice);
         if let Some((version, rest)) = versioned
-            && let Some(params) = match_segments(&pattern, rest)
+            && let Some(params) = match_segments(pattern, rest)
         {
             return Ok(found(endpoint, rest, params, Some(version)));
         }
