@@ -803,17 +803,23 @@ impl Judge<'_> {
         } else {
             format!("{source} (resolved: {})", resolved.display())
         };
+        // The limits are resolved by the gate; resolving them again costs little and keeps
+        // a spelling such as /var/run/docker.sock (a symlink to /run) from missing.
         for never in &self.limits.never_bind {
-            let never = lexical_clean(never);
-            if resolved.starts_with(&never) || never.starts_with(&resolved) {
-                return Err(self.refuse(
-                    field_name,
-                    &format!("bind source {shown} reaches {}, which no container may mount", never.display()),
-                    &format!("mount a directory that does not contain it ({})", allowed()),
-                ));
+            for never in [lexical_clean(never), lexical_clean(&(self.resolve)(never))] {
+                if resolved.starts_with(&never) || never.starts_with(&resolved) {
+                    return Err(self.refuse(
+                        field_name,
+                        &format!(
+                            "bind source {shown} reaches {}, which no container may mount",
+                            never.display()
+                        ),
+                        &format!("mount a directory that does not contain it ({})", allowed()),
+                    ));
+                }
             }
         }
-        if self.limits.bind_paths.iter().any(|p| resolved.starts_with(lexical_clean(p))) {
+        if self.limits.bind_paths.iter().any(|p| resolved.starts_with(lexical_clean(&(self.resolve)(p)))) {
             return Ok(());
         }
         Err(self.refuse(
@@ -1099,6 +1105,11 @@ fn form_encode(out: &mut String, s: &str) {
 /// before dockerd mounts it.
 pub fn resolve_source(path: &Path) -> PathBuf {
     let clean = lexical_clean(path);
+    // A relative path would resolve against the gate's working directory, not dockerd's:
+    // the bind check refuses relative sources before it resolves anything.
+    if !clean.is_absolute() {
+        return clean;
+    }
     let mut existing = clean.clone();
     let mut rest: Vec<std::ffi::OsString> = Vec::new();
     loop {
@@ -1850,6 +1861,17 @@ mod tests {
         // dockerd cleans lexically first: `link/..` is `work` itself, not `/etc/..`.
         bind(work.join("link/..")).unwrap();
         bind(work.join("sub/../..")).unwrap_err();
+
+        // never_bind is matched resolved too: a link to a never path is refused.
+        std::fs::write(work.join("secret"), "").unwrap();
+        std::os::unix::fs::symlink(work.join("secret"), work.join("alias")).unwrap();
+        let limits = Limits { never_bind: vec![work.join("alias")], ..limits };
+        let body = host(&json!({"Binds": [format!("{}:/x", work.join("secret").display())]}));
+        let refusal =
+            judge_body(BodyJudge::ContainerCreate, body.to_string().as_bytes(), &limits, &resolve_source)
+                .unwrap_err();
+        assert!(refusal.message.contains("which no container may mount"), "{}", refusal.message);
+        assert_eq!(resolve_source(Path::new("relative/../x")), PathBuf::from("x"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
