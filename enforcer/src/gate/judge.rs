@@ -206,13 +206,20 @@ pub fn judge_body(
 /// `s`, the Kelvin sign U+212A to `k`). Other non-ASCII letters never match a docker
 /// field, so they are kept as they are.
 fn fold(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '\u{17F}' => 's',
-            '\u{212A}' => 'k',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    key.chars().map(fold_char).collect()
+}
+
+fn fold_char(c: char) -> char {
+    match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    }
+}
+
+/// `fold(a) == fold(b)` without allocating (a body may have many keys).
+fn folds_equal(a: &str, b: &str) -> bool {
+    a.chars().map(fold_char).eq(b.chars().map(fold_char))
 }
 
 /// `base.name`, or `name` at the top.
@@ -233,15 +240,13 @@ fn json_type(value: &Value) -> &'static str {
 
 /// The key of `object` that Go would decode into the field `name`.
 fn key_of(object: &Map<String, Value>, name: &str) -> Option<String> {
-    let want = fold(name);
-    object.keys().find(|k| fold(k) == want).cloned()
+    object.keys().find(|k| folds_equal(k, name)).cloned()
 }
 
 /// The field `name` of `object` as Go finds it; `null` is absent (Go leaves the field
 /// zero).
 fn field<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
-    let want = fold(name);
-    object.iter().find(|(k, _)| fold(k) == want).map(|(_, v)| v).filter(|v| !v.is_null())
+    object.iter().find(|(k, _)| folds_equal(k, name)).map(|(_, v)| v).filter(|v| !v.is_null())
 }
 
 struct Judge<'a> {
@@ -284,17 +289,15 @@ impl Judge<'_> {
     fn no_folded_duplicates(&self, value: &Value, at: &str) -> Result<(), Refusal> {
         match value {
             Value::Object(object) => {
-                let mut seen: Vec<String> = Vec::with_capacity(object.len());
+                let mut seen = std::collections::HashSet::with_capacity(object.len());
                 for (key, inner) in object {
-                    let folded = fold(key);
-                    if seen.contains(&folded) {
+                    if !seen.insert(fold(key)) {
                         return Err(self.refuse(
                             &join(at, key),
                             "the object has two keys that differ only in case, and docker reads keys without case",
                             "send each key once",
                         ));
                     }
-                    seen.push(folded);
                     self.no_folded_duplicates(inner, &join(at, key))?;
                 }
                 Ok(())
@@ -1873,6 +1876,25 @@ mod tests {
         assert!(refusal.message.contains("which no container may mount"), "{}", refusal.message);
         assert_eq!(resolve_source(Path::new("relative/../x")), PathBuf::from("x"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn large_bodies_are_judged_in_linear_time() {
+        // A MAX_BODY-sized object of distinct keys, and a deep array: judged, not stuck.
+        let mut object = Map::new();
+        let mut i = 0;
+        while object.len() * 12 < MAX_BODY {
+            object.insert(format!("k{i:09}"), Value::from(1));
+            i += 1;
+        }
+        let started = std::time::Instant::now();
+        create(&Value::Object(object)).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            judge_body(BodyJudge::ContainerCreate, deep.as_bytes(), &limits(), &same).unwrap_err().field,
+            "body"
+        );
     }
 
     const KINDS: &[BodyJudge] = &[

@@ -1222,6 +1222,16 @@ mod tests {
     }
 
     #[test]
+    fn long_paths_route_in_linear_time() {
+        let path = format!("/containers/{}/json", "a/".repeat(50_000));
+        let started = std::time::Instant::now();
+        let r = route("GET", &path).unwrap();
+        assert_eq!(r.endpoint.pattern, "/containers/{name:.*}/json");
+        assert!(route("POST", &path).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn odd_characters_are_re_encoded() {
         let r = route("GET", "/containers/a%20b%25c/json").unwrap();
         assert_eq!(r.params, vec!["a b%c".to_owned()]);
