@@ -12,6 +12,10 @@
 //! [`Route::target`] (the canonical spelling), never the client's, so dockerd serves exactly
 //! the endpoint that was judged.
 //!
+//! One difference, on purpose: mux keeps a trailing `/` (so a route ending in a literal no
+//! longer matches, and one ending in `{name:.*}` reads `x/`); [`route`] drops it, and the
+//! gate forwards the path without it, so dockerd serves the endpoint that was judged.
+//!
 //! Patterns keep mux's syntax: `{name}` is one segment (`[^/]+`), `{name:.*}` and `{id:.+}`
 //! any run of segments (image names contain `/`). On a cleaned path a parameter is never
 //! empty, so `.*` and `.+` match the same.
@@ -893,7 +897,7 @@ fn hex_pair(hex: &[u8]) -> Option<u8> {
 }
 
 /// `path.Clean` as segments: empty and `.` segments dropped, `..` removes the one before
-/// (at the root it is dropped). A trailing `/` goes too (see the module's note).
+/// (at the root it is dropped). A trailing `/` goes too (see the module's doc).
 fn clean(path: &str) -> Vec<&str> {
     let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
