@@ -73,16 +73,31 @@ pub struct RuleGate {
 }
 
 impl RuleGate {
-    /// Whether some command of the CLI tree that uses `endpoint` is allowed by the rule.
-    pub fn admits_endpoint(&self, endpoint: &route::Endpoint) -> bool {
-        if endpoint.commands == route::ANY_COMMAND {
-            return true;
-        }
-        endpoint.commands.iter().any(|path| {
-            grammar::node_by_path(path).is_some_and(|node| {
-                let listed = self.config.has_command(node);
-                if self.config.is_allow_list() { listed } else { !listed }
-            })
+    /// Whether some command of the CLI tree that uses `endpoint` (with this `query`) is
+    /// allowed by the rule.
+    pub fn admits_endpoint(&self, endpoint: &route::Endpoint, query: &str) -> bool {
+        endpoint.any_command() || route::commands_for(endpoint, query).iter().any(|path| self.allows(path))
+    }
+
+    /// Whether the endpoint's own command (the first it lists) is one the rule denies, while
+    /// another command that uses it on the way is allowed (`attach`: `docker attach` is
+    /// denied, `docker run` attaches to the container it created): then the rule's
+    /// identities may use it only on their own containers, as the allowed command does.
+    pub fn own_command_denied(&self, endpoint: &route::Endpoint, query: &str) -> bool {
+        !endpoint.any_command()
+            && route::commands_for(endpoint, query).first().is_some_and(|path| !self.allows(path))
+    }
+
+    /// A command that uses `endpoint` and that the rule denies, for the refusal's message.
+    pub fn denied_command(&self, endpoint: &route::Endpoint, query: &str) -> Option<&'static str> {
+        route::commands_for(endpoint, query).iter().copied().find(|path| !self.allows(path))
+    }
+
+    /// Whether the rule allows the command at canonical `path` (unknown: no).
+    fn allows(&self, path: &str) -> bool {
+        grammar::node_by_path(path).is_some_and(|node| {
+            let listed = self.config.has_command(node);
+            if self.config.is_allow_list() { listed } else { !listed }
         })
     }
 
@@ -345,17 +360,19 @@ fn endpoint_table(policy: &Policy) -> String {
          | method | path | commands that use it | default policy |\n| --- | --- | --- | --- |\n",
     );
     for endpoint in route::ENDPOINTS {
-        let commands = if endpoint.commands == route::ANY_COMMAND {
+        let commands = if endpoint.any_command() {
             "every command".to_owned()
         } else if endpoint.commands.is_empty() {
             "none".to_owned()
         } else {
             endpoint.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
         };
-        let verdict = if !rule.admits_endpoint(endpoint) {
+        let verdict = if !rule.admits_endpoint(endpoint, "") {
             "refused".to_owned()
         } else if let Some(power) = endpoint.power {
             format!("refused (needs `{}`)", power.name())
+        } else if rule.own_command_denied(endpoint, "") && endpoint.pattern.starts_with("/containers/{name") {
+            "own containers only".to_owned()
         } else if endpoint.body == route::BodyJudge::Stream {
             "admitted".to_owned()
         } else {
@@ -378,6 +395,14 @@ mod tests {
             std::fs::write(&path, &table).unwrap();
         }
         let docs = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            table
+                .lines()
+                .filter(|l| l.starts_with("| ") && !l.starts_with("| method") && !l.starts_with("| ---"))
+                .count(),
+            route::ENDPOINTS.len()
+        );
+        assert!(table.contains("| GET | `/_ping` | every command | admitted |"), "{table}");
         assert!(
             docs == table,
             "docs/api-endpoints.md is stale: run ENFORCER_BLESS=1 cargo test -p enforcer endpoint_table"
@@ -396,8 +421,9 @@ mod tests {
             uids: None,
             records: mpsc::channel(1).0,
         };
-        let find =
-            |method: &str, path: &str| route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint));
+        let find = |method: &str, path: &str| {
+            route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint, ""))
+        };
         assert_eq!(find("POST", "/v1.41/containers/gitea/exec"), Ok(false));
         assert_eq!(find("POST", "/exec/abc/start"), Ok(false));
         assert_eq!(find("PUT", "/containers/gitea/archive"), Ok(false));
@@ -405,5 +431,14 @@ mod tests {
         assert_eq!(find("POST", "/containers/abc/attach"), Ok(true), "docker run attaches");
         assert_eq!(find("GET", "/containers/json"), Ok(true));
         assert_eq!(find("GET", "/_ping"), Ok(true));
+        let attach = route::route("POST", "/containers/abc/attach").unwrap();
+        assert!(gate.own_command_denied(attach.endpoint, ""), "attach: own containers only");
+        let create = route::route("POST", "/containers/create").unwrap();
+        assert!(!gate.own_command_denied(create.endpoint, ""));
+        let inspect = route::route("GET", "/containers/gitea/json").unwrap();
+        assert!(!gate.own_command_denied(inspect.endpoint, ""), "docker inspect stays allowed");
+        let import = route::route("POST", "/images/create").unwrap();
+        assert!(gate.admits_endpoint(import.endpoint, "fromImage=busybox"));
+        assert!(!gate.admits_endpoint(import.endpoint, "fromSrc=-"), "deny import refuses fromSrc");
     }
 }

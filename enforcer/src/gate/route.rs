@@ -49,7 +49,10 @@ pub struct Endpoint {
     pub method: &'static str,
     /// dockerd's route without the version prefix: `/containers/{name}/exec`.
     pub pattern: &'static str,
-    /// Canonical command paths of the CLI tree (`enforcer_common::tree`) that use it.
+    /// Canonical command paths of the CLI tree (`enforcer_common::tree`) that use it, the
+    /// endpoint's own command first (`container attach` for `/attach`, which `container run`
+    /// also uses on the way): when a rule denies the first, the gate admits the endpoint only
+    /// on the rule's own containers.
     /// `&[ANY_COMMAND]`: every command that talks to the daemon uses it (see
     /// [`ANY_COMMAND`]). `&[]`: no command uses it, the gate denies it.
     pub commands: &'static [&'static str],
@@ -737,36 +740,6 @@ pub static ENDPOINTS: &[Endpoint] = &[
     ep("DELETE", "/networks/{id:.*}", &["network rm", "compose down"]),
 ];
 
-/// The endpoints as a markdown table (method, path, commands, body judged, power), in
-/// [`ENDPOINTS`]' order, for docs/: the lead adds the verdict under the default policy.
-pub fn endpoint_table() -> String {
-    let mut out =
-        String::from("| method | path | commands | body | power |\n| --- | --- | --- | --- | --- |\n");
-    for endpoint in ENDPOINTS {
-        let commands = if endpoint.any_command() {
-            "every command".to_owned()
-        } else if endpoint.commands.is_empty() {
-            "none (denied)".to_owned()
-        } else {
-            endpoint.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
-        };
-        let body = match endpoint.body {
-            BodyJudge::Stream => "",
-            BodyJudge::ContainerCreate => "ContainerCreate",
-            BodyJudge::ContainerUpdate => "ContainerUpdate",
-            BodyJudge::ExecCreate => "ExecCreate",
-            BodyJudge::VolumeCreate => "VolumeCreate",
-            BodyJudge::NetworkCreate => "NetworkCreate",
-            BodyJudge::NetworkConnect => "NetworkConnect",
-            BodyJudge::Build => "Build (query)",
-        };
-        let power = endpoint.power.map_or("", Power::name);
-        let _ =
-            writeln!(out, "| {} | `{}` | {commands} | {body} | {power} |", endpoint.method, endpoint.pattern);
-    }
-    out
-}
-
 /// The commands that use a request of `endpoint` with this query string (without the `?`):
 /// the endpoint's, except where the query decides which command it is. `POST
 /// /images/create` with a `fromSrc` (any case, any value: fail closed) is `image import`,
@@ -1242,15 +1215,6 @@ mod tests {
         assert_eq!(r.path, "/containers/a%20b%25c/json");
         let again = route("GET", &r.path).unwrap();
         assert_eq!(again.params, r.params);
-    }
-
-    #[test]
-    fn the_table_lists_every_endpoint() {
-        let table = endpoint_table();
-        assert_eq!(table.lines().count(), ENDPOINTS.len() + 2);
-        assert!(table.contains("| POST | `/containers/{name:.*}/exec` | `container exec`, `compose exec`, `compose watch` | ExecCreate |  |"));
-        assert!(table.contains("| GET | `/_ping` | every command |"));
-        assert!(table.contains("| POST | `/plugins/pull` | `plugin install` |  | plugins |"));
     }
 
     proptest! {

@@ -157,18 +157,23 @@ async fn judge_and_forward(
         ),
     })?;
     let endpoint = route.endpoint;
-    if !gate.admits_endpoint(endpoint) {
-        let command = endpoint.commands.first().map(|c| (*c).to_owned());
+    let query = request.uri().query().map(str::to_owned);
+    let query_text = query.as_deref().unwrap_or("");
+    if !gate.admits_endpoint(endpoint, query_text) {
+        let command = gate.denied_command(endpoint, query_text).map(str::to_owned);
         return Err(Refused {
             status: StatusCode::FORBIDDEN,
             reason: "endpoint",
             field: None,
             message: format!(
-                "enforcer: rule {:?} refuses {} {} (used by `docker {}`, which the rule denies)",
+                "enforcer: rule {:?} refuses {} {}: {}",
                 gate.name,
                 endpoint.method,
                 endpoint.pattern,
-                command.as_deref().unwrap_or("?")
+                match &command {
+                    Some(command) => format!("it is `docker {command}`, which the rule denies"),
+                    None => "no docker command uses this endpoint".to_owned(),
+                }
             ),
             command,
         });
@@ -190,12 +195,49 @@ async fn judge_and_forward(
             ),
         ));
     }
-    let version = version_prefix(&path);
-    let mut target = format!("{version}{}", encode_path(&route.path));
-    let query = request.uri().query().map(str::to_owned);
+    // dockerd reads a form body's parameters ahead of the query's: what the gate judged in
+    // the query would not be what dockerd does.
+    if request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+    {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "framing",
+            "enforcer: form-encoded bodies are refused (dockerd would read parameters from them)".to_owned(),
+        ));
+    }
+    // An endpoint whose own command is denied, used on the way by an allowed one (`attach`:
+    // `docker attach` and `docker run`), serves the rule's identities on their own containers.
+    if gate.own_command_denied(endpoint, query_text)
+        && endpoint.pattern.starts_with("/containers/{name")
+        && let Some(container) = route.params.first()
+    {
+        let owner =
+            owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true)
+                .await
+                .map_err(|refused| {
+                    if refused.status == StatusCode::NOT_FOUND {
+                        Refused::new(
+                            StatusCode::NOT_FOUND,
+                            "owner",
+                            format!("No such container: {container}"),
+                        )
+                    } else {
+                        refused
+                    }
+                })?;
+        if owner.as_deref() != Some(gate.name.as_str()) {
+            let mut refused = owner_refusal(gate, "path", "container", container, owner);
+            refused.command = gate.denied_command(endpoint, query_text).map(str::to_owned);
+            return Err(refused);
+        }
+    }
+    let mut target = route.target();
     if endpoint.body == BodyJudge::Build {
-        let judged =
-            judge::judge_build_query(query.as_deref().unwrap_or(""), &gate.limits).map_err(Refused::field)?;
+        let judged = judge::judge_build_query(query_text, &gate.limits).map_err(Refused::field)?;
         if !judged.is_empty() {
             target.push('?');
             target.push_str(&judged);
@@ -273,6 +315,23 @@ async fn check_owners(gate: &RuleGate, needs: &Needs) -> Result<(), Refused> {
             return Err(owner_refusal(gate, field, "container", container, owner));
         }
     }
+    for (field, network) in &needs.networks {
+        let driver = network_driver(&gate.upstream, network).await?;
+        if !matches!(driver.as_deref(), Some("bridge" | "null" | "overlay")) {
+            return Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                reason: "field",
+                field: Some(field.clone()),
+                command: None,
+                message: format!(
+                    "enforcer: rule {:?} refuses {field}: network {network:?} has driver {}, which reaches the \
+                     host's network; use a bridge network",
+                    gate.name,
+                    driver.as_deref().unwrap_or("unknown")
+                ),
+            });
+        }
+    }
     for (field, volume) in &needs.volumes {
         match owner_of(&gate.upstream, &format!("/volumes/{}", encode_segment(volume)), false).await {
             Err(refused) if refused.status == StatusCode::NOT_FOUND => {}
@@ -302,10 +361,24 @@ fn owner_refusal(gate: &RuleGate, field: &str, kind: &str, name: &str, owner: Op
     }
 }
 
+/// The driver of the network dockerd resolves `network` (name, id or id prefix) to.
+async fn network_driver(upstream: &Path, network: &str) -> Result<Option<String>, Refused> {
+    let value = inspect(upstream, &format!("/networks/{}", encode_segment(network))).await?;
+    Ok(value.get("Driver").and_then(|d| d.as_str()).map(str::to_owned))
+}
+
 /// The owner label of the object at `path` (a container's `Config.Labels`, a volume's
 /// `Labels`). A missing object is 404 for volumes (the caller decides) and a refusal for
 /// containers.
 async fn owner_of(upstream: &Path, path: &str, container: bool) -> Result<Option<String>, Refused> {
+    let value = inspect(upstream, path).await?;
+    let labels =
+        if container { value.get("Config").and_then(|c| c.get("Labels")) } else { value.get("Labels") };
+    Ok(labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned))
+}
+
+/// dockerd's JSON answer to `GET path`; a missing object is a 404 refusal.
+async fn inspect(upstream: &Path, path: &str) -> Result<serde_json::Value, Refused> {
     let request = Request::builder()
         .method(Method::GET)
         .uri(path)
@@ -326,15 +399,12 @@ async fn owner_of(upstream: &Path, path: &str, container: bool) -> Result<Option
         return Err(Refused::new(
             StatusCode::BAD_GATEWAY,
             "upstream",
-            format!("enforcer: dockerd answered {status} when the gate looked up an owner"),
+            format!("enforcer: dockerd answered {status} when the gate looked up {path}"),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(&body).map_err(|e| {
         Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: dockerd's answer: {e}"))
-    })?;
-    let labels =
-        if container { value.get("Config").and_then(|c| c.get("Labels")) } else { value.get("Labels") };
-    Ok(labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned))
+    })
 }
 
 async fn read_upstream(body: Incoming) -> Result<Bytes, Refused> {
@@ -385,25 +455,7 @@ fn is_hop_by_hop(name: &header::HeaderName, upgrade: bool) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// The `/v1.NN` prefix of a request path, to forward the API version the client asked for.
-fn version_prefix(path: &str) -> &str {
-    let Some(rest) = path.strip_prefix("/v") else { return "" };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let version = &rest[..end];
-    let well_formed = version.split_once('.').is_some_and(|(major, minor)| {
-        !major.is_empty()
-            && !minor.is_empty()
-            && major.bytes().all(|b| b.is_ascii_digit())
-            && minor.bytes().all(|b| b.is_ascii_digit())
-    });
-    if well_formed { &path[..end + 2] } else { "" }
-}
-
-/// The judged (decoded) path as a URI path again: what dockerd routes is what was judged.
-fn encode_path(path: &str) -> String {
-    path.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
-}
-
+/// One path segment, percent-encoded for a URI.
 fn encode_segment(segment: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(segment.len());
@@ -446,20 +498,9 @@ mod tests {
     }
 
     #[test]
-    fn the_version_prefix_is_kept_only_when_well_formed() {
-        assert_eq!(version_prefix("/v1.41/containers/json"), "/v1.41");
-        assert_eq!(version_prefix("/v1.41"), "/v1.41");
-        assert_eq!(version_prefix("/containers/json"), "");
-        assert_eq!(version_prefix("/volumes/x"), "");
-        assert_eq!(version_prefix("/v1./x"), "");
-        assert_eq!(version_prefix("/vx.1/x"), "");
-    }
-
-    #[test]
-    fn judged_paths_are_encoded_back() {
-        assert_eq!(encode_path("/containers/gitea/json"), "/containers/gitea/json");
-        assert_eq!(encode_path("/images/reg:5000/a/b:1/push"), "/images/reg:5000/a/b:1/push");
-        assert_eq!(encode_segment("a b?#%"), "a%20b%3F%23%25");
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("gitea"), "gitea");
+        assert_eq!(encode_segment("a b?#%/"), "a%20b%3F%23%25%2F");
     }
 
     #[test]
