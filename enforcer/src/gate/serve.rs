@@ -119,6 +119,12 @@ fn full(bytes: Bytes) -> Body {
 
 /// Framing that two HTTP parsers could read differently is refused (request smuggling):
 /// a length and chunking together, several lengths, a transfer coding other than chunked.
+/// hyper itself answers 400 to differing lengths, a bad chunk and a coding other than
+/// chunked. A `Content-Length` next to `Transfer-Encoding: chunked` never gets here: hyper
+/// drops it, reads the body as chunked and closes the connection after the request (RFC 9112
+/// 6.1 and 6.3), so the gate judges and forwards the chunked body alone (dockerd gets no
+/// length) and no second request can be hidden behind it. The checks below are the same rules
+/// on what hyper hands over, in case a later version hands over more.
 fn check_framing(headers: &HeaderMap) -> Result<(), Refused> {
     let bad = |what: &str| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {what}"));
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
