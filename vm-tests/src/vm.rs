@@ -168,6 +168,7 @@ pub fn build_base_initramfs(artifacts: &Artifacts, out: &Path) -> Result<()> {
     add_binary(&mut archive, "usr/local/bin/exec-helper", &artifacts.exec_helper)?;
     // The subvert attack tool is built beside exec-helper (same crate).
     add_binary(&mut archive, "usr/local/bin/subvert", &artifacts.exec_helper.with_file_name("subvert"))?;
+    add_binary(&mut archive, "usr/local/bin/api-load", &artifacts.exec_helper.with_file_name("api-load"))?;
     // A static i386 program that execs its arguments (the 32-bit exec path, vm-tests/src/elf32.rs).
     archive.file("usr/local/bin/exec32", 0o755, &crate::elf32::exec_trampoline());
     // Other ways to talk to the docker API than the docker CLI (they share most libraries).

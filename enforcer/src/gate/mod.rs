@@ -108,10 +108,11 @@ impl RuleGate {
         uid == 0 || self.uids.as_ref().is_none_or(|uids| uids.contains(&uid))
     }
 
-    /// Hands a refusal to the daemon's event loop (a full queue drops it, counted there).
-    pub fn record(&self, denial: ApiDenial) {
-        if self.records.try_send((self.name.clone(), denial)).is_err() {
-            log::warn!("gate {}: denial queue full, a record was dropped", self.name);
+    /// Hands a refusal to the daemon's event loop. A full queue makes the refused request
+    /// wait (every refusal is recorded; the queue bounds the memory it takes).
+    pub async fn record(&self, denial: ApiDenial) {
+        if self.records.send((self.name.clone(), denial)).await.is_err() {
+            log::error!("gate {}: the event loop is gone, a refusal was not recorded", self.name);
         }
     }
 }
@@ -299,7 +300,8 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
                 field: None,
                 reason: "peer",
                 command: None,
-            });
+            })
+            .await;
             continue;
         }
         tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer));

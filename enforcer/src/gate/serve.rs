@@ -70,7 +70,8 @@ async fn handle(request: Request<Incoming>, gate: &RuleGate, peer: &Peer) -> Res
                 field: refused.field.clone(),
                 reason: refused.reason,
                 command: refused.command.clone(),
-            });
+            })
+            .await;
             log::debug!("gate {}: {} {}: {}", gate.name, method, refused.status, refused.message);
             refusal_response(refused.status, &refused.message)
         }

@@ -52,12 +52,21 @@ const SMUGGLE_TWO_LENGTHS: Step = Step::new("smuggle-two-lengths");
 const BAD_CHUNK: Step = Step::new("bad-chunk");
 const KEEPALIVE_SECOND: Step = Step::new("keepalive-second");
 const OVERSIZED: Step = Step::new("oversized");
+const LOAD_DIRECT: Step = Step::new("load-direct");
+const LOAD_GATE: Step = Step::new("load-gate");
+const RSS_BEFORE: Step = Step::new("rss-before");
+const RSS_AFTER: Step = Step::new("rss-after");
+const STREAMS_BEFORE: Step = Step::new("streams-before");
+const STREAMS_ENDED: Step = Step::new("streams-ended");
+const PS_AFTER_RESTART: Step = Step::new("ps-after-restart");
 const STATUS: Step = Step::new("status");
 const KILLED_AGENT: Step = Step::new("killed-agent");
 const KILLED_ROOT: Step = Step::new("killed-root");
 const KILLED_REAL: Step = Step::new("killed-real");
 
 const RULE: &str = "ai-worker-docker";
+/// Requests per client of the load test (64 clients).
+const LOAD_REQUESTS: u32 = 500;
 const GATE: &str = "/run/enforcer/gate/ai-worker-docker.sock";
 
 pub(super) fn group() -> Group {
@@ -143,6 +152,28 @@ step {BAD_CHUNK} ai-worker sh -c "printf 'POST /v1.41/containers/create HTTP/1.1
 step {KEEPALIVE_SECOND} ai-worker sh -c "printf 'GET /_ping HTTP/1.1\r\nHost: d\r\n\r\nPOST /v1.41/containers/gitea/exec HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{\"Cmd\":[\"true\"]}}  ' | socat -t 3 - UNIX-CONNECT:{GATE}"
 head -c 2000000 /dev/zero | tr '\0' ' ' > /tmp/big.json
 step {OVERSIZED} ai-worker curl -sS --unix-socket {GATE} -H 'Content-Type: application/json' --data-binary @/tmp/big.json http://d/v1.41/containers/create
+# Load: 64 clients x LOAD_REQUESTS requests on keep-alive connections, straight to dockerd
+# (root) and through the gate (the agent), a third of them refused (diff: denied).
+LOAD_PATHS="/_ping /v1.41/containers/json /v1.41/containers/gitea/changes"
+step {LOAD_DIRECT} root api-load /run/docker.sock 64 {LOAD_REQUESTS} $LOAD_PATHS
+step {RSS_BEFORE} root grep VmRSS /proc/$ENFORCER_PID/status
+step {LOAD_GATE} ai-worker api-load {GATE} 64 {LOAD_REQUESTS} $LOAD_PATHS
+step {RSS_AFTER} root grep -E 'VmRSS|VmHWM' /proc/$ENFORCER_PID/status
+# dockerd restarted under streaming clients: their streams end, new requests get through.
+(as ai-worker env DOCKER_HOST=$GATE_HOST docker logs -f own1 > /tmp/logs-f.out 2>&1; echo "logs-exit=$?" >> /tmp/logs-f.out) &
+LOGS_PID=$!
+(as ai-worker env DOCKER_HOST=$GATE_HOST docker events > /tmp/events.out 2>&1; echo "events-exit=$?" >> /tmp/events.out) &
+EVENTS_PID=$!
+sleep 2
+step {STREAMS_BEFORE} root sh -c 'kill -0 '$LOGS_PID' && kill -0 '$EVENTS_PID' && echo streaming'
+kill -TERM $DOCKERD_PID; wait $DOCKERD_PID 2>/dev/null
+i=0; while [ $i -lt 100 ] && {{ kill -0 $LOGS_PID 2>/dev/null || kill -0 $EVENTS_PID 2>/dev/null; }}; do sleep 0.1; i=$((i + 1)); done
+step {STREAMS_ENDED} root sh -c 'cat /tmp/logs-f.out /tmp/events.out; ! kill -0 '$LOGS_PID' 2>/dev/null && ! kill -0 '$EVENTS_PID' 2>/dev/null'
+DOCKER_RAMDISK=true /usr/bin/dockerd -D --iptables=false --ip6tables=false --bridge=none \
+    --storage-driver=vfs --group docker --host unix:///run/docker.sock >>/tmp/dockerd.log 2>&1 &
+DOCKERD_PID=$!
+i=0; while [ $i -lt 600 ] && ! /usr/bin/docker version >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+step {PS_AFTER_RESTART} ai-worker env DOCKER_HOST=$GATE_HOST docker ps -a --format '{{{{.Names}}}}'
 step {STATUS} root /usr/local/sbin/enforcer status --json --limit 200
 report_file denials /var/lib/enforcer/denials.jsonl
 # The gate's daemon killed: the pins keep refusing the agent the real socket, and no one
@@ -157,6 +188,17 @@ report_file enforcer-log /tmp/enforcer.log
 stop_dockerd
 "#
     )
+}
+
+/// An api-load step: its exit code, its `key=number` fields, its text.
+fn load(c: &Checks, step: Step) -> (i32, std::collections::BTreeMap<String, u64>, String) {
+    let (rc, out) = c.step(step);
+    let fields = out
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect();
+    (rc, fields, out)
 }
 
 /// The docker CLI's form of a gate refusal.
@@ -327,7 +369,58 @@ pub(super) fn check(c: &mut Checks) {
         rc == 0 && out.contains("larger"),
         || format!("exit {rc}: {out}"),
     );
+    let total = u64::from(64 * LOAD_REQUESTS);
+    let (rc, direct, out) = load(c, LOAD_DIRECT);
+    c.check(
+        "load straight to dockerd: every request answered, no error",
+        rc == 0 && direct.get("requests") == Some(&total) && direct.get("errors") == Some(&0),
+        || out.clone(),
+    );
+    let (rc, gated, out) = load(c, LOAD_GATE);
+    let refused = gated.get("refused").copied().unwrap_or(0);
+    c.check(
+        "load through the gate (64 clients): no error or status direct access did not give, a third refused",
+        rc == 0
+            && gated.get("requests") == Some(&total)
+            && gated.get("errors") == Some(&0)
+            && gated.get("other") == direct.get("other")
+            && refused == u64::from(64 * (LOAD_REQUESTS / 3)),
+        || format!("{out} (direct: {direct:?})"),
+    );
+    let (_, before) = c.step(RSS_BEFORE);
+    let (_, after) = c.step(RSS_AFTER);
+    let kib = |text: &str, key: &str| -> Option<u64> {
+        text.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    c.check(
+        "the daemon's RSS stays bounded under load (peak below 64 MiB)",
+        kib(&after, "VmHWM").is_some_and(|peak| peak < 64 * 1024),
+        || format!("before: {before} after: {after}"),
+    );
+    let (rc, out) = c.step(STREAMS_BEFORE);
+    c.check("logs -f and events stream through the gate", rc == 0 && out.contains("streaming"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step(STREAMS_ENDED);
+    c.check(
+        "dockerd restarted: the streaming clients' streams ended",
+        rc == 0 && out.contains("logs-exit=") && out.contains("events-exit=") && out.contains("own-log-line"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(PS_AFTER_RESTART);
+    c.check(
+        "after dockerd's restart, the gate serves new requests",
+        rc == 0 && out.contains("gitea"),
+        || format!("exit {rc}: {out}"),
+    );
     let (_, denials) = c.denial_log();
+    let logged_load = denials
+        .iter()
+        .filter(|d| d["hook"] == "api" && d["target"].as_str().is_some_and(|t| t.ends_with("/gitea/changes")))
+        .count() as u64;
+    c.check("every refusal of the load is a denial record", logged_load == refused && refused > 0, || {
+        format!("{logged_load} records for {refused} refusals")
+    });
     let api: Vec<&serde_json::Value> = denials.iter().filter(|d| d["hook"] == "api").collect();
     c.check(
         "the gate's refusals are denial records (hook api, rule, field, target METHOD PATH)",
