@@ -65,8 +65,9 @@ const KILLED_ROOT: Step = Step::new("killed-root");
 const KILLED_REAL: Step = Step::new("killed-real");
 
 const RULE: &str = "ai-worker-docker";
-/// Requests per client of the load test (64 clients).
-const LOAD_REQUESTS: u32 = 500;
+/// Requests per client of the load test (64 clients). The issue's 500 take 265 s under TCG
+/// for the two runs (measured once: docs/api-gate.md); the suite runs a fifth of that.
+const LOAD_REQUESTS: u32 = 100;
 const GATE: &str = "/run/enforcer/gate/ai-worker-docker.sock";
 
 pub(super) fn group() -> Group {
@@ -153,12 +154,14 @@ step {KEEPALIVE_SECOND} ai-worker sh -c "printf 'GET /_ping HTTP/1.1\r\nHost: d\
 head -c 2000000 /dev/zero | tr '\0' ' ' > /tmp/big.json
 step {OVERSIZED} ai-worker curl -sS --unix-socket {GATE} -H 'Content-Type: application/json' --data-binary @/tmp/big.json http://d/v1.41/containers/create
 # Load: 64 clients x LOAD_REQUESTS requests on keep-alive connections, straight to dockerd
-# (root) and through the gate (the agent), a third of them refused (diff: denied).
-LOAD_PATHS="/_ping /v1.41/containers/json /v1.41/containers/gitea/changes"
+# (root) and through the gate (the agent), a third of them refused at the gate (exec
+# inspection: denied; dockerd itself answers 404 for the made-up id).
+LOAD_PATHS="/_ping /v1.41/containers/json /v1.41/exec/0123456789ab/json"
+date +%s > /tmp/load-start
 step {LOAD_DIRECT} root api-load /run/docker.sock 64 {LOAD_REQUESTS} $LOAD_PATHS
 step {RSS_BEFORE} root grep VmRSS /proc/$ENFORCER_PID/status
 step {LOAD_GATE} ai-worker api-load {GATE} 64 {LOAD_REQUESTS} $LOAD_PATHS
-step {RSS_AFTER} root grep -E 'VmRSS|VmHWM' /proc/$ENFORCER_PID/status
+step {RSS_AFTER} root sh -c "grep -E 'VmRSS|VmHWM' /proc/$ENFORCER_PID/status; echo seconds=\$((\$(date +%s) - \$(cat /tmp/load-start)))"
 # dockerd restarted under streaming clients: their streams end, new requests get through.
 (as ai-worker env DOCKER_HOST=$GATE_HOST docker logs -f own1 > /tmp/logs-f.out 2>&1; echo "logs-exit=$?" >> /tmp/logs-f.out) &
 LOGS_PID=$!
@@ -181,7 +184,7 @@ report_file denials /var/lib/enforcer/denials.jsonl
 kill -9 $ENFORCER_PID
 wait $ENFORCER_PID 2>/dev/null
 step {KILLED_AGENT} ai-worker env DOCKER_HOST=$GATE_HOST docker ps
-step {KILLED_ROOT} root docker ps --format '{{{{.Names}}}}'
+step {KILLED_ROOT} root docker ps -a --format '{{{{.Names}}}}'
 step {KILLED_REAL} ai-worker docker ps
 report_file enforcer-log /tmp/enforcer.log
 /usr/local/sbin/enforcer stop >/dev/null 2>&1
@@ -383,7 +386,8 @@ pub(super) fn check(c: &mut Checks) {
         rc == 0
             && gated.get("requests") == Some(&total)
             && gated.get("errors") == Some(&0)
-            && gated.get("other") == direct.get("other")
+            && gated.get("ok") == direct.get("ok")
+            && gated.get("other") == Some(&0)
             && refused == u64::from(64 * (LOAD_REQUESTS / 3)),
         || format!("{out} (direct: {direct:?})"),
     );
@@ -416,7 +420,9 @@ pub(super) fn check(c: &mut Checks) {
     let (_, denials) = c.denial_log();
     let logged_load = denials
         .iter()
-        .filter(|d| d["hook"] == "api" && d["target"].as_str().is_some_and(|t| t.ends_with("/gitea/changes")))
+        .filter(|d| {
+            d["hook"] == "api" && d["target"].as_str().is_some_and(|t| t.ends_with("/exec/0123456789ab/json"))
+        })
         .count() as u64;
     c.check("every refusal of the load is a denial record", logged_load == refused && refused > 0, || {
         format!("{logged_load} records for {refused} refusals")
