@@ -276,8 +276,13 @@ impl GateSet {
     }
 }
 
+/// Connections one gate serves at once; more are closed at once (each holds two file
+/// descriptors of the daemon's, which must keep some for its own work).
+const MAX_CONNECTIONS: usize = 512;
+
 /// Accepts connections on one gate until the gate stops.
 async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -304,7 +309,15 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
             .await;
             continue;
         }
-        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer));
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            log::warn!("gate {}: {MAX_CONNECTIONS} connections open, one more closed", gate.name);
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            serve::connection(stream, shared, peer).await;
+            drop(slot);
+        });
     }
 }
 

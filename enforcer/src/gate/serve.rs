@@ -47,6 +47,9 @@ pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, 
         async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer).await) }
     });
     if let Err(error) = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A client that never finishes its request head (slowloris) is dropped.
+        .header_read_timeout(std::time::Duration::from_secs(30))
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
