@@ -18,6 +18,11 @@
 //! - `grpc-tunnel`: `POST /grpc` with `Upgrade: h2c` is spliced to BuildKit's control API
 //!   after dockerd's 101: a gRPC channel the gate does not judge (Solve requests carry their
 //!   own entitlements, `network.host` among them, which dockerd grants by default).
+//! - `poison-*`: the agent builds over root's image tag (`-t local/busybox`); root's next
+//!   `docker run local/busybox` runs the agent's image.
+//! - `log-ssrf*`: `HostConfig.LogConfig` is not judged: the syslog driver makes dockerd (root,
+//!   host network namespace) connect to any unix socket or host TCP port and write the
+//!   container's output there (here a root-only socket under /root).
 //! - `destroy-*`: the agent removes root's gitea and its volume (no ownership on rm).
 //! - `fd-flood-*`: idle/streaming gate connections held open by the agent until the
 //!   daemon runs out of file descriptors (RLIMIT_NOFILE is inherited, 1024 by default).
@@ -50,6 +55,10 @@ const FD_AFTER: Step = Step::new("fd-after");
 const IMPOSTOR_PLANT: Step = Step::new("impostor-plant");
 const IMPOSTOR_ROOT_EXEC: Step = Step::new("impostor-root-exec");
 const GRPC_TUNNEL: Step = Step::new("grpc-tunnel");
+const POISON_BUILD: Step = Step::new("poison-build");
+const POISON_ROOT_RUN: Step = Step::new("poison-root-run");
+const LOG_SSRF: Step = Step::new("log-ssrf");
+const LOG_SSRF_RECEIVED: Step = Step::new("log-ssrf-received");
 const DESTROY_GITEA: Step = Step::new("destroy-gitea");
 const DESTROY_CHECK: Step = Step::new("destroy-check");
 
@@ -214,6 +223,17 @@ step {FD_FLOOD_AGENT} ai-worker env DOCKER_HOST=unix://{GATE} timeout 10 docker 
 wait $FLOOD_PID
 sleep 2
 step {FD_AFTER} root sh -c "ls /proc/$ENFORCER_PID/fd | wc -l; timeout 5 /usr/local/sbin/enforcer status >/dev/null && echo status-ok"
+mkdir -p /tmp/poison && printf 'FROM local/busybox\nRUN echo poisoned-by-agent > /poisoned\n' > /tmp/poison/Dockerfile && chmod -R a+rX /tmp/poison
+step {POISON_BUILD} ai-worker env DOCKER_HOST=unix://{GATE} docker build -q -t local/busybox /tmp/poison
+step {POISON_ROOT_RUN} root /usr/bin/docker run --rm --network none local/busybox sh -c 'cat /poisoned 2>/dev/null || echo clean'
+socat -u UNIX-LISTEN:/root/priv.sock OPEN:/tmp/priv.out,creat >/dev/null 2>&1 &
+LISTEN_PID=$!
+sleep 0.5
+step {LOG_SSRF} ai-worker curl -sS --unix-socket {GATE} -H 'Content-Type: application/json' -d '{{"Image":"local/busybox","Cmd":["echo","agent-bytes-in-root-socket"],"HostConfig":{{"NetworkMode":"none","LogConfig":{{"Type":"syslog","Config":{{"syslog-address":"unix:///root/priv.sock"}}}}}}}}' 'http://d/v1.41/containers/create?name=logssrf'
+as ai-worker curl -sS -X POST --unix-socket {GATE} http://d/v1.41/containers/logssrf/start >/dev/null 2>&1
+sleep 2
+kill $LISTEN_PID 2>/dev/null
+step {LOG_SSRF_RECEIVED} root cat /tmp/priv.out
 step {DESTROY_GITEA} ai-worker sh -c 'DOCKER_HOST=unix://{GATE} docker rm -f gitea; DOCKER_HOST=unix://{GATE} docker volume rm gitea-data'
 step {DESTROY_CHECK} root sh -c '/usr/bin/docker ps -a --format "{{{{.Names}}}}"; /usr/bin/docker volume ls -q'
 report_file enforcer-log /tmp/enforcer.log
@@ -307,6 +327,20 @@ pub(super) fn check(c: &mut Checks) {
     c.check("while flooded, the agent's docker ps still works", rc == 0 && out.contains("gitea"), || {
         format!("exit {rc}: {out}")
     });
+    c.step(POISON_BUILD);
+    let (rc, out) = c.step(POISON_ROOT_RUN);
+    c.check(
+        "root's local/busybox is still root's image after the agent's build -t local/busybox",
+        !out.contains("poisoned-by-agent"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (_, created) = c.step(LOG_SSRF);
+    let (rc, out) = c.step(LOG_SSRF_RECEIVED);
+    c.check(
+        "a container's LogConfig cannot make dockerd write into a root-only unix socket",
+        !out.contains("agent-bytes-in-root-socket"),
+        || format!("create: {created}\nexit {rc}: {out}"),
+    );
     let (rc, out) = c.step(DESTROY_GITEA);
     let (_, after) = c.step(DESTROY_CHECK);
     c.check(
