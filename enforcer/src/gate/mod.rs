@@ -70,6 +70,10 @@ pub struct RuleGate {
     /// uids the rule names; `None` when it also names cgroups (any uid may be in them).
     uids: Option<Vec<u32>>,
     records: mpsc::Sender<(String, ApiDenial)>,
+    /// Held by each of the rule's requests that checks or changes what names refer to
+    /// (creates, renames, removals, ownership checks) until dockerd answered it: one gate's
+    /// checks and the changes they depend on never interleave. Kept across reloads.
+    pub serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RuleGate {
@@ -204,11 +208,13 @@ impl GateSet {
         }
         for (name, gate) in wanted {
             mirror_permissions(&gate.upstream, &self.path_of(&name))?;
-            let gate = Arc::new(gate);
             if let Some(running) = self.running.get(&name) {
-                *running.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+                let mut current = running.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let gate = RuleGate { serial: Arc::clone(&current.serial), ..gate };
+                *current = Arc::new(gate);
                 continue;
             }
+            let gate = Arc::new(gate);
             let Some(pending) = self.pending.remove(&name) else { continue };
             let listener = UnixListener::from_std(pending.listener)?;
             let shared = Arc::new(RwLock::new(gate));
@@ -262,6 +268,7 @@ impl GateSet {
             config,
             uids,
             records: self.records.clone(),
+            serial: Arc::default(),
         }
     }
 
@@ -276,9 +283,10 @@ impl GateSet {
     }
 }
 
-/// Connections one gate serves at once; more are closed at once (each holds two file
-/// descriptors of the daemon's, which must keep some for its own work).
-const MAX_CONNECTIONS: usize = 512;
+/// Connections one gate serves at once, upgraded streams included; more are closed at once
+/// (each holds two file descriptors of the daemon's, which must keep some for its own work:
+/// with the soft limit raised to the hard one, 4096 at the least on Debian and systemd).
+const MAX_CONNECTIONS: usize = 256;
 
 /// Accepts connections on one gate until the gate stops.
 async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>) {
@@ -313,11 +321,7 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
             log::warn!("gate {}: {MAX_CONNECTIONS} connections open, one more closed", gate.name);
             continue;
         };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            serve::connection(stream, shared, peer).await;
-            drop(slot);
-        });
+        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer, Arc::new(slot)));
     }
 }
 
@@ -363,6 +367,7 @@ fn endpoint_table(policy: &Policy) -> String {
         config: configs[index],
         uids: None,
         records: mpsc::channel(1).0,
+        serial: Arc::default(),
     };
     let rule = gate(0);
     let mut out = String::from(
@@ -386,7 +391,9 @@ fn endpoint_table(policy: &Policy) -> String {
             "refused".to_owned()
         } else if let Some(power) = endpoint.power {
             format!("refused (needs `{}`)", power.name())
-        } else if rule.own_command_denied(endpoint, "") && endpoint.pattern.starts_with("/containers/{name") {
+        } else if endpoint.pattern.starts_with("/containers/{name")
+            && (!matches!(endpoint.method, "GET" | "HEAD") || rule.own_command_denied(endpoint, ""))
+        {
             "own containers only".to_owned()
         } else if endpoint.body == route::BodyJudge::Stream {
             "admitted".to_owned()
@@ -435,6 +442,7 @@ mod tests {
             config: configs[0],
             uids: None,
             records: mpsc::channel(1).0,
+            serial: Arc::default(),
         };
         let find = |method: &str, path: &str| {
             route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint, ""))

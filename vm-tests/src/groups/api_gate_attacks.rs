@@ -293,7 +293,8 @@ pub(super) fn check(c: &mut Checks) {
     let (_, out) = c.step(CONTAINERD_SOCKET);
     c.check(
         "the agent cannot reach containerd's sockets",
-        out.matches("Permission denied").count() + out.matches("No such file").count()
+        out.matches("Permission denied").count()
+            + out.matches("No such file").count()
             + out.matches("Couldn't connect").count()
             >= 2
             && !out.contains("HTTP"),
