@@ -395,6 +395,8 @@ fn endpoint_table(policy: &Policy) -> String {
             && (!matches!(endpoint.method, "GET" | "HEAD") || rule.own_command_denied(endpoint, ""))
         {
             "own containers only".to_owned()
+        } else if endpoint.method == "DELETE" && endpoint.pattern.starts_with("/images/") {
+            "own images only".to_owned()
         } else if endpoint.body == route::BodyJudge::Stream {
             "admitted".to_owned()
         } else {

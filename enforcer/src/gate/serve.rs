@@ -288,6 +288,16 @@ async fn judge_and_forward(
             return Err(refused);
         }
     }
+    // An image tag is removed only by the rule that built it: root's `local/busybox` stays.
+    if endpoint.method == "DELETE"
+        && endpoint.pattern.starts_with("/images/")
+        && let Some(image) = route.params.first()
+    {
+        let owner = owner_of(&gate.upstream, &format!("/images/{}/json", encode_image(image)), true).await?;
+        if owner.as_deref() != Some(gate.name.as_str()) {
+            return Err(owner_refusal(gate, "path", "image", image, owner));
+        }
+    }
     let mut target = route.target();
     if endpoint.body == BodyJudge::Build {
         let judged = judge::judge_build_query(query_text, &gate.limits).map_err(Refused::field)?;
