@@ -283,14 +283,18 @@ impl GateSet {
     }
 }
 
-/// Connections one gate serves at once, upgraded streams included; more are closed at once
-/// (each holds two file descriptors of the daemon's, which must keep some for its own work:
-/// with the soft limit raised to the hard one, 4096 at the least on Debian and systemd).
-const MAX_CONNECTIONS: usize = 256;
+/// Connections one gate serves at once, upgraded streams included, and those of one peer uid;
+/// more are closed at once. Each holds two file descriptors of the daemon's, which must keep
+/// some for its own work (the soft limit is raised to the hard one, 4096 at the least on
+/// Debian and under systemd); the share per uid keeps one flooding client from starving the
+/// rule's other users.
+const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS_PER_UID: usize = 256;
 
 /// Accepts connections on one gate until the gate stops.
 async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shares: BTreeMap<u32, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -317,11 +321,22 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
             .await;
             continue;
         }
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            log::warn!("gate {}: {MAX_CONNECTIONS} connections open, one more closed", gate.name);
+        // Shares nobody holds any more are forgotten (their uids' connections all ended).
+        shares.retain(|_, share| share.available_permits() < MAX_CONNECTIONS_PER_UID);
+        let share = shares
+            .entry(peer.uid)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_UID)));
+        let (Ok(own), Ok(all)) =
+            (Arc::clone(share).try_acquire_owned(), Arc::clone(&slots).try_acquire_owned())
+        else {
+            log::warn!(
+                "gate {}: uid {} has {MAX_CONNECTIONS_PER_UID} connections open (or the gate {MAX_CONNECTIONS}), one more closed",
+                gate.name,
+                peer.uid
+            );
             continue;
         };
-        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer, Arc::new(slot)));
+        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer, Arc::new((own, all))));
     }
 }
 
@@ -395,8 +410,10 @@ fn endpoint_table(policy: &Policy) -> String {
             && (!matches!(endpoint.method, "GET" | "HEAD") || rule.own_command_denied(endpoint, ""))
         {
             "own containers only".to_owned()
-        } else if endpoint.method == "DELETE" && endpoint.pattern.starts_with("/images/") {
-            "own images only".to_owned()
+        } else if endpoint.method == "DELETE"
+            && ["/images/", "/volumes/", "/networks/"].iter().any(|p| endpoint.pattern.starts_with(p))
+        {
+            "own objects only".to_owned()
         } else if endpoint.body == route::BodyJudge::Stream {
             "admitted".to_owned()
         } else {

@@ -732,10 +732,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ],
         BodyJudge::NetworkConnect,
     ),
-    ep(
+    // The body names a container, as a connect's does: the same judge (the container must
+    // be the rule's own).
+    judged(
         "POST",
         "/networks/{id:.*}/disconnect",
         &["network disconnect", "compose down", "compose up", "compose scale"],
+        BodyJudge::NetworkConnect,
     ),
     ep("POST", "/networks/prune", &["network prune", "system prune"]),
     ep("DELETE", "/networks/{id:.*}", &["network rm", "compose down"]),

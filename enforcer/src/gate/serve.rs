@@ -28,6 +28,10 @@ use super::{
 /// A response body: dockerd's, streamed, or the gate's own.
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A connection's places in its gate's limits (the gate's and its uid's), held until it and
+/// any stream upgraded from it end.
+pub type Slot = (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit);
+
 /// Who is on the other end of a gate connection (`SO_PEERCRED`, set by the kernel at
 /// connect: the client cannot choose it).
 #[derive(Debug, Clone)]
@@ -41,12 +45,7 @@ pub struct Peer {
 /// judged on its own (keep-alive does not carry a verdict over).
 /// `slot` is the connection's place in its gate's limit, held until an upgraded stream
 /// spliced from it ends too.
-pub async fn connection(
-    stream: UnixStream,
-    shared: Arc<RwLock<Arc<RuleGate>>>,
-    peer: Peer,
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
-) {
+pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, peer: Peer, slot: Arc<Slot>) {
     let service = service_fn(move |request| {
         // The rule as it is now: a reload applies from the next request on.
         let gate = Arc::clone(&shared.read().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -68,12 +67,7 @@ pub async fn connection(
 }
 
 /// Judges one request and forwards it, or answers the refusal.
-async fn handle(
-    request: Request<Incoming>,
-    gate: &RuleGate,
-    peer: &Peer,
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
-) -> Response<Body> {
+async fn handle(request: Request<Incoming>, gate: &RuleGate, peer: &Peer, slot: Arc<Slot>) -> Response<Body> {
     let method = request.method().clone();
     let raw_path = request.uri().path().to_owned();
     match judge_and_forward(request, gate, slot).await {
@@ -161,7 +155,7 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Refused> {
 async fn judge_and_forward(
     mut request: Request<Incoming>,
     gate: &RuleGate,
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    slot: Arc<Slot>,
 ) -> Result<Response<Body>, Refused> {
     check_framing(request.headers())?;
     let path = request.uri().path().to_owned();
@@ -288,14 +282,25 @@ async fn judge_and_forward(
             return Err(refused);
         }
     }
-    // An image tag is removed only by the rule that built it: root's `local/busybox` stays.
+    // An image tag, a volume or a network is removed only by the rule that made it: root's
+    // `local/busybox`, `gitea-data` and networks stay.
     if endpoint.method == "DELETE"
-        && endpoint.pattern.starts_with("/images/")
-        && let Some(image) = route.params.first()
+        && let Some(name) = route.params.first()
     {
-        let owner = owner_of(&gate.upstream, &format!("/images/{}/json", encode_image(image)), true).await?;
-        if owner.as_deref() != Some(gate.name.as_str()) {
-            return Err(owner_refusal(gate, "path", "image", image, owner));
+        let looked_up = if endpoint.pattern.starts_with("/images/") {
+            Some(("image", format!("/images/{}/json", encode_image(name)), true))
+        } else if endpoint.pattern.starts_with("/volumes/") {
+            Some(("volume", format!("/volumes/{}", encode_segment(name)), false))
+        } else if endpoint.pattern.starts_with("/networks/") {
+            Some(("network", format!("/networks/{}", encode_segment(name)), false))
+        } else {
+            None
+        };
+        if let Some((kind, path, config_labels)) = looked_up {
+            let owner = owner_of(&gate.upstream, &path, config_labels).await?;
+            if owner.as_deref() != Some(gate.name.as_str()) {
+                return Err(owner_refusal(gate, "path", kind, name, owner));
+            }
         }
     }
     let mut target = route.target();
