@@ -157,9 +157,9 @@ c -X POST 'http://d/v1.41/containers/gitea/start'; echo
 sleep 1
 "#;
 
-const GRPC: &str = r#"#!/bin/sh
+const GRPC: &str = r"#!/bin/sh
 printf 'POST /grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\000\000\000\004\000\000\000\000\000' | socat -t 2 - UNIX-CONNECT:@GATE@ | head -c 200
-"#;
+";
 
 const FLOOD: &str = r#"#!/bin/sh
 # Hold 4 x 300 streaming gate connections (GET /events: two descriptors each in the daemon)
