@@ -859,6 +859,7 @@ pub fn api_script(config: &Config) -> String {
          step api-gate-upload ai-worker api-load upload {API_GATE} 1 '{API_UPLOAD_PATH}'\n"
     );
     let (n, ps, mib) = (config.api_requests, config.ps_iterations, config.upload_mib);
+    let io_mib = mib.div_ceil(4);
     for round in 1..=config.api_rounds {
         s.push_str(&format!("echo \"bench: API round {round} of {}\"\n", config.api_rounds));
         let pairs = [
@@ -891,7 +892,14 @@ pub fn api_script(config: &Config) -> String {
         ));
     }
     s.push_str(&format!(
-        "step api-mem root {BENCH_EXEC} mem $ENFORCER_PID\n\
+        // The gate's own system calls (/proc/PID/io of the daemon) over one more gate run
+        // of each: bytes per read and write, calls per request.
+        "step api-io-0 root cat /proc/$ENFORCER_PID/io\n\
+         step api-io-rtt ai-worker api-load {API_GATE} 1 {n} {API_PATH}\n\
+         step api-io-1 root cat /proc/$ENFORCER_PID/io\n\
+         step api-io-upload ai-worker api-load upload {API_GATE} {io_mib} '{API_UPLOAD_PATH}'\n\
+         step api-io-2 root cat /proc/$ENFORCER_PID/io\n\
+         step api-mem root {BENCH_EXEC} mem $ENFORCER_PID\n\
          step api-status root /usr/local/sbin/enforcer status --json --limit 0\n"
     ));
     s
@@ -907,6 +915,10 @@ pub struct ApiMeasured {
     /// The gate's refusals during the boot (`counters.api_refused`): 0 when the bench
     /// measured admitted requests only.
     pub api_refused: f64,
+    /// The daemon's system calls during one more gate run of `api_requests` round trips
+    /// and one of a quarter-size upload: (what, read calls, write calls, bytes read,
+    /// bytes written), from /proc/PID/io.
+    pub io: Vec<(&'static str, [f64; 4])>,
 }
 
 /// The `p`th percentile of sorted values (as api-load computes it).
@@ -972,6 +984,17 @@ impl ApiMeasured {
         let status: Value =
             serde_json::from_str(step("api-status")?).context("enforcer status --json is not JSON")?;
         m.api_refused = status["counters"]["api_refused"].as_f64().unwrap_or(f64::NAN);
+        let io = |name: &str| -> Option<[f64; 4]> {
+            let text = report.step(name)?.1.as_str();
+            let get = |key: &str| {
+                text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            Some([get("syscr:")?, get("syscw:")?, get("rchar:")?, get("wchar:")?])
+        };
+        if let (Some(a), Some(b), Some(c)) = (io("api-io-0"), io("api-io-1"), io("api-io-2")) {
+            m.io.push(("round trips", std::array::from_fn(|i| b[i] - a[i])));
+            m.io.push(("upload", std::array::from_fn(|i| c[i] - b[i])));
+        }
         Ok(m)
     }
 
@@ -1085,6 +1108,9 @@ fn api_json(config: &Config, api: &ApiMeasured) -> Value {
         "daemon_rss_kib_after": api.rss_kib,
         "daemon_hwm_kib_after": api.hwm_kib,
         "api_refused": if api.api_refused.is_finite() { json!(api.api_refused) } else { Value::Null },
+        "gate_syscalls": api.io.iter().map(|(what, [r, w, rb, wb])| json!({
+            "run": what, "read_calls": r, "write_calls": w, "bytes_read": rb, "bytes_written": wb,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -1113,6 +1139,13 @@ fn api_table(t: &mut String, config: &Config, api: &ApiMeasured) {
             p.p99,
             p.mean,
             rounds
+        ));
+    }
+    for (what, [reads, writes, read_bytes, written]) in &api.io {
+        t.push_str(&format!(
+            "    the gate's system calls, one more {what} run: {reads:.0} reads ({:.0} B each), {writes:.0} writes ({:.0} B each)\n",
+            read_bytes / reads.max(1.0),
+            written / writes.max(1.0)
         ));
     }
     t.push_str(&format!(
@@ -1404,6 +1437,7 @@ mod tests {
             rss_kib: 12_000.0,
             hwm_kib: 30_000.0,
             api_refused: 0.0,
+            io: vec![("upload", [100.0, 50.0, 6_553_600.0, 6_553_600.0])],
         }
     }
 
@@ -1436,6 +1470,8 @@ mod tests {
         let table = table(&kernel, &config, &m);
         assert!(table.contains("docker ps, ai-worker through the gate"), "{table}");
         assert!(table.contains("API: docker ps end to end"), "{table}");
+        assert!(table.contains("100 reads (65536 B each), 50 writes (131072 B each)"), "{table}");
+        assert_eq!(json["api_gate"]["gate_syscalls"][0]["read_calls"], 100.0);
         // The API boot alone: no exec figures, no exec verdicts.
         let only = Measured { api: Some(api_sample()), ..Measured::default() };
         assert_eq!(verdicts(&only).len(), 3);
