@@ -70,7 +70,7 @@ enum Cmd {
         wall_clock: bool,
         /// Rounds of the API gate's boot (real dockerd: round trip, `docker ps`, upload,
         /// direct vs through the gate); 0 skips that boot.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         api_rounds: usize,
         /// `GET /containers/json` round trips per run (one keep-alive connection).
         #[arg(long, default_value_t = 200)]
