@@ -350,12 +350,26 @@ pub const EXIT_DETACHED: u8 = 3;
 pub async fn run(options: Options) -> Result<bool> {
     let started = Instant::now();
     kernel::check_bpf_lsm()?;
+    raise_open_files_limit();
     // Held until the daemon has shut down: see InstanceLock.
     let _lock = lock_instance()?;
     let mut daemon = start(options, started)?;
     let mut events = Events::open(&mut daemon)?;
     let ending = serve(&mut daemon, &mut events).await?;
     shut_down(daemon, events, ending)
+}
+
+/// The soft limit on open files up to the hard one: the gates' clients hold descriptors of
+/// the daemon's (two each), and the daemon must keep some for its log and control socket.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        }
+    }
 }
 
 /// A `-v` start-up stage, with the time since start.

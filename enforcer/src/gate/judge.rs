@@ -38,6 +38,13 @@ pub enum Power {
     BuildHostNetwork,
     Plugins,
     Swarm,
+    /// Log drivers that send a container's output to an address (`syslog`, `fluentd`,
+    /// `gelf`, `splunk`, ...) rather than to the host's files or journal.
+    LogDrivers,
+    /// BuildKit's gRPC control API and session (`/grpc`, `/session`): HTTP/2 inside an
+    /// upgrade, which the gate cannot judge (a solve carries its own entitlements, such as
+    /// `network.host`).
+    BuildKit,
 }
 
 impl Power {
@@ -54,6 +61,8 @@ impl Power {
         Power::BuildHostNetwork,
         Power::Plugins,
         Power::Swarm,
+        Power::LogDrivers,
+        Power::BuildKit,
     ];
 
     /// The name a policy's `api_powers` uses.
@@ -71,6 +80,8 @@ impl Power {
             Power::BuildHostNetwork => "build_host_network",
             Power::Plugins => "plugins",
             Power::Swarm => "swarm",
+            Power::LogDrivers => "log_drivers",
+            Power::BuildKit => "buildkit",
         }
     }
 
@@ -440,6 +451,19 @@ impl Judge<'_> {
 
     fn host_config(&mut self, host: &Map<String, Value>, base: &str) -> Result<(), Refusal> {
         let at = |name: &str| join(base, name);
+        // Other log drivers make dockerd, as root in the host's network namespace, connect to
+        // an address the request names (syslog, fluentd, gelf, splunk: any socket or port).
+        if let Some(log) = self.object(host, "LogConfig", base)?
+            && let Some(driver) = self.string(log, "Type", &at("LogConfig"))?
+            && !matches!(driver, "" | "json-file" | "local" | "none" | "journald")
+        {
+            self.power(
+                Power::LogDrivers,
+                &at("LogConfig.Type"),
+                &format!("log driver {driver:?} sends the container's output where the request says"),
+                "use the json-file, local or journald driver (drop --log-driver)",
+            )?;
+        }
         if self.bool(host, "Privileged", base)? == Some(true) {
             self.power(
                 Power::Privileged,
@@ -1013,6 +1037,15 @@ pub fn judge_build_query(query: &str, limits: &Limits) -> Result<String, Refusal
                     )?;
                 }
             }
+            // The classic builder fetches a remote context itself, as root, from the host's
+            // network: the gate would be fetching for the agent.
+            "remote" if !value.is_empty() => {
+                return Err(judge.refuse(
+                    "remote",
+                    "the daemon would fetch the build context from a URL itself",
+                    "build from a local context directory",
+                ));
+            }
             "cgroupparent" if !value.is_empty() => judge.power(
                 Power::CgroupParent,
                 "cgroupparent",
@@ -1094,6 +1127,19 @@ fn form_encode(out: &mut String, s: &str) {
             let _ = write!(out, "%{b:02X}");
         }
     }
+}
+
+/// The image names a build query tags its result with (`t`, as dockerd reads them: the key
+/// exactly, every occurrence). Undecodable values are left out: [`judge_build_query`]
+/// refuses such a query.
+pub fn build_tags(query: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|part| part.split_once('='))
+        .filter(|(key, _)| form_decode(key).as_deref() == Some("t"))
+        .filter_map(|(_, value)| form_decode(value))
+        .filter(|tag| !tag.is_empty())
+        .collect()
 }
 
 /// Resolves a bind mount's source as dockerd will: symlinks of the existing part followed,
@@ -1191,7 +1237,7 @@ mod tests {
 
     #[test]
     fn power_names_round_trip() {
-        assert_eq!(Power::ALL.len(), 12);
+        assert_eq!(Power::ALL.len(), 14);
         for power in Power::ALL {
             assert_eq!(Power::from_name(power.name()), Some(*power));
         }
@@ -2017,5 +2063,27 @@ mod tests {
                 prop_assert_eq!(again.field, format!("labels.{OWNER_LABEL}"));
             }
         }
+    }
+
+    #[test]
+    fn log_drivers_that_send_to_an_address_need_the_power() {
+        let syslog = json!({"Image": "x", "HostConfig": {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "unix:///root/s"}}}});
+        let refused = judge_with(BodyJudge::ContainerCreate, &syslog, &limits()).unwrap_err();
+        assert_eq!(refused.field, "HostConfig.LogConfig.Type");
+        for driver in ["json-file", "local", "none", "journald", ""] {
+            let body = json!({"Image": "x", "HostConfig": {"LogConfig": {"Type": driver}}});
+            assert!(judge_with(BodyJudge::ContainerCreate, &body, &limits()).is_ok(), "{driver}");
+        }
+        let granted = Limits { powers: vec![Power::LogDrivers], ..limits() };
+        assert!(judge_with(BodyJudge::ContainerCreate, &syslog, &granted).is_ok());
+    }
+
+    #[test]
+    fn remote_contexts_are_refused_and_tags_are_listed() {
+        assert_eq!(
+            judge_build_query("remote=https%3A%2F%2Fx%2Fc.tar", &limits()).unwrap_err().field,
+            "remote"
+        );
+        assert_eq!(build_tags("t=a%3A1&q=1&t=b&T=c&t="), ["a:1", "b"]);
     }
 }

@@ -70,6 +70,10 @@ pub struct RuleGate {
     /// uids the rule names; `None` when it also names cgroups (any uid may be in them).
     uids: Option<Vec<u32>>,
     records: mpsc::Sender<(String, ApiDenial)>,
+    /// Held by each of the rule's requests that checks or changes what names refer to
+    /// (creates, renames, removals, ownership checks) until dockerd answered it: one gate's
+    /// checks and the changes they depend on never interleave. Kept across reloads.
+    pub serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RuleGate {
@@ -204,11 +208,13 @@ impl GateSet {
         }
         for (name, gate) in wanted {
             mirror_permissions(&gate.upstream, &self.path_of(&name))?;
-            let gate = Arc::new(gate);
             if let Some(running) = self.running.get(&name) {
-                *running.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+                let mut current = running.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let gate = RuleGate { serial: Arc::clone(&current.serial), ..gate };
+                *current = Arc::new(gate);
                 continue;
             }
+            let gate = Arc::new(gate);
             let Some(pending) = self.pending.remove(&name) else { continue };
             let listener = UnixListener::from_std(pending.listener)?;
             let shared = Arc::new(RwLock::new(gate));
@@ -262,6 +268,7 @@ impl GateSet {
             config,
             uids,
             records: self.records.clone(),
+            serial: Arc::default(),
         }
     }
 
@@ -276,8 +283,18 @@ impl GateSet {
     }
 }
 
+/// Connections one gate serves at once, upgraded streams included, and those of one peer uid;
+/// more are closed at once. Each holds two file descriptors of the daemon's, which must keep
+/// some for its own work (the soft limit is raised to the hard one, 4096 at the least on
+/// Debian and under systemd); the share per uid keeps one flooding client from starving the
+/// rule's other users.
+const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS_PER_UID: usize = 256;
+
 /// Accepts connections on one gate until the gate stops.
 async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shares: BTreeMap<u32, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -304,7 +321,22 @@ async fn accept_loop(listener: UnixListener, shared: Arc<RwLock<Arc<RuleGate>>>)
             .await;
             continue;
         }
-        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer));
+        // Shares nobody holds any more are forgotten (their uids' connections all ended).
+        shares.retain(|_, share| share.available_permits() < MAX_CONNECTIONS_PER_UID);
+        let share = shares
+            .entry(peer.uid)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_UID)));
+        let (Ok(own), Ok(all)) =
+            (Arc::clone(share).try_acquire_owned(), Arc::clone(&slots).try_acquire_owned())
+        else {
+            log::warn!(
+                "gate {}: uid {} has {MAX_CONNECTIONS_PER_UID} connections open (or the gate {MAX_CONNECTIONS}), one more closed",
+                gate.name,
+                peer.uid
+            );
+            continue;
+        };
+        tokio::spawn(serve::connection(stream, Arc::clone(&shared), peer, Arc::new((own, all))));
     }
 }
 
@@ -350,6 +382,7 @@ fn endpoint_table(policy: &Policy) -> String {
         config: configs[index],
         uids: None,
         records: mpsc::channel(1).0,
+        serial: Arc::default(),
     };
     let rule = gate(0);
     let mut out = String::from(
@@ -373,8 +406,14 @@ fn endpoint_table(policy: &Policy) -> String {
             "refused".to_owned()
         } else if let Some(power) = endpoint.power {
             format!("refused (needs `{}`)", power.name())
-        } else if rule.own_command_denied(endpoint, "") && endpoint.pattern.starts_with("/containers/{name") {
+        } else if endpoint.pattern.starts_with("/containers/{name")
+            && (!matches!(endpoint.method, "GET" | "HEAD") || rule.own_command_denied(endpoint, ""))
+        {
             "own containers only".to_owned()
+        } else if endpoint.method == "DELETE"
+            && ["/images/", "/volumes/", "/networks/"].iter().any(|p| endpoint.pattern.starts_with(p))
+        {
+            "own objects only".to_owned()
         } else if endpoint.body == route::BodyJudge::Stream {
             "admitted".to_owned()
         } else {
@@ -422,6 +461,7 @@ mod tests {
             config: configs[0],
             uids: None,
             records: mpsc::channel(1).0,
+            serial: Arc::default(),
         };
         let find = |method: &str, path: &str| {
             route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint, ""))

@@ -582,7 +582,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
     // The classic builder's cancel (Ctrl-C of a build).
     ep("POST", "/build/cancel", &["image build"]),
     // session (BuildKit's file sync and auth, hijacked)
-    ep("POST", "/session", BUILD),
+    // The gate cannot read what travels inside (HTTP/2): only for a rule with the power.
+    powered("POST", "/session", BUILD, Power::BuildKit),
     // swarm: creating or changing anything needs the swarm power
     powered("POST", "/swarm/init", &["swarm init"], Power::Swarm),
     powered("POST", "/swarm/join", &["swarm join"], Power::Swarm),
@@ -679,7 +680,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ],
     ),
     // grpc (BuildKit's control API, hijacked)
-    ep("POST", "/grpc", GRPC),
+    powered("POST", "/grpc", GRPC, Power::BuildKit),
     // network
     ep(
         "GET",
@@ -731,10 +732,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ],
         BodyJudge::NetworkConnect,
     ),
-    ep(
+    // The body names a container, as a connect's does: the same judge (the container must
+    // be the rule's own).
+    judged(
         "POST",
         "/networks/{id:.*}/disconnect",
         &["network disconnect", "compose down", "compose up", "compose scale"],
+        BodyJudge::NetworkConnect,
     ),
     ep("POST", "/networks/prune", &["network prune", "system prune"]),
     ep("DELETE", "/networks/{id:.*}", &["network rm", "compose down"]),

@@ -29,6 +29,10 @@ use super::{
 /// A response body: dockerd's, streamed, or the gate's own.
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A connection's places in its gate's limits (the gate's and its uid's), held until it and
+/// any stream upgraded from it end.
+pub type Slot = (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit);
+
 /// Who is on the other end of a gate connection (`SO_PEERCRED`, set by the kernel at
 /// connect: the client cannot choose it).
 #[derive(Debug, Clone)]
@@ -40,16 +44,22 @@ pub struct Peer {
 
 /// Serves one accepted connection until the client closes it; every request on it is
 /// judged on its own (keep-alive does not carry a verdict over).
-pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, peer: Peer) {
+/// `slot` is the connection's place in its gate's limit, held until an upgraded stream
+/// spliced from it ends too.
+pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, peer: Peer, slot: Arc<Slot>) {
     let upstream = Arc::new(Upstream::default());
     let service = service_fn(move |request| {
         // The rule as it is now: a reload applies from the next request on.
         let gate = Arc::clone(&shared.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let peer = peer.clone();
         let upstream = Arc::clone(&upstream);
-        async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer, &upstream).await) }
+        let slot = Arc::clone(&slot);
+        async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer, &upstream, slot).await) }
     });
     if let Err(error) = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A client that never finishes its request head (slowloris) is dropped.
+        .header_read_timeout(std::time::Duration::from_secs(30))
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
@@ -65,10 +75,11 @@ async fn handle(
     gate: &RuleGate,
     peer: &Peer,
     upstream: &Upstream,
+    slot: Arc<Slot>,
 ) -> Response<Body> {
     let method = request.method().clone();
     let raw_path = request.uri().path().to_owned();
-    match judge_and_forward(request, gate, upstream).await {
+    match judge_and_forward(request, gate, upstream, slot).await {
         Ok(response) => response,
         Err(refused) => {
             gate.record(ApiDenial {
@@ -154,6 +165,7 @@ async fn judge_and_forward(
     mut request: Request<Incoming>,
     gate: &RuleGate,
     upstream: &Upstream,
+    slot: Arc<Slot>,
 ) -> Result<Response<Body>, Refused> {
     check_framing(request.headers())?;
     let path = request.uri().path().to_owned();
@@ -172,6 +184,25 @@ async fn judge_and_forward(
             ),
         ),
     })?;
+    // Before 1.24 dockerd read a HostConfig from the body of a start (and other bodies the
+    // judge does not read): the gate speaks only the versions whose bodies it knows.
+    if let Some(version) = &route.version
+        && !version_judged(version)
+    {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "framing",
+            format!("enforcer: API version {version} is older than the gate judges (1.24 and later)"),
+        ));
+    }
+    // A start takes no body from 1.24 on; one that carries a body is someone's old-API trick.
+    if route.endpoint.pattern.ends_with("/start") && has_body(request.headers()) {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "framing",
+            "enforcer: a start request carries no body (its HostConfig belongs to the create)".to_owned(),
+        ));
+    }
     let endpoint = route.endpoint;
     let query = request.uri().query().map(str::to_owned);
     let query_text = query.as_deref().unwrap_or("");
@@ -225,12 +256,22 @@ async fn judge_and_forward(
             "enforcer: form-encoded bodies are refused (dockerd would read parameters from them)".to_owned(),
         ));
     }
-    // An endpoint whose own command is denied, used on the way by an allowed one (`attach`:
-    // `docker attach` and `docker run`), serves the rule's identities on their own containers.
-    if gate.own_command_denied(endpoint, query_text)
-        && endpoint.pattern.starts_with("/containers/{name")
-        && let Some(container) = route.params.first()
-    {
+    // What a request checks about other objects must still hold when dockerd acts on it:
+    // the rule's requests that create, change or name containers, volumes and networks run
+    // one at a time (the rule's identities cannot rename or remove a checked object in
+    // between: a rename of someone else's container is refused below, of its own waits).
+    let mutates = !matches!(endpoint.method, "GET" | "HEAD")
+        && (endpoint.pattern.starts_with("/containers") || endpoint.body != BodyJudge::Stream);
+    // A wait answers when the container exits (its headers too before 1.30): it changes no
+    // name, so it never holds the others up.
+    let serialised = mutates && !endpoint.pattern.ends_with("/wait") && endpoint.body != BodyJudge::Build;
+    let _serial = if serialised { Some(gate.serial.lock().await) } else { None };
+    // The rule's identities change only their own containers (rename, remove, start, stop,
+    // kill, update, attach, exec, ...), and use an endpoint whose own command the rule denies
+    // (`attach`, used on the way by `docker run`) only on them.
+    let own_only = endpoint.pattern.starts_with("/containers/{name")
+        && (mutates || gate.own_command_denied(endpoint, query_text));
+    if own_only && let Some(container) = route.params.first() {
         let owner =
             owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true)
                 .await
@@ -247,17 +288,50 @@ async fn judge_and_forward(
                 })?;
         if owner.as_deref() != Some(gate.name.as_str()) {
             let mut refused = owner_refusal(gate, "path", "container", container, owner);
-            refused.command = gate.denied_command(endpoint, query_text).map(str::to_owned);
+            refused.command = route::commands_for(endpoint, query_text).first().map(|c| (*c).to_owned());
             return Err(refused);
+        }
+    }
+    // An image tag, a volume or a network is removed only by the rule that made it: root's
+    // `local/busybox`, `gitea-data` and networks stay.
+    if endpoint.method == "DELETE"
+        && let Some(name) = route.params.first()
+    {
+        let looked_up = if endpoint.pattern.starts_with("/images/") {
+            Some(("image", format!("/images/{}/json", encode_image(name)), true))
+        } else if endpoint.pattern.starts_with("/volumes/") {
+            Some(("volume", format!("/volumes/{}", encode_segment(name)), false))
+        } else if endpoint.pattern.starts_with("/networks/") {
+            Some(("network", format!("/networks/{}", encode_segment(name)), false))
+        } else {
+            None
+        };
+        if let Some((kind, path, config_labels)) = looked_up {
+            let owner = owner_of(&gate.upstream, &path, config_labels).await?;
+            if owner.as_deref() != Some(gate.name.as_str()) {
+                return Err(owner_refusal(gate, "path", kind, name, owner));
+            }
         }
     }
     let mut target = route.target();
     if endpoint.body == BodyJudge::Build {
         let judged = judge::judge_build_query(query_text, &gate.limits).map_err(Refused::field)?;
+        // A tag another owner's image holds would make its users run the rule's build.
+        for tag in judge::build_tags(query_text) {
+            match owner_of(&gate.upstream, &format!("/images/{}/json", encode_image(&tag)), true).await {
+                Err(refused) if refused.status == StatusCode::NOT_FOUND => {}
+                Err(refused) => return Err(refused),
+                Ok(owner) if owner.as_deref() == Some(gate.name.as_str()) => {}
+                Ok(owner) => return Err(owner_refusal(gate, "t", "image", &tag, owner)),
+            }
+        }
         if !judged.is_empty() {
             target.push('?');
             target.push_str(&judged);
         }
+    } else if endpoint.pattern.ends_with("/prune") && endpoint.pattern != "/build/prune" {
+        target.push('?');
+        target.push_str(&own_prune_filters(query_text, &gate.name)?);
     } else if let Some(query) = &query {
         target.push('?');
         target.push_str(query);
@@ -296,6 +370,7 @@ async fn judge_and_forward(
     {
         let upstream = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
+            let _slot = slot;
             match (downstream.await, upstream.await) {
                 (Ok(client), Ok(daemon)) => {
                     let _ =
@@ -354,7 +429,9 @@ async fn check_owners(gate: &RuleGate, needs: &Needs) -> Result<(), Refused> {
     }
     for (field, volume) in &needs.volumes {
         match owner_of(&gate.upstream, &format!("/volumes/{}", encode_segment(volume)), false).await {
-            Err(refused) if refused.status == StatusCode::NOT_FOUND => {}
+            // A new volume: the gate creates it with the rule's label, so that the next
+            // container may mount it again (dockerd's own would have no owner).
+            Err(refused) if refused.status == StatusCode::NOT_FOUND => create_volume(gate, volume).await?,
             Err(refused) => return Err(refused),
             Ok(owner) if owner.as_deref() == Some(gate.name.as_str()) => {}
             Ok(owner) => return Err(owner_refusal(gate, field, "volume", volume, owner)),
@@ -379,6 +456,92 @@ fn owner_refusal(gate: &RuleGate, field: &str, kind: &str, name: &str, owner: Op
             gate.name
         ),
     }
+}
+
+/// Creates the named local volume `name` with the rule's owner label.
+async fn create_volume(gate: &RuleGate, name: &str) -> Result<(), Refused> {
+    let body = serde_json::json!({ "Name": name, "Labels": { OWNER_LABEL: gate.name } }).to_string();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/volumes/create")
+        .header(header::HOST, "docker")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(full(Bytes::from(body)))
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {e}")))?;
+    let response = send(&gate.upstream, request, false).await?;
+    let status = response.status();
+    let _ = read_upstream(response.into_body()).await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Refused::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("enforcer: dockerd answered {status} when the gate created volume {name:?}"),
+        ))
+    }
+}
+
+/// `filters` of a prune request, narrowed to the rule's own objects: the rule's identities
+/// prune what they made, never another owner's stopped containers or unused volumes.
+fn own_prune_filters(query: &str, rule: &str) -> Result<String, Refused> {
+    let bad = |why: &str| {
+        Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: prune filters: {why}"))
+    };
+    let mut filters = serde_json::Map::new();
+    let mut rest = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        if key == "filters" {
+            let text = form_decode(value).ok_or_else(|| bad("a bad %-escape"))?;
+            if !filters.is_empty() {
+                return Err(bad("given twice"));
+            }
+            let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad("not JSON"))?;
+            filters = parsed.as_object().cloned().ok_or_else(|| bad("not a JSON object"))?;
+        } else if key.eq_ignore_ascii_case("filters") {
+            return Err(bad("a differently spelt filters parameter"));
+        } else {
+            rest.push(part.to_owned());
+        }
+    }
+    let own = format!("{OWNER_LABEL}={rule}");
+    match filters.entry("label").or_insert_with(|| serde_json::Value::Object(serde_json::Map::new())) {
+        serde_json::Value::Object(labels) => {
+            labels.insert(own, serde_json::Value::Bool(true));
+        }
+        serde_json::Value::Array(labels) => labels.push(serde_json::Value::String(own)),
+        _ => return Err(bad("label is neither a map nor a list")),
+    }
+    let encoded = serde_json::Value::Object(filters).to_string();
+    rest.push(format!("filters={}", encode_segment(&encoded)));
+    Ok(rest.join("&"))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one key or value (`+` is a space).
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The driver of the network dockerd resolves `network` (name, id or id prefix) to.
@@ -507,6 +670,23 @@ async fn send(upstream: &Path, request: Request<Body>, upgrade: bool) -> Result<
     connect(upstream, upgrade).await?.send_request(request).await.map_err(|e| unreachable(upstream, &e))
 }
 
+/// Whether the gate judges requests of API `version` (`major.minor`, at least 1.24).
+fn version_judged(version: &str) -> bool {
+    let Some((major, minor)) = version.split_once('.') else { return false };
+    match (major.parse::<u32>(), minor.parse::<u32>()) {
+        (Ok(major), Ok(minor)) => (major, minor) >= (1, 24),
+        _ => false,
+    }
+}
+
+/// Whether a request has a body: a non-zero length, or chunking.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.to_str().ok().and_then(|l| l.trim().parse::<u64>().ok()) != Some(0))
+}
+
 /// `Connection: upgrade` with an `Upgrade` header (attach's `tcp`, `BuildKit`'s `h2c`).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -526,6 +706,11 @@ fn is_hop_by_hop(name: &header::HeaderName, upgrade: bool) -> bool {
         || *name == header::PROXY_AUTHORIZATION
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+}
+
+/// An image reference for a path: its `/` separate segments, as dockerd's `{name:.*}` takes them.
+fn encode_image(name: &str) -> String {
+    name.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
 }
 
 /// One path segment, percent-encoded for a URI.
@@ -574,6 +759,54 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(encode_segment("gitea"), "gitea");
         assert_eq!(encode_segment("a b?#%/"), "a%20b%3F%23%25%2F");
+    }
+
+    #[test]
+    fn only_versions_whose_bodies_the_gate_knows() {
+        assert!(
+            version_judged("1.24")
+                && version_judged("1.41")
+                && version_judged("1.51")
+                && version_judged("2.0")
+        );
+        for old in ["1.23", "1.12", "1", "1.", ".24", "1.24.1", "1.x"] {
+            assert!(!version_judged(old), "{old}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_a_length_or_chunking() {
+        let mut headers = HeaderMap::new();
+        assert!(!has_body(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!has_body(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        assert!(has_body(&headers));
+        let mut chunked = HeaderMap::new();
+        chunked.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(has_body(&chunked));
+    }
+
+    #[test]
+    fn prunes_are_narrowed_to_the_rules_own() {
+        let plain = own_prune_filters("", "r").unwrap();
+        assert_eq!(
+            form_decode(plain.strip_prefix("filters=").unwrap()).unwrap(),
+            r#"{"label":{"enforcer.owner=r":true}}"#
+        );
+        let until = own_prune_filters("filters=%7B%22until%22%3A%7B%2224h%22%3Atrue%7D%7D&x=1", "r").unwrap();
+        let decoded = form_decode(
+            until.split('&').find(|p| p.starts_with("filters=")).unwrap().strip_prefix("filters=").unwrap(),
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&decoded).unwrap();
+        assert_eq!(value["until"]["24h"], true);
+        assert_eq!(value["label"]["enforcer.owner=r"], true);
+        let list = own_prune_filters("filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D", "r").unwrap();
+        let decoded = form_decode(list.strip_prefix("filters=").unwrap()).unwrap();
+        assert_eq!(decoded, r#"{"label":["a=b","enforcer.owner=r"]}"#);
+        assert!(own_prune_filters("filters=1&filters=2", "r").is_err());
+        assert!(own_prune_filters("Filters=%7B%7D", "r").is_err());
     }
 
     #[test]

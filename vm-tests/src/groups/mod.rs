@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::{suite::Group, vm::Artifacts};
 
 mod api_gate;
+mod api_gate_attacks;
 mod audit_mode;
 mod bypass;
 mod commands;
@@ -24,6 +25,7 @@ pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
     Ok(vec![
         default_policy::group(),
         api_gate::group(),
+        api_gate_attacks::group(),
         filesystems::group(work, &artifacts.docker)?,
         audit_mode::group(),
         commands::group(),
@@ -46,6 +48,7 @@ mod tests {
         vec![
             ("default-policy", default_policy::script(), default_policy::check),
             ("api-gate", api_gate::script(), api_gate::check),
+            ("api-gate-attacks", api_gate_attacks::script(), api_gate_attacks::check),
             ("filesystems", filesystems::script(), filesystems::check),
             ("audit-mode", audit_mode::script(), audit_mode::check),
             ("commands", commands::script(), commands::check),
