@@ -142,6 +142,33 @@ pub struct Config {
     /// (1 ns each) instead of following the host's wall clock, so other load on the host
     /// does not show in the figures.
     pub icount: bool,
+    /// Run the exec boot (figures (1)-(6)).
+    pub exec: bool,
+    /// Rounds of the API gate's boot (the real dockerd); 0: no such boot.
+    pub api_rounds: usize,
+    /// `GET /containers/json` round trips per run, on one keep-alive connection.
+    pub api_requests: u64,
+    /// `docker ps` runs per run.
+    pub ps_iterations: u64,
+    /// Size of the build context's big file, MiB.
+    pub upload_mib: u64,
+}
+
+impl Default for Config {
+    /// `cargo xtask bench`'s defaults.
+    fn default() -> Config {
+        Config {
+            rounds: 8,
+            iterations: 1000,
+            wrapper_iterations: 100,
+            icount: true,
+            exec: true,
+            api_rounds: 3,
+            api_requests: 200,
+            ps_iterations: 10,
+            upload_mib: 200,
+        }
+    }
 }
 
 /// QEMU arguments of the instruction-counting clock.
@@ -332,6 +359,8 @@ pub struct Measured {
     /// from the kernel's BPF statistics), per round.
     pub hook_ns: Vec<(&'static str, Vec<f64>)>,
     pub check_output: String,
+    /// The API gate's boot, when it ran.
+    pub api: Option<ApiMeasured>,
 }
 
 impl Measured {
@@ -469,8 +498,17 @@ pub struct Verdict {
     pub per_round: Vec<f64>,
 }
 
-/// The issue's targets, judged on one boot's medians.
+/// The issues' targets, each judged on one boot's medians: the exec boot's (when it ran),
+/// then the API boot's.
 pub fn verdicts(m: &Measured) -> Vec<Verdict> {
+    let mut out = if m.per_exec_ns.is_empty() { Vec::new() } else { exec_verdicts(m) };
+    if let Some(api) = &m.api {
+        out.extend(api_verdicts(api));
+    }
+    out
+}
+
+fn exec_verdicts(m: &Measured) -> Vec<Verdict> {
     let ratio = |a: &str, b: &str| m.median(a) / m.median(b);
     let overhead = |r: f64| format!("{:+.2}%", (r - 1.0) * 100.0);
     let mut out = Vec::new();
@@ -595,6 +633,7 @@ pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
             "value": if v.value.is_finite() { json!(v.value) } else { Value::Null },
             "per_round": v.per_round,
         })).collect::<Vec<_>>(),
+        "api_gate": m.api.as_ref().map_or(Value::Null, |api| api_json(config, api)),
     })
 }
 
@@ -605,18 +644,43 @@ pub fn to_json(kernel: &Kernel, config: &Config, m: &Measured) -> Value {
 )]
 pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
     let mut t = format!(
-        "kernel {} ({}), {} rounds, {} execs per run ({} for the wrapper), median [min - max]\nclock: {}\n\n",
+        "kernel {} ({})\nclock: {}\n",
         kernel.label,
         kernel.release,
-        config.rounds,
-        config.iterations,
-        config.wrapper_iterations,
         if config.icount {
             "QEMU -icount (1 ns per guest instruction: host load does not show)"
         } else {
             "host wall clock under TCG (host load shows)"
         }
     );
+    if !m.per_exec_ns.is_empty() {
+        exec_table(&mut t, config, m);
+    }
+    if let Some(api) = &m.api {
+        api_table(&mut t, config, api);
+    }
+    t.push_str("\ntargets:\n");
+    for v in verdicts(m) {
+        t.push_str(&format!(
+            "  {:<4} {:<50} target {:<16} measured {}\n",
+            if v.met { "met" } else { "MISS" },
+            v.name,
+            v.target,
+            v.measured
+        ));
+    }
+    t
+}
+
+#[expect(
+    clippy::format_push_string,
+    reason = "the table is built line by line; `write!` would add an infallible `fmt::Result` to every line, and one allocation per line does not matter here"
+)]
+fn exec_table(t: &mut String, config: &Config, m: &Measured) {
+    t.push_str(&format!(
+        "\n{} rounds, {} execs per run ({} for the wrapper), median [min - max]\n\n",
+        config.rounds, config.iterations, config.wrapper_iterations,
+    ));
     t.push_str(&format!(
         "{:<52} {:>10} {:>23} {:>10}\n",
         "exec (fork+execve+waitpid)", "us/exec", "[min - max]", "execs/s"
@@ -643,13 +707,13 @@ pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
         }
     };
     t.push('\n');
-    line(&mut t, "(6) start-up, `enforcer run` to READY=1", &m.startup_ms, "ms", 1.0);
-    line(&mut t, "    the daemon's own count (from main)", &m.startup_internal_ms, "ms", 1.0);
-    line(&mut t, "    daemon RSS while enforcing", &m.rss_kib, "MiB", 1024.0);
-    line(&mut t, "    daemon peak RSS (start-up)", &m.hwm_kib, "MiB", 1024.0);
+    line(t, "(6) start-up, `enforcer run` to READY=1", &m.startup_ms, "ms", 1.0);
+    line(t, "    the daemon's own count (from main)", &m.startup_internal_ms, "ms", 1.0);
+    line(t, "    daemon RSS while enforcing", &m.rss_kib, "MiB", 1024.0);
+    line(t, "    daemon peak RSS (start-up)", &m.hwm_kib, "MiB", 1024.0);
     for (key, values) in &m.hook_ns {
         let label = MEASURES.iter().find(|m| m.key == *key).map_or(*key, |m| m.label.trim());
-        line(&mut t, &format!("    hooks' run time per exec in {}", &label[..3]), values, "ns", 1.0);
+        line(t, &format!("    hooks' run time per exec in {}", &label[..3]), values, "ns", 1.0);
     }
     for (program, count) in &m.verifier {
         t.push_str(&format!("{:<52} {:>10}\n", format!("    verifier instructions, {program}"), count));
@@ -660,17 +724,6 @@ pub fn table(kernel: &Kernel, config: &Config, m: &Measured) -> String {
             t.push_str(&format!("  {ms:>8.1}  {stage}\n"));
         }
     }
-    t.push_str("\ntargets:\n");
-    for v in verdicts(m) {
-        t.push_str(&format!(
-            "  {:<4} {:<46} target {:<20} measured {}\n",
-            if v.met { "met" } else { "MISS" },
-            v.name,
-            v.target,
-            v.measured
-        ));
-    }
-    t
 }
 
 /// The bench's own files, appended to the base initramfs.
@@ -687,8 +740,30 @@ fn archive(bench_exec: &Path) -> Result<Archive> {
     Ok(archive)
 }
 
-/// Boots `kernel` once and measures everything.
+/// Boots `kernel` once per part: the exec figures (base initramfs, when `config.exec`),
+/// then the API gate's (base + `docker_initrd`, the real dockerd, when
+/// `config.api_rounds > 0`).
 pub fn run(
+    kernel: &Kernel,
+    base_initrd: &Path,
+    docker_initrd: Option<&Path>,
+    bench_exec: &Path,
+    work: &Path,
+    config: &Config,
+) -> Result<Measured> {
+    let mut measured = if config.exec {
+        run_exec(kernel, base_initrd, bench_exec, work, config)?
+    } else {
+        Measured::default()
+    };
+    if config.api_rounds > 0 {
+        let docker = docker_initrd.context("the API bench needs the docker flavour's archive")?;
+        measured.api = Some(run_api(kernel, (base_initrd, docker), bench_exec, work, config)?);
+    }
+    Ok(measured)
+}
+
+fn run_exec(
     kernel: &Kernel,
     base_initrd: &Path,
     bench_exec: &Path,
@@ -716,6 +791,404 @@ pub fn run(
         bail!("the bench did not run to its end; console in {}", dir.join("console.log").display());
     }
     Measured::from_report(&report, config)
+        .with_context(|| format!("console in {}", dir.join("console.log").display()))
+}
+
+// ---------------------------------------------------------------------------------------
+// The API gate (issue 14's bench): a second boot with the real dockerd.
+
+/// The API boot's policy: ai-worker reaches dockerd only through its rule's gate (and any
+/// program may connect to it, so that `api-load` can); bob is restricted by the same deny
+/// list without the gate, so bob's `docker ps` pays the same exec check and socket gate
+/// as ai-worker's and the two differ by the API gate alone.
+pub const API_POLICY: &str = "/etc/enforcer/bench-api.toml";
+const API_RULE: &str = "bench-gate";
+const API_GATE: &str = "/run/enforcer/gate/bench-gate.sock";
+const API_DIRECT: &str = "/run/docker.sock";
+const API_PATH: &str = "/v1.41/containers/json";
+/// The upload's endpoint: a classic-builder build of the streamed context (quiet).
+const API_UPLOAD_PATH: &str = "/v1.41/build?q=1";
+
+fn api_policy() -> String {
+    let deny =
+        crate::fixtures::SEED_DENY_LIST.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "# cargo xtask bench, API boot: ai-worker through the gate, bob direct (both restricted).\n\
+         [[rule]]\nname = \"{API_RULE}\"\nusers = [\"ai-worker\"]\ndeny = [{deny}]\n\
+         api_gate = true\napi_clients = \"any\"\n\n\
+         [[rule]]\nname = \"bench-direct\"\nusers = [\"bob\"]\ndeny = [{deny}]\n"
+    )
+}
+
+/// One figure of the API boot: its key (`<what>_<side>`), label and unit.
+struct ApiMeasure {
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+}
+
+const API_MEASURES: &[ApiMeasure] = &[
+    ApiMeasure { key: "rtt_direct", label: "GET /containers/json, root on dockerd's socket", unit: "us" },
+    ApiMeasure { key: "rtt_gate", label: "GET /containers/json, ai-worker through the gate", unit: "us" },
+    ApiMeasure { key: "ps_direct", label: "docker ps, bob (restricted, no gate), direct", unit: "ms" },
+    ApiMeasure { key: "ps_gate", label: "docker ps, ai-worker through the gate", unit: "ms" },
+    ApiMeasure { key: "ps_root", label: "docker ps, root (unrestricted), direct", unit: "ms" },
+    ApiMeasure { key: "upload_direct", label: "upload, root direct", unit: "MiB/s" },
+    ApiMeasure { key: "upload_gate", label: "upload, ai-worker through the gate", unit: "MiB/s" },
+];
+
+/// The API boot's script: dockerd, the enforcer with [`api_policy`], the preconditions, then
+/// rounds of (round trips, `docker ps`, upload), each pair direct/gate in alternating order.
+#[expect(
+    clippy::format_push_string,
+    reason = "the script is built line by line; `write!` would add an infallible `fmt::Result` to every line, and one allocation per line does not matter here"
+)]
+pub fn api_script(config: &Config) -> String {
+    let gate_env = format!("env DOCKER_HOST=unix://{API_GATE}");
+    let mut s = format!(
+        "start_dockerd\n\
+         start_enforcer --config {API_POLICY}\n\
+         step api-gate-ps ai-worker {gate_env} docker ps\n\
+         step api-direct-ps bob docker ps\n\
+         step api-real-refused ai-worker docker ps\n\
+         step api-gate-rtt ai-worker api-load {API_GATE} 1 3 {API_PATH}\n\
+         step api-gate-upload ai-worker api-load upload {API_GATE} 1 '{API_UPLOAD_PATH}'\n"
+    );
+    let (n, ps, mib) = (config.api_requests, config.ps_iterations, config.upload_mib);
+    let io_mib = mib.div_ceil(4);
+    for round in 1..=config.api_rounds {
+        s.push_str(&format!("echo \"bench: API round {round} of {}\"\n", config.api_rounds));
+        let pairs = [
+            (
+                format!("step r{round}-rtt_direct root api-load --all {API_DIRECT} 1 {n} {API_PATH}"),
+                format!("step r{round}-rtt_gate ai-worker api-load --all {API_GATE} 1 {n} {API_PATH}"),
+            ),
+            (
+                format!("step r{round}-ps_direct bob {BENCH_EXEC} times {ps} 1 /usr/bin/docker docker ps"),
+                format!(
+                    "step r{round}-ps_gate ai-worker {gate_env} {BENCH_EXEC} times {ps} 1 /usr/bin/docker docker ps"
+                ),
+            ),
+            (
+                format!(
+                    "step r{round}-upload_direct root api-load upload {API_DIRECT} {mib} '{API_UPLOAD_PATH}'"
+                ),
+                format!(
+                    "step r{round}-upload_gate ai-worker api-load upload {API_GATE} {mib} '{API_UPLOAD_PATH}'"
+                ),
+            ),
+        ];
+        for (direct, gate) in pairs {
+            // Odd rounds direct first, even rounds the gate first.
+            let (first, second) = if round % 2 == 1 { (direct, gate) } else { (gate, direct) };
+            s.push_str(&format!("{first}\n{second}\n"));
+        }
+        s.push_str(&format!(
+            "step r{round}-ps_root root {BENCH_EXEC} times {ps} 1 /usr/bin/docker docker ps\n"
+        ));
+    }
+    s.push_str(&format!(
+        // The gate's own system calls (/proc/PID/io of the daemon) over one more gate run
+        // of each: bytes per read and write, calls per request.
+        "step api-io-0 root cat /proc/$ENFORCER_PID/io\n\
+         step api-io-rtt ai-worker api-load {API_GATE} 1 {n} {API_PATH}\n\
+         step api-io-1 root cat /proc/$ENFORCER_PID/io\n\
+         step api-io-upload ai-worker api-load upload {API_GATE} {io_mib} '{API_UPLOAD_PATH}'\n\
+         step api-io-2 root cat /proc/$ENFORCER_PID/io\n\
+         step api-mem root {BENCH_EXEC} mem $ENFORCER_PID\n\
+         step api-status root /usr/local/sbin/enforcer status --json --limit 0\n"
+    ));
+    s
+}
+
+/// A run's samples: per round, every sample (µs per round trip, ms per `docker ps`, one
+/// MiB/s per upload).
+#[derive(Debug, Default, Clone)]
+pub struct ApiMeasured {
+    pub samples: Vec<(&'static str, Vec<Vec<f64>>)>,
+    pub rss_kib: f64,
+    pub hwm_kib: f64,
+    /// The gate's refusals during the boot (`counters.api_refused`): 0 when the bench
+    /// measured admitted requests only.
+    pub api_refused: f64,
+    /// The daemon's system calls during one more gate run of `api_requests` round trips
+    /// and one of a quarter-size upload: (what, read calls, write calls, bytes read,
+    /// bytes written), from /proc/PID/io.
+    pub io: Vec<(&'static str, [f64; 4])>,
+}
+
+/// The `p`th percentile of sorted values (as api-load computes it).
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// One side of a comparison: every sample pooled, and each round's median.
+#[derive(Debug, Clone, Copy)]
+pub struct Pooled {
+    pub median: f64,
+    pub p99: f64,
+    pub mean: f64,
+    pub samples: usize,
+}
+
+impl Pooled {
+    fn of(rounds: &[Vec<f64>]) -> Option<Pooled> {
+        let mut all: Vec<f64> = rounds.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_by(f64::total_cmp);
+        #[expect(clippy::cast_precision_loss, reason = "a sample count")]
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        Some(Pooled { median: Stats::of(&all)?.median, p99: percentile(&all, 99), mean, samples: all.len() })
+    }
+}
+
+impl ApiMeasured {
+    fn from_report(report: &Report, config: &Config) -> Result<ApiMeasured> {
+        let step = |name: &str| -> Result<&str> {
+            let (rc, out) = report.step(name).ok_or_else(|| anyhow!("API step {name} did not run"))?;
+            if *rc != 0 {
+                bail!("API step {name} exited {rc}: {out}");
+            }
+            Ok(out.as_str())
+        };
+        step("dockerd-start")?;
+        step("enforcer-start")?;
+        step("api-gate-ps").context("docker ps through the gate")?;
+        step("api-direct-ps").context("bob's docker ps on dockerd's socket")?;
+        match report.step("api-real-refused") {
+            Some((rc, out)) if *rc != 0 && out.contains("permission denied") => {}
+            other => bail!("ai-worker's docker reached dockerd's socket: the gate is not on ({other:?})"),
+        }
+        let mut m = ApiMeasured::default();
+        for measure in API_MEASURES {
+            let mut rounds = Vec::new();
+            for round in 1..=config.api_rounds {
+                let name = format!("r{round}-{}", measure.key);
+                let out = step(&name)?;
+                rounds.push(api_samples(measure.key, out).with_context(|| format!("step {name}: {out}"))?);
+            }
+            m.samples.push((measure.key, rounds));
+        }
+        let mem = step("api-mem")?;
+        m.rss_kib = field(mem, "rss_kib").context("no rss_kib")?;
+        m.hwm_kib = field(mem, "hwm_kib").context("no hwm_kib")?;
+        let status: Value =
+            serde_json::from_str(step("api-status")?).context("enforcer status --json is not JSON")?;
+        m.api_refused = status["counters"]["api_refused"].as_f64().unwrap_or(f64::NAN);
+        let io = |name: &str| -> Option<[f64; 4]> {
+            let text = report.step(name)?.1.as_str();
+            let get = |key: &str| {
+                text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            Some([get("syscr:")?, get("syscw:")?, get("rchar:")?, get("wchar:")?])
+        };
+        if let (Some(a), Some(b), Some(c)) = (io("api-io-0"), io("api-io-1"), io("api-io-2")) {
+            m.io.push(("round trips", std::array::from_fn(|i| b[i] - a[i])));
+            m.io.push(("upload", std::array::from_fn(|i| c[i] - b[i])));
+        }
+        Ok(m)
+    }
+
+    fn rounds(&self, key: &str) -> &[Vec<f64>] {
+        self.samples.iter().find(|(k, _)| *k == key).map(|(_, r)| r.as_slice()).unwrap_or_default()
+    }
+
+    fn pooled(&self, key: &str) -> Option<Pooled> {
+        Pooled::of(self.rounds(key))
+    }
+
+    /// Each round's median.
+    fn round_medians(&self, key: &str) -> Vec<f64> {
+        self.rounds(key).iter().filter_map(|r| Stats::of(r).map(|s| s.median)).collect()
+    }
+}
+
+/// The samples of one API step's output, in the figure's unit.
+fn api_samples(key: &str, out: &str) -> Result<Vec<f64>> {
+    let list = |name: &str| -> Result<Vec<f64>> {
+        let text = fields(out).find(|(k, _)| *k == name).map(|(_, v)| v).context(format!("no {name}="))?;
+        text.split(',').map(|v| v.parse::<f64>().map_err(|e| anyhow!("{name}: {e}"))).collect()
+    };
+    if key.starts_with("rtt_") {
+        let requests = field(out, "requests").context("no requests=")?;
+        if field(out, "ok") != Some(requests) {
+            bail!("not every round trip was answered 2xx");
+        }
+        // The first request of a run also opened the connection.
+        let mut all = list("all_us")?;
+        if all.len() > 1 {
+            all.remove(0);
+        }
+        Ok(all)
+    } else if key.starts_with("ps_") {
+        if field(out, "failed") != Some(0.0) {
+            bail!("a docker ps failed");
+        }
+        Ok(list("ns")?.into_iter().map(|ns| ns / 1e6).collect())
+    } else {
+        if field(out, "ok") != Some(1.0) {
+            bail!("the upload was not built");
+        }
+        Ok(vec![field(out, "mib_s").context("no mib_s=")?])
+    }
+}
+
+/// The API gate's targets (issue 14): gate / direct, both from this boot.
+fn api_verdicts(api: &ApiMeasured) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for (name, what, limit) in [
+        ("API: docker ps end to end, gate / direct (bob)", "ps", 1.03),
+        ("API: GET /containers/json round trip, gate / direct", "rtt", 1.5),
+    ] {
+        let (gate, direct) = (format!("{what}_gate"), format!("{what}_direct"));
+        let (Some(g), Some(d)) = (api.pooled(&gate), api.pooled(&direct)) else { continue };
+        let r = g.median / d.median;
+        let per_round: Vec<f64> =
+            api.round_medians(&gate).iter().zip(api.round_medians(&direct)).map(|(a, b)| a / b).collect();
+        let spread = Stats::of(&per_round)
+            .map(|s| format!("; rounds {:.3} to {:.3}", s.min, s.max))
+            .unwrap_or_default();
+        out.push(Verdict {
+            name: name.to_string(),
+            measured: format!("median {r:.3}, p99 {:.3}, mean {:.3}{spread}", g.p99 / d.p99, g.mean / d.mean),
+            target: format!("median <= {limit:.2}"),
+            met: r <= limit,
+            value: r,
+            per_round,
+        });
+    }
+    let (gate, direct) = (api.round_medians("upload_gate"), api.round_medians("upload_direct"));
+    if let (Some(g), Some(d)) = (Stats::of(&gate), Stats::of(&direct)) {
+        let r = g.median / d.median;
+        let per_round: Vec<f64> = gate.iter().zip(&direct).map(|(a, b)| a / b).collect();
+        out.push(Verdict {
+            name: "API: build-context upload, gate / direct".to_string(),
+            measured: format!("{r:.3} ({:.1} vs {:.1} MiB/s)", g.median, d.median),
+            target: ">= 0.90".to_string(),
+            met: r >= 0.90,
+            value: r,
+            per_round,
+        });
+    }
+    out
+}
+
+fn api_json(config: &Config, api: &ApiMeasured) -> Value {
+    let mut figures = serde_json::Map::new();
+    for measure in API_MEASURES {
+        let rounds = api.rounds(measure.key);
+        let Some(p) = Pooled::of(rounds) else { continue };
+        figures.insert(
+            measure.key.to_string(),
+            json!({
+                "label": measure.label, "unit": measure.unit,
+                "median": p.median, "p99": p.p99, "mean": p.mean, "samples": p.samples,
+                "round_medians": api.round_medians(measure.key),
+                "runs": rounds,
+            }),
+        );
+    }
+    json!({
+        "rounds": config.api_rounds,
+        "round_trips_per_run": config.api_requests,
+        "ps_per_run": config.ps_iterations,
+        "upload_mib": config.upload_mib,
+        "upload_endpoint": API_UPLOAD_PATH,
+        "policy": api_policy(),
+        "figures": figures,
+        "daemon_rss_kib_after": api.rss_kib,
+        "daemon_hwm_kib_after": api.hwm_kib,
+        "api_refused": if api.api_refused.is_finite() { json!(api.api_refused) } else { Value::Null },
+        "gate_syscalls": api.io.iter().map(|(what, [r, w, rb, wb])| json!({
+            "run": what, "read_calls": r, "write_calls": w, "bytes_read": rb, "bytes_written": wb,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[expect(
+    clippy::format_push_string,
+    reason = "the table is built line by line; `write!` would add an infallible `fmt::Result` to every line, and one allocation per line does not matter here"
+)]
+fn api_table(t: &mut String, config: &Config, api: &ApiMeasured) {
+    t.push_str(&format!(
+        "\nAPI gate (real dockerd), {} rounds: {} round trips, {} docker ps, one {} MiB upload per run and side\n",
+        config.api_rounds, config.api_requests, config.ps_iterations, config.upload_mib
+    ));
+    t.push_str(&format!(
+        "{:<52} {:>10} {:>10} {:>10} {:>23}\n",
+        "", "median", "p99", "mean", "round medians [min - max]"
+    ));
+    for measure in API_MEASURES {
+        let Some(p) = api.pooled(measure.key) else { continue };
+        let rounds = Stats::of(&api.round_medians(measure.key))
+            .map(|s| format!("[{:.1} - {:.1}]", s.min, s.max))
+            .unwrap_or_default();
+        t.push_str(&format!(
+            "{:<52} {:>10.1} {:>10.1} {:>10.1} {:>23}\n",
+            format!("{} ({})", measure.label, measure.unit),
+            p.median,
+            p.p99,
+            p.mean,
+            rounds
+        ));
+    }
+    // /proc/PID/io counts write(2)-family calls on sockets, not tokio's recv(2) reads.
+    for (what, [_, writes, _, written]) in &api.io {
+        t.push_str(&format!(
+            "    the gate's socket writes, one more {what} run: {writes:.0} ({:.0} B each)\n",
+            written / writes.max(1.0)
+        ));
+    }
+    t.push_str(&format!(
+        "{:<52} {:>10.1}\n{:<52} {:>10.1}\n",
+        "    daemon RSS after the API boot (MiB)",
+        api.rss_kib / 1024.0,
+        "    daemon peak RSS (MiB)",
+        api.hwm_kib / 1024.0
+    ));
+}
+
+/// The API boot's own files, appended after the base and docker archives.
+fn api_archive(bench_exec: &Path, config: &Config) -> Result<Archive> {
+    let mut archive = Archive::new();
+    vm::add_binary(&mut archive, BENCH_EXEC, bench_exec)?;
+    archive.file(API_POLICY, 0o644, api_policy().as_bytes());
+    archive.file("scenario.sh", 0o644, api_script(config).as_bytes());
+    Ok(archive)
+}
+
+/// Boots `kernel` once with the real dockerd and measures the gate.
+fn run_api(
+    kernel: &Kernel,
+    initrds: (&Path, &Path),
+    bench_exec: &Path,
+    work: &Path,
+    config: &Config,
+) -> Result<ApiMeasured> {
+    let dir: PathBuf = work.join(&kernel.label).join("api");
+    std::fs::create_dir_all(&dir)?;
+    let scenario = dir.join("bench-api.cpio");
+    api_archive(bench_exec, config)?.write_to(&scenario)?;
+    let report = vm::boot_with(
+        &Boot {
+            kernel,
+            initrds: vec![initrds.0.to_path_buf(), initrds.1.to_path_buf(), scenario],
+            lsm: vm::DEFAULT_LSM,
+            timeout: Duration::from_hours(1),
+            work: dir.clone(),
+            echo: true,
+        },
+        if config.icount { ICOUNT_ARGS } else { &[] },
+    )?;
+    if !report.done {
+        bail!("the API bench did not run to its end; console in {}", dir.join("console.log").display());
+    }
+    ApiMeasured::from_report(&report, config)
         .with_context(|| format!("console in {}", dir.join("console.log").display()))
 }
 
@@ -801,6 +1274,7 @@ mod tests {
                 ("stub_enforced", vec![4_000.0; 3]),
             ],
             check_output: "verdict: allow".into(),
+            api: None,
         }
     }
 
@@ -814,7 +1288,7 @@ mod tests {
         assert_eq!(met, [true, true, true, true, false, true, true, false]);
         assert!((verdicts[3].value - 945.0).abs() < 1e-6);
         let kernel = Kernel { label: "6.1".into(), release: "6.1.0-test".into(), root: PathBuf::new() };
-        let config = Config { rounds: 3, iterations: 5000, wrapper_iterations: 500, icount: true };
+        let config = Config { rounds: 3, iterations: 5000, wrapper_iterations: 500, ..Config::default() };
         let json = to_json(&kernel, &config, &m);
         assert_eq!(json["kernel"], "6.1");
         assert!(json["clock"].as_str().unwrap().contains("icount"));
@@ -844,7 +1318,7 @@ mod tests {
         assert!(
             to_json(
                 &Kernel { label: "x".into(), release: "y".into(), root: PathBuf::new() },
-                &Config { rounds: 3, iterations: 1, wrapper_iterations: 1, icount: true },
+                &Config { rounds: 3, iterations: 1, wrapper_iterations: 1, ..Config::default() },
                 &m
             )["targets"][3]["value"]
                 .is_null()
@@ -853,7 +1327,7 @@ mod tests {
 
     #[test]
     fn script_interleaves_rounds() {
-        let s = script(&Config { rounds: 2, iterations: 5000, wrapper_iterations: 300, icount: true });
+        let s = script(&Config { rounds: 2, iterations: 5000, wrapper_iterations: 300, ..Config::default() });
         let position = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
         assert!(position("step r1-tiny_bare") < position("step r1-start"));
         assert!(position("step r1-start") < position("step r1-stub_enforced"));
@@ -873,5 +1347,135 @@ mod tests {
             {"name":"enforcer_commit","run_count":10,"run_time_ns":500}]}"#;
         assert_eq!(program_totals(status).unwrap(), (10.0, 1500.0));
         assert!(program_totals(r#"{"programs":[]}"#).is_err());
+    }
+
+    /// The API boot's script: the preconditions first, then per round every pair, direct
+    /// first in odd rounds and the gate first in even ones.
+    #[test]
+    fn api_script_interleaves_direct_and_gate() {
+        let config =
+            Config { api_rounds: 2, api_requests: 50, ps_iterations: 4, upload_mib: 8, ..Config::default() };
+        let s = api_script(&config);
+        let position = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing in {s}"));
+        assert!(position("start_dockerd") < position("start_enforcer --config /etc/enforcer/bench-api.toml"));
+        assert!(position("step api-real-refused ai-worker docker ps") < position("step r1-rtt_direct"));
+        for what in ["rtt", "ps", "upload"] {
+            assert!(
+                position(&format!("step r1-{what}_direct ")) < position(&format!("step r1-{what}_gate "))
+            );
+            assert!(
+                position(&format!("step r2-{what}_gate ")) < position(&format!("step r2-{what}_direct "))
+            );
+        }
+        assert!(s.contains(
+            "step r1-rtt_gate ai-worker api-load --all /run/enforcer/gate/bench-gate.sock 1 50 /v1.41/containers/json"
+        ));
+        assert!(
+            s.contains("step r1-rtt_direct root api-load --all /run/docker.sock 1 50 /v1.41/containers/json")
+        );
+        assert!(s.contains(
+            "step r2-ps_gate ai-worker env DOCKER_HOST=unix:///run/enforcer/gate/bench-gate.sock /usr/local/bin/bench-exec times 4 1 /usr/bin/docker docker ps"
+        ));
+        assert!(
+            s.contains("step r2-ps_direct bob /usr/local/bin/bench-exec times 4 1 /usr/bin/docker docker ps")
+        );
+        assert!(s.contains("step r1-upload_gate ai-worker api-load upload /run/enforcer/gate/bench-gate.sock 8 '/v1.41/build?q=1'"));
+        assert!(!s.contains("step r3-"));
+    }
+
+    /// The policy gates ai-worker (any client) and restricts bob by the same list without
+    /// the gate: it parses as a policy, and the two rules differ only there.
+    #[test]
+    fn api_policy_gates_ai_worker_only() {
+        let policy: toml::Value = toml::from_str(&api_policy()).unwrap();
+        let rules = policy["rule"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["users"][0].as_str(), Some("ai-worker"));
+        assert_eq!(rules[0]["api_gate"].as_bool(), Some(true));
+        assert_eq!(rules[0]["api_clients"].as_str(), Some("any"));
+        assert_eq!(rules[1]["users"][0].as_str(), Some("bob"));
+        assert!(rules[1].get("api_gate").is_none());
+        assert_eq!(rules[0]["deny"], rules[1]["deny"]);
+        assert_eq!(format!("/run/enforcer/gate/{}.sock", rules[0]["name"].as_str().unwrap()), API_GATE);
+    }
+
+    #[test]
+    fn api_samples_parse_each_helper() {
+        // api-load --all: the first request (it opened the connection) is dropped.
+        let rtt = api_samples(
+            "rtt_gate",
+            "requests=4 ok=4 refused=0 other=0 errors=0 p50_us=2 p99_us=9 mean_us=3 all_us=900,2,3,4",
+        )
+        .unwrap();
+        assert_eq!(rtt, vec![2.0, 3.0, 4.0]);
+        assert!(api_samples("rtt_gate", "requests=4 ok=3 refused=1 all_us=1,2,3,4").is_err());
+        let ps = api_samples("ps_direct", "runs=2 failed=0 ns=1500000,2500000").unwrap();
+        assert_eq!(ps, vec![1.5, 2.5]);
+        assert!(api_samples("ps_direct", "runs=2 failed=1 ns=1,2").is_err());
+        let up =
+            api_samples("upload_gate", "bytes=1 status=200 ok=1 headers_ns=5 ns=9 mib_s=123.50").unwrap();
+        assert_eq!(up, vec![123.5]);
+        assert!(api_samples("upload_gate", "bytes=1 status=500 ok=0 ns=9 mib_s=1.0").is_err());
+    }
+
+    fn api_sample() -> ApiMeasured {
+        let rounds = |base: f64, tail: f64| vec![vec![base, base, base, base * 1.01, tail]; 3];
+        ApiMeasured {
+            samples: vec![
+                ("rtt_direct", rounds(1000.0, 2000.0)),
+                ("rtt_gate", rounds(1400.0, 3500.0)),
+                ("ps_direct", rounds(300.0, 330.0)),
+                ("ps_gate", rounds(312.0, 340.0)),
+                ("ps_root", rounds(290.0, 300.0)),
+                ("upload_direct", vec![vec![100.0], vec![110.0], vec![90.0]]),
+                ("upload_gate", vec![vec![95.0], vec![99.0], vec![80.0]]),
+            ],
+            rss_kib: 12_000.0,
+            hwm_kib: 30_000.0,
+            api_refused: 0.0,
+            io: vec![("upload", [100.0, 50.0, 6_553_600.0, 6_553_600.0])],
+        }
+    }
+
+    #[test]
+    fn api_verdicts_are_ratios_of_pooled_medians() {
+        let api = api_sample();
+        let v = api_verdicts(&api);
+        assert_eq!(v.len(), 3);
+        // ps: 312 / 300 = 1.04 > 1.03; round trip 1.4 <= 1.5; upload 95 / 100 >= 0.9.
+        assert!((v[0].value - 1.04).abs() < 1e-9 && !v[0].met, "{v:?}");
+        assert!((v[1].value - 1.4).abs() < 1e-9 && v[1].met, "{v:?}");
+        assert!(v[1].measured.contains("p99 1.750"), "{}", v[1].measured);
+        assert!((v[2].value - 0.95).abs() < 1e-9 && v[2].met, "{v:?}");
+        assert_eq!(v[2].per_round.len(), 3);
+        let p = api.pooled("rtt_gate").unwrap();
+        assert_eq!((p.median, p.p99, p.samples), (1400.0, 3500.0, 15));
+    }
+
+    #[test]
+    fn api_figures_in_json_table_and_targets() {
+        let mut m = sample();
+        m.api = Some(api_sample());
+        let kernel = Kernel { label: "6.12".into(), release: "6.12-test".into(), root: PathBuf::new() };
+        let config = Config { api_rounds: 3, ..Config::default() };
+        let json = to_json(&kernel, &config, &m);
+        assert_eq!(json["targets"].as_array().unwrap().len(), 11);
+        assert_eq!(json["api_gate"]["figures"]["rtt_gate"]["median"], 1400.0);
+        assert_eq!(json["api_gate"]["figures"]["upload_gate"]["round_medians"].as_array().unwrap().len(), 3);
+        assert_eq!(json["api_gate"]["upload_mib"], 200);
+        let table = table(&kernel, &config, &m);
+        assert!(table.contains("docker ps, ai-worker through the gate"), "{table}");
+        assert!(table.contains("API: docker ps end to end"), "{table}");
+        assert!(table.contains("one more upload run: 50 (131072 B each)"), "{table}");
+        assert_eq!(json["api_gate"]["gate_syscalls"][0]["read_calls"], 100.0);
+        // The API boot alone: no exec figures, no exec verdicts.
+        let only = Measured { api: Some(api_sample()), ..Measured::default() };
+        assert_eq!(verdicts(&only).len(), 3);
+        assert!(!table_has_exec(&super::table(&kernel, &config, &only)));
+        assert!(to_json(&kernel, &config, &Measured::default())["api_gate"].is_null());
+    }
+
+    fn table_has_exec(table: &str) -> bool {
+        table.contains("exec (fork+execve+waitpid)")
     }
 }

@@ -68,6 +68,22 @@ enum Cmd {
         /// real emulation speed, but other load on the host shows in every figure.
         #[arg(long)]
         wall_clock: bool,
+        /// Rounds of the API gate's boot (real dockerd: round trip, `docker ps`, upload,
+        /// direct vs through the gate); 0 skips that boot.
+        #[arg(long, default_value_t = 3)]
+        api_rounds: usize,
+        /// `GET /containers/json` round trips per run (one keep-alive connection).
+        #[arg(long, default_value_t = 200)]
+        api_requests: u64,
+        /// `docker ps` runs per run.
+        #[arg(long, default_value_t = 10)]
+        ps_iterations: u64,
+        /// Size of the build context's big file (MiB), one upload per run and side.
+        #[arg(long, default_value_t = 200)]
+        upload_mib: u64,
+        /// Only the API gate's boot (skip the exec figures' boot).
+        #[arg(long)]
+        api_only: bool,
     },
     /// Formatting and clippy on the host crates and on the BPF crate (part of `test`).
     Lint,
@@ -96,9 +112,29 @@ fn main() -> ExitCode {
         }
         Cmd::Verifier => verifier().map(|()| ExitCode::SUCCESS),
         Cmd::Lint => lint::setup_components().and_then(|()| lint::lint()).map(|()| ExitCode::SUCCESS),
-        Cmd::Bench { kernel, rounds, iterations, wrapper_iterations, wall_clock } => {
-            let config =
-                vm_tests::bench::Config { rounds, iterations, wrapper_iterations, icount: !wall_clock };
+        Cmd::Bench {
+            kernel,
+            rounds,
+            iterations,
+            wrapper_iterations,
+            wall_clock,
+            api_rounds,
+            api_requests,
+            ps_iterations,
+            upload_mib,
+            api_only,
+        } => {
+            let config = vm_tests::bench::Config {
+                rounds,
+                iterations,
+                wrapper_iterations,
+                icount: !wall_clock,
+                exec: !api_only,
+                api_rounds,
+                api_requests,
+                ps_iterations,
+                upload_mib,
+            };
             bench(kernel.as_deref(), &config).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Test { group, kernel, vm_only } => test(group.as_deref(), kernel.as_deref(), vm_only),
@@ -595,6 +631,14 @@ fn bench(kernel: Option<&str>, config: &vm_tests::bench::Config) -> Result<()> {
     if config.rounds == 0 || config.iterations == 0 || config.wrapper_iterations == 0 {
         bail!("--rounds, --iterations and --wrapper-iterations must be at least 1");
     }
+    if config.api_rounds > 0
+        && (config.api_requests < 2 || config.ps_iterations == 0 || config.upload_mib == 0)
+    {
+        bail!("--api-requests must be at least 2, --ps-iterations and --upload-mib at least 1");
+    }
+    if !config.exec && config.api_rounds == 0 {
+        bail!("--api-only with --api-rounds 0 measures nothing");
+    }
     let kernels: Vec<Kernel> = setup()?.into_iter().filter(|k| kernel.is_none_or(|l| k.label == l)).collect();
     if kernels.is_empty() {
         bail!("no kernel matches {kernel:?} (known: 6.1, 6.12)");
@@ -604,16 +648,30 @@ fn bench(kernel: Option<&str>, config: &vm_tests::bench::Config) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let base = work.join("base.cpio");
     vm::build_base_initramfs(&artifacts, &base)?;
+    // The API gate's boot adds the real dockerd (the docker flavour's archive).
+    let docker = work.join("docker.cpio");
+    if config.api_rounds > 0 {
+        vm::build_docker_initramfs(&artifacts, &work, &docker)?;
+    }
     let bench_exec = target_dir().join("release").join("bench-exec");
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
     for kernel in &kernels {
-        say(&format!(
-            "bench on Debian {} ({}): {} rounds of {} execs per figure ({} for the wrapper)",
-            kernel.label, kernel.release, config.rounds, config.iterations, config.wrapper_iterations
-        ));
+        if config.exec {
+            say(&format!(
+                "bench on Debian {} ({}): {} rounds of {} execs per figure ({} for the wrapper)",
+                kernel.label, kernel.release, config.rounds, config.iterations, config.wrapper_iterations
+            ));
+        }
+        if config.api_rounds > 0 {
+            say(&format!(
+                "API gate bench on Debian {} (real dockerd): {} rounds of {} round trips, {} docker ps, a {} MiB upload",
+                kernel.label, config.api_rounds, config.api_requests, config.ps_iterations, config.upload_mib
+            ));
+        }
         let started = std::time::Instant::now();
-        let measured = vm_tests::bench::run(kernel, &base, &bench_exec, &work, config)?;
+        let docker = (config.api_rounds > 0).then_some(docker.as_path());
+        let measured = vm_tests::bench::run(kernel, &base, docker, &bench_exec, &work, config)?;
         let json = vm_tests::bench::to_json(kernel, config, &measured);
         let path = out_dir.join(format!("{}.json", kernel.label));
         std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")

@@ -1,5 +1,6 @@
 //! One rule's gate socket: HTTP/1.1 (hyper) from the rule's identities, every request
-//! judged, then forwarded to dockerd on a connection of its own; bodies and upgraded
+//! judged, then forwarded to dockerd (the requests of one client connection on one
+//! connection to dockerd, an upgrade on a connection of its own); bodies and upgraded
 //! streams (attach, `BuildKit`'s session) flow through without being buffered.
 
 use std::{
@@ -46,12 +47,14 @@ pub struct Peer {
 /// `slot` is the connection's place in its gate's limit, held until an upgraded stream
 /// spliced from it ends too.
 pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, peer: Peer, slot: Arc<Slot>) {
+    let upstream = Arc::new(Upstream::default());
     let service = service_fn(move |request| {
         // The rule as it is now: a reload applies from the next request on.
         let gate = Arc::clone(&shared.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let peer = peer.clone();
+        let upstream = Arc::clone(&upstream);
         let slot = Arc::clone(&slot);
-        async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer, slot).await) }
+        async move { Ok::<_, std::convert::Infallible>(handle(request, &gate, &peer, &upstream, slot).await) }
     });
     if let Err(error) = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -67,10 +70,16 @@ pub async fn connection(stream: UnixStream, shared: Arc<RwLock<Arc<RuleGate>>>, 
 }
 
 /// Judges one request and forwards it, or answers the refusal.
-async fn handle(request: Request<Incoming>, gate: &RuleGate, peer: &Peer, slot: Arc<Slot>) -> Response<Body> {
+async fn handle(
+    request: Request<Incoming>,
+    gate: &RuleGate,
+    peer: &Peer,
+    upstream: &Upstream,
+    slot: Arc<Slot>,
+) -> Response<Body> {
     let method = request.method().clone();
     let raw_path = request.uri().path().to_owned();
-    match judge_and_forward(request, gate, slot).await {
+    match judge_and_forward(request, gate, upstream, slot).await {
         Ok(response) => response,
         Err(refused) => {
             gate.record(ApiDenial {
@@ -155,6 +164,7 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Refused> {
 async fn judge_and_forward(
     mut request: Request<Incoming>,
     gate: &RuleGate,
+    upstream: &Upstream,
     slot: Arc<Slot>,
 ) -> Result<Response<Body>, Refused> {
     check_framing(request.headers())?;
@@ -350,7 +360,11 @@ async fn judge_and_forward(
         builder.body(full(Bytes::from(judged.body)))
     }
     .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: {e}")))?;
-    let mut response = send(&gate.upstream, forward, upgrade).await?;
+    let mut response = if upgrade {
+        send(&gate.upstream, forward, true).await?
+    } else {
+        upstream.send(&gate.upstream, forward).await?
+    };
     if let Some(downstream) = downstream_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -582,25 +596,78 @@ async fn read_upstream(body: Incoming) -> Result<Bytes, Refused> {
     })
 }
 
-/// Sends one request to dockerd on a connection of its own.
-async fn send(upstream: &Path, request: Request<Body>, upgrade: bool) -> Result<Response<Incoming>, Refused> {
-    let unreachable = |e: &dyn std::fmt::Display| {
-        Refused::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream",
-            format!("enforcer: the gate cannot reach dockerd at {}: {e}", upstream.display()),
-        )
-    };
-    let stream = UnixStream::connect(upstream).await.map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
+/// One client connection's connection to dockerd, kept for its next request. hyper serves
+/// a client connection's requests one at a time and reads the next one only once the
+/// previous answer was written whole, so the connection to dockerd is idle again by then
+/// (`ready` waits for that; an answer cut short closes it, and the next request opens a
+/// new one). Upgrades never use it: their connection becomes the spliced stream.
+#[derive(Default)]
+struct Upstream(std::sync::Mutex<Option<(PathBuf, SendRequest)>>);
+
+type SendRequest = hyper::client::conn::http1::SendRequest<Body>;
+
+impl Upstream {
+    /// Forwards `request` on the kept connection when it is still open (and to the same
+    /// socket: a reload may have changed it), else on a new one, which is then kept.
+    async fn send(&self, path: &Path, mut request: Request<Body>) -> Result<Response<Incoming>, Refused> {
+        let kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        // Idle again at once in practice; a connection that is not (within a bound) is
+        // dropped, which closes it, and the request goes on a new one.
+        if let Some((kept_path, mut sender)) = kept
+            && kept_path == path
+            && tokio::time::timeout(std::time::Duration::from_secs(1), sender.ready())
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.keep(path, sender);
+                    return Ok(response);
+                }
+                // Closed by dockerd before the request went out: it goes on a new one.
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(unreachable(path, error.error())),
+                },
+            }
+        }
+        let mut sender = connect(path, false).await?;
+        let response = sender.send_request(request).await.map_err(|e| unreachable(path, &e))?;
+        self.keep(path, sender);
+        Ok(response)
+    }
+
+    fn keep(&self, path: &Path, sender: SendRequest) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((path.to_owned(), sender));
+    }
+}
+
+fn unreachable(upstream: &Path, e: &dyn std::fmt::Display) -> Refused {
+    Refused::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream",
+        format!("enforcer: the gate cannot reach dockerd at {}: {e}", upstream.display()),
+    )
+}
+
+/// A new connection to dockerd (driven by a task of its own until either side closes it).
+async fn connect(upstream: &Path, upgrade: bool) -> Result<SendRequest, Refused> {
+    let stream = UnixStream::connect(upstream).await.map_err(|e| unreachable(upstream, &e))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(upstream, &e))?;
     tokio::spawn(async move {
         let result = if upgrade { connection.with_upgrades().await } else { connection.await };
         if let Err(error) = result {
             log::debug!("gate: dockerd connection ended: {error}");
         }
     });
-    sender.send_request(request).await.map_err(|e| unreachable(&e))
+    Ok(sender)
+}
+
+/// Sends one request to dockerd on a connection of its own (upgrades, the owner look-ups).
+async fn send(upstream: &Path, request: Request<Body>, upgrade: bool) -> Result<Response<Incoming>, Refused> {
+    connect(upstream, upgrade).await?.send_request(request).await.map_err(|e| unreachable(upstream, &e))
 }
 
 /// Whether the gate judges requests of API `version` (`major.minor`, at least 1.24).
@@ -749,5 +816,78 @@ mod tests {
         assert!(!wants_upgrade(&headers));
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
         assert!(wants_upgrade(&headers));
+    }
+
+    /// A stand-in dockerd on a unix socket that counts its connections: `/close` answers
+    /// with `Connection: close`, `/big` with 4 MiB.
+    fn counting_upstream(path: &Path) -> Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let path = request.uri().path().to_owned();
+                    let mut response = Response::new(full(if path == "/big" {
+                        Bytes::from(vec![b'x'; 4 << 20])
+                    } else {
+                        Bytes::from(path.clone())
+                    }));
+                    if path == "/close" {
+                        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        accepted
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).header(header::HOST, "docker").body(full(Bytes::new())).unwrap()
+    }
+
+    async fn body_of(response: Response<Incoming>) -> String {
+        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_client_connection_reuses_one_dockerd_connection() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("enforcer-upstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+        let (count_a, count_b) = (counting_upstream(&a), counting_upstream(&b));
+        let upstream = Upstream::default();
+        for path in ["/one", "/two", "/three"] {
+            assert_eq!(body_of(upstream.send(&a, get(path)).await.unwrap()).await, path);
+        }
+        assert_eq!(count_a.load(Ordering::SeqCst), 1, "three requests, one connection");
+        // dockerd closes it: the next request goes on a new one.
+        assert_eq!(body_of(upstream.send(&a, get("/close")).await.unwrap()).await, "/close");
+        assert_eq!(body_of(upstream.send(&a, get("/after-close")).await.unwrap()).await, "/after-close");
+        assert_eq!(count_a.load(Ordering::SeqCst), 2);
+        // An answer the client did not read to its end: that connection is not reused.
+        drop(upstream.send(&a, get("/big")).await.unwrap());
+        assert_eq!(body_of(upstream.send(&a, get("/after-big")).await.unwrap()).await, "/after-big");
+        assert_eq!(count_a.load(Ordering::SeqCst), 3);
+        // Another socket (a reload changed the rule's): a connection to that one.
+        assert_eq!(body_of(upstream.send(&b, get("/other")).await.unwrap()).await, "/other");
+        assert_eq!((count_a.load(Ordering::SeqCst), count_b.load(Ordering::SeqCst)), (3, 1));
+        // A separate client connection has its own; a one-off `send` (upgrades, owner
+        // look-ups) never takes the kept one.
+        let other = Upstream::default();
+        assert_eq!(body_of(other.send(&b, get("/x")).await.unwrap()).await, "/x");
+        assert_eq!(body_of(send(&b, get("/y"), false).await.unwrap()).await, "/y");
+        assert_eq!(body_of(upstream.send(&b, get("/z")).await.unwrap()).await, "/z");
+        assert_eq!(count_b.load(Ordering::SeqCst), 3);
+        // dockerd gone: a 502 refusal, not a hang.
+        let gone = upstream.send(&dir.join("missing.sock"), get("/")).await.unwrap_err();
+        assert_eq!(gone.status, StatusCode::BAD_GATEWAY);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,6 +3,11 @@
 //!   bench-exec loop N WARMUP PATH ARGV...     fork+execve PATH, waitpid, N times (after
 //!                                             WARMUP untimed ones); prints
 //!                                             `execs=N failed=F ns=TOTAL`
+//!   bench-exec times N WARMUP PATH ARGV...    runs PATH (argv[0] from ARGV, the caller's
+//!                                             environment, stdio on /dev/null) N times
+//!                                             after WARMUP untimed runs, one at a time;
+//!                                             prints `runs=N failed=F ns=T1,T2,...` (each
+//!                                             run from spawn to exit)
 //!   bench-exec start LOG ENFORCER ARGS...     starts `ENFORCER ARGS` (output to LOG) with a
 //!                                             `NOTIFY_SOCKET` of its own, waits for READY=1;
 //!                                             prints `pid=P ready_ns=T`, leaves it running
@@ -23,10 +28,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("loop") if args.len() >= 5 => exec_loop(&args[1], &args[2], &args[3], &args[4..]),
+        Some("times") if args.len() >= 5 => times(&args[1], &args[2], &args[3], &args[4..]),
         Some("start") if args.len() >= 3 => start(&args[1], &args[2], &args[3..]),
         Some("wait-exit") if args.len() == 2 => wait_exit(&args[1]),
         Some("mem") if args.len() == 2 => mem(&args[1]),
-        _ => Err("usage: bench-exec loop N WARMUP PATH ARGV... | start LOG ENFORCER ARGS... | wait-exit PID | mem PID"
+        _ => Err("usage: bench-exec loop N WARMUP PATH ARGV... | times N WARMUP PATH ARGV... | start LOG ENFORCER ARGS... | wait-exit PID | mem PID"
             .to_string()),
     };
     if let Err(error) = result {
@@ -76,6 +82,39 @@ fn exec_loop(count: &str, warmup: &str, path: &str, argv: &[String]) -> Result<(
     let failed = run(count);
     let ns = started.elapsed().as_nanos();
     println!("execs={count} failed={failed} ns={ns}");
+    Ok(())
+}
+
+/// A real program (the docker CLI) run to its end, each run timed on its own.
+fn times(count: &str, warmup: &str, path: &str, argv: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    let count: u64 = number(count, "N")?;
+    let warmup: u64 = number(warmup, "WARMUP")?;
+    let once = || -> Result<(bool, u128), String> {
+        let started = Instant::now();
+        let status = Command::new(path)
+            .arg0(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {path}: {e}"))?;
+        Ok((status.success(), started.elapsed().as_nanos()))
+    };
+    for _ in 0..warmup {
+        once()?;
+    }
+    let mut failed = 0;
+    let mut ns = Vec::new();
+    for _ in 0..count {
+        let (ok, t) = once()?;
+        if !ok {
+            failed += 1;
+        }
+        ns.push(t.to_string());
+    }
+    println!("runs={count} failed={failed} ns={}", ns.join(","));
     Ok(())
 }
 
