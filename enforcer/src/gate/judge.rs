@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::route::BodyJudge;
+use super::route::{BodyJudge, form_decode};
 
 /// The label the gate puts on what a restricted identity creates: its rule's name.
 pub const OWNER_LABEL: &str = "enforcer.owner";
@@ -1089,34 +1089,6 @@ fn push_pair(out: &mut String, key: &str, value: &str) {
     form_encode(out, key);
     out.push('=');
     form_encode(out, value);
-}
-
-/// `application/x-www-form-urlencoded` decoding as Go's `url.QueryUnescape`: `+` is a
-/// space, `%XX` a byte; a bad escape or bytes that are not UTF-8 are `None`.
-fn form_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let digit = |b: u8| (b as char).to_digit(16);
-                let (high, low) = (digit(*hex.first()?)?, digit(*hex.get(1)?)?);
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn form_encode(out: &mut String, s: &str) {

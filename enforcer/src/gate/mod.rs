@@ -121,6 +121,22 @@ impl RuleGate {
     }
 }
 
+#[cfg(test)]
+impl RuleGate {
+    /// A gate judging by `config` alone: no upstream, no limits, records dropped.
+    fn for_tests(name: &str, config: RuleConfig) -> RuleGate {
+        RuleGate {
+            name: name.to_owned(),
+            limits: judge::Limits::default(),
+            upstream: PathBuf::new(),
+            config,
+            uids: None,
+            records: mpsc::channel(1).0,
+            serial: Arc::default(),
+        }
+    }
+}
+
 /// A running gate: its socket, the identity of its file, and the task accepting on it.
 struct Running {
     path: PathBuf,
@@ -375,16 +391,7 @@ fn remove_own(path: &Path, identity: (u64, u64)) {
 fn endpoint_table(policy: &Policy) -> String {
     use std::fmt::Write as _;
     let configs = crate::compile::rule_configs(policy);
-    let gate = |index: usize| RuleGate {
-        name: policy.rules[index].name.clone(),
-        limits: judge::Limits::default(),
-        upstream: PathBuf::new(),
-        config: configs[index],
-        uids: None,
-        records: mpsc::channel(1).0,
-        serial: Arc::default(),
-    };
-    let rule = gate(0);
+    let rule = RuleGate::for_tests(&policy.rules[0].name, configs[0]);
     let mut out = String::from(
         "# The docker API endpoints the gate knows\n\n\
          Generated from `enforcer/src/gate/route.rs` by `ENFORCER_BLESS=1 cargo test -p enforcer \
@@ -454,15 +461,7 @@ mod tests {
     fn the_default_deny_list_refuses_exec_and_keeps_run() {
         let policy = Policy::default_policy();
         let configs = crate::compile::rule_configs(&policy);
-        let gate = RuleGate {
-            name: "r".into(),
-            limits: judge::Limits::default(),
-            upstream: PathBuf::new(),
-            config: configs[0],
-            uids: None,
-            records: mpsc::channel(1).0,
-            serial: Arc::default(),
-        };
+        let gate = RuleGate::for_tests("r", configs[0]);
         let find = |method: &str, path: &str| {
             route::route(method, path).map(|r| gate.admits_endpoint(r.endpoint, ""))
         };

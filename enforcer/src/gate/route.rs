@@ -756,15 +756,17 @@ pub fn commands_for(endpoint: &Endpoint, query: &str) -> &'static [&'static str]
     if endpoint.method == "POST" && endpoint.pattern == "/images/create" {
         let imports = query.split('&').any(|pair| {
             let key = pair.split_once('=').map_or(pair, |(key, _)| key);
-            decode_query_key(key).is_none_or(|key| key.eq_ignore_ascii_case("fromsrc"))
+            form_decode(key).is_none_or(|key| key.eq_ignore_ascii_case("fromsrc"))
         });
         return if imports { IMPORT } else { PULL_ONLY };
     }
     endpoint.commands
 }
 
-/// A query key, `+` a space and `%XX` a byte (Go's `QueryUnescape`); `None` if malformed.
-fn decode_query_key(key: &str) -> Option<String> {
+/// `application/x-www-form-urlencoded` decoding of a query key or value as Go's
+/// `url.QueryUnescape`: `+` is a space, `%XX` a byte; a bad escape or bytes that are not
+/// UTF-8 are `None`. The router, the build-query judge and the prune filters share it.
+pub fn form_decode(key: &str) -> Option<String> {
     let bytes = key.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -23,7 +23,7 @@ use tokio::net::UnixStream;
 use super::{
     ApiDenial, RuleGate,
     judge::{self, MAX_BODY, Needs, OWNER_LABEL, Refusal},
-    route::{self, BodyJudge, RouteError},
+    route::{self, BodyJudge, RouteError, form_decode},
 };
 
 /// A response body: dockerd's, streamed, or the gate's own.
@@ -517,31 +517,6 @@ fn own_prune_filters(query: &str, rule: &str) -> Result<String, Refused> {
     let encoded = serde_json::Value::Object(filters).to_string();
     rest.push(format!("filters={}", encode_segment(&encoded)));
     Ok(rest.join("&"))
-}
-
-/// `application/x-www-form-urlencoded` decoding of one key or value (`+` is a space).
-fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The driver of the network dockerd resolves `network` (name, id or id prefix) to.
