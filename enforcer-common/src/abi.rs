@@ -304,6 +304,28 @@ pub struct SocketNameKey {
     pub name: [u8; SOCKET_NAME_LEN],
 }
 
+/// A rule's gate socket path (`sun_path`, `len` bytes, no NUL): where the connect routing
+/// program (`cgroup/connect_unix`, 6.7+) sends a restricted task's connect to a docker API
+/// socket. `len` 0: the rule has no gate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatePath {
+    pub len: u32,
+    pub path: [u8; SOCKET_NAME_LEN],
+}
+
+/// Placeholder helper ids the routing program calls its two kfuncs by: no helper has
+/// such ids, and the loader rewrites each such call into a kfunc call with the running
+/// kernel's BTF id of the function (aya 0.14 cannot relocate kfunc calls itself). They
+/// must fit in an `i32` (a call instruction's immediate).
+pub const KFUNC_CAST_TO_KERN_CTX: u32 = 0x7e00_0001;
+pub const KFUNC_SOCK_ADDR_SET_SUN_PATH: u32 = 0x7e00_0002;
+/// The kernel functions the placeholders stand for, in the order of their ids.
+pub const KFUNCS: [(u32, &str); 2] = [
+    (KFUNC_CAST_TO_KERN_CTX, "bpf_cast_to_kern_ctx"),
+    (KFUNC_SOCK_ADDR_SET_SUN_PATH, "bpf_sock_addr_set_sun_path"),
+];
+
 /// Key of the kernel's hosts map: a TCP address of the docker API. `family` is 4 or 6;
 /// family 0 with a zero address stands for any address with this port (`*:2375`).
 /// IPv4 addresses sit in the first 4 bytes of `addr`, the rest zero.
@@ -415,6 +437,10 @@ pub struct KernelOffsets {
     pub task_cred: u32,
     pub cred_user_ns: u32,
     pub user_ns_level: u32,
+    /// `bpf_sock_addr_kern.uaddr` and `.uaddrlen`, for the connect routing program; 0 on
+    /// kernels without `cgroup/connect_unix` (before 6.7), which do not load it.
+    pub sock_addr_uaddr: u32,
+    pub sock_addr_uaddrlen: u32,
     /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
     pub valid: u32,
 }
@@ -448,6 +474,9 @@ tags! {
         /// docker API requests the gate refused. Only the daemon writes this slot (no
         /// program touches it, so its read-modify-write races with nothing).
         ApiRefused = 12,
+        /// A restricted task's connect to a docker API socket path that the routing
+        /// program (`cgroup/connect_unix`, 6.7+) sent to its rule's gate socket.
+        GateRouted = 13,
     }
 }
 
@@ -707,7 +736,7 @@ mod tests {
         for &kind in TokenKind::ALL {
             assert_eq!(TokenKind::try_from(u32::from(kind)), Ok(kind));
         }
-        assert_eq!(Counter::ALL.len(), Counter::ApiRefused as usize + 1);
+        assert_eq!(Counter::ALL.len(), Counter::GateRouted as usize + 1);
         assert!(Counter::ALL.iter().all(|&c| (c as u32) < GLOBAL_COUNTERS));
         assert_eq!(Hook::try_from(7), Err(UnknownTag { kind: "Hook", value: 7 }));
         assert_eq!(Action::try_from(0), Err(UnknownTag { kind: "Action", value: 0 }));
@@ -745,7 +774,7 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        BinaryInfo, CgroupKey, FileId, FileKey, HostKey, KernelOffsets, PolicyState, RuleConfig,
+        BinaryInfo, CgroupKey, FileId, FileKey, GatePath, HostKey, KernelOffsets, PolicyState, RuleConfig,
         SocketNameKey, Token, TokenInfo, UserKey,
     };
 
@@ -769,6 +798,7 @@ mod pod {
         PolicyState,
         CgroupKey,
         SocketNameKey,
+        GatePath,
         HostKey,
         KernelOffsets
     );

@@ -1,4 +1,5 @@
-//! One module per LSM hook program, named after the hook. The loader (enforcer/src/bpf.rs)
+//! One module per program, named after its hook (the LSM hooks, and the cgroup
+//! `connect_unix` hook of the connect routing). The loader (enforcer/src/bpf.rs)
 //! finds the programs by their function names, so those stay as they are.
 //!
 //! Every hook that gets the verdict of the LSMs before it (`previous`) returns that first:
@@ -6,6 +7,7 @@
 
 mod bprm_check_security;
 mod bprm_committing_creds;
+mod cgroup_connect_unix;
 mod file_open;
 mod ptrace_access_check;
 mod socket_connect;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     abi::{
-        BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, HostKey, KernelOffsets,
+        BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, GatePath, HostKey, KernelOffsets,
         MAX_RULES, PolicyState, RuleConfig, Scratch, SocketNameKey, Token, TokenInfo, UserKey,
     },
     engine::Rules,
@@ -52,6 +52,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_cred: 0,
     cred_user_ns: 0,
     user_ns_level: 0,
+    sock_addr_uaddr: 0,
+    sock_addr_uaddrlen: 0,
     valid: 0,
 });
 
@@ -90,6 +92,11 @@ pub static GATES: HashMap<FileKey, u32> = HashMap::pinned(64, 0);
 /// (generation, path a docker API socket is bound to) -> the rules that gate it.
 #[map]
 pub static SOCKET_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(256, 0);
+
+/// generation * `MAX_RULES` + rule index -> the rule's gate socket path, where the connect
+/// routing program sends the rule's identities.
+#[map]
+pub static GATE_PATHS: Array<GatePath> = Array::pinned(GENERATIONS * MAX_RULES as u32, 0);
 
 /// (generation, docker API TCP address) -> the rules that gate it.
 #[map]

@@ -24,13 +24,14 @@ use aya::{
     util::nr_cpus,
 };
 use enforcer_common::abi::{
-    BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, HostKey, KernelOffsets, MAX_RULES,
+    BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, GatePath, HostKey, KernelOffsets, MAX_RULES,
     PolicyState, RULE_COUNTERS, RuleConfig, SocketNameKey, Token, TokenInfo, UserKey,
 };
 
-use crate::{compile::CompiledPolicy, dynamic::Dynamic, identity};
+use crate::{compile::CompiledPolicy, dynamic::Dynamic, identity, routing};
 
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
+/// The BPF object the daemon loads (the routing loader parses it again).
+pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
 pub const EXEC_PROGRAM: &str = "enforcer_bprm";
 const PROBE_PROGRAM: &str = "enforcer_fopen";
@@ -81,6 +82,7 @@ fn digest_of(node_paths: &[&str]) -> String {
         size_of::<FileKey>(),
         size_of::<BinaryInfo>(),
         size_of::<SocketNameKey>(),
+        size_of::<GatePath>(),
         size_of::<HostKey>(),
         size_of::<RuleConfig>(),
         size_of::<enforcer_common::abi::DenialEvent>(),
@@ -113,6 +115,17 @@ pub struct Programs {
     pub adopted: bool,
     /// How long the verifier took for each of [`HOOKS`] (once loaded).
     verify_times: Vec<std::time::Duration>,
+    /// The routing program's kfuncs in this kernel, or why this kernel cannot route.
+    routing: Result<routing::Kfuncs, String>,
+}
+
+/// Whether restricted connects are routed to the gates, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// `enforcer_route` is attached at `cgroup/connect_unix`.
+    On,
+    /// Not routed (gated identities need `DOCKER_HOST`): the reason.
+    Off(String),
 }
 
 fn raise_memlock_limit() {
@@ -171,7 +184,8 @@ impl Programs {
                 };
                 anyhow!("cannot load the BPF object: {e}{hint}")
             })?;
-        Ok(Programs { ebpf, btf, adopted, verify_times: vec![std::time::Duration::ZERO; HOOKS.len()] })
+        let routing = routing::Kfuncs::find(kernel_btf, offsets);
+        Ok(Programs { ebpf, btf, adopted, verify_times: vec![std::time::Duration::ZERO; HOOKS.len()], routing })
     }
 
     fn lsm(&mut self, name: &str) -> Result<&mut Lsm> {
@@ -310,6 +324,11 @@ impl Programs {
             &entries.socket_names,
         )?;
         self.replace_generation("GATES", generation, |k: &FileKey| k.generation, &entries.gates)?;
+        let mut gate_paths: Array<&mut MapData, GatePath> =
+            Array::try_from(self.ebpf.map_mut("GATE_PATHS").context("map GATE_PATHS missing")?)?;
+        for (index, path) in &entries.gate_paths {
+            gate_paths.set(*index, *path, 0).context("cannot fill the gate paths map")?;
+        }
         self.sync_dynamic(generation, dynamic)?;
 
         // The new generation's cgroup levels and gate rules first, then the flip: from the
@@ -362,11 +381,11 @@ impl Programs {
     /// Attaches every hook and pins it, then removes the pins of older hooks (an adopted
     /// daemon's): from here on the policy is enforced, whoever holds the pins.
     /// Returns how long each program took to verify and to attach.
-    pub fn attach_hooks(&mut self, stamp: u128) -> Result<Vec<HookTiming>> {
+    pub fn attach_hooks(&mut self, stamp: u128) -> Result<(Vec<HookTiming>, Routing)> {
         for dir in [links_dir(), progs_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let ours: Vec<String> = HOOKS.iter().map(|(program, _)| format!("{program}-{stamp}")).collect();
+        let mut ours: Vec<String> = HOOKS.iter().map(|(program, _)| format!("{program}-{stamp}")).collect();
         self.verify_hooks()?;
         let verified = self.verify_times.clone();
         let mut timings = Vec::new();
@@ -382,6 +401,16 @@ impl Programs {
             }
             timings.push(HookTiming { program: program_name, verify, attach: started.elapsed() });
         }
+        // Routing only spares the agent `DOCKER_HOST`: the hooks above refuse the real
+        // sockets either way, so a kernel that will not take it is a warning, not a stop.
+        let route_name = format!("{}-{stamp}", routing::ROUTE_PROGRAM);
+        let routing = match self.attach_route(&route_name) {
+            Ok(()) => {
+                ours.push(route_name);
+                Routing::On
+            }
+            Err(reason) => Routing::Off(reason),
+        };
         for dir in [links_dir(), progs_dir()] {
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
@@ -392,7 +421,23 @@ impl Programs {
             }
         }
         remove_other_map_versions()?;
-        Ok(timings)
+        Ok((timings, routing))
+    }
+
+    /// Loads `enforcer_route`, attaches it at `cgroup/connect_unix` and pins it as `name`;
+    /// why not, when this kernel cannot or will not.
+    fn attach_route(&mut self, name: &str) -> Result<(), String> {
+        let kfuncs = self.routing.clone()?;
+        let attached = (|| {
+            let program = routing::load(&self.ebpf, BPF_OBJECT, &kfuncs)?;
+            routing::pin(&program, &progs_dir().join(name))?;
+            let link = routing::attach(&program)?;
+            routing::pin(&link, &links_dir().join(name))
+        })();
+        attached.map_err(|error| {
+            let _ = std::fs::remove_file(progs_dir().join(name));
+            format!("{error:#}")
+        })
     }
 
     /// Loads (verifies) every enforcing program not loaded yet, attaching none: start-up

@@ -16,6 +16,7 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_FUNC: u32 = 12;
 /// Size of `struct btf_type` (`name_off`, info, size/type).
 const TYPE_HEADER: usize = 12;
 
@@ -191,12 +192,19 @@ impl Btf {
 }
 
 impl Btf {
+    /// The type id of function `name` (a kfunc the routing program calls); None when this
+    /// kernel has no such function.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        (1..self.types.len() as u32).find(|&id| {
+            self.header(id).is_ok_and(|h| h.kind == KIND_FUNC && self.name(h.name_off) == name.as_bytes())
+        })
+    }
+
     /// A BTF that keeps only the kernel's `bpf_lsm_*` functions, at their ids (every other
     /// type is a placeholder). Loading an LSM program needs nothing else from BTF: the id
     /// of its hook's function. aya's full parse of vmlinux is the slowest step of start-up
     /// after verification, and its loader already does one of its own.
     pub fn lsm_hooks(&self) -> Vec<u8> {
-        const KIND_FUNC: u32 = 12;
         const KIND_PTR: u32 = 2;
         let mut strings = vec![0u8];
         let mut types = Vec::new();

@@ -14,7 +14,7 @@ use std::{
 
 use enforcer_common::{
     abi::{
-        BinaryInfo, FileId, FileKey, HostKey, MAX_RULES, RULE_COUNTERS, RuleConfig, RuleCounter, RuleKind,
+        BinaryInfo, FileId, FileKey, GatePath, HostKey, MAX_RULES, RULE_COUNTERS, RuleConfig, RuleCounter, RuleKind,
         SOCKET_NAME_LEN, SocketNameKey, UserKey, rule_counter, rule_flag,
     },
     grammar::{self, profile_start},
@@ -44,6 +44,9 @@ pub struct CompiledPolicy {
     pub cgroup_levels: u32,
     /// `GATES`: the identity of each gated rule's gate socket -> that rule's bit.
     pub gates: BTreeMap<FileId, u32>,
+    /// `GATE_PATHS`: each gated rule's gate socket path, by rule index (where the connect
+    /// routing sends the rule's identities); a path too long for `sun_path` is left out.
+    pub gate_paths: BTreeMap<usize, Vec<u8>>,
     /// `POLICY.gate_rules` of the generation: the rules with the API gate on.
     pub gate_rules: u32,
     /// `POLICY.any_client_rules`: the gated rules whose gate admits any client.
@@ -63,6 +66,15 @@ pub struct GenerationEntries {
     pub hosts: Vec<(HostKey, u32)>,
     pub socket_names: Vec<(SocketNameKey, u32)>,
     pub gates: Vec<(FileKey, u32)>,
+    /// `GATE_PATHS` index -> path, for every rule slot (`len` 0: no gate).
+    pub gate_paths: Vec<(u32, GatePath)>,
+}
+
+/// A gated rule's gate socket: the kernel's identity of it and its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateSocket {
+    pub identity: FileId,
+    pub path: PathBuf,
 }
 
 /// Why a resolved policy cannot be compiled (each a fault of the system it was resolved
@@ -102,13 +114,13 @@ impl std::error::Error for CompileError {}
 /// Compiles `policy`, resolved on this system as `resolved`. `identities`: the kernel's
 /// identity of each resolved binary path; `socket_aliases`: the path each listed socket
 /// path resolves to through symlinks (`/var/run` -> `/run`), where it resolves; `gates`:
-/// the kernel's identity of each gated rule's gate socket, by rule index.
+/// each gated rule's gate socket, by rule index.
 pub fn compile(
     policy: &Policy,
     resolved: &Resolved,
     identities: &BTreeMap<PathBuf, FileId>,
     socket_aliases: &BTreeMap<PathBuf, PathBuf>,
-    gates: &BTreeMap<usize, FileId>,
+    gates: &BTreeMap<usize, GateSocket>,
 ) -> Result<CompiledPolicy, CompileError> {
     let mut rules = rule_configs(policy);
     if rules.len() > MAX_RULES {
@@ -128,11 +140,12 @@ pub fn compile(
             }
         }
     }
-    let gates = gates
-        .iter()
-        .filter(|(index, _)| gate_rules & (1 << **index) != 0)
-        .map(|(index, file)| (*file, 1u32 << *index))
+    let gated = || gates.iter().filter(|(index, _)| gate_rules & (1 << **index) != 0);
+    let gate_paths = gated()
+        .map(|(index, gate)| (*index, gate.path.as_os_str().as_encoded_bytes().to_vec()))
+        .filter(|(_, path)| path.len() < SOCKET_NAME_LEN)
         .collect();
+    let gates = gated().map(|(index, gate)| (gate.identity, 1u32 << *index)).collect();
     Ok(CompiledPolicy {
         rules,
         binaries: binaries(resolved, identities)?,
@@ -141,6 +154,7 @@ pub fn compile(
         socket_names: socket_names(resolved, socket_aliases),
         cgroup_levels: resolved.cgroup_levels(),
         gates,
+        gate_paths,
         gate_rules,
         any_client_rules,
     })
@@ -217,7 +231,17 @@ impl CompiledPolicy {
             .iter()
             .map(|(file, rule)| (FileKey { generation, _pad: 0, file: *file }, *rule))
             .collect();
-        GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names, gates }
+        let gate_paths = (0..MAX_RULES)
+            .map(|rule| {
+                let mut gate = GatePath { len: 0, path: [0; SOCKET_NAME_LEN] };
+                if let Some(path) = self.gate_paths.get(&rule) {
+                    gate.path[..path.len()].copy_from_slice(path);
+                    gate.len = path.len() as u32;
+                }
+                (generation * MAX_RULES as u32 + rule as u32, gate)
+            })
+            .collect();
+        GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names, gates, gate_paths }
     }
 }
 
@@ -537,7 +561,7 @@ mod tests {
              [[rule]]\nname = \"open\"\nusers = [3]\ndeny = [\"exec\"]\napi_gate = true\napi_clients = \"any\"\n",
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
-        let gate = file;
+        let gate = |n| GateSocket { identity: file(n), path: PathBuf::from(format!("/run/enforcer/gate/{n}.sock")) };
         // A gate socket is required for each gated rule, and only gated rules' count.
         let identities = paths([("/usr/bin/docker", file(1))]);
         let missing =
@@ -547,14 +571,23 @@ mod tests {
         let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates).unwrap();
         assert_eq!(compiled.gate_rules, 0b110);
         assert_eq!(compiled.any_client_rules, 0b100);
-        assert_eq!(compiled.gates, BTreeMap::from([(gate(7), 0b10), (gate(8), 0b100)]));
+        assert_eq!(compiled.gates, BTreeMap::from([(file(7), 0b10), (file(8), 0b100)]));
         let entries = compiled.entries(1);
         assert_eq!(
             entries.gates,
             [
-                (FileKey { generation: 1, _pad: 0, file: gate(7) }, 0b10),
-                (FileKey { generation: 1, _pad: 0, file: gate(8) }, 0b100)
+                (FileKey { generation: 1, _pad: 0, file: file(7) }, 0b10),
+                (FileKey { generation: 1, _pad: 0, file: file(8) }, 0b100)
             ]
         );
+        // Every rule slot of the generation gets a gate path: the gated rules' own, the
+        // others none (so an older policy's path never routes anyone).
+        assert_eq!(entries.gate_paths.len(), MAX_RULES);
+        let slot = |rule: u32| entries.gate_paths.iter().find(|(i, _)| *i == MAX_RULES as u32 + rule).unwrap().1;
+        assert_eq!(slot(0).len, 0, "the ungated rule has no gate path");
+        assert_eq!(&slot(1).path[..slot(1).len as usize], b"/run/enforcer/gate/7.sock");
+        assert_eq!(&slot(2).path[..slot(2).len as usize], b"/run/enforcer/gate/8.sock");
+        assert!(slot(2).path[slot(2).len as usize..].iter().all(|&b| b == 0));
+        assert_eq!(slot(5).len, 0);
     }
 }

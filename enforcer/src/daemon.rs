@@ -92,7 +92,7 @@ impl Daemon {
             let identity = probed_identities
                 .get(path)
                 .with_context(|| format!("no kernel identity for the gate socket {}", path.display()))?;
-            gates.insert(*index, *identity);
+            gates.insert(*index, compile::GateSocket { identity: *identity, path: path.clone() });
         }
         let compiled =
             compile::compile(policy, resolved, &identities, &dynamic::socket_aliases(resolved), &gates)?;
@@ -417,7 +417,8 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
     let message = daemon.install(&policy, &resolved)?;
     stage(started, "policy installed");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    for hook in daemon.programs.attach_hooks(stamp)? {
+    let (hooks, routing) = daemon.programs.attach_hooks(stamp)?;
+    for hook in hooks {
         stage(
             started,
             &format!(
@@ -429,6 +430,15 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
         );
     }
     stage(started, "hooks verified, attached and pinned");
+    match &routing {
+        bpf::Routing::On => log::info!(
+            "connect routing on (cgroup/connect_unix): gated rules' identities reach their gate at the docker socket paths"
+        ),
+        bpf::Routing::Off(reason) => log::warn!(
+            "connect routing off, gated rules' identities need DOCKER_HOST=unix://{}/<rule>.sock: {reason}",
+            gate::gate_dir().display()
+        ),
+    }
     log::info!(
         "enforcing after {} ms ({}): {message}",
         started.elapsed().as_millis(),

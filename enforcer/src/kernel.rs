@@ -101,6 +101,10 @@ pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
         task_cred: field("task_struct", "cred", None)?,
         cred_user_ns: field("cred", "user_ns", None)?,
         user_ns_level: field("user_namespace", "level", Some(4))?,
+        // Only kernels with `cgroup/connect_unix` (6.7+) have `uaddrlen`; the others never
+        // load the routing program.
+        sock_addr_uaddr: field("bpf_sock_addr_kern", "uaddr", None).unwrap_or(0),
+        sock_addr_uaddrlen: field("bpf_sock_addr_kern", "uaddrlen", Some(4)).unwrap_or(0),
         valid: 1,
     })
 }

@@ -18,6 +18,7 @@ mod kernel;
 mod logging;
 mod metrics;
 mod policy;
+mod routing;
 mod state;
 mod status;
 mod users;

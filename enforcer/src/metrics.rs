@@ -89,6 +89,12 @@ pub fn encode(status: &Status) -> Result<String> {
         );
         counter(
             &mut registry,
+            "enforcer_gate_routed_connects",
+            "Connects of gated rules' identities to a docker socket path that the kernel routed to their gate",
+            c.gate_routed,
+        );
+        counter(
+            &mut registry,
             "enforcer_scratch_busy_refusals",
             "Hooks of restricted tasks that failed closed because another program run held the CPU's scratch space",
             c.scratch_busy,
@@ -246,6 +252,7 @@ mod tests {
                 scratch_busy: 0,
                 events_dropped: 9,
                 api_refused: 11,
+                gate_routed: 12,
             }),
             rules: vec![RuleCounters {
                 name: "ai-worker-docker".into(),

@@ -52,6 +52,8 @@ pub struct Counters {
     pub events_dropped: u64,
     /// docker API requests the gates refused.
     pub api_refused: u64,
+    /// Restricted connects to a docker socket path routed to their gate (6.7+).
+    pub gate_routed: u64,
 }
 
 #[derive(Serialize)]
@@ -168,6 +170,7 @@ pub fn collect(state_dir: &Path, limit: usize, filter: &Filter) -> Result<Status
             scratch_busy: at(Counter::ScratchBusy),
             events_dropped: at(Counter::EventsDropped),
             api_refused: at(Counter::ApiRefused),
+            gate_routed: at(Counter::GateRouted),
         }
     });
     let mut rules = Vec::new();
@@ -251,7 +254,7 @@ fn print_table(status: &Status) {
              tampering refused {}, refused with scratch busy {}",
             c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused, c.scratch_busy
         );
-        println!("api gate:  requests refused {}", c.api_refused);
+        println!("api gate:  requests refused {}, connects routed to the gate {}", c.api_refused, c.gate_routed);
     }
     for rule in &status.rules {
         println!(

@@ -10,6 +10,7 @@ use crate::{suite::Group, vm::Artifacts};
 
 mod api_gate;
 mod api_gate_attacks;
+mod api_gate_route;
 mod audit_mode;
 mod bypass;
 mod commands;
@@ -26,6 +27,7 @@ pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
         default_policy::group(),
         api_gate::group(),
         api_gate_attacks::group(),
+        api_gate_route::group(),
         filesystems::group(work, &artifacts.docker)?,
         audit_mode::group(),
         commands::group(),
@@ -49,6 +51,7 @@ mod tests {
             ("default-policy", default_policy::script(), default_policy::check),
             ("api-gate", api_gate::script(), api_gate::check),
             ("api-gate-attacks", api_gate_attacks::script(), api_gate_attacks::check),
+            ("api-gate-route", api_gate_route::script(), api_gate_route::check),
             ("filesystems", filesystems::script(), filesystems::check),
             ("audit-mode", audit_mode::script(), audit_mode::check),
             ("commands", commands::script(), commands::check),

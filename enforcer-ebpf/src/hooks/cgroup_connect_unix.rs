@@ -1,0 +1,133 @@
+//! `enforcer_route`: routes a restricted task's connect to a docker API socket path to its
+//! rule's gate socket, so a plain `docker ps` (which dials `/var/run/docker.sock`) reaches
+//! the gate with no `DOCKER_HOST`.
+//!
+//! A `cgroup/connect_unix` program (6.7+) on the root cgroup, which runs before the kernel
+//! looks the path up. The loader (enforcer/src/routing.rs) loads it itself: aya 0.14 knows
+//! neither the attach type nor kfunc calls. Its section says `connect4` only so that aya's
+//! parser accepts the object; nothing loads it as that.
+//!
+//! It never refuses: it only rewrites the path, and the `unix_stream_connect` LSM hook
+//! stays the authority. A spelling it does not know (a symlink, `..`, a relative path)
+//! is left alone, and the hook then refuses the real socket by its inode (`gate_only`).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use enforcer_common::abi::{
+    Counter, KFUNC_CAST_TO_KERN_CTX, KFUNC_SOCK_ADDR_SET_SUN_PATH, MAX_RULES, SOCKET_NAME_LEN, SocketNameKey,
+};
+
+use crate::{
+    kernel::read_kernel,
+    maps::{GATE_PATHS, OFFSETS, SOCKET_NAMES, count, lookup},
+    restricted::{gated_rules, restricted},
+};
+
+/// The connect goes on (a `cgroup/connect_unix` verdict of 0 would be `EPERM`).
+const PROCEED: i32 = 1;
+
+/// `offsetof(struct sockaddr_un, sun_path)`.
+const SUN_PATH_OFFSET: u32 = 2;
+
+#[cgroup_sock_addr(connect4)]
+pub fn enforcer_route(ctx: SockAddrContext) -> i32 {
+    let Some((generation, user_rules)) = restricted() else { return PROCEED };
+    let gated = user_rules & gated_rules(generation).0;
+    // No gated rule: nothing to route. Several: no one gate judges by all of them, and the
+    // LSM hook refuses every API socket.
+    if gated == 0 || gated & (gated - 1) != 0 {
+        return PROCEED;
+    }
+    route(ctx.sock_addr.cast::<c_void>(), generation, gated);
+    PROCEED
+}
+
+/// Rewrites the destination to the gate of `rule_bit` when it is a path of a docker API
+/// socket that rule gates.
+#[inline(always)]
+fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
+    let off = OFFSETS.load();
+    // `uaddrlen` is never the struct's first field: 0 means this kernel has none.
+    if off.valid == 0 || off.sock_addr_uaddrlen == 0 {
+        return;
+    }
+    // SAFETY: the kfunc takes the program's context (the verifier checks that) and returns
+    // the same object typed as the kernel's `bpf_sock_addr_kern`.
+    let kern = unsafe { cast_to_kern_ctx(ctx) };
+    let Ok(uaddr) = read_kernel::<u64>(kern as u64, off.sock_addr_uaddr) else { return };
+    let Ok(addr_len) = read_kernel::<u32>(kern as u64, off.sock_addr_uaddrlen) else { return };
+    // The kernel keeps the address in a `sockaddr_storage`: the whole `sun_path` is there
+    // to read, and what follows the path is cut off below.
+    let Ok(name) = read_kernel::<[u8; SOCKET_NAME_LEN]>(uaddr, SUN_PATH_OFFSET) else { return };
+    let mut key = SocketNameKey { generation, name };
+    // The kernel's own reading (`unix_mkname_bsd`): the path ends at the first NUL or at
+    // the address length, whichever comes first; the key is NUL-padded past it.
+    let path_len = addr_len.saturating_sub(SUN_PATH_OFFSET);
+    let mut ended = false;
+    let mut i = 0;
+    while i < SOCKET_NAME_LEN {
+        if i as u32 >= path_len || key.name[i] == 0 {
+            ended = true;
+        }
+        if ended {
+            key.name[i] = 0;
+        }
+        i += 1;
+    }
+    // An abstract or empty address is no socket file.
+    if key.name[0] == 0 {
+        return;
+    }
+    let Some(socket_rules) = lookup(&SOCKET_NAMES, &key) else { return };
+    if socket_rules & rule_bit == 0 {
+        return;
+    }
+    let mut index = 0;
+    while index < MAX_RULES as u32 && rule_bit != 1 << index {
+        index += 1;
+    }
+    let Some(gate) = GATE_PATHS.get(generation * MAX_RULES as u32 + index) else { return };
+    // No gate: an empty path. The length is masked, then compared once: LLVM folds two
+    // comparisons of it into one range check on a copy, which leaves the verifier no bound
+    // on the length itself.
+    if gate.path[0] == 0 {
+        return;
+    }
+    let len = gate.len & 0x7f;
+    if len as usize > SOCKET_NAME_LEN {
+        return;
+    }
+    // SAFETY: `kern` is the context as the kfunc wants it; `gate.path` is map memory valid
+    // for the program run, `len` bytes of it (checked above against its size).
+    if unsafe { set_sun_path(kern, gate.path.as_ptr(), len) } == 0 {
+        count(Counter::GateRouted);
+    }
+}
+
+/// `bpf_cast_to_kern_ctx`, called through the placeholder the loader turns into the kfunc.
+///
+/// # Safety
+/// `ctx` must be the program's context.
+#[inline(always)]
+unsafe fn cast_to_kern_ctx(ctx: *mut c_void) -> *mut c_void {
+    // SAFETY: a call by number, as aya-ebpf calls helpers; the loader rewrites it into a
+    // call of the kfunc with this signature, and refuses to load the program if it cannot.
+    let kfunc: unsafe extern "C" fn(*mut c_void) -> *mut c_void =
+        unsafe { core::mem::transmute(KFUNC_CAST_TO_KERN_CTX as usize) };
+    // SAFETY: the caller passes the context.
+    unsafe { kfunc(ctx) }
+}
+
+/// `bpf_sock_addr_set_sun_path`: replaces the destination path (`len` <= 108 bytes).
+///
+/// # Safety
+/// `kern` must come from [`cast_to_kern_ctx`]; `path` must be valid for `len` bytes.
+#[inline(always)]
+unsafe fn set_sun_path(kern: *mut c_void, path: *const u8, len: u32) -> i32 {
+    // SAFETY: as in `cast_to_kern_ctx`.
+    let kfunc: unsafe extern "C" fn(*mut c_void, *const u8, u32) -> i32 =
+        unsafe { core::mem::transmute(KFUNC_SOCK_ADDR_SET_SUN_PATH as usize) };
+    // SAFETY: the caller's contract; the kfunc copies the bytes and sets the length.
+    unsafe { kfunc(kern, path, len) }
+}

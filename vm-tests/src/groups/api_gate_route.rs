@@ -1,0 +1,238 @@
+//! The connect routing group (real daemon): with a gated rule for ai-worker, the agent's
+//! plain `docker` (no `DOCKER_HOST`) dials `/var/run/docker.sock`. On kernels with
+//! `cgroup/connect_unix` (6.7+: the 6.12 VM) enforcer routes that connect to the rule's
+//! gate, so `ps` and `run` work and the gate refuses `--volumes-from gitea`; before 6.7 the
+//! kernel refuses the real socket and the log gives the `DOCKER_HOST` hint. On every
+//! kernel a spelling routing does not know (a symlink to the socket) is refused by inode,
+//! curl routed to the gate is still refused as an unvetted client, a restricted rule
+//! without the gate and root are not routed, and with the daemon killed the agent has no
+//! API while root's docker works.
+
+use crate::{
+    checks::Checks,
+    fixtures::GITEA_SECRET,
+    step::{DOCKERD_START, ENFORCER_START, GITEA_START, Step},
+    suite::{Flavour, Group},
+    vm,
+};
+
+const KERNEL: Step = Step::new("kernel");
+const CONTROL_PLAIN_SECRET: Step = Step::new("control-plain-secret");
+const PLAIN_PS: Step = Step::new("plain-ps");
+const PLAIN_VOLUMES_FROM: Step = Step::new("plain-volumes-from");
+const PLAIN_RUN: Step = Step::new("plain-run");
+const PLAIN_EXEC: Step = Step::new("plain-exec");
+const RUN_SOCKET_NAME: Step = Step::new("run-socket-name");
+const SYMLINK_SPELLING: Step = Step::new("symlink-spelling");
+const CURL_ROUTED: Step = Step::new("curl-routed");
+const UNGATED_PS: Step = Step::new("ungated-ps");
+const ROOT_PS: Step = Step::new("root-ps");
+const STATUS: Step = Step::new("status");
+const KILLED_PLAIN: Step = Step::new("killed-plain");
+const KILLED_ROOT: Step = Step::new("killed-root");
+
+const RULE: &str = "ai-worker-docker";
+const GATE: &str = "/run/enforcer/gate/ai-worker-docker.sock";
+
+pub(super) fn group() -> Group {
+    Group {
+        name: "api-gate-route",
+        script: script(),
+        files: vec![],
+        lsm: vm::DEFAULT_LSM,
+        flavour: Flavour::RealDaemon,
+        disk_files: vec![],
+        check,
+    }
+}
+
+/// ai-worker gated (vetted clients), bob restricted by a rule without the gate.
+const POLICY: &str = r#"[[rule]]
+name = "ai-worker-docker"
+users = ["ai-worker"]
+deny = ["exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag",
+        "system dial-stdio", "compose watch", "checkpoint create"]
+api_gate = true
+
+[[rule]]
+name = "bob-docker"
+users = ["bob"]
+deny = ["exec"]
+"#;
+
+pub(super) fn script() -> String {
+    let run = "docker run --rm --network none";
+    format!(
+        r#"
+start_dockerd
+step {KERNEL} root uname -r
+# The control: where nothing defends, the agent's plain docker reads gitea's secret.
+step {CONTROL_PLAIN_SECRET} ai-worker {run} --volumes-from gitea local/busybox cat /data/secret
+cat > /tmp/route.toml <<'EOF'
+{POLICY}EOF
+start_enforcer --config /tmp/route.toml
+ln -s /run/docker.sock /tmp/docker-link.sock
+step {PLAIN_PS} ai-worker docker ps --format '{{{{.Names}}}}'
+step {PLAIN_VOLUMES_FROM} ai-worker {run} --volumes-from gitea local/busybox cat /data/secret
+step {PLAIN_RUN} ai-worker {run} local/busybox echo routed-run
+step {PLAIN_EXEC} ai-worker docker exec gitea cat /data/secret
+step {RUN_SOCKET_NAME} ai-worker env DOCKER_HOST=unix:///run/docker.sock docker ps --format '{{{{.Names}}}}'
+step {SYMLINK_SPELLING} ai-worker env DOCKER_HOST=unix:///tmp/docker-link.sock docker ps
+step {CURL_ROUTED} ai-worker curl -sS --max-time 10 --unix-socket /var/run/docker.sock http://docker/_ping
+step {UNGATED_PS} bob docker ps --format '{{{{.Names}}}}'
+step {ROOT_PS} root docker ps --format '{{{{.Names}}}}'
+step {STATUS} root /usr/local/sbin/enforcer status --json --limit 200
+report_file denials /var/lib/enforcer/denials.jsonl
+report_file enforcer-log /tmp/enforcer.log
+kill -9 $ENFORCER_PID
+wait $ENFORCER_PID 2>/dev/null
+step {KILLED_PLAIN} ai-worker docker ps
+step {KILLED_ROOT} root docker ps --format '{{{{.Names}}}}'
+/usr/local/sbin/enforcer stop >/dev/null 2>&1
+stop_dockerd
+"#
+    )
+}
+
+/// Whether `uname -r` names a kernel with `cgroup/connect_unix` (6.7 and later).
+fn routes(release: &str) -> bool {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 7),
+        _ => false,
+    }
+}
+
+pub(super) fn check(c: &mut Checks) {
+    let (rc, out) = c.step(DOCKERD_START);
+    c.check("the real dockerd answers", rc == 0, || format!("exit {rc}: {out}"));
+    c.succeeded(GITEA_START);
+    let (_, release) = c.step(KERNEL);
+    let routing = routes(&release);
+    let (rc, out) = c.step(CONTROL_PLAIN_SECRET);
+    c.check(
+        "control: without enforcer, the agent's plain docker run --volumes-from gitea reads the secret",
+        rc == 0 && out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    c.succeeded(ENFORCER_START);
+    let log = c.report.file("enforcer-log").unwrap_or("").to_owned();
+    let gate_refusal = |out: &str, field: &str| {
+        out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses")) && out.contains(field)
+    };
+    let denied_socket = |rc: i32, out: &str| rc != 0 && out.contains("permission denied");
+    let (rc, out) = c.step(PLAIN_PS);
+    let (rc_vf, out_vf) = c.step(PLAIN_VOLUMES_FROM);
+    let (rc_run, out_run) = c.step(PLAIN_RUN);
+    let (rc_name, out_name) = c.step(RUN_SOCKET_NAME);
+    let (status_rc, status, status_out) = c.json_step(STATUS);
+    let routed = status["counters"]["gate_routed"].as_u64();
+    if routing {
+        c.check("6.7+: the log says connect routing is on", log.contains("connect routing on"), || log.clone());
+        c.check(
+            "6.7+: the agent's plain docker ps (no DOCKER_HOST) is routed to its gate and lists gitea",
+            rc == 0 && out.contains("gitea"),
+            || format!("exit {rc}: {out}"),
+        );
+        c.check(
+            "6.7+: routed, plain docker run --volumes-from gitea is refused by the gate with the rule and field",
+            rc_vf != 0 && gate_refusal(&out_vf, "VolumesFrom") && !out_vf.contains(GITEA_SECRET),
+            || format!("exit {rc_vf}: {out_vf}"),
+        );
+        c.check(
+            "6.7+: routed, the agent's own plain docker run --rm works",
+            rc_run == 0 && out_run.contains("routed-run"),
+            || format!("exit {rc_run}: {out_run}"),
+        );
+        c.check(
+            "6.7+: the socket's other name (/run/docker.sock) is routed too",
+            rc_name == 0 && out_name.contains("gitea"),
+            || format!("exit {rc_name}: {out_name}"),
+        );
+        c.check(
+            "6.7+: status counts the routed connects",
+            status_rc == 0 && routed.is_some_and(|n| n >= 3),
+            || status_out.clone(),
+        );
+    } else {
+        c.check(
+            "before 6.7: the log says routing is off and why, with the DOCKER_HOST to use",
+            log.contains("connect routing off")
+                && log.contains("cgroup/connect_unix")
+                && log.contains(&format!("DOCKER_HOST=unix://{GATE}")),
+            || log.clone(),
+        );
+        for (what, rc, out) in [
+            ("docker ps", rc, &out),
+            ("docker run --volumes-from gitea", rc_vf, &out_vf),
+            ("docker run --rm", rc_run, &out_run),
+            ("docker ps on /run/docker.sock", rc_name, &out_name),
+        ] {
+            c.check(
+                format!("before 6.7: the agent's plain {what} is refused the real socket"),
+                denied_socket(rc, out) && !out.contains(GITEA_SECRET),
+                || format!("exit {rc}: {out}"),
+            );
+        }
+        c.check("before 6.7: nothing is routed", status_rc == 0 && routed == Some(0), || status_out.clone());
+    }
+    let (rc, out) = c.step(PLAIN_EXEC);
+    c.check(
+        "the incident's docker exec gitea stays refused (argv check, before any connect)",
+        rc != 0 && !out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(SYMLINK_SPELLING);
+    c.check(
+        "a socket spelling routing does not know (a symlink) is refused by the socket's inode",
+        denied_socket(rc, &out),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(CURL_ROUTED);
+    c.check(
+        "curl on the socket path is refused (routed or not, it is no vetted client)",
+        rc != 0 && !out.contains("OK"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(UNGATED_PS);
+    c.check(
+        "a restricted rule without the gate is not routed: bob's vetted docker reaches dockerd",
+        rc == 0 && out.contains("gitea"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(ROOT_PS);
+    c.check("root's docker is not routed and works", rc == 0 && out.contains("gitea"), || {
+        format!("exit {rc}: {out}")
+    });
+    let denials = c.report.file("denials").unwrap_or("").to_owned();
+    let records: Vec<serde_json::Value> = denials.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let curl = if routing { "unvetted_client" } else { "gate_only" };
+    c.check(
+        format!("the kernel recorded curl's refused connect ({curl}) and the symlink's (gate_only)"),
+        records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == curl && d["user"] == "ai-worker")
+            && records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == "gate_only"),
+        || denials.clone(),
+    );
+    let (rc, out) = c.step(KILLED_PLAIN);
+    c.check("daemon killed: the agent's plain docker has no API", rc != 0 && !out.contains("gitea"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, out) = c.step(KILLED_ROOT);
+    c.check("daemon killed: root's docker is unaffected", rc == 0 && out.contains("gitea"), || {
+        format!("exit {rc}: {out}")
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routes;
+
+    #[test]
+    fn kernels_with_connect_unix_are_told_apart() {
+        assert!(routes("6.12.117+deb12-cloud-amd64\n"));
+        assert!(routes("6.7.0"));
+        assert!(!routes("6.1.0-57-cloud-amd64"));
+        assert!(!routes("6.6.30"));
+        assert!(!routes(""));
+    }
+}
