@@ -358,8 +358,9 @@ in
       description = ''
         Services (by name, without .service) whose environment gets
         `DOCKER_HOST=unix:///run/enforcer/gate/<rule>.sock` for the named rule's API gate: the
-        kernel refuses the rule's identities the real docker socket, and this kernel route
-        (before 6.7, and with aya 0.14 on every kernel) is how their docker finds the gate.
+        kernel refuses the rule's identities the real docker socket; before Linux 6.7 this is
+        how their docker finds the gate (6.7 and later route the docker socket's path to the
+        gate in the kernel, and the variable does no harm there).
       '';
     };
 

@@ -24,8 +24,8 @@ use aya::{
     util::nr_cpus,
 };
 use enforcer_common::abi::{
-    BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, GatePath, HostKey, KernelOffsets, MAX_RULES,
-    PolicyState, RULE_COUNTERS, RuleConfig, SocketNameKey, Token, TokenInfo, UserKey,
+    BinaryInfo, COUNTER_COUNT, CgroupKey, FileId, FileKey, GENERATIONS, GatePath, HostKey, KernelOffsets,
+    MAX_RULES, PolicyState, RULE_COUNTERS, RuleConfig, SocketNameKey, Token, TokenInfo, UserKey,
 };
 
 use crate::{compile::CompiledPolicy, dynamic::Dynamic, identity, routing};
@@ -117,6 +117,10 @@ pub struct Programs {
     verify_times: Vec<std::time::Duration>,
     /// The routing program's kfuncs in this kernel, or why this kernel cannot route.
     routing: Result<routing::Kfuncs, String>,
+    /// Where the maps are pinned (`enforcer verify` pins its routing program there).
+    map_dir: PathBuf,
+    /// The routing program's pin, once attached.
+    route_pin: Option<PathBuf>,
 }
 
 /// Whether restricted connects are routed to the gates, and if not, why.
@@ -185,7 +189,15 @@ impl Programs {
                 anyhow!("cannot load the BPF object: {e}{hint}")
             })?;
         let routing = routing::Kfuncs::find(kernel_btf, offsets);
-        Ok(Programs { ebpf, btf, adopted, verify_times: vec![std::time::Duration::ZERO; HOOKS.len()], routing })
+        Ok(Programs {
+            ebpf,
+            btf,
+            adopted,
+            verify_times: vec![std::time::Duration::ZERO; HOOKS.len()],
+            routing,
+            map_dir: dir.to_path_buf(),
+            route_pin: None,
+        })
     }
 
     fn lsm(&mut self, name: &str) -> Result<&mut Lsm> {
@@ -210,7 +222,16 @@ impl Programs {
         self.verify_hooks()?;
         self.load_lsm(PROBE_PROGRAM, "file_open")?;
         let names = HOOKS.iter().map(|(name, _)| *name).chain([PROBE_PROGRAM]);
-        Ok(names.map(|name| (name, self.verified_instructions(name))).collect())
+        let mut counts: Vec<_> = names.map(|name| (name, self.verified_instructions(name))).collect();
+        // The routing program where this kernel has its hook; elsewhere it is not loaded.
+        if let Ok(kfuncs) = &self.routing {
+            let program = routing::load(&self.ebpf, BPF_OBJECT, kfuncs)?;
+            let pin = self.map_dir.join(routing::ROUTE_PROGRAM);
+            routing::pin(&program, &pin)?;
+            counts.push((routing::ROUTE_PROGRAM, pinned_instructions(&pin)));
+            std::fs::remove_file(&pin).with_context(|| format!("cannot remove {}", pin.display()))?;
+        }
+        Ok(counts)
     }
 
     /// The identity the kernel uses for each path: from `stat()` where the filesystem is
@@ -434,10 +455,16 @@ impl Programs {
             let link = routing::attach(&program)?;
             routing::pin(&link, &links_dir().join(name))
         })();
-        attached.map_err(|error| {
-            let _ = std::fs::remove_file(progs_dir().join(name));
-            format!("{error:#}")
-        })
+        match attached {
+            Ok(()) => {
+                self.route_pin = Some(progs_dir().join(name));
+                Ok(())
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(progs_dir().join(name));
+                Err(format!("{error:#}"))
+            }
+        }
     }
 
     /// Loads (verifies) every enforcing program not loaded yet, attaching none: start-up
@@ -465,8 +492,12 @@ impl Programs {
         Ok(())
     }
 
-    /// Instructions the verifier processed for a loaded program, when the kernel says.
+    /// Instructions the verifier processed for a loaded program, when the kernel says (the
+    /// routing program: once attached by this daemon).
     pub fn verified_instructions(&mut self, name: &str) -> Option<u32> {
+        if name == routing::ROUTE_PROGRAM {
+            return self.route_pin.as_deref().and_then(pinned_instructions);
+        }
         self.lsm(name).ok()?.info().ok()?.verified_instruction_count()
     }
 
@@ -563,6 +594,11 @@ pub fn remove_pins() -> Result<bool> {
     }
     std::fs::remove_dir_all(root).with_context(|| format!("cannot remove {}", root.display()))?;
     Ok(true)
+}
+
+/// Instructions the verifier processed for the program pinned at `pin`, when the kernel says.
+fn pinned_instructions(pin: &Path) -> Option<u32> {
+    aya::programs::ProgramInfo::from_pin(pin).ok()?.verified_instruction_count()
 }
 
 /// Program `name` of the object, as an LSM program. A free function so that callers can

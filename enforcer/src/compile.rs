@@ -14,8 +14,8 @@ use std::{
 
 use enforcer_common::{
     abi::{
-        BinaryInfo, FileId, FileKey, GatePath, HostKey, MAX_RULES, RULE_COUNTERS, RuleConfig, RuleCounter, RuleKind,
-        SOCKET_NAME_LEN, SocketNameKey, UserKey, rule_counter, rule_flag,
+        BinaryInfo, FileId, FileKey, GatePath, HostKey, MAX_RULES, RULE_COUNTERS, RuleConfig, RuleCounter,
+        RuleKind, SOCKET_NAME_LEN, SocketNameKey, UserKey, rule_counter, rule_flag,
     },
     grammar::{self, profile_start},
 };
@@ -561,7 +561,8 @@ mod tests {
              [[rule]]\nname = \"open\"\nusers = [3]\ndeny = [\"exec\"]\napi_gate = true\napi_clients = \"any\"\n",
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
-        let gate = |n| GateSocket { identity: file(n), path: PathBuf::from(format!("/run/enforcer/gate/{n}.sock")) };
+        let gate =
+            |n| GateSocket { identity: file(n), path: PathBuf::from(format!("/run/enforcer/gate/{n}.sock")) };
         // A gate socket is required for each gated rule, and only gated rules' count.
         let identities = paths([("/usr/bin/docker", file(1))]);
         let missing =
@@ -583,7 +584,8 @@ mod tests {
         // Every rule slot of the generation gets a gate path: the gated rules' own, the
         // others none (so an older policy's path never routes anyone).
         assert_eq!(entries.gate_paths.len(), MAX_RULES);
-        let slot = |rule: u32| entries.gate_paths.iter().find(|(i, _)| *i == MAX_RULES as u32 + rule).unwrap().1;
+        let slot =
+            |rule: u32| entries.gate_paths.iter().find(|(i, _)| *i == MAX_RULES as u32 + rule).unwrap().1;
         assert_eq!(slot(0).len, 0, "the ungated rule has no gate path");
         assert_eq!(&slot(1).path[..slot(1).len as usize], b"/run/enforcer/gate/7.sock");
         assert_eq!(&slot(2).path[..slot(2).len as usize], b"/run/enforcer/gate/8.sock");

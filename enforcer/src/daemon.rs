@@ -25,6 +25,7 @@ use crate::{
     events::{self, DenialLog},
     gate, kernel, logging,
     policy::{Policy, Resolved},
+    routing,
     state::{self, Generation, NamedBinary, State},
 };
 
@@ -444,7 +445,7 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
         started.elapsed().as_millis(),
         if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
     );
-    for (program, _) in bpf::HOOKS {
+    for program in bpf::HOOKS.iter().map(|(program, _)| *program).chain([routing::ROUTE_PROGRAM]) {
         if let Some(count) = daemon.programs.verified_instructions(program) {
             log::info!("verifier processed {count} instructions for {program}");
         }

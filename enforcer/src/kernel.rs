@@ -124,6 +124,21 @@ mod tests {
         assert_eq!(offsets.valid, 1);
     }
 
+    /// Routing needs the kfuncs and `bpf_sock_addr_kern.uaddrlen` together (both came in
+    /// 6.7): the host kernel has both or neither, and an unknown function is no id.
+    #[test]
+    fn routing_support_is_read_from_btf() {
+        let btf = read_btf().unwrap();
+        let offsets = offsets_from_btf(&btf).unwrap();
+        let kfuncs = crate::routing::Kfuncs::find(&btf, &offsets);
+        assert_eq!(kfuncs.is_ok(), offsets.sock_addr_uaddrlen != 0, "{kfuncs:?}");
+        if kfuncs.is_ok() {
+            assert!(offsets.sock_addr_uaddr != 0 && offsets.sock_addr_uaddr != offsets.sock_addr_uaddrlen);
+        }
+        assert!(btf.func_id("bpf_lsm_bprm_check_security").is_some());
+        assert_eq!(btf.func_id("enforcer_no_such_function"), None);
+    }
+
     #[test]
     fn bpf_lsm_check_says_what_to_fix() {
         let dir = std::env::temp_dir().join(format!("enforcer-lsm-test-{}", std::process::id()));

@@ -77,7 +77,8 @@ fn relocated_instructions(ebpf: &Ebpf, object: &[u8]) -> Result<Vec<bpf_insn>> {
     let maps: Vec<(String, RawFd, aya_obj::Map)> = ebpf
         .maps()
         .map(|(name, map)| {
-            let parsed = obj.maps.get(name).ok_or_else(|| anyhow!("map {name} missing from the parsed object"))?;
+            let parsed =
+                obj.maps.get(name).ok_or_else(|| anyhow!("map {name} missing from the parsed object"))?;
             Ok((name.to_owned(), map_data(map).fd().as_fd().as_raw_fd(), parsed.clone()))
         })
         .collect::<Result<_>>()?;
@@ -85,7 +86,8 @@ fn relocated_instructions(ebpf: &Ebpf, object: &[u8]) -> Result<Vec<bpf_insn>> {
     obj.relocate_maps(maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)), &text_sections)
         .context("cannot relocate the routing program's maps")?;
     obj.relocate_calls(&text_sections).context("cannot link the routing program's functions")?;
-    let program = obj.programs.get(ROUTE_PROGRAM).ok_or_else(|| anyhow!("{ROUTE_PROGRAM} missing from the object"))?;
+    let program =
+        obj.programs.get(ROUTE_PROGRAM).ok_or_else(|| anyhow!("{ROUTE_PROGRAM} missing from the object"))?;
     let function = obj
         .functions
         .get(&program.function_key())
@@ -191,7 +193,9 @@ struct ObjPinAttr {
 fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
     // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr` for `cmd`, of the
     // size passed; every pointer in it points to memory that outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), size_of::<T>() as libc::c_uint) };
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), size_of::<T>() as libc::c_uint)
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -228,7 +232,10 @@ fn prog_load(insns: &[bpf_insn]) -> Result<OwnedFd> {
                 .into_owned();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("the kernel refused program {ROUTE_PROGRAM}: {error}\nverifier log (last lines):\n{}", tail.join("\n"))
+            bail!(
+                "the kernel refused program {ROUTE_PROGRAM}: {error}\nverifier log (last lines):\n{}",
+                tail.join("\n")
+            )
         }
     }
 }
@@ -271,8 +278,12 @@ mod tests {
     #[test]
     fn placeholder_calls_become_kfunc_calls_and_helpers_stay() {
         let kfuncs = Kfuncs(vec![(KFUNC_CAST_TO_KERN_CTX, 1111), (KFUNC_SOCK_ADDR_SET_SUN_PATH, 2222)]);
-        let mut insns =
-            vec![call(KFUNC_CAST_TO_KERN_CTX, 0), call(113, 0), call(KFUNC_SOCK_ADDR_SET_SUN_PATH, 0), call(7, 1)];
+        let mut insns = vec![
+            call(KFUNC_CAST_TO_KERN_CTX, 0),
+            call(113, 0),
+            call(KFUNC_SOCK_ADDR_SET_SUN_PATH, 0),
+            call(7, 1),
+        ];
         assert_eq!(patch_kfunc_calls(&mut insns, &kfuncs).unwrap(), 2);
         assert_eq!((insns[0].src_reg(), insns[0].imm), (BPF_PSEUDO_KFUNC_CALL, 1111));
         assert_eq!((insns[1].src_reg(), insns[1].imm), (0, 113), "a real helper call is left alone");
@@ -284,7 +295,12 @@ mod tests {
     fn a_placeholder_without_an_id_or_no_placeholder_is_an_error() {
         let only_cast = Kfuncs(vec![(KFUNC_CAST_TO_KERN_CTX, 1111)]);
         let mut insns = vec![call(KFUNC_SOCK_ADDR_SET_SUN_PATH, 0)];
-        assert!(patch_kfunc_calls(&mut insns, &only_cast).unwrap_err().to_string().contains("bpf_sock_addr_set_sun_path"));
+        assert!(
+            patch_kfunc_calls(&mut insns, &only_cast)
+                .unwrap_err()
+                .to_string()
+                .contains("bpf_sock_addr_set_sun_path")
+        );
         let mut plain = vec![call(113, 0)];
         assert!(patch_kfunc_calls(&mut plain, &only_cast).is_err());
     }

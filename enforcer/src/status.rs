@@ -254,7 +254,10 @@ fn print_table(status: &Status) {
              tampering refused {}, refused with scratch busy {}",
             c.killed, c.races, c.deferred, c.connects_refused, c.tamper_refused, c.scratch_busy
         );
-        println!("api gate:  requests refused {}, connects routed to the gate {}", c.api_refused, c.gate_routed);
+        println!(
+            "api gate:  requests refused {}, connects routed to the gate {}",
+            c.api_refused, c.gate_routed
+        );
     }
     for rule in &status.rules {
         println!(

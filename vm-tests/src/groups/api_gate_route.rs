@@ -17,6 +17,7 @@ use crate::{
 };
 
 const KERNEL: Step = Step::new("kernel");
+const VERIFY: Step = Step::new("verify");
 const CONTROL_PLAIN_SECRET: Step = Step::new("control-plain-secret");
 const PLAIN_PS: Step = Step::new("plain-ps");
 const PLAIN_VOLUMES_FROM: Step = Step::new("plain-volumes-from");
@@ -63,13 +64,14 @@ deny = ["exec"]
 pub(super) fn script() -> String {
     let run = "docker run --rm --network none";
     format!(
-        r#"
+        r"
 start_dockerd
 step {KERNEL} root uname -r
 # The control: where nothing defends, the agent's plain docker reads gitea's secret.
 step {CONTROL_PLAIN_SECRET} ai-worker {run} --volumes-from gitea local/busybox cat /data/secret
 cat > /tmp/route.toml <<'EOF'
 {POLICY}EOF
+step {VERIFY} root /usr/local/sbin/enforcer verify
 start_enforcer --config /tmp/route.toml
 ln -s /run/docker.sock /tmp/docker-link.sock
 step {PLAIN_PS} ai-worker docker ps --format '{{{{.Names}}}}'
@@ -90,7 +92,7 @@ step {KILLED_PLAIN} ai-worker docker ps
 step {KILLED_ROOT} root docker ps --format '{{{{.Names}}}}'
 /usr/local/sbin/enforcer stop >/dev/null 2>&1
 stop_dockerd
-"#
+"
     )
 }
 
@@ -109,6 +111,19 @@ pub(super) fn check(c: &mut Checks) {
     c.succeeded(GITEA_START);
     let (_, release) = c.step(KERNEL);
     let routing = routes(&release);
+    let (rc, out) = c.step(VERIFY);
+    let verified_route = out
+        .lines()
+        .any(|l| l.starts_with("enforcer_route: verified, ") && l.contains("instructions processed"));
+    c.check(
+        if routing {
+            "6.7+: enforcer verify loads the routing program and prints its instruction count"
+        } else {
+            "before 6.7: enforcer verify does not load the routing program"
+        },
+        rc == 0 && verified_route == routing && out.contains("enforcer_bprm: verified, "),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step(CONTROL_PLAIN_SECRET);
     c.check(
         "control: without enforcer, the agent's plain docker run --volumes-from gitea reads the secret",
@@ -118,7 +133,8 @@ pub(super) fn check(c: &mut Checks) {
     c.succeeded(ENFORCER_START);
     let log = c.report.file("enforcer-log").unwrap_or("").to_owned();
     let gate_refusal = |out: &str, field: &str| {
-        out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses")) && out.contains(field)
+        out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses"))
+            && out.contains(field)
     };
     let denied_socket = |rc: i32, out: &str| rc != 0 && out.contains("permission denied");
     let (rc, out) = c.step(PLAIN_PS);
@@ -128,7 +144,9 @@ pub(super) fn check(c: &mut Checks) {
     let (status_rc, status, status_out) = c.json_step(STATUS);
     let routed = status["counters"]["gate_routed"].as_u64();
     if routing {
-        c.check("6.7+: the log says connect routing is on", log.contains("connect routing on"), || log.clone());
+        c.check("6.7+: the log says connect routing is on", log.contains("connect routing on"), || {
+            log.clone()
+        });
         c.check(
             "6.7+: the agent's plain docker ps (no DOCKER_HOST) is routed to its gate and lists gitea",
             rc == 0 && out.contains("gitea"),
@@ -205,11 +223,14 @@ pub(super) fn check(c: &mut Checks) {
         format!("exit {rc}: {out}")
     });
     let denials = c.report.file("denials").unwrap_or("").to_owned();
-    let records: Vec<serde_json::Value> = denials.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let records: Vec<serde_json::Value> =
+        denials.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let curl = if routing { "unvetted_client" } else { "gate_only" };
     c.check(
         format!("the kernel recorded curl's refused connect ({curl}) and the symlink's (gate_only)"),
-        records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == curl && d["user"] == "ai-worker")
+        records
+            .iter()
+            .any(|d| d["hook"] == "connect-unix" && d["reason"] == curl && d["user"] == "ai-worker")
             && records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == "gate_only"),
         || denials.clone(),
     );
