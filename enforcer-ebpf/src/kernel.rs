@@ -58,6 +58,17 @@ pub fn read_kernel_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {
     unsafe { bpf_probe_read_kernel_str(dst.as_mut_ptr().cast::<c_void>(), N as u32, src as *const c_void) }
 }
 
+/// [`read_kernel_str`] of at most `max - 1` bytes (then the NUL), `max` <= `N`: a string
+/// that also ends at a known length. A `max` over `N` copies nothing (-1).
+#[inline(always)]
+pub fn read_kernel_str_max<const N: usize>(dst: &mut [u8; N], max: u32, src: u64) -> i64 {
+    if max as usize > N {
+        return -1;
+    }
+    // SAFETY: `dst` is valid for `max` <= `N` bytes of writes; the helper tolerates any `src`.
+    unsafe { bpf_probe_read_kernel_str(dst.as_mut_ptr().cast::<c_void>(), max, src as *const c_void) }
+}
+
 /// [`read_kernel_str`] from the current task's user memory.
 #[inline(always)]
 pub fn read_user_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {

@@ -19,7 +19,7 @@ use enforcer_common::abi::{
 };
 
 use crate::{
-    kernel::read_kernel,
+    kernel::{read_kernel, read_kernel_str_max},
     maps::{GATE_PATHS, OFFSETS, SOCKET_NAMES, count, lookup},
     restricted::{gated_rules, restricted},
 };
@@ -57,26 +57,17 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     let kern = unsafe { cast_to_kern_ctx(ctx) };
     let Ok(uaddr) = read_kernel::<u64>(kern as u64, off.sock_addr_uaddr) else { return };
     let Ok(addr_len) = read_kernel::<u32>(kern as u64, off.sock_addr_uaddrlen) else { return };
-    // The kernel keeps the address in a `sockaddr_storage`: the whole `sun_path` is there
-    // to read, and what follows the path is cut off below.
-    let Ok(name) = read_kernel::<[u8; SOCKET_NAME_LEN]>(uaddr, SUN_PATH_OFFSET) else { return };
-    let mut key = SocketNameKey { generation, name };
-    // The kernel's own reading (`unix_mkname_bsd`): the path ends at the first NUL or at
-    // the address length, whichever comes first; the key is NUL-padded past it.
+    // The kernel's own reading of the path (`unix_mkname_bsd`): it ends at the first NUL
+    // or at the address length, whichever comes first. A path that fills `sun_path` is no
+    // listed socket (their names leave room for the NUL).
     let path_len = addr_len.saturating_sub(SUN_PATH_OFFSET);
-    let mut ended = false;
-    let mut i = 0;
-    while i < SOCKET_NAME_LEN {
-        if i as u32 >= path_len || key.name[i] == 0 {
-            ended = true;
-        }
-        if ended {
-            key.name[i] = 0;
-        }
-        i += 1;
+    if path_len as usize >= SOCKET_NAME_LEN {
+        return;
     }
-    // An abstract or empty address is no socket file.
-    if key.name[0] == 0 {
+    let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
+    // At most `path_len` bytes and the NUL; the key stays NUL-padded past them. An
+    // abstract address (a NUL first) or an empty one reads as "" and is no socket file.
+    if read_kernel_str_max(&mut key.name, path_len + 1, uaddr + SUN_PATH_OFFSET as u64) <= 1 {
         return;
     }
     let Some(socket_rules) = lookup(&SOCKET_NAMES, &key) else { return };
