@@ -237,6 +237,7 @@ mod tests {
             daemon: Daemon { running: false, pid: None },
             kernel: String::new(),
             lsms: String::new(),
+            gate_routing: false,
             policy: None,
             counters: Some(Counters {
                 checked: 10,

@@ -71,6 +71,9 @@ pub struct Status {
     pub daemon: Daemon,
     pub kernel: String,
     pub lsms: String,
+    /// Whether gated identities' connects to the docker socket paths are routed to their
+    /// gates (`cgroup/connect_unix`, 6.7+), from the pins.
+    pub gate_routing: bool,
     pub policy: Option<PolicyInfo>,
     pub counters: Option<Counters>,
     pub rules: Vec<RuleCounters>,
@@ -202,6 +205,10 @@ pub fn collect(state_dir: &Path, limit: usize, filter: &Filter) -> Result<Status
         daemon: Daemon { running: daemon_reply.is_some(), pid: daemon_reply.map(|r| r.pid) },
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         lsms: std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default().trim().to_string(),
+        gate_routing: pins.hooks.iter().any(|pin| {
+            pin.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(crate::routing::ROUTE_PROGRAM))
+        }),
         policy,
         counters,
         rules,
@@ -235,6 +242,14 @@ fn print_table(status: &Status) {
         None => println!("daemon:    not running"),
     }
     println!("kernel:    {} (LSMs: {})", status.kernel, status.lsms);
+    println!(
+        "routing:   {}",
+        if status.gate_routing {
+            "on: gated identities' connects to the docker socket reach their gate"
+        } else {
+            "off: gated identities need DOCKER_HOST (docs/api-gate.md)"
+        }
+    );
     if let Some(p) = &status.policy {
         println!(
             "policy:    {} (sha256 {}, mode {}, loaded {})",

@@ -168,8 +168,8 @@ pub(super) fn check(c: &mut Checks) {
             || format!("exit {rc_name}: {out_name}"),
         );
         c.check(
-            "6.7+: status counts the routed connects",
-            status_rc == 0 && routed.is_some_and(|n| n >= 3),
+            "6.7+: status says routing is on and counts the routed connects",
+            status_rc == 0 && status["gate_routing"] == true && routed.is_some_and(|n| n >= 3),
             || status_out.clone(),
         );
     } else {
@@ -192,7 +192,11 @@ pub(super) fn check(c: &mut Checks) {
                 || format!("exit {rc}: {out}"),
             );
         }
-        c.check("before 6.7: nothing is routed", status_rc == 0 && routed == Some(0), || status_out.clone());
+        c.check(
+            "before 6.7: status says routing is off, and nothing is routed",
+            status_rc == 0 && status["gate_routing"] == false && routed == Some(0),
+            || status_out.clone(),
+        );
     }
     let (rc, out) = c.step(PLAIN_EXEC);
     c.check(
