@@ -15,12 +15,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 use enforcer_common::abi::{
-    Counter, KFUNC_CAST_TO_KERN_CTX, KFUNC_SOCK_ADDR_SET_SUN_PATH, MAX_RULES, SOCKET_NAME_LEN, SocketNameKey,
+    Counter, KFUNC_CAST_TO_KERN_CTX, KFUNC_SOCK_ADDR_SET_SUN_PATH, MAX_RULES, RuleConfig, SOCKET_NAME_LEN,
+    SocketNameKey,
 };
+use enforcer_common::engine::Rules as _;
 
 use crate::{
     kernel::{read_kernel, read_kernel_str_max},
-    maps::{GATE_PATHS, OFFSETS, SOCKET_NAMES, count, lookup},
+    maps::{GATE_PATHS, KernelRules, OFFSETS, SOCKET_NAMES, count, lookup},
     restricted::{gated_rules, restricted},
 };
 
@@ -77,6 +79,12 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     let mut index = 0;
     while index < MAX_RULES as u32 && rule_bit != 1 << index {
         index += 1;
+    }
+    // A rule in audit mode keeps the real socket (the LSM hook records the would-be
+    // `gate_only`): audit mode changes nothing the agent does, on any kernel.
+    let rules = KernelRules { generation };
+    if rules.rule(index).is_none_or(RuleConfig::is_audit) {
+        return;
     }
     let Some(gate) = GATE_PATHS.get(generation * MAX_RULES as u32 + index) else { return };
     // No gate: an empty path. The length is masked, then compared once: LLVM folds two

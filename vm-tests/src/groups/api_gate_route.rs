@@ -29,6 +29,10 @@ const CURL_ROUTED: Step = Step::new("curl-routed");
 const UNGATED_PS: Step = Step::new("ungated-ps");
 const ROOT_PS: Step = Step::new("root-ps");
 const STATUS: Step = Step::new("status");
+const RELOAD_AUDIT: Step = Step::new("reload-audit");
+const AUDIT_PS: Step = Step::new("audit-ps");
+const AUDIT_STATUS: Step = Step::new("audit-status");
+const RELOAD_ENFORCE: Step = Step::new("reload-enforce");
 const KILLED_PLAIN: Step = Step::new("killed-plain");
 const KILLED_ROOT: Step = Step::new("killed-root");
 
@@ -64,7 +68,7 @@ deny = ["exec"]
 pub(super) fn script() -> String {
     let run = "docker run --rm --network none";
     format!(
-        r"
+        r#"
 start_dockerd
 step {KERNEL} root uname -r
 # The control: where nothing defends, the agent's plain docker reads gitea's secret.
@@ -84,6 +88,15 @@ step {CURL_ROUTED} ai-worker curl -sS --max-time 10 --unix-socket /var/run/docke
 step {UNGATED_PS} bob docker ps --format '{{{{.Names}}}}'
 step {ROOT_PS} root docker ps --format '{{{{.Names}}}}'
 step {STATUS} root /usr/local/sbin/enforcer status --json --limit 200
+# Audit mode: the rule's identities keep the real socket (not routed), and the kernel
+# records the would-be refusal.
+cp /tmp/route.toml /tmp/route-enforce.toml
+{{ echo 'mode = "audit"'; cat /tmp/route-enforce.toml; }} > /tmp/route.toml
+step {RELOAD_AUDIT} root /usr/local/sbin/enforcer reload
+step {AUDIT_PS} ai-worker docker ps --format '{{{{.Names}}}}'
+step {AUDIT_STATUS} root /usr/local/sbin/enforcer status --json --limit 200
+cp /tmp/route-enforce.toml /tmp/route.toml
+step {RELOAD_ENFORCE} root /usr/local/sbin/enforcer reload
 report_file denials /var/lib/enforcer/denials.jsonl
 report_file enforcer-log /tmp/enforcer.log
 kill -9 $ENFORCER_PID
@@ -92,7 +105,7 @@ step {KILLED_PLAIN} ai-worker docker ps
 step {KILLED_ROOT} root docker ps --format '{{{{.Names}}}}'
 /usr/local/sbin/enforcer stop >/dev/null 2>&1
 stop_dockerd
-"
+"#
     )
 }
 
@@ -144,9 +157,14 @@ pub(super) fn check(c: &mut Checks) {
     let (status_rc, status, status_out) = c.json_step(STATUS);
     let routed = status["counters"]["gate_routed"].as_u64();
     if routing {
-        c.check("6.7+: the log says connect routing is on", log.contains("connect routing on"), || {
-            log.clone()
-        });
+        c.check(
+            "6.7+: the log says connect routing is on, with the routing program's verifier count",
+            log.contains("connect routing on")
+                && log.lines().any(|l| {
+                    l.contains("verifier processed") && l.ends_with("instructions for enforcer_route")
+                }),
+            || log.clone(),
+        );
         c.check(
             "6.7+: the agent's plain docker ps (no DOCKER_HOST) is routed to its gate and lists gitea",
             rc == 0 && out.contains("gitea"),
@@ -238,6 +256,20 @@ pub(super) fn check(c: &mut Checks) {
             && records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == "gate_only"),
         || denials.clone(),
     );
+    c.succeeded(RELOAD_AUDIT);
+    let (rc, out) = c.step(AUDIT_PS);
+    c.check("audit mode: the agent's plain docker ps works", rc == 0 && out.contains("gitea"), || {
+        format!("exit {rc}: {out}")
+    });
+    let (rc, audit_status, out) = c.json_step(AUDIT_STATUS);
+    c.check(
+        "audit mode: the connect is not routed, and the would-be gate_only refusal is recorded as audited",
+        rc == 0
+            && audit_status["counters"]["gate_routed"] == status["counters"]["gate_routed"]
+            && records.iter().any(|d| d["reason"] == "gate_only" && d["action"] == "audited"),
+        || format!("before: {status_out}\nafter: {out}"),
+    );
+    c.succeeded(RELOAD_ENFORCE);
     let (rc, out) = c.step(KILLED_PLAIN);
     c.check("daemon killed: the agent's plain docker has no API", rc != 0 && !out.contains("gitea"), || {
         format!("exit {rc}: {out}")
