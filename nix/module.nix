@@ -493,7 +493,7 @@ in
             StateDirectoryMode = "0700";
             RuntimeDirectory = "enforcer";
             RuntimeDirectoryPreserve = true;
-            RuntimeDirectoryMode = "0700";
+            RuntimeDirectoryMode = "0711"; # gate/ must be reachable; control.sock is 0600
             UMask = "0077";
             LimitMEMLOCK = "infinity";
             OOMScoreAdjust = -900;

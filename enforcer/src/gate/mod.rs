@@ -15,7 +15,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use enforcer_common::{abi::RuleConfig, grammar};
 use tokio::{net::UnixListener, sync::mpsc, task::JoinHandle};
 
@@ -179,9 +179,7 @@ impl GateSet {
                 paths.insert(index, running.path.clone());
                 continue;
             }
-            std::fs::create_dir_all(&self.dir)
-                .with_context(|| format!("cannot create {}", self.dir.display()))?;
-            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))?;
+            open_gate_dir(&self.dir)?;
             let path = serve::socket_path(&self.dir, &rule.name);
             let _ = std::fs::remove_file(&path);
             let listener = std::os::unix::net::UnixListener::bind(&path)
@@ -366,6 +364,39 @@ fn peer_of(stream: &tokio::net::UnixStream) -> Option<serve::Peer> {
 
 /// The gate socket gets the owner, group and mode of dockerd's: whoever could not reach
 /// dockerd cannot reach the gate either. No dockerd socket yet: root only.
+/// Creates the gate directory (0755) and makes the directory above it traversable (0711:
+/// the control socket there stays root's), after checking that every directory on the way
+/// is root's and writable by root alone: whoever could replace a gate socket would receive
+/// the requests the kernel routes or admits to it.
+fn open_gate_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::symlink_metadata(ancestor)
+            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let mode = meta.mode();
+        // A sticky directory (/tmp) is writable by all, but no one else may replace what
+        // root made in it.
+        let sticky = mode & 0o1000 != 0;
+        if meta.file_type().is_symlink() || meta.uid() != 0 || (mode & 0o022 != 0 && !sticky) {
+            bail!(
+                "{} must be a directory of root's that only root can write (the gate sockets live under it):                  owner {}, mode {:o}",
+                ancestor.display(),
+                meta.uid(),
+                mode & 0o7777
+            );
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    if let Some(parent) = dir.parent() {
+        let mode = std::fs::metadata(parent)?.mode() & 0o7777;
+        if mode & 0o011 != 0o011 {
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode | 0o711))
+                .with_context(|| format!("cannot make {} traversable", parent.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn mirror_permissions(upstream: &Path, gate: &Path) -> Result<()> {
     let (uid, gid, mode) = match std::fs::metadata(upstream) {
         Ok(meta) => (meta.uid(), meta.gid(), meta.mode() & 0o660),

@@ -37,6 +37,11 @@ const RELOAD_BROKEN: Step = Step::new("reload-broken");
 const PS_AFTER_BROKEN: Step = Step::new("ps-after-broken");
 const RELOAD_DEFAULT: Step = Step::new("reload-default");
 const PS_AFTER_DEFAULT: Step = Step::new("ps-after-default");
+const RELOAD_GATED: Step = Step::new("reload-gated");
+const GATE_DIR_MODE: Step = Step::new("gate-dir-mode");
+const GATE_PS: Step = Step::new("gate-ps");
+const GATE_REFUSES: Step = Step::new("gate-refuses");
+const RELOAD_UNGATED: Step = Step::new("reload-ungated");
 const RELOAD_STATE: Step = Step::new("reload-state");
 const RESTART: Step = Step::new("restart");
 const STATUS_AFTER_SYSTEMCTL_RESTART: Step = Step::new("status-after-systemctl-restart");
@@ -122,6 +127,15 @@ step {PS_AFTER_BROKEN} ai-worker docker ps
 rm /etc/enforcer/policy.toml
 step {RELOAD_DEFAULT} root systemctl reload enforcer.service
 step {PS_AFTER_DEFAULT} ai-worker docker ps --format '{{{{.Names}}}}'
+# The API gate under the shipped unit: its socket is reachable from outside the unit's
+# runtime directory, and it judges.
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp"]\napi_gate = true\n' > /etc/enforcer/policy.toml
+step {RELOAD_GATED} root systemctl reload enforcer.service
+step {GATE_DIR_MODE} root stat -c '%a %U' /run/enforcer /run/enforcer/gate /run/enforcer/control.sock
+step {GATE_PS} ai-worker env DOCKER_HOST=unix:///run/enforcer/gate/agent.sock docker ps --format '{{{{.Names}}}}'
+step {GATE_REFUSES} ai-worker env DOCKER_HOST=unix:///run/enforcer/gate/agent.sock docker run --rm --network none --volumes-from gitea local/busybox cat /data/secret
+rm /etc/enforcer/policy.toml
+step {RELOAD_UNGATED} root systemctl reload enforcer.service
 step {RELOAD_STATE} root unit_state
 
 # Right after systemctl restart returns (READY=1), the new daemon answers on its socket.
@@ -326,6 +340,26 @@ pub(super) fn check(c: &mut Checks) {
     c.check("back on the default policy, docker ps works", rc == 0 && out.trim() == "gitea", || {
         format!("exit {rc}: {out}")
     });
+    c.succeeded(RELOAD_GATED);
+    let (rc, out) = c.step(GATE_DIR_MODE);
+    c.check(
+        "under the unit, /run/enforcer is traversable (0711), gate/ 0755, the control socket root's (0600)",
+        rc == 0 && out.lines().collect::<Vec<_>>() == ["711 root", "755 root", "600 root"],
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(GATE_PS);
+    c.check(
+        "under the unit, the agent's docker reaches its gate: ps lists gitea",
+        rc == 0 && out.trim() == "gitea",
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(GATE_REFUSES);
+    c.check(
+        "under the unit, the gate refuses --volumes-from gitea with the rule's message",
+        rc != 0 && out.contains("enforcer: rule \"agent\" refuses") && !out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    c.succeeded(RELOAD_UNGATED);
     let (_, state) = c.step(RELOAD_STATE);
     c.check(
         "reloads restart nothing (NRestarts still 1)",
