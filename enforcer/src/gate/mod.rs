@@ -74,6 +74,9 @@ pub struct RuleGate {
     /// (creates, renames, removals, ownership checks) until dockerd answered it: one gate's
     /// checks and the changes they depend on never interleave. Kept across reloads.
     pub serial: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a reload removed the rule (or renamed it): the connections still open on
+    /// its gate get 503 from then on, never a judgement by a rule no longer in force.
+    pub retired: std::sync::atomic::AtomicBool,
 }
 
 impl RuleGate {
@@ -133,6 +136,7 @@ impl RuleGate {
             uids: None,
             records: mpsc::channel(1).0,
             serial: Arc::default(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -143,6 +147,14 @@ struct Running {
     identity: (u64, u64),
     shared: Arc<RwLock<Arc<RuleGate>>>,
     task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Marks the gate's rule retired for the connections still open on it.
+    fn retire(&self) {
+        let gate = self.shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gate.retired.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A gate bound for a policy being installed, not serving yet.
@@ -216,6 +228,7 @@ impl GateSet {
         for name in stale {
             if let Some(running) = self.running.remove(&name) {
                 running.task.abort();
+                running.retire();
                 remove_own(&running.path, running.identity);
                 log::info!("gate {name}: stopped");
             }
@@ -283,6 +296,7 @@ impl GateSet {
             uids,
             records: self.records.clone(),
             serial: Arc::default(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -292,6 +306,7 @@ impl GateSet {
         self.rollback();
         for (_, running) in std::mem::take(&mut self.running) {
             running.task.abort();
+            running.retire();
             remove_own(&running.path, running.identity);
         }
     }

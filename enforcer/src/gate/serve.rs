@@ -77,6 +77,15 @@ async fn handle(
     upstream: &Upstream,
     slot: Arc<Slot>,
 ) -> Response<Body> {
+    if gate.retired.load(std::sync::atomic::Ordering::SeqCst) {
+        let message = format!(
+            "enforcer: rule \"{}\" is no longer in the policy (a reload removed or renamed it); reconnect",
+            gate.name
+        );
+        let mut response = refusal_response(StatusCode::SERVICE_UNAVAILABLE, &message);
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     let method = request.method().clone();
     let raw_path = request.uri().path().to_owned();
     match judge_and_forward(request, gate, upstream, slot).await {
@@ -863,6 +872,38 @@ mod tests {
         // dockerd gone: a 502 refusal, not a hang.
         let gone = upstream.send(&dir.join("missing.sock"), get("/")).await.unwrap_err();
         assert_eq!(gone.status, StatusCode::BAD_GATEWAY);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reload that removes a rule retires its gate: a connection still open on it gets
+    /// 503 for its next request, and nothing more reaches dockerd.
+    #[tokio::test]
+    async fn a_retired_gate_answers_503_on_open_connections() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("enforcer-retired-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dockerd = dir.join("d.sock");
+        let accepted = counting_upstream(&dockerd);
+        let gate = RuleGate {
+            upstream: dockerd.clone(),
+            ..RuleGate::for_tests("gone", enforcer_common::abi::RuleConfig::default())
+        };
+        let shared = Arc::new(RwLock::new(Arc::new(gate)));
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let slot = (Arc::clone(&slots).try_acquire_owned().unwrap(), slots.try_acquire_owned().unwrap());
+        let (client, server) = UnixStream::pair().unwrap();
+        let peer = Peer { uid: 0, pid: 0, comm: String::new() };
+        tokio::spawn(connection(server, Arc::clone(&shared), peer, Arc::new(slot)));
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client)).await.unwrap();
+        tokio::spawn(conn);
+        let first = sender.send_request(get("/v1.41/_ping")).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(body_of(first).await, "/v1.41/_ping");
+        shared.read().unwrap().retired.store(true, Ordering::SeqCst);
+        let second = sender.send_request(get("/v1.41/_ping")).await.unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body_of(second).await.contains("rule \\\"gone\\\" is no longer in the policy"));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the second request never reached dockerd");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
