@@ -98,6 +98,11 @@ pub static SOCKET_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(256, 0);
 #[map]
 pub static GATE_PATHS: Array<GatePath> = Array::pinned(GENERATIONS * MAX_RULES as u32, 0);
 
+/// (generation, a name of a gated rule's upstream docker socket) -> the rules whose
+/// identities' connects to it are routed to their gate.
+#[map]
+pub static ROUTE_NAMES: HashMap<SocketNameKey, u32> = HashMap::pinned(64, 0);
+
 /// (generation, docker API TCP address) -> the rules that gate it.
 #[map]
 pub static HOSTS: HashMap<HostKey, u32> = HashMap::pinned(256, 0);

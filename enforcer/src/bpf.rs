@@ -345,6 +345,12 @@ impl Programs {
             &entries.socket_names,
         )?;
         self.replace_generation("GATES", generation, |k: &FileKey| k.generation, &entries.gates)?;
+        self.replace_generation(
+            "ROUTE_NAMES",
+            generation,
+            |k: &SocketNameKey| k.generation,
+            &entries.route_names,
+        )?;
         let mut gate_paths: Array<&mut MapData, GatePath> =
             Array::try_from(self.ebpf.map_mut("GATE_PATHS").context("map GATE_PATHS missing")?)?;
         for (index, path) in &entries.gate_paths {

@@ -47,6 +47,10 @@ pub struct CompiledPolicy {
     /// `GATE_PATHS`: each gated rule's gate socket path, by rule index (where the connect
     /// routing sends the rule's identities); a path too long for `sun_path` is left out.
     pub gate_paths: BTreeMap<usize, Vec<u8>>,
+    /// `ROUTE_NAMES`: the names of each gated rule's upstream socket (the one its gate
+    /// forwards to) -> the rules routed to their gate from it. Another listed socket (a
+    /// second daemon) is not routed: the gate would serve it from the wrong daemon.
+    pub route_names: BTreeMap<Vec<u8>, u32>,
     /// `POLICY.gate_rules` of the generation: the rules with the API gate on.
     pub gate_rules: u32,
     /// `POLICY.any_client_rules`: the gated rules whose gate admits any client.
@@ -68,13 +72,16 @@ pub struct GenerationEntries {
     pub gates: Vec<(FileKey, u32)>,
     /// `GATE_PATHS` index -> path, for every rule slot (`len` 0: no gate).
     pub gate_paths: Vec<(u32, GatePath)>,
+    pub route_names: Vec<(SocketNameKey, u32)>,
 }
 
-/// A gated rule's gate socket: the kernel's identity of it and its path.
+/// A gated rule's gate socket: the kernel's identity of it, its path, and the docker
+/// socket it forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateSocket {
     pub identity: FileId,
     pub path: PathBuf,
+    pub upstream: PathBuf,
 }
 
 /// Why a resolved policy cannot be compiled (each a fault of the system it was resolved
@@ -145,6 +152,7 @@ pub fn compile(
         .map(|(index, gate)| (*index, gate.path.as_os_str().as_encoded_bytes().to_vec()))
         .filter(|(_, path)| path.len() < SOCKET_NAME_LEN)
         .collect();
+    let route_names = route_names(resolved, socket_aliases, gated());
     let gates = gated().map(|(index, gate)| (gate.identity, 1u32 << *index)).collect();
     Ok(CompiledPolicy {
         rules,
@@ -155,6 +163,7 @@ pub fn compile(
         cgroup_levels: resolved.cgroup_levels(),
         gates,
         gate_paths,
+        route_names,
         gate_rules,
         any_client_rules,
     })
@@ -177,6 +186,30 @@ fn binaries(
         entry.rules |= rule_mask;
     }
     Ok(merged)
+}
+
+/// The names routed to each gated rule's gate: those of the rule's listed sockets that are
+/// its gate's upstream (the same path, or the same file through symlinks), under each name.
+fn route_names<'a>(
+    resolved: &Resolved,
+    socket_aliases: &BTreeMap<PathBuf, PathBuf>,
+    gated: impl Iterator<Item = (&'a usize, &'a GateSocket)>,
+) -> BTreeMap<Vec<u8>, u32> {
+    let real = |path: &Path| socket_aliases.get(path).cloned().unwrap_or_else(|| path.to_path_buf());
+    let bytes = |path: &Path| path.as_os_str().as_encoded_bytes().to_vec();
+    let mut names: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for (index, gate) in gated {
+        let bit = 1u32 << *index;
+        let upstream = real(&gate.upstream);
+        for (path, rules) in &resolved.sockets {
+            if rules & bit != 0 && real(path) == upstream {
+                *names.entry(bytes(path)).or_default() |= bit;
+                *names.entry(bytes(&upstream)).or_default() |= bit;
+            }
+        }
+    }
+    names.retain(|name, _| name.len() < SOCKET_NAME_LEN);
+    names
 }
 
 /// The socket names: a listed path through a symlink (`/var/run` -> `/run`) is bound to
@@ -241,7 +274,23 @@ impl CompiledPolicy {
                 (generation * MAX_RULES as u32 + rule as u32, gate)
             })
             .collect();
-        GenerationEntries { rules, rule_counters, binaries, users, hosts, socket_names, gates, gate_paths }
+        let name_key = |name: &Vec<u8>| {
+            let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
+            key.name[..name.len()].copy_from_slice(name);
+            key
+        };
+        let route_names = self.route_names.iter().map(|(name, rules)| (name_key(name), *rules)).collect();
+        GenerationEntries {
+            rules,
+            rule_counters,
+            binaries,
+            users,
+            hosts,
+            socket_names,
+            gates,
+            gate_paths,
+            route_names,
+        }
     }
 }
 
@@ -561,8 +610,11 @@ mod tests {
              [[rule]]\nname = \"open\"\nusers = [3]\ndeny = [\"exec\"]\napi_gate = true\napi_clients = \"any\"\n",
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
-        let gate =
-            |n| GateSocket { identity: file(n), path: PathBuf::from(format!("/run/enforcer/gate/{n}.sock")) };
+        let gate = |n| GateSocket {
+            identity: file(n),
+            path: PathBuf::from(format!("/run/enforcer/gate/{n}.sock")),
+            upstream: PathBuf::from("/var/run/docker.sock"),
+        };
         // A gate socket is required for each gated rule, and only gated rules' count.
         let identities = paths([("/usr/bin/docker", file(1))]);
         let missing =
@@ -591,5 +643,41 @@ mod tests {
         assert_eq!(&slot(2).path[..slot(2).len as usize], b"/run/enforcer/gate/8.sock");
         assert!(slot(2).path[slot(2).len as usize..].iter().all(|&b| b == 0));
         assert_eq!(slot(5).len, 0);
+    }
+
+    /// Only the gate's own upstream is routed to it, under each of its names; a second
+    /// daemon's socket the rule lists is not (the gate would serve it from the wrong
+    /// daemon), and an ungated rule's sockets are not.
+    #[test]
+    fn only_the_gates_upstream_is_routed() {
+        let policy = parse(
+            "[[rule]]\nname = \"gated\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = true\n\
+             sockets = [\"/var/run/docker.sock\", \"/run/docker.sock\", \"/tmp/other.sock\"]\n\
+             [[rule]]\nname = \"plain\"\nusers = [2]\ndeny = [\"exec\"]\nsockets = [\"/srv/d.sock\"]\n",
+        );
+        let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
+        let identities = paths([("/usr/bin/docker", file(1))]);
+        let aliases = paths([
+            ("/var/run/docker.sock", PathBuf::from("/run/docker.sock")),
+            ("/run/docker.sock", PathBuf::from("/run/docker.sock")),
+            ("/tmp/other.sock", PathBuf::from("/tmp/other.sock")),
+        ]);
+        let gates = BTreeMap::from([(
+            0,
+            GateSocket {
+                identity: file(9),
+                path: PathBuf::from("/run/enforcer/gate/gated.sock"),
+                upstream: PathBuf::from("/var/run/docker.sock"),
+            },
+        )]);
+        let compiled = compile(&policy, &resolved, &identities, &aliases, &gates).unwrap();
+        let routed: Vec<(&str, u32)> =
+            compiled.route_names.iter().map(|(n, r)| (std::str::from_utf8(n).unwrap(), *r)).collect();
+        assert_eq!(routed, [("/run/docker.sock", 0b1), ("/var/run/docker.sock", 0b1)]);
+        // The other socket stays gated (refused to the rule's identities), just not routed.
+        assert!(compiled.socket_names.contains_key(b"/tmp/other.sock".as_slice()));
+        let entries = compiled.entries(0);
+        assert_eq!(entries.route_names.len(), 2);
+        assert!(entries.route_names.iter().all(|(key, rules)| key.generation == 0 && *rules == 0b1));
     }
 }

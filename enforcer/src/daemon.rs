@@ -93,7 +93,8 @@ impl Daemon {
             let identity = probed_identities
                 .get(path)
                 .with_context(|| format!("no kernel identity for the gate socket {}", path.display()))?;
-            gates.insert(*index, compile::GateSocket { identity: *identity, path: path.clone() });
+            let upstream = policy.rules.get(*index).map(gate::upstream_of).unwrap_or_default();
+            gates.insert(*index, compile::GateSocket { identity: *identity, path: path.clone(), upstream });
         }
         let compiled =
             compile::compile(policy, resolved, &identities, &dynamic::socket_aliases(resolved), &gates)?;

@@ -22,7 +22,7 @@ use enforcer_common::engine::Rules as _;
 
 use crate::{
     kernel::{read_kernel, read_kernel_str_max},
-    maps::{GATE_PATHS, KernelRules, OFFSETS, SOCKET_NAMES, count, lookup},
+    maps::{GATE_PATHS, KernelRules, OFFSETS, ROUTE_NAMES, count, lookup},
     restricted::{gated_rules, restricted},
 };
 
@@ -45,8 +45,8 @@ pub fn enforcer_route(ctx: SockAddrContext) -> i32 {
     PROCEED
 }
 
-/// Rewrites the destination to the gate of `rule_bit` when it is a path of a docker API
-/// socket that rule gates.
+/// Rewrites the destination to the gate of `rule_bit` when it is a name of the docker
+/// socket that rule's gate forwards to (`ROUTE_NAMES`).
 #[inline(always)]
 fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     let off = OFFSETS.load();
@@ -72,8 +72,8 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     if read_kernel_str_max(&mut key.name, path_len + 1, uaddr + SUN_PATH_OFFSET as u64) <= 1 {
         return;
     }
-    let Some(socket_rules) = lookup(&SOCKET_NAMES, &key) else { return };
-    if socket_rules & rule_bit == 0 {
+    let Some(routed_rules) = lookup(&ROUTE_NAMES, &key) else { return };
+    if routed_rules & rule_bit == 0 {
         return;
     }
     let mut index = 0;

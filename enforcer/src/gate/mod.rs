@@ -261,14 +261,7 @@ impl GateSet {
         let bit = 1u32 << index;
         let sockets: Vec<&PathBuf> =
             resolved.sockets.iter().filter(|(_, rules)| **rules & bit != 0).map(|(path, _)| path).collect();
-        // The order the rule lists them in decides, as the docker CLI's default would.
-        let upstream = rule
-            .sockets
-            .iter()
-            .find(|path| path.exists())
-            .or(rule.sockets.first())
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        let upstream = upstream_of(rule);
         let mut never_bind = self.never_bind.clone();
         never_bind.push(self.dir.clone());
         for socket in sockets {
@@ -379,6 +372,17 @@ fn peer_of(stream: &tokio::net::UnixStream) -> Option<serve::Peer> {
 
 /// The gate socket gets the owner, group and mode of dockerd's: whoever could not reach
 /// dockerd cannot reach the gate either. No dockerd socket yet: root only.
+/// The docker socket `rule`'s gate forwards to: the first of its sockets that exists (the
+/// order the rule lists them in decides, as the docker CLI's default would).
+pub fn upstream_of(rule: &Rule) -> PathBuf {
+    rule.sockets
+        .iter()
+        .find(|path| path.exists())
+        .or(rule.sockets.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
 /// Creates the gate directory (0755) and makes the directory above it traversable (0711:
 /// the control socket there stays root's), after checking that every directory on the way
 /// is root's and writable by root alone: whoever could replace a gate socket would receive

@@ -25,6 +25,7 @@ const PLAIN_RUN: Step = Step::new("plain-run");
 const PLAIN_EXEC: Step = Step::new("plain-exec");
 const RUN_SOCKET_NAME: Step = Step::new("run-socket-name");
 const SYMLINK_SPELLING: Step = Step::new("symlink-spelling");
+const OTHER_DAEMON: Step = Step::new("other-daemon");
 const CURL_ROUTED: Step = Step::new("curl-routed");
 const UNGATED_PS: Step = Step::new("ungated-ps");
 const ROOT_PS: Step = Step::new("root-ps");
@@ -51,10 +52,12 @@ pub(super) fn group() -> Group {
     }
 }
 
-/// ai-worker gated (vetted clients), bob restricted by a rule without the gate.
+/// ai-worker gated (vetted clients), bob restricted by a rule without the gate. The gated
+/// rule also lists a second daemon's socket, which its gate does not serve.
 const POLICY: &str = r#"[[rule]]
 name = "ai-worker-docker"
 users = ["ai-worker"]
+sockets = ["/var/run/docker.sock", "/tmp/other.sock"]
 deny = ["exec", "cp", "commit", "diff", "export", "import", "load", "save", "attach", "push", "tag",
         "system dial-stdio", "compose watch", "checkpoint create"]
 api_gate = true
@@ -73,6 +76,9 @@ start_dockerd
 step {KERNEL} root uname -r
 # The control: where nothing defends, the agent's plain docker reads gitea's secret.
 step {CONTROL_PLAIN_SECRET} ai-worker {run} --volumes-from gitea local/busybox cat /data/secret
+# A second "daemon" the gated rule lists.
+socat UNIX-LISTEN:/tmp/other.sock,fork,mode=666 SYSTEM:'echo other-daemon' &
+sleep 1
 cat > /tmp/route.toml <<'EOF'
 {POLICY}EOF
 step {VERIFY} root /usr/local/sbin/enforcer verify
@@ -84,6 +90,7 @@ step {PLAIN_RUN} ai-worker {run} local/busybox echo routed-run
 step {PLAIN_EXEC} ai-worker docker exec gitea cat /data/secret
 step {RUN_SOCKET_NAME} ai-worker env DOCKER_HOST=unix:///run/docker.sock docker ps --format '{{{{.Names}}}}'
 step {SYMLINK_SPELLING} ai-worker env DOCKER_HOST=unix:///tmp/docker-link.sock docker ps
+step {OTHER_DAEMON} ai-worker env DOCKER_HOST=unix:///tmp/other.sock docker ps --format '{{{{.Names}}}}'
 step {CURL_ROUTED} ai-worker curl -sS --max-time 10 --unix-socket /var/run/docker.sock http://docker/_ping
 step {UNGATED_PS} bob docker ps --format '{{{{.Names}}}}'
 step {ROOT_PS} root docker ps --format '{{{{.Names}}}}'
@@ -226,6 +233,12 @@ pub(super) fn check(c: &mut Checks) {
     c.check(
         "a socket spelling routing does not know (a symlink) is refused by the socket's inode",
         denied_socket(rc, &out),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(OTHER_DAEMON);
+    c.check(
+        "another daemon's socket the rule lists is not routed to the gate (whose upstream is dockerd): refused",
+        denied_socket(rc, &out) && !out.contains("gitea"),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step(CURL_ROUTED);
