@@ -179,6 +179,7 @@ impl Programs {
             .default_map_pin_directory(dir)
             .override_global("OFFSETS", offsets, true)
             .override_global("PROBE_TGID", &tgid, true)
+            .override_global("INIT_MNT_NS", &init_mount_namespace(), true)
             .load(BPF_OBJECT)
             .map_err(|e| {
                 let hint = if matches!(e, aya::EbpfError::MapError(_)) || e.to_string().contains("EPERM") {
@@ -602,6 +603,13 @@ pub fn remove_pins() -> Result<bool> {
     Ok(true)
 }
 
+/// The initial mount namespace's inode number (`/proc/1/ns/mnt`), 0 when unreadable
+/// (then nothing is routed). Not the daemon's own: the unit gives it private mounts.
+fn init_mount_namespace() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/1/ns/mnt").ok().and_then(|m| u32::try_from(m.ino()).ok()).unwrap_or(0)
+}
+
 /// Instructions the verifier processed for the program pinned at `pin`, when the kernel says.
 fn pinned_instructions(pin: &Path) -> Option<u32> {
     aya::programs::ProgramInfo::from_pin(pin).ok()?.verified_instruction_count()
@@ -668,14 +676,18 @@ pub fn program_stats() -> Result<Vec<(&'static str, u64, u64)>> {
 }
 
 /// The enforcing programs loaded in the kernel (any enforcer instance's), by their name in
-/// `HOOKS` (the kernel keeps only the first 15 bytes of a program's name).
+/// `HOOKS` or the routing program's (the kernel keeps only the first 15 bytes of a name).
 fn our_programs() -> Result<Vec<(&'static str, aya::programs::ProgramInfo)>> {
     Ok(loaded_programs()?
         .into_iter()
         .filter_map(|p| {
             let kernel_name = p.name_as_str()?;
-            let (name, _) = HOOKS.iter().find(|(name, _)| name[..name.len().min(15)] == *kernel_name)?;
-            Some((*name, p))
+            let name = HOOKS
+                .iter()
+                .map(|(name, _)| *name)
+                .chain([routing::ROUTE_PROGRAM])
+                .find(|name| name[..name.len().min(15)] == *kernel_name)?;
+            Some((name, p))
         })
         .collect())
 }

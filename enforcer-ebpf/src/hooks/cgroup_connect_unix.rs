@@ -13,17 +13,18 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, programs::SockAddrContext};
 use enforcer_common::abi::{
-    Counter, KFUNC_CAST_TO_KERN_CTX, KFUNC_SOCK_ADDR_SET_SUN_PATH, MAX_RULES, RuleConfig, SOCKET_NAME_LEN,
-    SocketNameKey,
+    Counter, KFUNC_CAST_TO_KERN_CTX, KFUNC_SOCK_ADDR_SET_SUN_PATH, KernelOffsets, MAX_RULES, RuleConfig,
+    SOCKET_NAME_LEN, SocketNameKey,
 };
 use enforcer_common::engine::Rules as _;
 
 use crate::{
     kernel::{read_kernel, read_kernel_str_max},
-    maps::{GATE_PATHS, KernelRules, OFFSETS, ROUTE_NAMES, count, lookup},
-    restricted::{gated_rules, restricted},
+    maps::{GATE_PATHS, INIT_MNT_NS, KernelRules, OFFSETS, PROBE_TGID, ROUTE_NAMES, count, lookup},
+    restricted::{policy, restricted_rules},
+    task::current_task,
 };
 
 /// The connect goes on (a `cgroup/connect_unix` verdict of 0 would be `EPERM`).
@@ -34,8 +35,13 @@ const SUN_PATH_OFFSET: u32 = 2;
 
 #[cgroup_sock_addr(connect4)]
 pub fn enforcer_route(ctx: SockAddrContext) -> i32 {
-    let Some((generation, user_rules)) = restricted() else { return PROCEED };
-    let gated = user_rules & gated_rules(generation).0;
+    // Hosts without a gated rule pay one array read; everyone else one hash lookup more.
+    let Some((generation, state)) = policy() else { return PROCEED };
+    let gate_rules = state.gate_rules[(generation & 1) as usize];
+    if gate_rules == 0 {
+        return PROCEED;
+    }
+    let gated = restricted_rules(&state, generation) & gate_rules;
     // No gated rule: nothing to route. Several: no one gate judges by all of them, and the
     // LSM hook refuses every API socket.
     if gated == 0 || gated & (gated - 1) != 0 {
@@ -52,6 +58,17 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     let off = OFFSETS.load();
     // `uaddrlen` is never the struct's first field: 0 means this kernel has none.
     if off.valid == 0 || off.sock_addr_uaddrlen == 0 {
+        return;
+    }
+    // The daemon's own connects (its gate's, to dockerd) are never routed, even when a
+    // careless rule restricts it: the gate would loop into itself.
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == PROBE_TGID.load() {
+        return;
+    }
+    // Paths name the listed sockets only in the initial mount namespace: in a sandbox of
+    // the agent's own (a rootless daemon's socket mounted at /var/run/docker.sock), the
+    // same path is another socket, and the LSM hook decides on it as it is.
+    if !in_initial_mount_namespace(&off) {
         return;
     }
     // SAFETY: the kfunc takes the program's context (the verifier checks that) and returns
@@ -102,6 +119,18 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     if unsafe { set_sun_path(kern, gate.path.as_ptr(), len) } == 0 {
         count(Counter::GateRouted);
     }
+}
+
+/// Whether the current task resolves paths in the initial mount namespace (unknown: no).
+#[inline(always)]
+fn in_initial_mount_namespace(off: &KernelOffsets) -> bool {
+    let initial = INIT_MNT_NS.load();
+    if initial == 0 || off.task_nsproxy == 0 || off.nsproxy_mnt_ns == 0 || off.mnt_ns_inum == 0 {
+        return false;
+    }
+    let Ok(nsproxy) = read_kernel::<u64>(current_task(), off.task_nsproxy) else { return false };
+    let Ok(mnt_ns) = read_kernel::<u64>(nsproxy, off.nsproxy_mnt_ns) else { return false };
+    read_kernel::<u32>(mnt_ns, off.mnt_ns_inum).is_ok_and(|inum| inum == initial)
 }
 
 /// `bpf_cast_to_kern_ctx`, called through the placeholder the loader turns into the kfunc.

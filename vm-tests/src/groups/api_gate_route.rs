@@ -26,6 +26,8 @@ const PLAIN_EXEC: Step = Step::new("plain-exec");
 const RUN_SOCKET_NAME: Step = Step::new("run-socket-name");
 const SYMLINK_SPELLING: Step = Step::new("symlink-spelling");
 const OTHER_DAEMON: Step = Step::new("other-daemon");
+const SANDBOX_BOB: Step = Step::new("sandbox-bob");
+const SANDBOX_AGENT: Step = Step::new("sandbox-agent");
 const CURL_ROUTED: Step = Step::new("curl-routed");
 const UNGATED_PS: Step = Step::new("ungated-ps");
 const ROOT_PS: Step = Step::new("root-ps");
@@ -76,6 +78,9 @@ start_dockerd
 step {KERNEL} root uname -r
 # The control: where nothing defends, the agent's plain docker reads gitea's secret.
 step {CONTROL_PLAIN_SECRET} ai-worker {run} --volumes-from gitea local/busybox cat /data/secret
+# The agent's own socket (say a rootless daemon's), which it mounts in a sandbox of its own.
+printf 'HTTP/1.0 200 OK\r\nContent-Length: 19\r\nConnection: close\r\n\r\nown-socket-answered' > /tmp/own.http
+socat UNIX-LISTEN:/tmp/own.sock,fork,mode=666 SYSTEM:'cat /tmp/own.http' &
 # A second "daemon" the gated rule lists.
 socat UNIX-LISTEN:/tmp/other.sock,fork,mode=666 SYSTEM:'echo other-daemon' &
 sleep 1
@@ -90,6 +95,9 @@ step {PLAIN_RUN} ai-worker {run} local/busybox echo routed-run
 step {PLAIN_EXEC} ai-worker docker exec gitea cat /data/secret
 step {RUN_SOCKET_NAME} ai-worker env DOCKER_HOST=unix:///run/docker.sock docker ps --format '{{{{.Names}}}}'
 step {SYMLINK_SPELLING} ai-worker env DOCKER_HOST=unix:///tmp/docker-link.sock docker ps
+# In a mount namespace of the agent's own, /run/docker.sock is its own socket: not routed.
+step {SANDBOX_BOB} bob unshare -Urm sh -c 'mount --bind /tmp/own.sock /run/docker.sock && curl -sS --max-time 5 --unix-socket /var/run/docker.sock http://d/_ping'
+step {SANDBOX_AGENT} ai-worker unshare -Urm sh -c 'mount --bind /tmp/own.sock /run/docker.sock && curl -sS --max-time 5 --unix-socket /var/run/docker.sock http://d/_ping'
 step {OTHER_DAEMON} ai-worker env DOCKER_HOST=unix:///tmp/other.sock docker ps --format '{{{{.Names}}}}'
 step {CURL_ROUTED} ai-worker curl -sS --max-time 10 --unix-socket /var/run/docker.sock http://docker/_ping
 step {UNGATED_PS} bob docker ps --format '{{{{.Names}}}}'
@@ -233,6 +241,18 @@ pub(super) fn check(c: &mut Checks) {
     c.check(
         "a socket spelling routing does not know (a symlink) is refused by the socket's inode",
         denied_socket(rc, &out),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(SANDBOX_BOB);
+    c.check(
+        "control: in a mount namespace of its own, bob's /var/run/docker.sock is his own socket",
+        out.contains("own-socket-answered"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(SANDBOX_AGENT);
+    c.check(
+        "in a mount namespace of its own, the agent's connect to its own socket at that path is not routed to the gate",
+        out.contains("own-socket-answered") && !out.contains("OK"),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step(OTHER_DAEMON);
