@@ -441,11 +441,11 @@ pub struct KernelOffsets {
     /// kernels without `cgroup/connect_unix` (before 6.7), which do not load it.
     pub sock_addr_uaddr: u32,
     pub sock_addr_uaddrlen: u32,
-    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, `mnt_namespace.ns` + `ns_common.inum`: the
-    /// mount namespace a task resolves paths in, for the routing program (0: unknown).
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns` (the mount namespace a task resolves paths
+    /// in) and `task_struct.real_parent`, for the routing program (0: unknown).
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
-    pub mnt_ns_inum: u32,
+    pub task_real_parent: u32,
     /// Non-zero once userspace filled this struct in; a program that sees 0 fails closed.
     pub valid: u32,
 }

@@ -56,18 +56,13 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     sock_addr_uaddrlen: 0,
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
-    mnt_ns_inum: 0,
+    task_real_parent: 0,
     valid: 0,
 });
 
 /// Thread group whose file opens `enforcer_fopen` reports (the loader), 0 for none.
 #[unsafe(no_mangle)]
 pub static PROBE_TGID: Global<u32> = Global::new(0);
-
-/// The initial mount namespace's inode number (`/proc/1/ns/mnt`): the only one whose paths
-/// the routing program rewrites. 0: none.
-#[unsafe(no_mangle)]
-pub static INIT_MNT_NS: Global<u32> = Global::new(0);
 
 // The policy and state maps are pinned in bpffs (the loader sets the directory), so they
 // outlive the daemon: a restarted daemon adopts them and enforcement never lapses.

@@ -179,7 +179,6 @@ impl Programs {
             .default_map_pin_directory(dir)
             .override_global("OFFSETS", offsets, true)
             .override_global("PROBE_TGID", &tgid, true)
-            .override_global("INIT_MNT_NS", &init_mount_namespace(), true)
             .load(BPF_OBJECT)
             .map_err(|e| {
                 let hint = if matches!(e, aya::EbpfError::MapError(_)) || e.to_string().contains("EPERM") {
@@ -601,13 +600,6 @@ pub fn remove_pins() -> Result<bool> {
     }
     std::fs::remove_dir_all(root).with_context(|| format!("cannot remove {}", root.display()))?;
     Ok(true)
-}
-
-/// The initial mount namespace's inode number (`/proc/1/ns/mnt`), 0 when unreadable
-/// (then nothing is routed). Not the daemon's own: the unit gives it private mounts.
-fn init_mount_namespace() -> u32 {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/1/ns/mnt").ok().and_then(|m| u32::try_from(m.ino()).ok()).unwrap_or(0)
 }
 
 /// Instructions the verifier processed for the program pinned at `pin`, when the kernel says.

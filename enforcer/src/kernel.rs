@@ -107,9 +107,7 @@ pub fn offsets_from_btf(btf: &Btf) -> Result<KernelOffsets> {
         sock_addr_uaddrlen: field("bpf_sock_addr_kern", "uaddrlen", Some(4)).unwrap_or(0),
         task_nsproxy: field("task_struct", "nsproxy", None).unwrap_or(0),
         nsproxy_mnt_ns: field("nsproxy", "mnt_ns", None).unwrap_or(0),
-        mnt_ns_inum: field("mnt_namespace", "ns", None)
-            .and_then(|ns| Ok(ns + field("ns_common", "inum", Some(4))?))
-            .unwrap_or(0),
+        task_real_parent: field("task_struct", "real_parent", None).unwrap_or(0),
         valid: 1,
     })
 }

@@ -22,7 +22,7 @@ use enforcer_common::engine::Rules as _;
 
 use crate::{
     kernel::{read_kernel, read_kernel_str_max},
-    maps::{GATE_PATHS, INIT_MNT_NS, KernelRules, OFFSETS, PROBE_TGID, ROUTE_NAMES, count, lookup},
+    maps::{GATE_PATHS, KernelRules, OFFSETS, PROBE_TGID, ROUTE_NAMES, count, lookup},
     restricted::{policy, restricted_rules},
     task::current_task,
 };
@@ -121,16 +121,43 @@ fn route(ctx: *mut c_void, generation: u32, rule_bit: u32) {
     }
 }
 
-/// Whether the current task resolves paths in the initial mount namespace (unknown: no).
+/// Generations of parents looked through for the host's init (pid 1).
+const MAX_ANCESTORS: u32 = 64;
+
+/// Whether the current task resolves paths in the mount namespace of the host's init (pid
+/// 1, found through its parents: the daemon cannot read `/proc/1/ns/mnt` under its unit's
+/// capabilities). Unknown: no.
 #[inline(always)]
 fn in_initial_mount_namespace(off: &KernelOffsets) -> bool {
-    let initial = INIT_MNT_NS.load();
-    if initial == 0 || off.task_nsproxy == 0 || off.nsproxy_mnt_ns == 0 || off.mnt_ns_inum == 0 {
+    if off.task_nsproxy == 0 || off.nsproxy_mnt_ns == 0 || off.task_real_parent == 0 {
         return false;
     }
-    let Ok(nsproxy) = read_kernel::<u64>(current_task(), off.task_nsproxy) else { return false };
-    let Ok(mnt_ns) = read_kernel::<u64>(nsproxy, off.nsproxy_mnt_ns) else { return false };
-    read_kernel::<u32>(mnt_ns, off.mnt_ns_inum).is_ok_and(|inum| inum == initial)
+    let current = current_task();
+    let mut task = current;
+    let mut depth = 0;
+    while depth < MAX_ANCESTORS {
+        match read_kernel::<u32>(task, off.task_tgid) {
+            Ok(1) => {
+                return mount_namespace(task, off)
+                    .is_some_and(|init| Some(init) == mount_namespace(current, off));
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        match read_kernel::<u64>(task, off.task_real_parent) {
+            Ok(parent) if parent != 0 && parent != task => task = parent,
+            _ => return false,
+        }
+        depth += 1;
+    }
+    false
+}
+
+/// The address of `task`'s mount namespace.
+#[inline(always)]
+fn mount_namespace(task: u64, off: &KernelOffsets) -> Option<u64> {
+    let nsproxy = read_kernel::<u64>(task, off.task_nsproxy).ok().filter(|&p| p != 0)?;
+    read_kernel::<u64>(nsproxy, off.nsproxy_mnt_ns).ok().filter(|&m| m != 0)
 }
 
 /// `bpf_cast_to_kern_ctx`, called through the placeholder the loader turns into the kfunc.

@@ -125,7 +125,7 @@ stop_dockerd
 }
 
 /// Whether `uname -r` names a kernel with `cgroup/connect_unix` (6.7 and later).
-fn routes(release: &str) -> bool {
+pub(super) fn routes(release: &str) -> bool {
     let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
     match (numbers.next().flatten(), numbers.next().flatten()) {
         (Some(major), Some(minor)) => (major, minor) >= (6, 7),

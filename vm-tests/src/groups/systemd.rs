@@ -41,6 +41,8 @@ const RELOAD_GATED: Step = Step::new("reload-gated");
 const GATE_DIR_MODE: Step = Step::new("gate-dir-mode");
 const GATE_PS: Step = Step::new("gate-ps");
 const GATE_REFUSES: Step = Step::new("gate-refuses");
+const KERNEL_RELEASE: Step = Step::new("kernel-release");
+const GATE_PLAIN_PS: Step = Step::new("gate-plain-ps");
 const RELOAD_UNGATED: Step = Step::new("reload-ungated");
 const RELOAD_STATE: Step = Step::new("reload-state");
 const RESTART: Step = Step::new("restart");
@@ -134,6 +136,9 @@ step {RELOAD_GATED} root systemctl reload enforcer.service
 step {GATE_DIR_MODE} root stat -c '%a %U' /run/enforcer /run/enforcer/gate /run/enforcer/control.sock
 step {GATE_PS} ai-worker env DOCKER_HOST=unix:///run/enforcer/gate/agent.sock docker ps --format '{{{{.Names}}}}'
 step {GATE_REFUSES} ai-worker env DOCKER_HOST=unix:///run/enforcer/gate/agent.sock docker run --rm --network none --volumes-from gitea local/busybox cat /data/secret
+# 6.7+: the agent's plain docker (no DOCKER_HOST) is routed to the gate under the unit too.
+step {KERNEL_RELEASE} root uname -r
+step {GATE_PLAIN_PS} ai-worker docker ps --format '{{{{.Names}}}}'
 rm /etc/enforcer/policy.toml
 step {RELOAD_UNGATED} root systemctl reload enforcer.service
 step {RELOAD_STATE} root unit_state
@@ -359,6 +364,21 @@ pub(super) fn check(c: &mut Checks) {
         rc != 0 && out.contains("enforcer: rule \"agent\" refuses") && !out.contains(GITEA_SECRET),
         || format!("exit {rc}: {out}"),
     );
+    let (_, release) = c.step(KERNEL_RELEASE);
+    let (rc, out) = c.step(GATE_PLAIN_PS);
+    if super::api_gate_route::routes(&release) {
+        c.check(
+            "6.7+: under the unit, the agent's plain docker ps is routed to its gate and lists gitea",
+            rc == 0 && out.trim() == "gitea",
+            || format!("exit {rc}: {out}"),
+        );
+    } else {
+        c.check(
+            "before 6.7: under the unit, the agent's plain docker ps is refused the real socket",
+            rc != 0 && out.contains("permission denied"),
+            || format!("exit {rc}: {out}"),
+        );
+    }
     c.succeeded(RELOAD_UNGATED);
     let (_, state) = c.step(RELOAD_STATE);
     c.check(
