@@ -1,6 +1,8 @@
 //! `enforcer_route`: routes a restricted task's connect to a docker API socket path to its
 //! rule's gate socket, so a plain `docker ps` (which dials `/var/run/docker.sock`) reaches
-//! the gate with no `DOCKER_HOST`.
+//! the gate with no `DOCKER_HOST`. Only for a task under exactly one gated rule (not in
+//! audit mode), only to a name of the socket that rule's gate forwards to, only in the
+//! host's mount namespace, never for the daemon itself.
 //!
 //! A `cgroup/connect_unix` program (6.7+) on the root cgroup, which runs before the kernel
 //! looks the path up. The loader (enforcer/src/routing.rs) loads it itself: aya 0.14 knows
