@@ -317,6 +317,14 @@ pub fn build_systemd_image(
     let test_dir = root.join("opt/enforcer-test");
     let _ = std::fs::remove_dir_all(&test_dir);
     std::fs::create_dir_all(&test_dir)?;
+    // The files the previous image put into the cached root (a group's units, its policy)
+    // go, so that an image has only its own group's: the list is kept beside the root.
+    let manifest = root.with_file_name("image-files");
+    if let Ok(list) = std::fs::read_to_string(&manifest) {
+        for path in list.lines().filter(|l| l.starts_with('/')) {
+            let _ = std::fs::remove_file(root.join(path.trim_start_matches('/')));
+        }
+    }
     let mut all: Vec<ImageFile> = vec![
         ("/usr/local/sbin/enforcer".into(), 0o755, std::fs::read(&artifacts.enforcer)?),
         ("/etc/systemd/system/enforcer.service".into(), 0o644, std::fs::read(unit)?),
@@ -327,6 +335,20 @@ pub fn build_systemd_image(
         ("/opt/enforcer-test/busybox.tar".into(), 0o644, std::fs::read(busybox_rootfs_tar(work)?)?),
     ];
     all.extend(files.iter().cloned());
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    let extra_units: Vec<&str> = files
+        .iter()
+        .filter_map(|(path, _, _)| {
+            path.strip_prefix("/etc/systemd/system/").filter(|name| name.ends_with(".service"))
+        })
+        .collect();
+    let written: Vec<String> = files
+        .iter()
+        .map(|(path, _, _)| path.clone())
+        .chain(extra_units.iter().map(|unit| format!("/etc/systemd/system/multi-user.target.wants/{unit}")))
+        .collect();
+    std::fs::write(&manifest, written.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", manifest.display()))?;
     for (path, mode, contents) in &all {
         let dest = root.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap())?;
@@ -335,12 +357,8 @@ pub fn build_systemd_image(
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
     }
-    // `systemctl enable` of both units, done as the symlinks it would make.
-    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    // `systemctl enable` of both units and the group's, done as the symlinks it would make.
     std::fs::create_dir_all(&wants)?;
-    let extra_units = files.iter().filter_map(|(path, _, _)| {
-        path.strip_prefix("/etc/systemd/system/").filter(|name| name.ends_with(".service"))
-    });
     for unit in ["enforcer.service", "enforcer-test.service"].into_iter().chain(extra_units) {
         let link = wants.join(unit);
         let _ = std::fs::remove_file(&link);
@@ -359,6 +377,28 @@ pub fn build_systemd_image(
         bail!("mkfs.ext4 -d {} failed", root.display());
     }
     Ok(image)
+}
+
+/// What `load_bridge_modules` (vm/helpers.sh) loads, in that order (each needs the ones
+/// before it): paths under a kernel package's `kernel/`.
+const BRIDGE_MODULES: &[&str] =
+    &["net/llc/llc.ko", "net/802/stp.ko", "net/bridge/bridge.ko", "drivers/net/veth.ko"];
+
+/// The image files a systemd group needs for `load_bridge_modules` on each of `kernels`:
+/// `/opt/enforcer-test/modules/<release>/<name>.ko`, uncompressed (one image boots every
+/// kernel, so it holds each one's).
+pub fn bridge_modules(kernels: &[Kernel], work: &Path) -> Result<Vec<ImageFile>> {
+    let mut files = Vec::new();
+    for kernel in kernels {
+        for module in BRIDGE_MODULES {
+            let name = Path::new(module).file_name().unwrap().to_string_lossy();
+            let copy = kernel.module(module, work)?;
+            let path = format!("/opt/enforcer-test/modules/{}/{name}", kernel.release);
+            files.push((path, 0o644, std::fs::read(&copy)?));
+            std::fs::remove_file(&copy)?;
+        }
+    }
+    Ok(files)
 }
 
 /// How to boot one VM.

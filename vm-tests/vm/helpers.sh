@@ -115,3 +115,12 @@ stop_dockerd() {
     wait $DOCKERD_PID 2>/dev/null
     report_file dockerd-log /tmp/dockerd.log
 }
+
+# load_bridge_modules: llc, stp, bridge and veth for this kernel (systemd flavour), which
+# docker's bridge networks need and the image's root has not (each kernel has its own
+# modules): a group whose script calls this gets them in its image (vm::bridge_modules).
+load_bridge_modules() {
+    for module in llc stp bridge veth; do
+        insmod /opt/enforcer-test/modules/$(uname -r)/$module.ko || return 1
+    done
+}

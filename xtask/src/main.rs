@@ -298,6 +298,9 @@ fn setup() -> Result<Vec<Kernel>> {
 const SYSTEMD_SUITE: &str = "bookworm";
 /// apparmor: the kernel runs `AppArmor`, and dockerd then loads its profile with
 /// `apparmor_parser` (Debian's docker.io recommends it); without it no container starts.
+/// docker-compose: Debian 12's compose (v1, Python, on python3-docker), a real compose
+/// client for the API gate (group api-gate-compose); the docker CLI 20.10 has no compose
+/// plugin.
 const SYSTEMD_PACKAGES: &[&str] = &[
     "systemd-sysv",
     "udev",
@@ -311,6 +314,7 @@ const SYSTEMD_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "apparmor",
+    "docker-compose",
 ];
 /// Run by mmdebstrap in the new root ($1): the users of the VM bench (same uids as the
 /// initramfs), docker without iptables and bridge (the image has no kernel modules: each

@@ -141,12 +141,14 @@ impl RuleGate {
     }
 }
 
-/// A running gate: its socket, the identity of its file, and the task accepting on it.
+/// A running gate: its socket, the identity of its file, the task accepting on it and the
+/// one that keeps its permissions those of dockerd's socket.
 struct Running {
     path: PathBuf,
     identity: (u64, u64),
     shared: Arc<RwLock<Arc<RuleGate>>>,
     task: JoinHandle<()>,
+    watch: JoinHandle<()>,
 }
 
 impl Running {
@@ -228,6 +230,7 @@ impl GateSet {
         for name in stale {
             if let Some(running) = self.running.remove(&name) {
                 running.task.abort();
+                running.watch.abort();
                 running.retire();
                 remove_own(&running.path, running.identity);
                 log::info!("gate {name}: stopped");
@@ -246,9 +249,17 @@ impl GateSet {
             let listener = UnixListener::from_std(pending.listener)?;
             let shared = Arc::new(RwLock::new(gate));
             let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+            let watch = tokio::spawn(follow_upstream(
+                pending.path.clone(),
+                pending.identity,
+                Arc::clone(&shared),
+                FOLLOW_INTERVAL,
+            ));
             log::info!("gate {name}: serving {}", pending.path.display());
-            self.running
-                .insert(name, Running { path: pending.path, identity: pending.identity, shared, task });
+            self.running.insert(
+                name,
+                Running { path: pending.path, identity: pending.identity, shared, task, watch },
+            );
         }
         Ok(())
     }
@@ -299,6 +310,7 @@ impl GateSet {
         self.rollback();
         for (_, running) in std::mem::take(&mut self.running) {
             running.task.abort();
+            running.watch.abort();
             running.retire();
             remove_own(&running.path, running.identity);
         }
@@ -370,8 +382,6 @@ fn peer_of(stream: &tokio::net::UnixStream) -> Option<serve::Peer> {
     Some(serve::Peer { uid: cred.uid(), pid, comm })
 }
 
-/// The gate socket gets the owner, group and mode of dockerd's: whoever could not reach
-/// dockerd cannot reach the gate either. No dockerd socket yet: root only.
 /// The docker socket `rule`'s gate forwards to: the first of its sockets that exists (the
 /// order the rule lists them in decides, as the docker CLI's default would).
 pub fn upstream_of(rule: &Rule) -> PathBuf {
@@ -398,7 +408,8 @@ fn open_gate_dir(dir: &Path) -> Result<()> {
         let sticky = mode & 0o1000 != 0;
         if meta.file_type().is_symlink() || meta.uid() != 0 || (mode & 0o022 != 0 && !sticky) {
             bail!(
-                "{} must be a directory of root's that only root can write (the gate sockets live under it):                  owner {}, mode {:o}",
+                "{} must be a directory of root's that only root can write (the gate sockets live under it): \
+                 owner {}, mode {:o}",
                 ancestor.display(),
                 meta.uid(),
                 mode & 0o7777
@@ -416,15 +427,77 @@ fn open_gate_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The gate socket gets the owner, group and mode of dockerd's: whoever could not reach
+/// dockerd cannot reach the gate either. No dockerd socket yet: root only (and
+/// [`follow_upstream`] gives it dockerd's once that socket exists).
 fn mirror_permissions(upstream: &Path, gate: &Path) -> Result<()> {
-    let (uid, gid, mode) = match std::fs::metadata(upstream) {
-        Ok(meta) => (meta.uid(), meta.gid(), meta.mode() & 0o660),
-        Err(_) => (0, 0, 0o600),
-    };
+    let (uid, gid, mode) = upstream_permissions(upstream).unwrap_or((0, 0, 0o600));
+    set_permissions(gate, uid, gid, mode)
+}
+
+/// The owner, group and mode (read and write bits only) a gate socket takes from dockerd's
+/// socket at `upstream`; `None` while there is none.
+fn upstream_permissions(upstream: &Path) -> Option<(u32, u32, u32)> {
+    std::fs::metadata(upstream).ok().map(|meta| (meta.uid(), meta.gid(), meta.mode() & 0o660))
+}
+
+/// Gives `gate` its owner, group and mode without ever granting more than either the old
+/// or the new ones did: first only the bits both have, then the owner, then the new mode.
+fn set_permissions(gate: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    let current =
+        std::fs::symlink_metadata(gate).with_context(|| format!("cannot read {}", gate.display()))?.mode()
+            & 0o7777;
+    std::fs::set_permissions(gate, std::fs::Permissions::from_mode(current & mode))
+        .with_context(|| format!("cannot set the mode of {}", gate.display()))?;
     std::os::unix::fs::chown(gate, Some(uid), Some(gid))
         .with_context(|| format!("cannot give {} its owner", gate.display()))?;
     std::fs::set_permissions(gate, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", gate.display()))
+}
+
+/// How often a running gate compares its socket's permissions with dockerd's socket's.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps the gate socket at `path` (while it is still the file we bound, `identity`) at the
+/// owner, group and mode of its rule's dockerd socket. The daemon starts before docker
+/// (the shipped unit is ordered before `docker.socket`), so at boot there is no dockerd
+/// socket to copy and the gate socket is root's alone ([`mirror_permissions`]); without this
+/// it stayed so until the next reload, and the rule's users had no API at all. It also
+/// follows a socket docker re-creates with another group or mode. While dockerd's socket
+/// is missing the gate keeps what it has: it only ever takes permissions dockerd's socket
+/// has itself.
+async fn follow_upstream(
+    path: PathBuf,
+    identity: (u64, u64),
+    shared: Arc<RwLock<Arc<RuleGate>>>,
+    interval: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let (name, upstream) = {
+            let gate = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (gate.name.clone(), gate.upstream.clone())
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { return };
+        if (meta.dev(), meta.ino()) != identity {
+            return;
+        }
+        let Some((uid, gid, mode)) = upstream_permissions(&upstream) else { continue };
+        if (meta.uid(), meta.gid(), meta.mode() & 0o7777) == (uid, gid, mode) {
+            continue;
+        }
+        match set_permissions(&path, uid, gid, mode) {
+            Ok(()) => log::info!(
+                "gate {name}: {} has the owner, group and mode of {} now ({uid}:{gid} {mode:o})",
+                path.display(),
+                upstream.display()
+            ),
+            Err(error) => {
+                log::warn!("gate {name}: {error:#}");
+                return;
+            }
+        }
+    }
 }
 
 /// Removes the socket at `path` only if it is still the one we bound.
@@ -505,6 +578,84 @@ mod tests {
             docs == table,
             "docs/api-endpoints.md is stale: run ENFORCER_BLESS=1 cargo test -p enforcer endpoint_table"
         );
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enforcer-gate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn permissions(path: &Path) -> (u32, u32, u32) {
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+    }
+
+    /// At boot the daemon starts before docker.socket: the gate socket is root's alone until
+    /// dockerd's socket exists, then it takes that socket's owner, group and mode (and
+    /// follows a change of them), and it never takes any other.
+    #[tokio::test]
+    async fn a_gate_takes_dockerds_permissions_once_its_socket_exists() {
+        let dir = temp_dir("follow");
+        let (upstream, gate_path) = (dir.join("docker.sock"), dir.join("gate.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&gate_path).unwrap();
+        mirror_permissions(&upstream, &gate_path).unwrap();
+        assert_eq!(permissions(&gate_path).2, 0o600, "no dockerd socket: root only");
+        let meta = std::fs::symlink_metadata(&gate_path).unwrap();
+        let gate = RuleGate { upstream: upstream.clone(), ..RuleGate::for_tests("r", RuleConfig::default()) };
+        let shared = Arc::new(RwLock::new(Arc::new(gate)));
+        let interval = std::time::Duration::from_millis(5);
+        let watch =
+            tokio::spawn(follow_upstream(gate_path.clone(), (meta.dev(), meta.ino()), shared, interval));
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+        settle().await;
+        assert_eq!(permissions(&gate_path).2, 0o600, "still no dockerd socket: unchanged");
+        // dockerd's socket appears (docker.socket started): 0660 plus bits the gate never copies.
+        std::fs::write(&upstream, "").unwrap();
+        std::fs::set_permissions(&upstream, std::fs::Permissions::from_mode(0o4667)).unwrap();
+        let wanted = {
+            let (uid, gid, _) = permissions(&upstream);
+            (uid, gid, 0o660)
+        };
+        for _ in 0..200 {
+            if permissions(&gate_path) == wanted {
+                break;
+            }
+            settle().await;
+        }
+        assert_eq!(permissions(&gate_path), wanted);
+        // Tightened by its admin: the gate follows.
+        std::fs::set_permissions(&upstream, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for _ in 0..200 {
+            if permissions(&gate_path).2 == 0o600 {
+                break;
+            }
+            settle().await;
+        }
+        assert_eq!(permissions(&gate_path).2, 0o600);
+        // Removed: the gate keeps what it has (it answers 502 meanwhile).
+        std::fs::remove_file(&upstream).unwrap();
+        settle().await;
+        assert_eq!(permissions(&gate_path).2, 0o600);
+        // A file that is no longer the one bound is left alone, and the watch ends (made
+        // before the socket goes, so that it cannot get the socket's inode number).
+        let other = dir.join("other");
+        std::fs::write(&other, "").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&other, &gate_path).unwrap();
+        std::fs::write(&upstream, "").unwrap();
+        std::fs::set_permissions(&upstream, std::fs::Permissions::from_mode(0o660)).unwrap();
+        for _ in 0..50 {
+            if watch.is_finished() {
+                break;
+            }
+            settle().await;
+        }
+        assert!(watch.is_finished());
+        assert_eq!(permissions(&gate_path).2, 0o644);
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::{suite::Group, vm::Artifacts};
 
 mod api_gate;
 mod api_gate_attacks;
+mod api_gate_compose;
 mod api_gate_route;
 mod audit_mode;
 mod bypass;
@@ -35,6 +36,7 @@ pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
         bypass::group(),
         subvert::group(work)?,
         systemd::group(),
+        api_gate_compose::group(),
         no_bpf_lsm::group(),
     ])
 }
@@ -59,6 +61,7 @@ mod tests {
             ("bypass", bypass::script(), bypass::check),
             ("subvert", subvert::script(), subvert::check),
             ("systemd", systemd::script(), systemd::check),
+            ("api-gate-compose", api_gate_compose::script(), api_gate_compose::check),
             ("no-bpf-lsm", no_bpf_lsm::script(), no_bpf_lsm::check),
         ]
     }

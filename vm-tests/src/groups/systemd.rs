@@ -71,7 +71,24 @@ pub(super) fn group() -> Group {
     }
 }
 
+/// The incident's stage on the image's docker.service (Debian's dockerd, its CLI 20.10), as
+/// root: the busybox image as `local/busybox`, and the `gitea` stand-in with its named volume
+/// `gitea-data` holding the secret. Reports step `gitea-start`. Shared by the systemd groups.
+pub(super) fn stage() -> String {
+    format!(
+        r#"docker import /opt/enforcer-test/busybox.tar local/busybox >/tmp/stage.out 2>&1
+docker volume create gitea-data >>/tmp/stage.out 2>&1
+docker run -d --name gitea --network none -v gitea-data:/data local/busybox \
+    sh -c 'echo {GITEA_SECRET} > /data/secret && exec sleep 1000000' >>/tmp/stage.out 2>&1
+i=0
+while [ $i -lt 100 ] && ! docker exec gitea test -s /data/secret >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
+step {GITEA_START} root sh -c 'cat /tmp/stage.out; docker ps --format "{{{{.Names}}}} {{{{.Image}}}}"'
+"#
+    )
+}
+
 pub(super) fn script() -> String {
+    let stage = stage();
     format!(
         r#"
 # Runs from enforcer-test.service once multi-user.target is reached (vm-tests/src/vm.rs).
@@ -91,14 +108,8 @@ step {STATUS_BOOT_JSON} root /usr/local/sbin/enforcer status --json --limit 0
 step {SECOND_DAEMON} root /usr/local/sbin/enforcer run
 step {STATUS_AFTER_SECOND} root /usr/local/sbin/enforcer status --json --limit 0
 
-# The incident's stage on the image's docker.service (Debian's dockerd, its CLI 20.10).
-docker import /opt/enforcer-test/busybox.tar local/busybox >/tmp/stage.out 2>&1
-docker volume create gitea-data >>/tmp/stage.out 2>&1
-docker run -d --name gitea --network none -v gitea-data:/data local/busybox \
-    sh -c 'echo gitea-admin-token-s3cret > /data/secret && exec sleep 1000000' >>/tmp/stage.out 2>&1
-i=0
-while [ $i -lt 100 ] && ! docker exec gitea test -s /data/secret >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
-step {GITEA_START} root sh -c 'cat /tmp/stage.out; docker ps --format "{{{{.Names}}}} {{{{.Image}}}}"'
+# The incident's stage (stage()), then the agent's denied commands against it.
+{stage}
 step {EXEC_DENIED} ai-worker docker exec gitea cat /data/secret
 step {CP_DENIED} ai-worker docker cp gitea:/data/secret /tmp/secret
 step {PS} ai-worker docker ps --format '{{{{.Names}}}}'
