@@ -54,8 +54,7 @@ pub fn read_user<T: Plain>(addr: u64) -> Result<T, i32> {
 /// or a negative error.
 #[inline(always)]
 pub fn read_kernel_str<const N: usize>(dst: &mut [u8; N], src: u64) -> i64 {
-    // SAFETY: `dst` is valid for `N` bytes of writes; the helper tolerates any `src`.
-    unsafe { bpf_probe_read_kernel_str(dst.as_mut_ptr().cast::<c_void>(), N as u32, src as *const c_void) }
+    read_kernel_str_max(dst, N as u32, src)
 }
 
 /// [`read_kernel_str`] of at most `max - 1` bytes (then the NUL), `max` <= `N`: a string

@@ -48,6 +48,12 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("enforcer_inet_send", "socket_sendmsg"),
 ];
 
+/// Every program a daemon attaches, by name: the LSM hooks, then the connect routing
+/// (6.7+ kernels only).
+pub fn attached_programs() -> impl Iterator<Item = &'static str> {
+    HOOKS.iter().map(|(name, _)| *name).chain([routing::ROUTE_PROGRAM])
+}
+
 /// Where everything is pinned.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/enforcer";
 /// Bumped whenever a pinned map's meaning changes in a way [`maps_digest`] cannot see.
@@ -674,11 +680,7 @@ fn our_programs() -> Result<Vec<(&'static str, aya::programs::ProgramInfo)>> {
         .into_iter()
         .filter_map(|p| {
             let kernel_name = p.name_as_str()?;
-            let name = HOOKS
-                .iter()
-                .map(|(name, _)| *name)
-                .chain([routing::ROUTE_PROGRAM])
-                .find(|name| name[..name.len().min(15)] == *kernel_name)?;
+            let name = attached_programs().find(|name| name[..name.len().min(15)] == *kernel_name)?;
             Some((name, p))
         })
         .collect())

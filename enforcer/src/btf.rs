@@ -192,12 +192,26 @@ impl Btf {
 }
 
 impl Btf {
-    /// The type id of function `name` (a kfunc the routing program calls); None when this
-    /// kernel has no such function.
-    pub fn func_id(&self, name: &str) -> Option<u32> {
-        (1..self.types.len() as u32).find(|&id| {
-            self.header(id).is_ok_and(|h| h.kind == KIND_FUNC && self.name(h.name_off) == name.as_bytes())
-        })
+    /// The type ids of functions `names` (the kfuncs the routing program calls), in one pass
+    /// over the types; None for a function this kernel does not have.
+    pub fn func_ids<const N: usize>(&self, names: [&str; N]) -> [Option<u32>; N] {
+        let mut ids = [None; N];
+        for id in 1..self.types.len() as u32 {
+            let Ok(header) = self.header(id) else { continue };
+            if header.kind != KIND_FUNC {
+                continue;
+            }
+            let name = self.name(header.name_off);
+            for (slot, wanted) in ids.iter_mut().zip(names) {
+                if slot.is_none() && name == wanted.as_bytes() {
+                    *slot = Some(id);
+                }
+            }
+            if ids.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        ids
     }
 
     /// A BTF that keeps only the kernel's `bpf_lsm_*` functions, at their ids (every other

@@ -149,8 +149,8 @@ pub fn compile(
     }
     let gated = || gates.iter().filter(|(index, _)| gate_rules & (1 << **index) != 0);
     let gate_paths = gated()
-        .map(|(index, gate)| (*index, gate.path.as_os_str().as_encoded_bytes().to_vec()))
-        .filter(|(_, path)| path.len() < SOCKET_NAME_LEN)
+        .map(|(index, gate)| (*index, path_bytes(&gate.path)))
+        .filter(|(_, path)| fits_sun_path(path))
         .collect();
     let route_names = route_names(resolved, socket_aliases, gated());
     let gates = gated().map(|(index, gate)| (gate.identity, 1u32 << *index)).collect();
@@ -196,34 +196,42 @@ fn route_names<'a>(
     gated: impl Iterator<Item = (&'a usize, &'a GateSocket)>,
 ) -> BTreeMap<Vec<u8>, u32> {
     let real = |path: &Path| socket_aliases.get(path).cloned().unwrap_or_else(|| path.to_path_buf());
-    let bytes = |path: &Path| path.as_os_str().as_encoded_bytes().to_vec();
     let mut names: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     for (index, gate) in gated {
         let bit = 1u32 << *index;
         let upstream = real(&gate.upstream);
         for (path, rules) in &resolved.sockets {
             if rules & bit != 0 && real(path) == upstream {
-                *names.entry(bytes(path)).or_default() |= bit;
-                *names.entry(bytes(&upstream)).or_default() |= bit;
+                *names.entry(path_bytes(path)).or_default() |= bit;
+                *names.entry(path_bytes(&upstream)).or_default() |= bit;
             }
         }
     }
-    names.retain(|name, _| name.len() < SOCKET_NAME_LEN);
+    names.retain(|name, _| fits_sun_path(name));
     names
+}
+
+/// A path as the kernel compares it: its bytes.
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_encoded_bytes().to_vec()
+}
+
+/// Whether a socket path fits `sun_path` with room for its NUL (the kernel-side keys).
+fn fits_sun_path(path: &[u8]) -> bool {
+    path.len() < SOCKET_NAME_LEN
 }
 
 /// The socket names: a listed path through a symlink (`/var/run` -> `/run`) is bound to
 /// the other name, so both are gated.
 fn socket_names(resolved: &Resolved, socket_aliases: &BTreeMap<PathBuf, PathBuf>) -> BTreeMap<Vec<u8>, u32> {
-    let bytes = |path: &Path| path.as_os_str().as_encoded_bytes().to_vec();
     let mut names: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     for (path, rules) in &resolved.sockets {
-        *names.entry(bytes(path)).or_default() |= rules;
+        *names.entry(path_bytes(path)).or_default() |= rules;
         if let Some(real) = socket_aliases.get(path) {
-            *names.entry(bytes(real)).or_default() |= rules;
+            *names.entry(path_bytes(real)).or_default() |= rules;
         }
     }
-    names.retain(|name, _| name.len() < SOCKET_NAME_LEN);
+    names.retain(|name, _| fits_sun_path(name));
     names
 }
 
@@ -250,15 +258,12 @@ impl CompiledPolicy {
             self.users.iter().map(|(uid, rules)| (UserKey { generation, uid: *uid }, *rules)).collect();
         let hosts =
             self.hosts.iter().map(|(host, rules)| (HostKey { generation, ..*host }, *rules)).collect();
-        let socket_names = self
-            .socket_names
-            .iter()
-            .map(|(name, rules)| {
-                let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
-                key.name[..name.len()].copy_from_slice(name);
-                (key, *rules)
-            })
-            .collect();
+        let name_key = |name: &Vec<u8>| {
+            let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
+            key.name[..name.len()].copy_from_slice(name);
+            key
+        };
+        let socket_names = self.socket_names.iter().map(|(name, rules)| (name_key(name), *rules)).collect();
         let gates = self
             .gates
             .iter()
@@ -274,11 +279,6 @@ impl CompiledPolicy {
                 (generation * MAX_RULES as u32 + rule as u32, gate)
             })
             .collect();
-        let name_key = |name: &Vec<u8>| {
-            let mut key = SocketNameKey { generation, name: [0; SOCKET_NAME_LEN] };
-            key.name[..name.len()].copy_from_slice(name);
-            key
-        };
         let route_names = self.route_names.iter().map(|(name, rules)| (name_key(name), *rules)).collect();
         GenerationEntries {
             rules,

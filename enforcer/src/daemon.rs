@@ -25,7 +25,6 @@ use crate::{
     events::{self, DenialLog},
     gate, kernel, logging,
     policy::{Policy, Resolved},
-    routing,
     state::{self, Generation, NamedBinary, State},
 };
 
@@ -446,7 +445,7 @@ fn start(options: Options, started: Instant) -> Result<Daemon> {
         started.elapsed().as_millis(),
         if adopted { "adopted the pinned maps of a previous daemon" } else { "fresh pins" }
     );
-    for program in bpf::HOOKS.iter().map(|(program, _)| *program).chain([routing::ROUTE_PROGRAM]) {
+    for program in bpf::attached_programs() {
         if let Some(count) = daemon.programs.verified_instructions(program) {
             log::info!("verifier processed {count} instructions for {program}");
         }

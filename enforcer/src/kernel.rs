@@ -138,8 +138,9 @@ mod tests {
         if kfuncs.is_ok() {
             assert!(offsets.sock_addr_uaddr != 0 && offsets.sock_addr_uaddr != offsets.sock_addr_uaddrlen);
         }
-        assert!(btf.func_id("bpf_lsm_bprm_check_security").is_some());
-        assert_eq!(btf.func_id("enforcer_no_such_function"), None);
+        let [hook, missing] = btf.func_ids(["bpf_lsm_bprm_check_security", "enforcer_no_such_function"]);
+        assert!(hook.is_some());
+        assert_eq!(missing, None);
     }
 
     #[test]

@@ -53,9 +53,10 @@ impl Kfuncs {
         if offsets.sock_addr_uaddrlen == 0 {
             return Err("this kernel has no cgroup/connect_unix hook (Linux 6.7 and later do)".to_owned());
         }
+        let found = btf.func_ids(KFUNCS.map(|(_, name)| name));
         let mut ids = Vec::new();
-        for (placeholder, name) in KFUNCS {
-            let id = btf.func_id(name).ok_or_else(|| format!("this kernel's BTF has no kfunc {name}"))?;
+        for ((placeholder, name), id) in KFUNCS.into_iter().zip(found) {
+            let id = id.ok_or_else(|| format!("this kernel's BTF has no kfunc {name}"))?;
             ids.push((placeholder, id));
         }
         Ok(Kfuncs(ids))

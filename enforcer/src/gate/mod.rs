@@ -152,10 +152,14 @@ struct Running {
 }
 
 impl Running {
-    /// Marks the gate's rule retired for the connections still open on it.
-    fn retire(&self) {
+    /// Stops accepting and following dockerd's socket, retires the rule for the
+    /// connections still open on the gate, and removes its socket (if still ours).
+    fn stop(self) {
+        self.task.abort();
+        self.watch.abort();
         let gate = self.shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         gate.retired.store(true, std::sync::atomic::Ordering::SeqCst);
+        remove_own(&self.path, self.identity);
     }
 }
 
@@ -229,10 +233,7 @@ impl GateSet {
             self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
         for name in stale {
             if let Some(running) = self.running.remove(&name) {
-                running.task.abort();
-                running.watch.abort();
-                running.retire();
-                remove_own(&running.path, running.identity);
+                running.stop();
                 log::info!("gate {name}: stopped");
             }
         }
@@ -309,10 +310,7 @@ impl GateSet {
     pub fn shut_down(&mut self) {
         self.rollback();
         for (_, running) in std::mem::take(&mut self.running) {
-            running.task.abort();
-            running.watch.abort();
-            running.retire();
-            remove_own(&running.path, running.identity);
+            running.stop();
         }
     }
 }

@@ -208,9 +208,9 @@ fn load(c: &Checks, step: Step) -> (i32, std::collections::BTreeMap<String, u64>
     (rc, fields, out)
 }
 
-/// The docker CLI's form of a gate refusal.
-fn refused_by_gate(out: &str, field: &str) -> bool {
-    out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses"))
+/// The docker CLI's form of a refusal by `rule`'s gate, naming `field`.
+pub(super) fn refused_by_gate(out: &str, rule: &str, field: &str) -> bool {
+    out.contains(&format!("Error response from daemon: enforcer: rule \"{rule}\" refuses"))
         && out.contains(field)
 }
 
@@ -266,7 +266,7 @@ pub(super) fn check(c: &mut Checks) {
         c.check(
             format!("through the gate, {what} is refused with the rule and field {field}"),
             rc != 0
-                && refused_by_gate(&out, field)
+                && refused_by_gate(&out, RULE, field)
                 && !out.contains(GITEA_SECRET)
                 && !out.contains(HOST_SECRET),
             || format!("exit {rc}: {out}"),

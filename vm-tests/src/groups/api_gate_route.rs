@@ -8,6 +8,7 @@
 //! without the gate and root are not routed, and with the daemon killed the agent has no
 //! API while root's docker works.
 
+use super::api_gate::refused_by_gate;
 use crate::{
     checks::Checks,
     fixtures::GITEA_SECRET,
@@ -160,10 +161,6 @@ pub(super) fn check(c: &mut Checks) {
     );
     c.succeeded(ENFORCER_START);
     let log = c.report.file("enforcer-log").unwrap_or("").to_owned();
-    let gate_refusal = |out: &str, field: &str| {
-        out.contains(&format!("Error response from daemon: enforcer: rule \"{RULE}\" refuses"))
-            && out.contains(field)
-    };
     let denied_socket = |rc: i32, out: &str| rc != 0 && out.contains("permission denied");
     let (rc, out) = c.step(PLAIN_PS);
     let (rc_vf, out_vf) = c.step(PLAIN_VOLUMES_FROM);
@@ -187,7 +184,7 @@ pub(super) fn check(c: &mut Checks) {
         );
         c.check(
             "6.7+: routed, plain docker run --volumes-from gitea is refused by the gate with the rule and field",
-            rc_vf != 0 && gate_refusal(&out_vf, "VolumesFrom") && !out_vf.contains(GITEA_SECRET),
+            rc_vf != 0 && refused_by_gate(&out_vf, RULE, "VolumesFrom") && !out_vf.contains(GITEA_SECRET),
             || format!("exit {rc_vf}: {out_vf}"),
         );
         c.check(
@@ -277,9 +274,7 @@ pub(super) fn check(c: &mut Checks) {
     c.check("root's docker is not routed and works", rc == 0 && out.contains("gitea"), || {
         format!("exit {rc}: {out}")
     });
-    let denials = c.report.file("denials").unwrap_or("").to_owned();
-    let records: Vec<serde_json::Value> =
-        denials.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (denials, records) = c.denial_log();
     let curl = if routing { "unvetted_client" } else { "gate_only" };
     c.check(
         format!("the kernel recorded curl's refused connect ({curl}) and the symlink's (gate_only)"),
