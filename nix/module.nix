@@ -278,7 +278,7 @@ in
                   api_gate = mkOption {
                     type = types.nullOr types.bool;
                     default = null;
-                    description = ''The API gate: the rule's identities reach docker only through /run/enforcer/gate/<name>.sock, which judges every request (docs/api-gate.md). Give the agent's services DOCKER_HOST with `services.enforcer.gateServices`.'';
+                    description = ''The API gate (on when null or true): the rule's identities reach docker only through /run/enforcer/gate/<name>.sock, which judges every request (docs/api-gate.md). Before Linux 6.7, give the agent's services DOCKER_HOST with `services.enforcer.gateServices`. false: the argv check alone (weaker: allowed commands keep their flags' power).'';
                   };
                   api_clients = mkOption {
                     type = types.nullOr (types.enum [ "vetted" "any" ]);

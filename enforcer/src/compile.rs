@@ -384,6 +384,21 @@ mod tests {
         policy.resolve(&discovery).unwrap()
     }
 
+    /// A gate socket for each of `policy`'s gated rules (all, unless one opts out).
+    fn gates_of(policy: &Policy) -> BTreeMap<usize, GateSocket> {
+        let gated = policy.rules.iter().enumerate().filter(|(_, rule)| rule.api_gate);
+        gated
+            .map(|(index, rule)| {
+                let gate = GateSocket {
+                    identity: FileId { dev: 9, ino: index as u64 },
+                    path: PathBuf::from(format!("/run/enforcer/gate/{}.sock", rule.name)),
+                    upstream: PathBuf::from("/var/run/docker.sock"),
+                };
+                (index, gate)
+            })
+            .collect()
+    }
+
     fn info(rules: u32, profile: u32) -> BinaryInfo {
         BinaryInfo { rules, profile, start: profile_start(profile).unwrap() }
     }
@@ -398,7 +413,8 @@ mod tests {
         // /usr/bin/docker and /opt/docker are one inode.
         let identities =
             paths([("/usr/bin/docker", file(7)), ("/opt/docker", file(7)), ("/opt/docker-compose", file(9))]);
-        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let compiled =
+            compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates_of(&policy)).unwrap();
         assert_eq!(
             compiled.binaries,
             BTreeMap::from([(file(7), info(0b11, DOCKER)), (file(9), info(0b10, COMPOSE))])
@@ -418,7 +434,8 @@ mod tests {
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker", "/opt/dc"]);
         let identities = paths([("/usr/bin/docker", file(7)), ("/opt/dc", file(7))]);
-        let error = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        let error =
+            compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates_of(&policy)).unwrap_err();
         assert_eq!(error, CompileError::SameFileOtherClient("/usr/bin/docker".into()));
         assert_eq!(
             error.to_string(),
@@ -431,7 +448,7 @@ mod tests {
         let policy = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
         let error =
-            compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+            compile(&policy, &resolved, &BTreeMap::new(), &BTreeMap::new(), &gates_of(&policy)).unwrap_err();
         assert_eq!(error.to_string(), "no kernel identity for /usr/bin/docker");
     }
 
@@ -440,7 +457,7 @@ mod tests {
         let one = parse("[[rule]]\nname = \"r\"\nusers = [1]\ndeny = [\"exec\"]\n");
         let resolved = resolve(&one, &[], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(7))]);
-        assert!(compile(&one, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).is_ok());
+        assert!(compile(&one, &resolved, &identities, &BTreeMap::new(), &gates_of(&one)).is_ok());
         // `Policy::parse` refuses this many; compilation does not rely on it.
         let mut too_many = one.clone();
         too_many.rules = vec![one.rules[0].clone(); MAX_RULES + 1];
@@ -462,7 +479,7 @@ mod tests {
             ("/var/run/docker.sock", PathBuf::from("/run/docker.sock")),
             ("/srv/d.sock", PathBuf::from(&too_long)),
         ]);
-        let compiled = compile(&policy, &resolved, &identities, &aliases, &BTreeMap::new()).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &aliases, &gates_of(&policy)).unwrap();
         let names: Vec<(&str, u32)> =
             compiled.socket_names.iter().map(|(n, r)| (std::str::from_utf8(n).unwrap(), *r)).collect();
         // The alias of /var/run/docker.sock adds rule a to /run/docker.sock; the one too
@@ -488,7 +505,8 @@ mod tests {
         );
         let resolved = resolve(&policy, &[("ai-worker", 1001)], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(7))]);
-        let compiled = compile(&policy, &resolved, &identities, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let compiled =
+            compile(&policy, &resolved, &identities, &BTreeMap::new(), &gates_of(&policy)).unwrap();
         assert_eq!(compiled.users, BTreeMap::from([(1, 0b001), (2, 0b010), (1001, 0b110)]));
         assert_eq!(compiled.cgroup_levels, 1 << 2);
         assert_eq!(compiled.binaries, BTreeMap::from([(file(7), info(0b111, DOCKER))]));
@@ -560,7 +578,7 @@ mod tests {
             ("/usr/libexec/docker/cli-plugins/docker-buildx", file(3)),
         ]);
         let aliases = paths([("/var/run/docker.sock", PathBuf::from("/run/docker.sock"))]);
-        let compiled = compile(&policy, &resolved, &identities, &aliases, &BTreeMap::new()).unwrap();
+        let compiled = compile(&policy, &resolved, &identities, &aliases, &gates_of(&policy)).unwrap();
         assert_eq!(
             compiled.binaries,
             BTreeMap::from([
@@ -573,6 +591,9 @@ mod tests {
         assert!(compiled.hosts.is_empty());
         assert_eq!(compiled.cgroup_levels, 0);
         assert_eq!(compiled.rules.iter().filter(|r| **r != RuleConfig::default()).count(), 1);
+        // Its one rule is gated, and both names of docker's socket route to the gate.
+        assert_eq!(compiled.gate_rules, 1);
+        assert_eq!(compiled.route_names.len(), 2);
         let entries = compiled.entries(0);
         let counts = [
             entries.rules.len(),
@@ -605,8 +626,8 @@ mod tests {
     #[test]
     fn gated_rules_and_their_gate_sockets() {
         let policy = parse(
-            "[[rule]]\nname = \"plain\"\nusers = [1]\ndeny = [\"exec\"]\n\
-             [[rule]]\nname = \"gated\"\nusers = [2]\ndeny = [\"exec\"]\napi_gate = true\n\
+            "[[rule]]\nname = \"plain\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = false\n\
+             [[rule]]\nname = \"gated\"\nusers = [2]\ndeny = [\"exec\"]\n\
              [[rule]]\nname = \"open\"\nusers = [3]\ndeny = [\"exec\"]\napi_gate = true\napi_clients = \"any\"\n",
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
@@ -653,7 +674,7 @@ mod tests {
         let policy = parse(
             "[[rule]]\nname = \"gated\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = true\n\
              sockets = [\"/var/run/docker.sock\", \"/run/docker.sock\", \"/tmp/other.sock\"]\n\
-             [[rule]]\nname = \"plain\"\nusers = [2]\ndeny = [\"exec\"]\nsockets = [\"/srv/d.sock\"]\n",
+             [[rule]]\nname = \"plain\"\nusers = [2]\ndeny = [\"exec\"]\nsockets = [\"/srv/d.sock\"]\napi_gate = false\n",
         );
         let resolved = resolve(&policy, &[], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(1))]);

@@ -107,8 +107,8 @@ pub struct Rule {
     pub sockets: Vec<PathBuf>,
     /// docker API TCP endpoints only vetted binaries may connect to (generation 0 in the keys).
     pub hosts: Vec<HostKey>,
-    /// The API gate (`api_gate = true`): the rule's identities reach the docker API only
-    /// through the rule's gate socket, which judges every request.
+    /// The API gate (on unless `api_gate = false`): the rule's identities reach the docker
+    /// API only through the rule's gate socket, which judges every request.
     pub api_gate: bool,
     /// Which clients may use the rule's gate socket.
     pub api_clients: ApiClients,
@@ -377,7 +377,8 @@ impl Source<'_> {
         let binaries = self.binaries(rule.binaries.as_ref(), &name)?;
         let (kind, list) = self.command_list(spanned, &name)?;
         let commands = self.commands(list)?;
-        let api_gate = rule.api_gate.as_ref().is_some_and(|gate| *gate.get_ref());
+        // On unless the rule opts out: without it, allowed commands keep their flags' power.
+        let api_gate = rule.api_gate.as_ref().is_none_or(|gate| *gate.get_ref());
         let api_clients = self.api_clients(rule.api_clients.as_ref())?;
         let bind_paths = self.bind_paths(rule.bind_paths.as_ref())?;
         let api_powers = self.api_powers(rule.api_powers.as_ref())?;
@@ -393,15 +394,15 @@ impl Source<'_> {
         {
             return Err(self.error(
                 Some(span),
-                format!("rule {name:?}: api_clients, bind_paths and api_powers need api_gate = true"),
+                format!("rule {name:?}: api_clients, bind_paths and api_powers are the gate's: remove api_gate = false"),
             ));
         }
         if api_gate && !rule_name_is_file_name(&name) {
             return Err(self.error(
                 Some(rule.name.span()),
                 format!(
-                    "rule {name:?}: with api_gate, the name is the gate socket's file name: use letters, \
-                     digits, '-', '_' and '.' only (at most 64)"
+                    "rule {name:?}: the name is its API gate socket's file name: use letters, digits, \
+                     '-', '_' and '.' only (at most 64), or set api_gate = false"
                 ),
             ));
         }
@@ -1257,36 +1258,44 @@ deny = ["exec", "cp"]
     #[test]
     fn api_gate_keys() {
         let base = "[[rule]]\nname = \"agent\"\nusers = [1]\ndeny = [\"exec\"]\n";
-        let off = parse(base).unwrap();
+        // The gate is on unless the rule opts out.
+        let default = parse(base).unwrap();
+        assert!(default.rules[0].api_gate);
+        assert_eq!(default.rules[0].api_clients, ApiClients::Vetted);
+        assert!(parse(&format!("{base}api_gate = true\n")).unwrap().rules[0].api_gate);
+        let off = parse(&format!("{base}api_gate = false\n")).unwrap();
         assert!(!off.rules[0].api_gate);
-        assert_eq!(off.rules[0].api_clients, ApiClients::Vetted);
-        let on = parse(&format!(
-            "{base}api_gate = true\napi_clients = \"any\"\nbind_paths = [\"/home/ai-worker/work\"]\n"
-        ))
-        .unwrap();
+        let on = parse(&format!("{base}api_clients = \"any\"\nbind_paths = [\"/home/ai-worker/work\"]\n"))
+            .unwrap();
         let rule = &on.rules[0];
         assert!(rule.api_gate);
         assert_eq!(rule.api_clients, ApiClients::Any);
         assert_eq!(rule.bind_paths, [PathBuf::from("/home/ai-worker/work")]);
         assert_eq!(
-            err(&format!("{base}api_gate = true\napi_clients = \"some\"\n")),
-            "policy.toml:6:15: unknown api_clients \"some\": expected \"vetted\" or \"any\""
+            err(&format!("{base}api_clients = \"some\"\n")),
+            "policy.toml:5:15: unknown api_clients \"some\": expected \"vetted\" or \"any\""
         );
         for bad in ["relative/dir", "/", "/home/../etc", "/home/./x", "/home//x", "/home/x/"] {
-            let message = err(&format!("{base}api_gate = true\nbind_paths = [\"{bad}\"]\n"));
-            assert!(message.starts_with("policy.toml:6:15: bind path"), "{bad}: {message}");
+            let message = err(&format!("{base}bind_paths = [\"{bad}\"]\n"));
+            assert!(message.starts_with("policy.toml:5:15: bind path"), "{bad}: {message}");
         }
-        // The gate's keys without the gate would silently do nothing.
+        // The gate's keys on a rule without the gate would silently do nothing.
         assert_eq!(
-            err(&format!("{base}bind_paths = [\"/srv\"]\n")),
-            "policy.toml:5:14: rule \"agent\": api_clients, bind_paths and api_powers need api_gate = true"
+            err(&format!("{base}api_gate = false\nbind_paths = [\"/srv\"]\n")),
+            "policy.toml:6:14: rule \"agent\": api_clients, bind_paths and api_powers are the gate's: \
+             remove api_gate = false"
         );
-        // The rule's name is its gate socket's file name.
-        let slash = err("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = true\n");
-        assert!(slash.starts_with("policy.toml:2:8: rule \"a/b\": with api_gate, the name"), "{slash}");
-        let power = err(&format!("{base}api_gate = true\napi_powers = [\"root\"]\n"));
+        // The rule's name is its gate socket's file name; a rule without the gate may use any.
+        let slash = err("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\n");
         assert!(
-            power.starts_with("policy.toml:6:15: unknown api power \"root\": expected one of"),
+            slash.starts_with("policy.toml:2:8: rule \"a/b\": the name is its API gate socket's"),
+            "{slash}"
+        );
+        assert!(slash.ends_with("or set api_gate = false"), "{slash}");
+        parse("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\napi_gate = false\n").unwrap();
+        let power = err(&format!("{base}api_powers = [\"root\"]\n"));
+        assert!(
+            power.starts_with("policy.toml:5:15: unknown api power \"root\": expected one of"),
             "{power}"
         );
     }

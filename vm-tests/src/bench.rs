@@ -816,7 +816,7 @@ fn api_policy() -> String {
         "# cargo xtask bench, API boot: ai-worker through the gate, bob direct (both restricted).\n\
          [[rule]]\nname = \"{API_RULE}\"\nusers = [\"ai-worker\"]\ndeny = [{deny}]\n\
          api_gate = true\napi_clients = \"any\"\n\n\
-         [[rule]]\nname = \"bench-direct\"\nusers = [\"bob\"]\ndeny = [{deny}]\n"
+         [[rule]]\nname = \"bench-direct\"\nusers = [\"bob\"]\ndeny = [{deny}]\napi_gate = false\n"
     )
 }
 
@@ -1394,7 +1394,7 @@ mod tests {
         assert_eq!(rules[0]["api_gate"].as_bool(), Some(true));
         assert_eq!(rules[0]["api_clients"].as_str(), Some("any"));
         assert_eq!(rules[1]["users"][0].as_str(), Some("bob"));
-        assert!(rules[1].get("api_gate").is_none());
+        assert_eq!(rules[1]["api_gate"].as_bool(), Some(false), "bob opts out");
         assert_eq!(rules[0]["deny"], rules[1]["deny"]);
         assert_eq!(format!("/run/enforcer/gate/{}.sock", rules[0]["name"].as_str().unwrap()), API_GATE);
     }

@@ -140,7 +140,8 @@ pub fn run_suite(
     let base = work.join("base.cpio");
     vm::build_base_initramfs(artifacts, &base)?;
     let groups = groups::all(work, artifacts)?;
-    let selected = |g: &&Group| only.is_none_or(|o| g.name == o);
+    // `only`: one group's name, or several separated by commas.
+    let selected = |g: &&Group| only.is_none_or(|o| o.split(',').any(|name| g.name == name));
     // Built once per run, and only when a selected group boots the docker flavour.
     if groups.iter().filter(selected).any(|g| g.flavour == Flavour::RealDaemon) {
         vm::build_docker_initramfs(artifacts, work, &work.join(DOCKER_INITRD))?;

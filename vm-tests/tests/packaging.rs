@@ -870,6 +870,7 @@ const DOCS_CONFIGURATION: &str = r#"({ config, ... }: {
       } ];
     };
     before = [ "ai-agent.service" ];
+    gateServices.ai-agent = "ai-worker-docker";
   };
 })"#;
 
@@ -989,7 +990,12 @@ fn nixos_module_real_module_system_cases() -> Result<()> {
     assert_eq!(v["reloadTriggers"], serde_json::json!(["enforcer-policy.toml"]));
     assert_eq!(
         v["agent"],
-        serde_json::json!({"after": ["enforcer.service"], "requires": ["enforcer.service"]})
+        serde_json::json!({
+            "after": ["enforcer.service"],
+            "requires": ["enforcer.service"],
+            // docs/nixos.md's gateServices: the agent's docker finds its gate before 6.7.
+            "environment": {"DOCKER_HOST": "unix:///run/enforcer/gate/ai-worker-docker.sock"}
+        })
     );
     assert_eq!(v["packages"], serde_json::json!(["enforcer-0.1.0"]), "pkgs.enforcer when there is one");
     assert_same_file(&v["doc"], &repo().join("docs/nixos.md"));

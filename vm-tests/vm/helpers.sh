@@ -4,15 +4,34 @@
 
 SETPRIV=/usr/lib/util-linux/setpriv
 
-# as USER CMD...: run CMD as USER (root, or a user of /etc/passwd with their groups).
+# as USER CMD...: run CMD as USER (root, or a user of /etc/passwd with their groups), in
+# the environment `gate_env` gave USER, if any.
 as() {
     user=$1
     shift
     if [ "$user" = root ]; then
         "$@"
+    elif [ -f "/run/agent-env/$user" ]; then
+        # One VAR=value word per line of the file.
+        $SETPRIV --reuid="$user" --regid="$user" --init-groups --reset-env env $(cat "/run/agent-env/$user") "$@"
     else
         $SETPRIV --reuid="$user" --regid="$user" --init-groups --reset-env "$@"
     fi
+}
+
+# gate_env USER RULE: what an admin gives the agent's environment before Linux 6.7
+# (docs/api-gate.md): DOCKER_HOST to RULE's gate, if the running daemon does not route
+# docker's socket to the gate in the kernel. Where it routes, nothing: USER's plain docker
+# then proves the routing. `gate_env_clear USER` takes it away (enforcer uninstalled).
+gate_env() {
+    if /usr/local/sbin/enforcer status --json | grep -q '"gate_routing": false'; then
+        mkdir -p /run/agent-env
+        echo "DOCKER_HOST=unix:///run/enforcer/gate/$2.sock" > "/run/agent-env/$1"
+    fi
+}
+
+gate_env_clear() {
+    rm -f "/run/agent-env/$1"
 }
 
 # step NAME USER CMD...: run CMD as USER and report its exit code and output.

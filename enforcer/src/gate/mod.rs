@@ -1,4 +1,4 @@
-//! The API gate: one docker API socket per rule with `api_gate = true`
+//! The API gate: one docker API socket per rule (unless it sets `api_gate = false`)
 //! (`/run/enforcer/gate/<rule>.sock`). The kernel admits a restricted identity only to its
 //! own rule's gate socket (and refuses it the real docker sockets), so every request that
 //! arrives on a gate is that rule's, whatever client sent it; the gate judges each one by
@@ -517,7 +517,7 @@ fn endpoint_table(policy: &Policy) -> String {
         "# The docker API endpoints the gate knows\n\n\
          Generated from `enforcer/src/gate/route.rs` by `ENFORCER_BLESS=1 cargo test -p enforcer \
          endpoint_table` (a test fails when this file is stale). The verdict is the embedded default \
-         policy's, with `api_gate = true` on its rule: *admitted* endpoints still have their bodies \
+         policy's (its rule gated, as every rule is unless it opts out): *admitted* endpoints still have their bodies \
          judged (docs/api-gate.md). An endpoint no command uses is refused. Paths are dockerd's routes \
          without the `/v1.NN` prefix (API 1.41, dockerd 20.10, to 1.51, dockerd 28).\n\n\
          | method | path | commands that use it | default policy |\n| --- | --- | --- | --- |\n",

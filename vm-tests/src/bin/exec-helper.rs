@@ -55,8 +55,9 @@
 //!   exec-helper connect-tcp ADDR:PORT         the first response line (exit 0), or
 //!                                             `connect: <strerror>` / `io: <strerror>` (exit 1)
 //!
-//! ARGV includes argv[0]. fexecve, execveat, int80 and storm pass an empty environment;
-//! uffd-race, flip-race, tamper, traceme and memfd-exec pass this process's environment.
+//! ARGV includes argv[0]. int80 and storm pass an empty environment; fexecve, execveat,
+//! uffd-race, flip-race, tamper, traceme and memfd-exec pass this process's environment (a
+//! test's `DOCKER_HOST` reaches the docker they run).
 //! strerror texts are libc's (e.g. `Operation not permitted`), without an `(os error N)`.
 //! A failed exec prints the error and exits 126. When the set-up of an attack fails instead
 //! (userfaultfd refused: run as root or set `vm.unprivileged_userfaultfd=1`; fork, mmap,
@@ -122,7 +123,6 @@ fn main() {
     let argv_c: Vec<CString> = argv.iter().map(|a| cstr(a)).collect();
     let mut argv_p: Vec<*const i8> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
-    let envp: [*const i8; 1] = [std::ptr::null()];
     let flags = if name.is_empty() {
         0x1000 /* AT_EMPTY_PATH */
     } else {
@@ -130,7 +130,7 @@ fn main() {
     };
     let name = cstr(&name);
     // SAFETY: execveat reads `name` (a CString), the NULL-terminated `argv_p` whose entries
-    // point into `argv_c`, and the one-NULL `envp`; all of them outlive the call (it only
+    // point into `argv_c`, and glibc's `environ`; all of them outlive the call (it only
     // returns on failure).
     unsafe {
         syscall(
@@ -138,7 +138,7 @@ fn main() {
             fd as i64,
             name.as_ptr(),
             argv_p.as_ptr(),
-            envp.as_ptr(),
+            environment(),
             flags as i64,
         )
     };

@@ -69,6 +69,7 @@ api_gate = true
 name = "bob-docker"
 users = ["bob"]
 deny = ["exec"]
+api_gate = false
 "#;
 
 pub(super) fn script() -> String {

@@ -42,6 +42,7 @@ mode = "audit"
 name = "watch-only"
 users = ["ai-worker"]
 deny = ["exec"]
+api_gate = false # the argv layer alone (api-gate-route audits the gate)
 POLICY
 start_enforcer --config /tmp/audit.toml
 step {AUDIT_EXEC} ai-worker docker exec gitea true

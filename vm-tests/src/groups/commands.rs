@@ -1,6 +1,8 @@
 //! The commands group: a standalone `docker-compose` found by the default policy, and the
 //! differential test: every corpus line run as ai-worker in the VM and decided on the host
-//! by `enforcer check`, which must agree with the kernel and with the corpus.
+//! by `enforcer check`, which must agree with the kernel and with the corpus. The VM runs
+//! the default policy's argv layer alone (`api_gate = false`), so the mock API's log shows
+//! what the agent's own connections sent.
 
 use std::{path::Path, process::Command};
 
@@ -39,6 +41,7 @@ pub(super) fn group() -> Group {
 }
 
 pub(super) fn script() -> String {
+    let default = include_str!("../../../enforcer/src/default-policy.toml");
     format!(
         r#"
 start_mock_api
@@ -46,7 +49,12 @@ start_mock_api
 # compose client profile. (A copy of the docker CLI under that name: the kernel judges the
 # exec, whatever the program does after.)
 cp /usr/bin/docker /usr/local/bin/docker-compose
-start_enforcer
+# The default policy's argv layer alone: its gate would stand between the agent and the
+# mock, which speaks only enough of the API for `ps` (the api-gate groups test the gate).
+cat > /tmp/argv-only.toml <<'POLICY'
+{default}api_gate = false
+POLICY
+start_enforcer --config /tmp/argv-only.toml
 step {DC_EXEC} ai-worker docker-compose exec web sh
 step {DC_FLAGS_CP} ai-worker docker-compose -f /tmp/x.yml cp web:/a /tmp/b
 step {DC_PLUGIN_FORM} ai-worker docker-compose compose exec web sh

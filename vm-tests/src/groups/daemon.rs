@@ -65,6 +65,7 @@ cat > /tmp/policy.toml <<'POLICY'
 name = "agent"
 users = ["ai-worker"]
 deny = ["exec", "cp"]
+api_gate = false # the daemon's life cycle, against the argv layer
 POLICY
 cp /tmp/policy.toml /tmp/good.toml
 DAEMON_ARGS="--config /tmp/policy.toml --log-max-bytes 20000 --log-keep 2"
@@ -117,12 +118,12 @@ step {METRICS_HTTP} root curl -sS -i http://127.0.0.1:9477/metrics
 step {METRICS_LISTEN_TAKEN} root $E metrics --listen 127.0.0.1:9477
 kill $METRICS_PID
 # A broken policy is rejected by reload; the policy in force stays.
-printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /tmp/policy.toml
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\napi_gate = false\n' > /tmp/policy.toml
 step {RELOAD_BROKEN} root /usr/local/sbin/enforcer reload
 step {EXEC_AFTER_BROKEN} ai-worker docker exec gitea true
 step {PS_AFTER_BROKEN} ai-worker docker ps
 # A reload that adds a denied command takes effect for the next exec.
-printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\n' > /tmp/policy.toml
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\napi_gate = false\n' > /tmp/policy.toml
 step {RELOAD_GOOD} root /usr/local/sbin/enforcer reload
 step {PS_AFTER_RELOAD} ai-worker docker ps
 # SIGHUP reloads too (back to the first policy).

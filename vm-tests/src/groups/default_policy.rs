@@ -1,7 +1,11 @@
 //! The default-policy group (real daemon): the incident against dockerd (exec and cp of the
 //! gitea secret refused and absent from the daemon's log; root's, bob's and, after `enforcer
 //! stop`, ai-worker's exec really run), every path spelling, the seed list, the engine's
-//! limits, status and the denial log, start-up errors, `check` and `verify` in the VM.
+//! limits, status and the denial log, start-up errors, `check` and `verify` in the VM. The
+//! default policy gates the API: the agent's allowed `docker run` that read gitea's secret
+//! and the host's root-only files before enforcer ran (the controls) is refused, and the
+//! real socket is not the agent's. Its plain docker reaches the gate by the kernel's routing
+//! on 6.7+, by `DOCKER_HOST` (as an admin sets it) before.
 
 use crate::{
     checks::Checks,
@@ -63,6 +67,16 @@ const EXEC_AFTER_SIGTERM: Step = Step::new("exec-after-sigterm");
 const DETACH: Step = Step::new("detach");
 const STATUS_AFTER: Step = Step::new("status-after");
 const EXEC_AFTER_STOP: Step = Step::new("exec-after-stop");
+const CONTROL_VOLUMES_FROM: Step = Step::new("control-volumes-from");
+const CONTROL_HOST_ROOT: Step = Step::new("control-host-root");
+const CONTROL_REAL_SOCKET: Step = Step::new("control-real-socket");
+const GATE_VOLUMES_FROM: Step = Step::new("gate-volumes-from");
+const GATE_HOST_ROOT: Step = Step::new("gate-host-root");
+const GATE_REAL_SOCKET: Step = Step::new("gate-real-socket");
+const GATE_ROOT_SOCKET: Step = Step::new("gate-root-socket");
+
+/// Read only by root: what `-v /:/host` gives the agent without the gate.
+const HOST_SECRET: &str = "host-root-only-s3cret";
 
 pub(super) fn group() -> Group {
     Group {
@@ -90,8 +104,16 @@ step {BAD_POLICY} root /usr/local/sbin/enforcer run --config /tmp/bad.toml
 printf '[[rule]]\nname = "r"\nusers = ["no-such-user"]\ndeny = ["exec"]\n' > /tmp/unknown-user.toml
 step {UNKNOWN_USER} root /usr/local/sbin/enforcer run --config /tmp/unknown-user.toml
 step {STATUS_BEFORE} root /usr/local/sbin/enforcer status --json
+# The controls: before enforcer runs, the agent's allowed `docker run` reaches into gitea
+# and the host, and the real socket is the agent's.
+echo {HOST_SECRET} > /root/host-secret
+chmod 600 /root/host-secret
+step {CONTROL_VOLUMES_FROM} ai-worker docker run --rm --network none --volumes-from gitea local/busybox cat /data/secret
+step {CONTROL_HOST_ROOT} ai-worker docker run --rm --network none -v /:/host local/busybox cat /host/root/host-secret
+step {CONTROL_REAL_SOCKET} ai-worker curl -sS --unix-socket /run/docker.sock http://docker/_ping
 
 start_enforcer
+gate_env ai-worker ai-worker-docker
 # The real daemon's debug log has one "Calling METHOD PATH" line per API request: what
 # ai-worker's commands sent is the part written from here on, until root's turn below.
 API_START=$(wc -c < /tmp/dockerd.log)
@@ -147,6 +169,11 @@ step {STATUS} root /usr/local/sbin/enforcer status --json --limit 100
 step {STATUS_TABLE} root /usr/local/sbin/enforcer status --limit 100
 step {STATUS_LIMIT} root /usr/local/sbin/enforcer status --json --limit 2
 step {STATUS_UNPRIVILEGED} bob /usr/local/sbin/enforcer status
+# The default policy's gate: the same runs as the controls, refused with the rule and field.
+step {GATE_VOLUMES_FROM} ai-worker docker run --rm --network none --volumes-from gitea local/busybox cat /data/secret
+step {GATE_HOST_ROOT} ai-worker docker run --rm --network none -v /:/host local/busybox cat /host/root/host-secret
+step {GATE_REAL_SOCKET} ai-worker curl -sS --unix-socket /run/docker.sock http://docker/_ping
+step {GATE_ROOT_SOCKET} root curl -sS --unix-socket /run/docker.sock http://docker/_ping
 step {CONTAINER_EXEC} ai-worker docker container exec gitea true
 step {COMPOSE_EXEC} ai-worker docker compose exec gitea sh
 step {CHECK_CLI} root /usr/local/sbin/enforcer check --user ai-worker -- docker -D container exec -it web sh
@@ -155,6 +182,7 @@ stop_enforcer
 step {EXEC_AFTER_SIGTERM} ai-worker docker exec gitea true
 step {DETACH} root /usr/local/sbin/enforcer stop
 step {STATUS_AFTER} root /usr/local/sbin/enforcer status --json --limit 100
+gate_env_clear ai-worker
 step {EXEC_AFTER_STOP} ai-worker docker exec gitea cat /data/secret
 report_file api-worker /tmp/api-worker.log
 report_file denials /var/lib/enforcer/denials.jsonl
@@ -196,6 +224,39 @@ pub(super) fn check(c: &mut Checks) {
         || format!("exit {rc}: {out}"),
     );
     c.succeeded(ENFORCER_START);
+    for (control, what, secret) in [
+        (CONTROL_VOLUMES_FROM, "--volumes-from gitea reads gitea's secret", GITEA_SECRET),
+        (CONTROL_HOST_ROOT, "-v /:/host reads a root-only host file", HOST_SECRET),
+        (CONTROL_REAL_SOCKET, "the agent's curl gets the real socket's answer", "OK"),
+    ] {
+        let (rc, out) = c.step(control);
+        c.check(format!("control: before enforcer runs, {what}"), rc == 0 && out.contains(secret), || {
+            format!("exit {rc}: {out}")
+        });
+    }
+    for (step, field, what) in
+        [(GATE_VOLUMES_FROM, "VolumesFrom", "--volumes-from gitea"), (GATE_HOST_ROOT, "Binds", "-v /:/host")]
+    {
+        let (rc, out) = c.step(step);
+        c.check(
+            format!("the default policy's gate refuses {what}, naming the rule and the field {field}"),
+            rc != 0
+                && super::api_gate::refused_by_gate(&out, "ai-worker-docker", field)
+                && !out.contains(GITEA_SECRET)
+                && !out.contains(HOST_SECRET),
+            || format!("exit {rc}: {out}"),
+        );
+    }
+    let (rc, out) = c.step(GATE_REAL_SOCKET);
+    c.check(
+        "under the default policy the agent's curl gets no answer from the real socket",
+        rc != 0 && !out.contains("OK"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(GATE_ROOT_SOCKET);
+    c.check("root's curl on the real socket is unaffected", rc == 0 && out.contains("OK"), || {
+        format!("exit {rc}: {out}")
+    });
 
     let (rc, out) = c.step(DOCKERD_START);
     c.check("the real dockerd answers (20.10)", rc == 0 && out.trim().starts_with("20.10"), || {
@@ -334,14 +395,30 @@ pub(super) fn check(c: &mut Checks) {
         || table.clone(),
     );
 
-    let (log, records) = c.denial_log();
+    let (log, all_records) = c.denial_log();
+    // The gate's two refusals and curl's refused connect; the rest are docker's execs.
+    let (gate_records, records): (Vec<_>, Vec<_>) =
+        all_records.into_iter().partition(|r| r["hook"] == "api" || r["hook"] == "connect-unix");
+    c.check(
+        "the gate's refusals are denial records (hook api, the field), and so is curl's connect",
+        gate_records.len() == 3
+            && gate_records.iter().filter(|r| r["hook"] == "api" && r["rule"] == "ai-worker-docker").count()
+                == 2
+            && gate_records.iter().any(|r| r["field"].as_str().is_some_and(|f| f.contains("VolumesFrom")))
+            && gate_records
+                .iter()
+                .any(|r| r["hook"] == "connect-unix" && r["comm"] == "curl" && r["uid"] == 1001),
+        || format!("{gate_records:#?}"),
+    );
     // exec-path-order is two denials: the shell tries each PATH entry, and both are docker;
     // exec-after-sigterm is one more, logged by nobody (the daemon is gone) but counted.
     let expected =
         DENIED_SPELLINGS.len() + KILLED_SPELLINGS.len() + SEED_DENY_LIST.len() + LIMIT_DENIALS.len() + 1;
-    c.check(format!("JSON log has one record per denial ({expected})"), records.len() == expected, || {
-        format!("{} records:\n{log}", records.len())
-    });
+    c.check(
+        format!("JSON log has one exec record per denial ({expected})"),
+        records.len() == expected,
+        || format!("{} records:\n{log}", records.len()),
+    );
     c.check(
         "JSON log records carry uid, user, pid, binary, argv, rule, reason, time",
         !records.is_empty()

@@ -65,6 +65,7 @@ name = "fs"
 users = ["ai-worker"]
 binaries = ["/mnt/ext4/docker", "/mnt/tmpfs/docker", "/mnt/overlay/docker", "/nonexistent/docker"]
 deny = ["exec"]
+api_gate = false # file identities, against the argv layer
 POLICY
 # Readiness: READY=1 reaches the notify socket only once the policy is enforced.
 /usr/local/bin/exec-helper notify-wait /tmp/notify.sock > /tmp/notify.out &

@@ -183,6 +183,7 @@ users = ["ai-worker"]
 binaries = ["/usr/bin/docker", {{ path = "/usr/local/bin/docker-stub", client = "docker" }}]
 hosts = ["127.0.0.1:2375"]
 deny = [{WRAPPER_WORDS}]
+api_gate = false # the argv layer alone: the api-gate groups test the gate
 POLICY
 start_enforcer --config /tmp/wrapper.toml
 printf 'POST /v1.41/containers/gitea/exec?via=dial-stdio HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\n\r\n{{}}' > /tmp/exec.http

@@ -131,15 +131,18 @@ step {STATUS_AFTER_RESTART} root /usr/local/sbin/enforcer status --json --limit 
 
 # systemctl reload: a policy that also denies ps takes effect; a broken one is refused.
 mkdir -p /etc/enforcer
-printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\n' > /etc/enforcer/policy.toml
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp", "ps"]\napi_gate = false\n' > /etc/enforcer/policy.toml
 step {RELOAD} root systemctl reload enforcer.service
 step {PS_AFTER_RELOAD} ai-worker docker ps
-printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\n' > /etc/enforcer/policy.toml
+printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "pss"]\napi_gate = false\n' > /etc/enforcer/policy.toml
 step {RELOAD_BROKEN} root systemctl reload enforcer.service
 step {PS_AFTER_BROKEN} ai-worker docker ps
 rm /etc/enforcer/policy.toml
 step {RELOAD_DEFAULT} root systemctl reload enforcer.service
+# The embedded default gates the API: before 6.7 the agent needs DOCKER_HOST.
+gate_env ai-worker ai-worker-docker
 step {PS_AFTER_DEFAULT} ai-worker docker ps --format '{{{{.Names}}}}'
+gate_env_clear ai-worker
 # The API gate under the shipped unit: its socket is reachable from outside the unit's
 # runtime directory, and it judges.
 printf '[[rule]]\nname = "agent"\nusers = ["ai-worker"]\ndeny = ["exec", "cp"]\napi_gate = true\n' > /etc/enforcer/policy.toml
