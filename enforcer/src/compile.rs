@@ -501,7 +501,7 @@ mod tests {
             "mode = \"audit\"\n\
              [[rule]]\nname = \"a\"\nusers = [1]\nhosts = [\"127.0.0.1:2375\"]\ndeny = [\"exec\"]\n\
              [[rule]]\nname = \"b\"\nusers = [2, \"ai-worker\"]\nallow = [\"ps\"]\n\
-             [[rule]]\nname = \"c\"\nusers = [\"ai-worker\"]\ncgroups = [\"/a.slice/b.service\"]\ndeny = [\"cp\"]\n",
+             [[rule]]\nname = \"c\"\nusers = [\"ai-worker\"]\ncgroups = [\"/a.slice/b.service\"]\ndeny = [\"cp\"]\napi_gate = false\n",
         );
         let resolved = resolve(&policy, &[("ai-worker", 1001)], &["/usr/bin/docker"]);
         let identities = paths([("/usr/bin/docker", file(7))]);

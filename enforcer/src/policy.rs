@@ -788,7 +788,27 @@ impl Policy {
                     self.resolve_error(Some(*place), format!("rule {:?}: unknown user {name:?}", rule.name))
                 })?,
             };
-            *resolved.users.entry(uid).or_default() |= bit;
+            let rules = resolved.users.entry(uid).or_default();
+            // The kernel admits a gated identity to one gate only (`other_gate`): under two
+            // gated rules it would reach no docker API at all, a silent loss of all its work.
+            if rule.api_gate
+                && let Some(other) = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .find(|(i, r)| 1 << i != bit && *rules & (1 << i) != 0 && r.api_gate)
+            {
+                return Err(self.resolve_error(
+                    Some(*place),
+                    format!(
+                        "rule {:?}: user {user} (uid {uid}) is also under rule {:?}, and both have the API gate: \
+                         an identity reaches docker through one gate only, so it would get none; \
+                         merge the two rules or set api_gate = false on one",
+                        rule.name, other.1.name
+                    ),
+                ));
+            }
+            *rules |= bit;
         }
         Ok(())
     }
@@ -1158,7 +1178,7 @@ deny = ["exec", "cp"]
     fn resolve_is_a_function_of_the_discovery() {
         let policy = parse(
             "[[rule]]\nname = \"r\"\nusers = [\"ai-worker\", 7]\nbinaries = [\"/usr/bin/docker\", \"/opt/missing\"]\ndeny = [\"exec\"]\n\
-             [[rule]]\nname = \"s\"\nusers = [\"ai-worker\"]\ndeny = [\"cp\"]\n",
+             [[rule]]\nname = \"s\"\nusers = [\"ai-worker\"]\ndeny = [\"cp\"]\napi_gate = false\n",
         )
         .unwrap();
         let discovery = Discovery {
@@ -1231,6 +1251,39 @@ deny = ["exec", "cp"]
             policy.resolve(&one_file).unwrap_err().to_string(),
             "policy.toml: rule \"r\": /usr/bin/docker is listed as a docker-compose client here and as a docker client elsewhere"
         );
+    }
+
+    #[test]
+    fn one_identity_under_two_gated_rules_is_an_error() {
+        let discovery = Discovery {
+            uids: BTreeMap::from([("ai-worker".into(), 1001)]),
+            files: BTreeMap::from([("/usr/bin/docker".into(), "/usr/bin/docker".into())]),
+            docker_search: vec![candidate("/usr/bin/docker", Profile::Docker as u32, true)],
+        };
+        let two = |second: &str| {
+            format!(
+                "[[rule]]\nname = \"a\"\nusers = [\"ai-worker\"]\ndeny = [\"exec\"]\n\
+                 [[rule]]\nname = \"b\"\nusers = [{second}]\ndeny = [\"cp\"]\n"
+            )
+        };
+        // By name and by uid alike: the kernel would admit it to neither gate.
+        for second in ["\"ai-worker\"", "1001"] {
+            let message = parse(&two(second)).unwrap().resolve(&discovery).unwrap_err().to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "policy.toml:7:10: rule \"b\": user {} (uid 1001) is also under rule \"a\", and both have \
+                     the API gate: an identity reaches docker through one gate only, so it would get none; \
+                     merge the two rules or set api_gate = false on one",
+                    second.trim_matches('"')
+                )
+            );
+        }
+        // One gated rule and one without the gate, or the user twice in one rule: fine.
+        let mixed = format!("{}api_gate = false\n", two("\"ai-worker\""));
+        assert_eq!(parse(&mixed).unwrap().resolve(&discovery).unwrap().users, BTreeMap::from([(1001, 0b11)]));
+        let twice = "[[rule]]\nname = \"a\"\nusers = [\"ai-worker\", 1001]\ndeny = [\"exec\"]\n";
+        assert_eq!(parse(twice).unwrap().resolve(&discovery).unwrap().users, BTreeMap::from([(1001, 0b1)]));
     }
 
     #[test]

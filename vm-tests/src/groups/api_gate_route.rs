@@ -31,6 +31,8 @@ const SANDBOX_BOB: Step = Step::new("sandbox-bob");
 const SANDBOX_AGENT: Step = Step::new("sandbox-agent");
 const CURL_ROUTED: Step = Step::new("curl-routed");
 const UNGATED_PS: Step = Step::new("ungated-ps");
+const CONTROL_ROOT_ON_GATE: Step = Step::new("control-root-on-gate");
+const OTHER_GATE: Step = Step::new("other-gate");
 const ROOT_PS: Step = Step::new("root-ps");
 const STATUS: Step = Step::new("status");
 const RELOAD_AUDIT: Step = Step::new("reload-audit");
@@ -103,6 +105,9 @@ step {SANDBOX_AGENT} ai-worker unshare -Urm sh -c 'mount --bind /tmp/own.sock /r
 step {OTHER_DAEMON} ai-worker env DOCKER_HOST=unix:///tmp/other.sock docker ps --format '{{{{.Names}}}}'
 step {CURL_ROUTED} ai-worker curl -sS --max-time 10 --unix-socket /var/run/docker.sock http://docker/_ping
 step {UNGATED_PS} bob docker ps --format '{{{{.Names}}}}'
+# Another rule's gate: served (root's docker on it works), but not bob's to dial.
+step {CONTROL_ROOT_ON_GATE} root env DOCKER_HOST=unix://{GATE} docker ps --format '{{{{.Names}}}}'
+step {OTHER_GATE} bob env DOCKER_HOST=unix://{GATE} docker ps --format '{{{{.Names}}}}'
 step {ROOT_PS} root docker ps --format '{{{{.Names}}}}'
 step {STATUS} root /usr/local/sbin/enforcer status --json --limit 200
 # Audit mode: the rule's identities keep the real socket (not routed), and the kernel
@@ -271,6 +276,18 @@ pub(super) fn check(c: &mut Checks) {
         rc == 0 && out.contains("gitea"),
         || format!("exit {rc}: {out}"),
     );
+    let (rc, out) = c.step(CONTROL_ROOT_ON_GATE);
+    c.check(
+        "control: the agent's gate socket is served (root's docker through it lists gitea)",
+        rc == 0 && out.contains("gitea"),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(OTHER_GATE);
+    c.check(
+        "bob's vetted docker dialing the agent's gate is refused (another rule's gate would judge him by that rule)",
+        denied_socket(rc, &out) && !out.contains("gitea"),
+        || format!("exit {rc}: {out}"),
+    );
     let (rc, out) = c.step(ROOT_PS);
     c.check("root's docker is not routed and works", rc == 0 && out.contains("gitea"), || {
         format!("exit {rc}: {out}")
@@ -283,6 +300,11 @@ pub(super) fn check(c: &mut Checks) {
             .iter()
             .any(|d| d["hook"] == "connect-unix" && d["reason"] == curl && d["user"] == "ai-worker")
             && records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == "gate_only"),
+        || denials.clone(),
+    );
+    c.check(
+        "the kernel refused bob's connect to the agent's gate itself (other_gate), not only the gate's peer check",
+        records.iter().any(|d| d["hook"] == "connect-unix" && d["reason"] == "other_gate" && d["user"] == "bob"),
         || denials.clone(),
     );
     c.succeeded(RELOAD_AUDIT);
