@@ -122,6 +122,11 @@ let
   # Rules that leave `binaries` to the daemon's search, which finds NixOS's wrapper script and
   # not the real CLI behind it (see dockerBinaries).
   rulesWithoutBinaries = builtins.filter (rule: rule.binaries == null) cfg.settings.rule;
+  rulesByName = builtins.listToAttrs (map (rule: lib.nameValuePair rule.name rule) cfg.settings.rule);
+  # gateServices entries whose rule has no gate socket: unknown, or api_gate = false.
+  gateServicesWithoutGate = lib.filterAttrs (
+    _: rule: !(rulesByName ? ${rule}) || rulesByName.${rule}.api_gate == false
+  ) cfg.gateServices;
 
   enforcer = lib.getExe cfg.package;
   serviceName = unit: lib.removeSuffix ".service" unit;
@@ -421,6 +426,21 @@ in
           {
             assertion = builtins.length lsmParams == 1 && lsmParamHasBpf (builtins.head lsmParams);
             message = "services.enforcer: the kernel needs exactly one lsm= parameter listing bpf; boot.kernelParams has ${builtins.toJSON lsmParams}";
+          }
+          {
+            # A service pointed at a gate that will not exist would only see "no such file".
+            assertion = gateServicesWithoutGate == { };
+            message = "services.enforcer.gateServices: ${
+              lib.concatMapStringsSep "; " (
+                unit:
+                let
+                  rule = gateServicesWithoutGate.${unit};
+                in
+                "${unit} names rule ${builtins.toJSON rule}, which ${
+                  if rulesByName ? ${rule} then "sets api_gate = false" else "is not in services.enforcer.settings.rule"
+                }"
+              ) (builtins.attrNames gateServicesWithoutGate)
+            }: name a rule with the API gate on";
           }
           {
             assertion = !(builtins.elem "enforcer.service" cfg.before);

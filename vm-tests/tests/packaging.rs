@@ -478,10 +478,21 @@ fn nixos_module_api_gate() -> Result<()> {
             }};
           }};
           config = full.config;
+          # gateServices naming a rule without a gate socket: an assertion, not a dead DOCKER_HOST.
+          withRules = rule: gateServices: (evalFull {{
+            enforcer = {{
+              enable = true;
+              settings.rule = [ ({{ name = "ai-worker-docker"; users = [ "ai-worker" ]; deny = [ "exec" ]; }} // rule) ];
+              inherit gateServices;
+            }};
+          }}).config;
         in {{
           policy = policyOf config;
           agent = config.systemd.services.ai-agent;
           failed = failed config;
+          byDefault = failed (withRules {{ }} {{ ai-agent = "ai-worker-docker"; }});
+          unknownRule = failed (withRules {{ }} {{ ai-agent = "ai-worker"; }});
+          gateOff = failed (withRules {{ api_gate = false; }} {{ ai-agent = "ai-worker-docker"; }});
         }}"#
     );
     let v = nix_eval("module-api-gate", &expression)?;
@@ -497,6 +508,19 @@ fn nixos_module_api_gate() -> Result<()> {
         v["agent"]
     );
     assert_eq!(v["failed"], serde_json::json!([]), "assertions");
+    assert_eq!(v["byDefault"], serde_json::json!([]), "the gate is on unless a rule says api_gate = false");
+    assert_eq!(
+        v["unknownRule"],
+        serde_json::json!([
+            "services.enforcer.gateServices: ai-agent names rule \"ai-worker\", which is not in services.enforcer.settings.rule: name a rule with the API gate on"
+        ])
+    );
+    assert_eq!(
+        v["gateOff"],
+        serde_json::json!([
+            "services.enforcer.gateServices: ai-agent names rule \"ai-worker-docker\", which sets api_gate = false: name a rule with the API gate on"
+        ])
+    );
     Ok(())
 }
 
