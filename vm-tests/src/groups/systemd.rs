@@ -110,9 +110,12 @@ step {STATUS_AFTER_SECOND} root /usr/local/sbin/enforcer status --json --limit 0
 
 # The incident's stage (stage()), then the agent's denied commands against it.
 {stage}
+# The embedded default gates the API: before 6.7 the agent needs DOCKER_HOST.
+gate_env ai-worker ai-worker-docker
 step {EXEC_DENIED} ai-worker docker exec gitea cat /data/secret
 step {CP_DENIED} ai-worker docker cp gitea:/data/secret /tmp/secret
 step {PS} ai-worker docker ps --format '{{{{.Names}}}}'
+gate_env_clear ai-worker
 
 # kill -9: systemd restarts the daemon; the pins enforce meanwhile (no gap).
 FIRST_PID=$(systemctl show -p MainPID --value enforcer.service)
@@ -195,6 +198,9 @@ RemainAfterExit=yes
 # As root (+): exits 1 when nothing enforces, and then the agent does not start.
 ExecStartPre=+/usr/local/sbin/enforcer status --limit 0
 User=ai-worker
+# The embedded default gates the API; before Linux 6.7 this is how the agent's docker finds
+# its gate (the NixOS module's gateServices writes the same line; harmless on 6.7+).
+Environment=DOCKER_HOST=unix:///run/enforcer/gate/ai-worker-docker.sock
 # An administrator's usual sandbox: systemd's own seccomp filters (allow list, native
 # architecture only) are plain filters, under which the vetted docker still runs.
 NoNewPrivileges=yes
