@@ -35,6 +35,11 @@ use crate::discovery::{Discovery, USUAL_DOCKER_DIRS};
 pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 /// Name shown for the embedded default in messages.
 pub const DEFAULT_POLICY_NAME: &str = "<embedded default policy>";
+
+/// The documented hardened example (issue 15): own containers only, gitea protected.
+/// Shipped as a file for admins to copy; embedded only so that its tests see the text.
+#[cfg(test)]
+pub const HARDENED_POLICY: &str = include_str!("hardened-policy.toml");
 /// The system policy file.
 pub const SYSTEM_POLICY_PATH: &str = "/etc/enforcer/policy.toml";
 
@@ -116,6 +121,34 @@ pub struct Rule {
     pub bind_paths: Vec<PathBuf>,
     /// Container powers the gate grants the rule (`api_powers`), beyond the defaults.
     pub api_powers: Vec<crate::gate::judge::Power>,
+    /// `own_only`: commands (node ids) the argv check allows and the gate admits only on
+    /// objects the rule owns (its label, put on by the gate when the rule created them).
+    pub own_only: Vec<u32>,
+    /// `protect`: objects the rule's identities may not even read, whatever else it allows.
+    pub protect: Vec<Protect>,
+    /// `see = "own"`: listings show only the rule's own objects.
+    pub see_own: bool,
+}
+
+/// One `protect` entry: a container (or volume, network) name, or a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protect {
+    Name(String),
+    /// `label=key` (any value) or `label=key=value`.
+    Label(String, Option<String>),
+}
+
+impl Protect {
+    /// Whether an object with `name` (dockerd's, a container's without its leading `/`) and
+    /// `labels` is protected by this entry.
+    pub fn matches(&self, name: &str, labels: &serde_json::Map<String, serde_json::Value>) -> bool {
+        match self {
+            Protect::Name(protected) => protected == name.strip_prefix('/').unwrap_or(name),
+            Protect::Label(key, value) => labels
+                .get(key)
+                .is_some_and(|v| value.as_deref().is_none_or(|value| v.as_str() == Some(value))),
+        }
+    }
 }
 
 /// `api_clients`: which clients may connect to a rule's gate socket.
@@ -239,6 +272,9 @@ struct RawRule {
     api_clients: Option<Spanned<String>>,
     bind_paths: Option<SpannedList<String>>,
     api_powers: Option<SpannedList<String>>,
+    own_only: Option<SpannedList<String>>,
+    protect: Option<SpannedList<String>>,
+    see: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -376,17 +412,35 @@ impl Source<'_> {
         let users = raw_users.iter().map(|user| self.user(user)).collect::<Result<_, _>>()?;
         let binaries = self.binaries(rule.binaries.as_ref(), &name)?;
         let (kind, list) = self.command_list(spanned, &name)?;
-        let commands = self.commands(list)?;
+        let mut commands = self.commands(list)?;
+        let own_only = match &rule.own_only {
+            Some(own) => self.commands(own)?,
+            None => Vec::new(),
+        };
+        self.own_only_allowed(&name, kind, list, rule.own_only.as_ref())?;
+        if kind == ListKind::Allow {
+            // The argv check lets them through; the gate decides by the object's owner.
+            for &id in &own_only {
+                if !commands.contains(&id) {
+                    commands.push(id);
+                }
+            }
+        }
         // On unless the rule opts out: without it, allowed commands keep their flags' power.
         let api_gate = rule.api_gate.as_ref().is_none_or(|gate| *gate.get_ref());
         let api_clients = self.api_clients(rule.api_clients.as_ref())?;
         let bind_paths = self.bind_paths(rule.bind_paths.as_ref())?;
         let api_powers = self.api_powers(rule.api_powers.as_ref())?;
+        let protect = self.protect(rule.protect.as_ref())?;
+        let see_own = self.see(rule.see.as_ref())?;
         if !api_gate
             && let Some(span) = [
                 rule.api_clients.as_ref().map(Spanned::span),
                 rule.bind_paths.as_ref().map(Spanned::span),
                 rule.api_powers.as_ref().map(Spanned::span),
+                rule.own_only.as_ref().map(Spanned::span),
+                rule.protect.as_ref().map(Spanned::span),
+                rule.see.as_ref().map(Spanned::span),
             ]
             .into_iter()
             .flatten()
@@ -394,7 +448,10 @@ impl Source<'_> {
         {
             return Err(self.error(
                 Some(span),
-                format!("rule {name:?}: api_clients, bind_paths and api_powers are the gate's: remove api_gate = false"),
+                format!(
+                    "rule {name:?}: api_clients, bind_paths, api_powers, own_only, protect and see are the \
+                     gate's: remove api_gate = false"
+                ),
             ));
         }
         if api_gate && !rule_name_is_file_name(&name) {
@@ -419,7 +476,82 @@ impl Source<'_> {
             api_clients,
             bind_paths,
             api_powers,
+            own_only,
+            protect,
+            see_own,
         })
+    }
+
+    /// `protect`: container names (as `docker ps` shows them) or `label=key[=value]`.
+    fn protect(&self, entries: Option<&SpannedList<String>>) -> Result<Vec<Protect>, PolicyError> {
+        let mut out = Vec::new();
+        for entry in entries.iter().flat_map(|p| p.get_ref()) {
+            let text = entry.get_ref().trim();
+            let bad = |why: &str| self.error(Some(entry.span()), format!("protect entry {text:?}: {why}"));
+            let protect = if let Some(label) = text.strip_prefix("label=") {
+                let (key, value) = match label.split_once('=') {
+                    Some((key, value)) => (key, Some(value.to_owned())),
+                    None => (label, None),
+                };
+                if key.is_empty() {
+                    return Err(bad("the label key is empty (label=key or label=key=value)"));
+                }
+                Protect::Label(key.to_owned(), value)
+            } else {
+                let name = text.strip_prefix('/').unwrap_or(text);
+                // dockerd's container names: [a-zA-Z0-9][a-zA-Z0-9_.-]*
+                if name.is_empty()
+                    || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                {
+                    return Err(bad("not a container name or label=key[=value]"));
+                }
+                Protect::Name(name.to_owned())
+            };
+            out.push(protect);
+        }
+        Ok(out)
+    }
+
+    /// `see`: "all" (the default) or "own".
+    fn see(&self, see: Option<&Spanned<String>>) -> Result<bool, PolicyError> {
+        let Some(see) = see else { return Ok(false) };
+        match see.get_ref().as_str() {
+            "all" => Ok(false),
+            "own" => Ok(true),
+            other => {
+                Err(self.error(Some(see.span()), format!("unknown see {other:?}: expected \"all\" or \"own\"")))
+            }
+        }
+    }
+
+    /// `own_only` entries must reach the gate: a deny entry that covers one would refuse it
+    /// in the kernel already (a contradiction the admin should see, not a silent deny).
+    fn own_only_allowed(
+        &self,
+        name: &str,
+        kind: ListKind,
+        list: &SpannedList<String>,
+        own_only: Option<&SpannedList<String>>,
+    ) -> Result<(), PolicyError> {
+        let (Some(own_only), ListKind::Deny) = (own_only, kind) else { return Ok(()) };
+        let id = |entry: &Spanned<String>| grammar::resolve_entry(crate::grammar::get(), entry.get_ref().trim());
+        for own in own_only.get_ref() {
+            let Some(own_id) = id(own) else { continue };
+            if let Some(denied) =
+                list.get_ref().iter().find(|deny| id(deny).is_some_and(|deny_id| grammar::covers(deny_id, own_id)))
+            {
+                return Err(self.error(
+                    Some(own.span()),
+                    format!(
+                        "rule {name:?}: own_only {:?} is denied by the deny entry {:?}: remove one of them",
+                        own.get_ref().trim(),
+                        denied.get_ref().trim()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `api_clients`: "vetted" (the default) or "any".
@@ -1335,8 +1467,8 @@ deny = ["exec", "cp"]
         // The gate's keys on a rule without the gate would silently do nothing.
         assert_eq!(
             err(&format!("{base}api_gate = false\nbind_paths = [\"/srv\"]\n")),
-            "policy.toml:6:14: rule \"agent\": api_clients, bind_paths and api_powers are the gate's: \
-             remove api_gate = false"
+            "policy.toml:6:14: rule \"agent\": api_clients, bind_paths, api_powers, own_only, protect and \
+             see are the gate's: remove api_gate = false"
         );
         // The rule's name is its gate socket's file name; a rule without the gate may use any.
         let slash = err("[[rule]]\nname = \"a/b\"\nusers = [1]\ndeny = [\"exec\"]\n");
@@ -1374,4 +1506,92 @@ deny = ["exec", "cp"]
             "policy.toml:2:8: rule \"r\" names neither users nor cgroups: it would restrict nobody"
         );
     }
+
+    #[test]
+    fn own_only_protect_and_see() {
+        let base = "[[rule]]\nname = \"agent\"\nusers = [1]\ndeny = [\"commit\"]\n";
+        let rule = parse(&format!(
+            "{base}own_only = [\"exec\", \"logs\"]\nprotect = [\"gitea\", \"label=secret\", \
+             \"label=tier=db\"]\nsee = \"own\"\n"
+        ))
+        .unwrap()
+        .rules
+        .remove(0);
+        assert_eq!(rule.own_only, [node("container exec"), node("container logs")]);
+        assert_eq!(
+            rule.protect,
+            [
+                Protect::Name("gitea".into()),
+                Protect::Label("secret".into(), None),
+                Protect::Label("tier".into(), Some("db".into()))
+            ]
+        );
+        assert!(rule.see_own);
+        assert!(!parse(base).unwrap().rules[0].see_own);
+        // The kernel lets own_only commands through (deny list: they are simply not denied).
+        let config = rule_configs(&parse(&format!("{base}own_only = [\"exec\"]\n")).unwrap())[0];
+        assert!(!config.has_command(node("container exec")));
+        // In an allow list they are added to what the kernel admits.
+        let allow = parse("[[rule]]\nname = \"a\"\nusers = [1]\nallow = [\"ps\"]\nown_only = [\"exec\"]\n").unwrap();
+        assert!(allow.rules[0].commands.contains(&node("container exec")));
+        assert!(rule_configs(&allow)[0].has_command(node("container exec")));
+        // Errors, at the entry.
+        assert_eq!(
+            err(&format!("{base}own_only = [\"exec\", \"frobnicate\"]\n")),
+            "policy.toml:5:21: unknown docker command \"frobnicate\""
+        );
+        assert_eq!(
+            err("[[rule]]\nname = \"agent\"\nusers = [1]\ndeny = [\"container\"]\nown_only = [\"exec\"]\n"),
+            "policy.toml:5:13: rule \"agent\": own_only \"exec\" is denied by the deny entry \"container\": \
+             remove one of them"
+        );
+        assert_eq!(
+            err(&format!("{base}see = \"some\"\n")),
+            "policy.toml:5:7: unknown see \"some\": expected \"all\" or \"own\""
+        );
+        for bad in ["", "label=", "label==x", "-x", "a/b", "a b"] {
+            let message = err(&format!("{base}protect = [\"{bad}\"]\n"));
+            assert!(message.starts_with("policy.toml:5:12: protect entry"), "{bad:?}: {message}");
+        }
+        for key in ["own_only = [\"exec\"]", "protect = [\"gitea\"]", "see = \"own\""] {
+            let message = err(&format!("{base}api_gate = false\n{key}\n"));
+            assert!(message.starts_with("policy.toml:6:"), "{key}: {message}");
+            assert!(message.ends_with("are the gate's: remove api_gate = false"), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn protect_matches_names_and_labels() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"tier":"db","secret":""}"#).unwrap();
+        let none = serde_json::Map::new();
+        assert!(Protect::Name("gitea".into()).matches("/gitea", &none));
+        assert!(Protect::Name("gitea".into()).matches("gitea", &none));
+        assert!(!Protect::Name("gitea".into()).matches("/gitea2", &none));
+        assert!(Protect::Label("secret".into(), None).matches("x", &labels));
+        assert!(Protect::Label("tier".into(), Some("db".into())).matches("x", &labels));
+        assert!(!Protect::Label("tier".into(), Some("web".into())).matches("x", &labels));
+        assert!(!Protect::Label("tier".into(), None).matches("x", &none));
+    }
+
+    #[test]
+    fn hardened_policy_parses_and_compiles() {
+        let policy = Policy::parse("hardened-policy.toml", HARDENED_POLICY).unwrap();
+        assert_eq!(policy.mode, Mode::Enforce);
+        let rule = &policy.rules[0];
+        assert_eq!(rule.name, "ai-worker-docker");
+        assert!(rule.api_gate);
+        assert!(rule.see_own);
+        assert_eq!(rule.protect, [Protect::Name("gitea".into())]);
+        assert_eq!(rule.own_only.len(), 19);
+        let config = rule_configs(&policy)[0];
+        // own_only reaches the gate (the kernel allows it); deny stays denied in the kernel.
+        for allowed in ["container exec", "container cp", "container logs", "container inspect"] {
+            assert!(!config.has_command(node(allowed)), "{allowed}");
+        }
+        for denied in ["container commit", "image push", "image tag", "system dial-stdio"] {
+            assert!(config.has_command(node(denied)), "{denied}");
+        }
+    }
+
 }
