@@ -67,6 +67,8 @@ pub struct RuleGate {
     pub upstream: PathBuf,
     /// The kernel's compiled form of the rule's command list (coverage expanded).
     config: RuleConfig,
+    /// `own_only`: commands (node ids) admitted only on objects the rule owns.
+    own_only: Vec<u32>,
     /// uids the rule names; `None` when it also names cgroups (any uid may be in them).
     uids: Option<Vec<u32>>,
     records: mpsc::Sender<(String, ApiDenial)>,
@@ -77,6 +79,10 @@ pub struct RuleGate {
     /// Set when a reload removed the rule (or renamed it): the connections still open on
     /// its gate get 503 from then on, never a judgement by a rule no longer in force.
     pub retired: std::sync::atomic::AtomicBool,
+    /// `protect`: objects the rule's identities may not even read.
+    pub protect: Vec<crate::policy::Protect>,
+    /// `see = "own"`: listings are narrowed to the rule's own objects.
+    pub see_own: bool,
 }
 
 impl RuleGate {
@@ -93,6 +99,20 @@ impl RuleGate {
     pub fn own_command_denied(&self, endpoint: &route::Endpoint, query: &str) -> bool {
         !endpoint.any_command()
             && route::commands_for(endpoint, query).first().is_some_and(|path| !self.allows(path))
+    }
+
+    /// The endpoint's own command (the first it lists), when the rule names it in `own_only`:
+    /// then the endpoint is admitted only on the rule's own objects (`exec` there: `POST
+    /// /containers/{name}/exec` on a container the rule created, never on gitea), whichever
+    /// command sends it. Others that use it on the way (`compose up` reads logs) do so on
+    /// their own project's containers, which the rule owns.
+    pub fn own_only_command(&self, endpoint: &route::Endpoint, query: &str) -> Option<&'static str> {
+        if endpoint.any_command() {
+            return None;
+        }
+        let own = *route::commands_for(endpoint, query).first()?;
+        let node = grammar::node_by_path(own)?;
+        self.own_only.iter().any(|&entry| grammar::covers(entry, node)).then_some(own)
     }
 
     /// A command that uses `endpoint` and that the rule denies, for the refusal's message.
@@ -126,6 +146,11 @@ impl RuleGate {
 
 #[cfg(test)]
 impl RuleGate {
+    /// A gate with `protect` entries and an empty command list.
+    pub(crate) fn for_tests_with_protect(protect: Vec<crate::policy::Protect>) -> RuleGate {
+        RuleGate { protect, ..RuleGate::for_tests("test", RuleConfig::default()) }
+    }
+
     /// A gate judging by `config` alone: no upstream, no limits, records dropped.
     fn for_tests(name: &str, config: RuleConfig) -> RuleGate {
         RuleGate {
@@ -133,10 +158,13 @@ impl RuleGate {
             limits: judge::Limits::default(),
             upstream: PathBuf::new(),
             config,
+            own_only: Vec::new(),
             uids: None,
             records: mpsc::channel(1).0,
             serial: Arc::default(),
             retired: std::sync::atomic::AtomicBool::new(false),
+            protect: Vec::new(),
+            see_own: false,
         }
     }
 }
@@ -302,6 +330,9 @@ impl GateSet {
             records: self.records.clone(),
             serial: Arc::default(),
             retired: std::sync::atomic::AtomicBool::new(false),
+            own_only: rule.own_only.clone(),
+            protect: rule.protect.clone(),
+            see_own: rule.see_own,
         }
     }
 

@@ -98,6 +98,32 @@ impl Route {
     }
 }
 
+impl Route {
+    /// [`Route::target`] with the first parameter replaced by `value` (the full id the gate
+    /// resolved a name or id prefix to), so that dockerd acts on the object that was judged
+    /// even if the name is given to another in between. None when the new path would not
+    /// route to the same endpoint with the same other parameters (the caller refuses).
+    pub fn target_with_first_param(&self, value: &str) -> Option<String> {
+        let mut params = std::iter::once(value).chain(self.params.iter().skip(1).map(String::as_str));
+        let mut segments: Vec<&str> = Vec::new();
+        for piece in parse_pattern(self.endpoint.pattern) {
+            match piece {
+                Piece::Literal(literal) => segments.push(literal),
+                Piece::One | Piece::Many => segments.extend(params.next()?.split('/')),
+            }
+        }
+        let path = encode_path(&segments);
+        let rerouted = route(self.endpoint.method, &path).ok()?;
+        let same = std::ptr::eq(rerouted.endpoint, self.endpoint)
+            && rerouted.params.first().map(String::as_str) == Some(value)
+            && rerouted.params.get(1..) == self.params.get(1..);
+        same.then(|| match &self.version {
+            Some(version) => format!("/v{version}{path}"),
+            None => path,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
     /// 400: a path dockerd would not route the same way (bad percent-encoding, NUL, ...).

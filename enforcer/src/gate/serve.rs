@@ -276,30 +276,60 @@ async fn judge_and_forward(
     let serialised = mutates && !endpoint.pattern.ends_with("/wait") && endpoint.body != BodyJudge::Build;
     let _serial = if serialised { Some(gate.serial.lock().await) } else { None };
     // The rule's identities change only their own containers (rename, remove, start, stop,
-    // kill, update, attach, exec, ...), and use an endpoint whose own command the rule denies
-    // (`attach`, used on the way by `docker run`) only on them.
-    let own_only = endpoint.pattern.starts_with("/containers/{name")
-        && (mutates || gate.own_command_denied(endpoint, query_text));
-    if own_only && let Some(container) = route.params.first() {
-        let owner =
-            owner_of(&gate.upstream, &format!("/containers/{}/json", encode_segment(container)), true)
-                .await
-                .map_err(|refused| {
-                    if refused.status == StatusCode::NOT_FOUND {
-                        Refused::new(
-                            StatusCode::NOT_FOUND,
-                            "owner",
-                            format!("No such container: {container}"),
-                        )
-                    } else {
-                        refused
-                    }
-                })?;
-        if owner.as_deref() != Some(gate.name.as_str()) {
-            let mut refused = owner_refusal(gate, "path", "container", container, owner);
-            refused.command = route::commands_for(endpoint, query_text).first().map(|c| (*c).to_owned());
-            return Err(refused);
+    // kill, update, attach, exec, ...), use an endpoint whose own command the rule denies
+    // (`attach`, used on the way by `docker run`) only on them, and so an endpoint whose own
+    // command is in the rule's `own_only` (`logs`, `inspect`, `cp` there). dockerd is asked
+    // who the name, id or id prefix is, and the request goes on to that object's full id:
+    // a name given to another container in between reaches nothing, never the other.
+    let own_only_command = gate.own_only_command(endpoint, query_text);
+    let command = || {
+        own_only_command
+            .or_else(|| route::commands_for(endpoint, query_text).first().copied())
+            .map(str::to_owned)
+    };
+    let mut judged_id = None;
+    // `protect`: any request naming a protected container is refused, reads included.
+    let protects = !gate.protect.is_empty();
+    let owned_needed = mutates || gate.own_command_denied(endpoint, query_text) || own_only_command.is_some();
+    if endpoint.pattern.starts_with("/containers/{name")
+        && (owned_needed || protects)
+        && let Some(container) = route.params.first()
+    {
+        let facts = container_owner(&gate.upstream, container).await?;
+        let shown = if facts.name.is_empty() || facts.name == *container {
+            format!("container {container:?}")
+        } else {
+            format!("container {container:?} ({})", facts.name)
+        };
+        check_protect(gate, command(), &shown, &facts)?;
+        let owner = facts.owner();
+        if owned_needed && owner.as_deref() != Some(gate.name.as_str()) {
+            return Err(command_owner_refusal(gate, command(), "container", container, owner));
         }
+        judged_id = Some(facts.id);
+    }
+    // An exec instance is its container's: starting, resizing (and with `exec` in `own_only`
+    // inspecting) one needs the container to be the rule's own. Exec ids are no secret
+    // (`ExecIDs` of a container's inspect lists them).
+    if endpoint.pattern.starts_with("/exec/")
+        && (endpoint.method != "GET" || own_only_command.is_some() || protects)
+        && let Some(exec) = route.params.first()
+    {
+        let (id, container, facts) = exec_owner(&gate.upstream, exec).await?;
+        check_protect(
+            gate,
+            command(),
+            &format!("exec instance {exec:?} of container {:?}", facts.name),
+            &facts,
+        )?;
+        let owner = facts.owner();
+        if (endpoint.method != "GET" || own_only_command.is_some())
+            && owner.as_deref() != Some(gate.name.as_str())
+        {
+            let what = format!("{exec} (of container {container})");
+            return Err(command_owner_refusal(gate, command(), "exec instance", &what, owner));
+        }
+        judged_id = Some(id);
     }
     // An image tag, a volume or a network is removed only by the rule that made it: root's
     // `local/busybox`, `gitea-data` and networks stay.
@@ -322,7 +352,19 @@ async fn judge_and_forward(
             }
         }
     }
-    let mut target = route.target();
+    let mut target = match &judged_id {
+        Some(id) => route.target_with_first_param(id).ok_or_else(|| {
+            Refused::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                format!(
+                    "enforcer: dockerd resolved {:?} to {id:?}, which names no such object",
+                    route.params[0]
+                ),
+            )
+        })?,
+        None => route.target(),
+    };
     if endpoint.body == BodyJudge::Build {
         let judged = judge::judge_build_query(query_text, &gate.limits).map_err(Refused::field)?;
         // A tag another owner's image holds would make its users run the rule's build.
@@ -338,7 +380,9 @@ async fn judge_and_forward(
             target.push('?');
             target.push_str(&judged);
         }
-    } else if endpoint.pattern.ends_with("/prune") && endpoint.pattern != "/build/prune" {
+    } else if (endpoint.pattern.ends_with("/prune") && endpoint.pattern != "/build/prune")
+        || (gate.see_own && endpoint.method == "GET" && LISTINGS.contains(&endpoint.pattern))
+    {
         target.push('?');
         target.push_str(&own_prune_filters(query_text, &gate.name)?);
     } else if let Some(query) = &query {
@@ -467,6 +511,36 @@ fn owner_refusal(gate: &RuleGate, field: &str, kind: &str, name: &str, owner: Op
     }
 }
 
+/// A request on an object the rule does not own, in the words of the command that sent it:
+/// `enforcer: rule "ai-worker-docker" refuses docker container exec on container "gitea": …`.
+fn command_owner_refusal(
+    gate: &RuleGate,
+    command: Option<String>,
+    kind: &str,
+    name: &str,
+    owner: Option<String>,
+) -> Refused {
+    let held = match &owner {
+        Some(owner) => format!("it belongs to rule {owner:?}"),
+        None => "it has no owner: it was not created through this rule's gate".to_owned(),
+    };
+    let what = command.as_deref().map_or_else(|| "this request".to_owned(), |c| format!("docker {c}"));
+    Refused {
+        status: StatusCode::FORBIDDEN,
+        reason: "owner",
+        field: Some("path".to_owned()),
+        message: format!(
+            "enforcer: rule {:?} refuses {what} on {kind} {name:?}: it is not the rule's own ({held}); the \
+             rule may do this only to what it created",
+            gate.name
+        ),
+        command,
+    }
+}
+
+/// The listings `see = "own"` narrows to the rule's own objects (with the prunes' filter).
+const LISTINGS: [&str; 4] = ["/containers/json", "/volumes", "/networks", "/images/json"];
+
 /// Creates the named local volume `name` with the rule's owner label.
 async fn create_volume(gate: &RuleGate, name: &str) -> Result<(), Refused> {
     let body = serde_json::json!({ "Name": name, "Labels": { OWNER_LABEL: gate.name } }).to_string();
@@ -500,13 +574,23 @@ fn own_prune_filters(query: &str, rule: &str) -> Result<String, Refused> {
     };
     let mut filters = serde_json::Map::new();
     let mut rest = Vec::new();
+    let mut seen = false;
+    // dockerd (Go's url.ParseQuery) decodes keys too: `filter%73` is its `filters`. Go refuses
+    // `;` separators since 1.17, older ones split on them: refused, not guessed.
+    if query.contains(';') {
+        return Err(bad("a ';' in the query"));
+    }
     for part in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let (raw_key, value) = part.split_once('=').unwrap_or((part, ""));
+        let key = form_decode(raw_key).ok_or_else(|| bad("a bad %-escape in a key"))?;
+        let key = key.as_str();
         if key == "filters" {
             let text = form_decode(value).ok_or_else(|| bad("a bad %-escape"))?;
-            if !filters.is_empty() {
+            // dockerd reads the first of two; which one the gate narrowed must not matter.
+            if seen {
                 return Err(bad("given twice"));
             }
+            seen = true;
             let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad("not JSON"))?;
             filters = parsed.as_object().cloned().ok_or_else(|| bad("not a JSON object"))?;
         } else if key.eq_ignore_ascii_case("filters") {
@@ -532,6 +616,108 @@ fn own_prune_filters(query: &str, rule: &str) -> Result<String, Refused> {
 async fn network_driver(upstream: &Path, network: &str) -> Result<Option<String>, Refused> {
     let value = inspect(upstream, &format!("/networks/{}", encode_segment(network))).await?;
     Ok(value.get("Driver").and_then(|d| d.as_str()).map(str::to_owned))
+}
+
+/// The full id and owner label of the container dockerd resolves `container` (a name, an id
+/// or an id prefix) to; a missing one is a 404 refusal in the CLI's words.
+async fn container_owner(upstream: &Path, container: &str) -> Result<Facts, Refused> {
+    let value = inspect(upstream, &format!("/containers/{}/json", encode_segment(container)))
+        .await
+        .map_err(|refused| not_found_as(refused, &format!("No such container: {container}")))?;
+    let id = full_id(&value, "Id")?;
+    let name = value.get("Name").and_then(|n| n.as_str()).unwrap_or("");
+    let labels = match value.get("Config").and_then(|c| c.get("Labels")) {
+        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+        Some(serde_json::Value::Object(labels)) => labels.clone(),
+        // Not what dockerd answers: the gate cannot say whose it is.
+        Some(_) => {
+            return Err(Refused::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                "enforcer: dockerd's answer has labels that are not a map".to_owned(),
+            ));
+        }
+    };
+    Ok(Facts { id, name: name.strip_prefix('/').unwrap_or(name).to_owned(), labels })
+}
+
+/// What the gate judges a container by, as dockerd resolved it.
+struct Facts {
+    /// The full id (64 hex digits).
+    id: String,
+    /// Its name without the leading `/`.
+    name: String,
+    labels: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Facts {
+    fn owner(&self) -> Option<String> {
+        label_owner(Some(&serde_json::Value::Object(self.labels.clone())))
+    }
+}
+
+/// Refuses a request on a container the rule protects (`protect`): not even reads.
+fn check_protect(gate: &RuleGate, command: Option<String>, what: &str, facts: &Facts) -> Result<(), Refused> {
+    let Some(entry) = gate.protect.iter().find(|p| p.matches(&facts.name, &facts.labels)) else {
+        return Ok(());
+    };
+    let shown = command.as_deref().map_or_else(|| "this request".to_owned(), |c| format!("docker {c}"));
+    let entry = match entry {
+        crate::policy::Protect::Name(name) => format!("protect = [{name:?}]"),
+        crate::policy::Protect::Label(key, None) => format!("protect = [\"label={key}\"]"),
+        crate::policy::Protect::Label(key, Some(value)) => format!("protect = [\"label={key}={value}\"]"),
+    };
+    Err(Refused {
+        status: StatusCode::FORBIDDEN,
+        reason: "protect",
+        field: Some("path".to_owned()),
+        message: format!(
+            "enforcer: rule {:?} refuses {shown} on {what}: the rule protects it ({entry}); its identities may \
+             not read or change it",
+            gate.name
+        ),
+        command,
+    })
+}
+
+/// The full id of exec instance `exec`, its container's id, and that container's owner.
+async fn exec_owner(upstream: &Path, exec: &str) -> Result<(String, String, Facts), Refused> {
+    let value = inspect(upstream, &format!("/exec/{}/json", encode_segment(exec)))
+        .await
+        .map_err(|refused| not_found_as(refused, &format!("No such exec instance: {exec}")))?;
+    let id = full_id(&value, "ID")?;
+    let container = full_id(&value, "ContainerID")?;
+    let facts = container_owner(upstream, &container).await?;
+    Ok((id, container, facts))
+}
+
+fn not_found_as(refused: Refused, message: &str) -> Refused {
+    if refused.status == StatusCode::NOT_FOUND {
+        Refused::new(StatusCode::NOT_FOUND, "owner", message.to_owned())
+    } else {
+        refused
+    }
+}
+
+/// dockerd's ids are 64 lowercase hex digits; anything else in an answer is refused, never
+/// put into a path.
+fn full_id(value: &serde_json::Value, key: &str) -> Result<String, Refused> {
+    value
+        .get(key)
+        .and_then(|v| v.as_str())
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                format!("enforcer: dockerd's answer has no full {key} (64 hex digits)"),
+            )
+        })
+}
+
+fn label_owner(labels: Option<&serde_json::Value>) -> Option<String> {
+    labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned)
 }
 
 /// The owner label of the object at `path` (a container's `Config.Labels`, a volume's
@@ -791,6 +977,49 @@ mod tests {
         assert_eq!(decoded, r#"{"label":["a=b","enforcer.owner=r"]}"#);
         assert!(own_prune_filters("filters=1&filters=2", "r").is_err());
         assert!(own_prune_filters("Filters=%7B%7D", "r").is_err());
+        // Keys are decoded as dockerd decodes them: `filter%73` is `filters`, narrowed too,
+        // and with a plain `filters` it is a duplicate.
+        let spelt = own_prune_filters("filter%73=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D&all=1", "r").unwrap();
+        assert_eq!(spelt.split('&').filter(|p| p.starts_with("filters=")).count(), 1, "{spelt}");
+        assert!(!spelt.contains("filter%73"), "{spelt}");
+        let decoded = form_decode(
+            spelt.split('&').find(|p| p.starts_with("filters=")).unwrap().strip_prefix("filters=").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decoded, r#"{"label":["a=b","enforcer.owner=r"]}"#);
+        assert!(own_prune_filters("filters=%7B%7D&filter%73=%7B%7D", "r").is_err());
+        assert!(own_prune_filters("fil%74ers=%7B%7D&Filter%73=%7B%7D", "r").is_err());
+        assert!(own_prune_filters("all=1;filters=%7B%7D", "r").is_err());
+        assert!(own_prune_filters("filter%7=x", "r").is_err());
+    }
+
+    #[test]
+    fn protect_refuses_by_name_and_label_whatever_the_owner() {
+        let mut gate = RuleGate::for_tests_with_protect(vec![
+            crate::policy::Protect::Name("gitea".into()),
+            crate::policy::Protect::Label("tier".into(), Some("db".into())),
+        ]);
+        gate.name = "r".into();
+        let facts = |name: &str, labels: &str| Facts {
+            id: "a".repeat(64),
+            name: name.into(),
+            labels: serde_json::from_str(labels).unwrap(),
+        };
+        let refused = check_protect(
+            &gate,
+            Some("container inspect".into()),
+            "container \"gitea\"",
+            &facts("gitea", r#"{"enforcer.owner":"r"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.reason, "protect");
+        assert!(refused.message.contains("docker container inspect"), "{}", refused.message);
+        assert!(refused.message.contains("protect = [\"gitea\"]"), "{}", refused.message);
+        assert!(check_protect(&gate, None, "x", &facts("db1", r#"{"tier":"db"}"#)).is_err());
+        assert!(check_protect(&gate, None, "x", &facts("web", r#"{"tier":"web"}"#)).is_ok());
+        assert_eq!(facts("w", r#"{"enforcer.owner":"r"}"#).owner().as_deref(), Some("r"));
+        assert_eq!(facts("w", "{}").owner(), None);
     }
 
     #[test]
