@@ -569,9 +569,8 @@ async fn create_volume(gate: &RuleGate, name: &str) -> Result<(), Refused> {
 /// `filters` of a prune request, narrowed to the rule's own objects: the rule's identities
 /// prune what they made, never another owner's stopped containers or unused volumes.
 fn own_prune_filters(query: &str, rule: &str) -> Result<String, Refused> {
-    let bad = |why: &str| {
-        Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: prune filters: {why}"))
-    };
+    let bad =
+        |why: &str| Refused::new(StatusCode::BAD_REQUEST, "framing", format!("enforcer: filters: {why}"));
     let mut filters = serde_json::Map::new();
     let mut rest = Vec::new();
     let mut seen = false;

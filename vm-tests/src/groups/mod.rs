@@ -11,6 +11,7 @@ use crate::{suite::Group, vm::Artifacts};
 mod api_gate;
 mod api_gate_attacks;
 mod api_gate_compose;
+mod api_gate_own;
 mod api_gate_route;
 mod audit_mode;
 mod bypass;
@@ -29,6 +30,7 @@ pub fn all(work: &Path, artifacts: &Artifacts) -> Result<Vec<Group>> {
         api_gate::group(),
         api_gate_attacks::group(),
         api_gate_route::group(),
+        api_gate_own::group(),
         filesystems::group(work, &artifacts.docker)?,
         audit_mode::group(),
         commands::group(),
@@ -54,6 +56,7 @@ mod tests {
             ("api-gate", api_gate::script(), api_gate::check),
             ("api-gate-attacks", api_gate_attacks::script(), api_gate_attacks::check),
             ("api-gate-route", api_gate_route::script(), api_gate_route::check),
+            ("api-gate-own", api_gate_own::script(), api_gate_own::check),
             ("filesystems", filesystems::script(), filesystems::check),
             ("audit-mode", audit_mode::script(), audit_mode::check),
             ("commands", commands::script(), commands::check),
