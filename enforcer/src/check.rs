@@ -8,6 +8,8 @@ use enforcer_common::{
     engine::{Decision, Scan, SliceArgv, Verdict, decide},
 };
 
+use enforcer_common::grammar;
+
 use crate::policy::{Policy, UserSpec, profile_for_path};
 
 /// Whether the policy's user entry `spec` is `user` (a name or a uid, compared as given
@@ -33,7 +35,7 @@ pub fn decide_argv(policy: &Policy, user: Option<&str>, profile: u32, argv: &[St
             mask |= 1 << index;
         }
     }
-    let start = enforcer_common::grammar::profile_start(profile).expect("profiles come from profile_by_name");
+    let start = grammar::profile_start(profile).expect("profiles come from profile_by_name");
     let rules = crate::compile::rule_configs(policy);
     decide(
         start,
@@ -104,9 +106,179 @@ pub fn check(
     Ok(ExitCode::from(code))
 }
 
+/// What `enforcer check --container` found about a container (from dockerd's inspect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
+    /// dockerd's name, without the leading `/`.
+    pub name: String,
+    pub id: String,
+    pub labels: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ContainerFacts {
+    /// Reads an inspect answer; an answer without a full id is refused, as the gate does.
+    pub fn from_inspect(value: &serde_json::Value) -> Result<ContainerFacts> {
+        let id = value.get("Id").and_then(|v| v.as_str()).unwrap_or("");
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!("dockerd's inspect answer has no full container id");
+        }
+        let name = value.get("Name").and_then(|v| v.as_str()).unwrap_or("");
+        let labels = match value.get("Config").and_then(|c| c.get("Labels")) {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(labels)) => labels.clone(),
+            Some(_) => anyhow::bail!("dockerd's inspect answer has labels that are not a map"),
+        };
+        Ok(ContainerFacts {
+            name: name.strip_prefix('/').unwrap_or(name).to_owned(),
+            id: id.to_owned(),
+            labels,
+        })
+    }
+
+    pub fn owner(&self) -> Option<&str> {
+        self.labels.get(crate::gate::judge::OWNER_LABEL).and_then(|o| o.as_str())
+    }
+}
+
+/// What the gate of `rule` would decide for `command` (a node; None: a read no rule key
+/// restricts) on the container `facts` describes, and why. Mirrors the gate's order:
+/// protect, then the command list, then own_only's owner check.
+pub fn container_decision(
+    rule: &crate::policy::Rule,
+    command: Option<u32>,
+    facts: &ContainerFacts,
+) -> (bool, String) {
+    use enforcer_common::grammar::{covers, node_path};
+    if let Some(entry) = rule.protect.iter().find(|p| p.matches(&facts.name, &facts.labels)) {
+        return (
+            false,
+            format!("protected by rule {:?} ({entry:?}): no request on it is admitted", rule.name),
+        );
+    }
+    let Some(node) = command else {
+        return (true, "no command given: reads the rule does not restrict are admitted".to_owned());
+    };
+    let listed = rule.commands.iter().any(|&entry| covers(entry, node));
+    let allowed = match rule.kind {
+        crate::policy::ListKind::Allow => listed,
+        crate::policy::ListKind::Deny => !listed,
+    };
+    if !allowed {
+        return (false, format!("rule {:?} denies docker {}", rule.name, node_path(node)));
+    }
+    if rule.own_only.iter().any(|&entry| covers(entry, node)) {
+        return match facts.owner() {
+            Some(owner) if owner == rule.name => {
+                (true, format!("docker {} is own_only and the container is the rule's own", node_path(node)))
+            }
+            Some(owner) => (
+                false,
+                format!("docker {} is own_only; the container's owner is rule {owner:?}", node_path(node)),
+            ),
+            None => (false, format!("docker {} is own_only; the container has no owner", node_path(node))),
+        };
+    }
+    (
+        true,
+        format!(
+            "docker {} is allowed (the gate still admits changes, such as rm, stop, exec, only on the rule's \
+             own containers)",
+            node_path(node)
+        ),
+    )
+}
+
+/// `enforcer check --container NAME [--command CMD] [--user U]`: asks dockerd (on the rule's
+/// socket) who the container is and prints its owner and the gate's decision.
+pub fn check_container(
+    config: Option<&Path>,
+    user: Option<&str>,
+    container: &str,
+    command: Option<&str>,
+) -> Result<ExitCode> {
+    let policy = Policy::load(config)?;
+    let gated: Vec<&crate::policy::Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.api_gate && user.is_none_or(|u| r.users.iter().any(|(spec, _)| names_user(spec, u))))
+        .collect();
+    let Some(rule) = gated.first() else {
+        return Err(crate::exit::Usage(format!(
+            "no gated rule of {} {}",
+            policy.source,
+            user.map_or_else(|| "at all".to_owned(), |u| format!("names user {u:?}"))
+        ))
+        .into());
+    };
+    if gated.len() > 1 {
+        eprintln!(
+            "enforcer: note: several gated rules apply; judging by the first, {:?} (use --user)",
+            rule.name
+        );
+    }
+    let node = match command {
+        Some(text) => Some(
+            grammar::resolve_entry(crate::grammar::get(), text.trim())
+                .ok_or_else(|| crate::exit::Usage(format!("--command {text:?}: unknown docker command")))?,
+        ),
+        None => None,
+    };
+    let upstream = crate::gate::upstream_of(rule);
+    let value = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::gate::inspect_container(&upstream, container))?;
+    let facts = ContainerFacts::from_inspect(&value)?;
+    let (admitted, why) = container_decision(rule, node, &facts);
+    println!("container: {} ({})", facts.name, facts.id);
+    println!(
+        "owner: {}",
+        facts
+            .owner()
+            .map_or_else(|| "none (not created through a gate)".to_owned(), |o| format!("rule {o:?}"))
+    );
+    println!("rule: {}", rule.name);
+    println!("gate: {}", if admitted { "admit" } else { "refuse" });
+    println!("why: {why}");
+    Ok(ExitCode::from(if admitted { crate::exit::OK } else { crate::exit::DENY }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_decisions_by_owner_and_protect() {
+        let policy = Policy::parse("hardened-policy.toml", crate::policy::HARDENED_POLICY).unwrap();
+        let rule = &policy.rules[0];
+        let facts = |name: &str, owner: Option<&str>| ContainerFacts {
+            name: name.into(),
+            id: "0".repeat(64),
+            labels: owner
+                .map(|o| serde_json::Map::from_iter([("enforcer.owner".to_owned(), serde_json::json!(o))]))
+                .unwrap_or_default(),
+        };
+        let exec = grammar::node_by_path("container exec");
+        let commit = grammar::node_by_path("container commit");
+        assert!(container_decision(rule, exec, &facts("mine", Some("ai-worker-docker"))).0);
+        let (ok, why) = container_decision(rule, exec, &facts("web", None));
+        assert!(!ok && why.contains("no owner"), "{why}");
+        let (ok, why) = container_decision(rule, exec, &facts("web", Some("other")));
+        assert!(!ok && why.contains("\"other\""), "{why}");
+        let (ok, why) = container_decision(rule, commit, &facts("mine", Some("ai-worker-docker")));
+        assert!(!ok && why.contains("denies"), "{why}");
+        // Protected whatever the owner and the command.
+        let (ok, why) = container_decision(rule, None, &facts("gitea", Some("ai-worker-docker")));
+        assert!(!ok && why.contains("protected"), "{why}");
+        let value = serde_json::json!({"Id": "a".repeat(64), "Name": "/gitea", "Config": {"Labels": null}});
+        let read = ContainerFacts::from_inspect(&value).unwrap();
+        assert_eq!((read.name.as_str(), read.owner()), ("gitea", None));
+        assert!(ContainerFacts::from_inspect(&serde_json::json!({"Id": "abc"})).is_err());
+        assert!(
+            ContainerFacts::from_inspect(&serde_json::json!({"Id": "a".repeat(64), "Config": {"Labels": 3}}))
+                .is_err()
+        );
+    }
 
     fn argv(line: &str) -> Vec<String> {
         line.split(' ').map(String::from).collect()

@@ -110,8 +110,15 @@ enum Command {
         #[arg(long)]
         client: Option<String>,
         /// The argv, program name first: `-- docker exec -it web sh`.
-        #[arg(last = true, required = true)]
+        #[arg(last = true, required_unless_present = "container")]
         argv: Vec<String>,
+        /// Instead of an argv: ask dockerd who this container (name, id or id prefix) is and
+        /// print its owner and what the rule's API gate would decide for it.
+        #[arg(long, conflicts_with = "argv")]
+        container: Option<String>,
+        /// With --container: the docker command to judge (`exec`, `logs`, ...).
+        #[arg(long, requires = "container")]
+        command: Option<String>,
     },
     /// Load and verify the BPF programs without attaching them; print the instructions
     /// the kernel's verifier processed for each.
@@ -183,7 +190,11 @@ fn main() -> ExitCode {
         }
         Command::Reload => control::reload(),
         Command::Stop => control::stop(),
-        Command::Check { config, user, client, argv } => {
+        Command::Check { config, user, client, argv, container: Some(container), command } => {
+            let _ = (client, argv);
+            check::check_container(config.as_deref(), user.as_deref(), &container, command.as_deref())
+        }
+        Command::Check { config, user, client, argv, container: None, .. } => {
             check::check(config.as_deref(), user.as_deref(), client.as_deref(), &argv)
         }
         Command::Verify => daemon::verify(),

@@ -520,7 +520,8 @@ impl Source<'_> {
             "all" => Ok(false),
             "own" => Ok(true),
             other => {
-                Err(self.error(Some(see.span()), format!("unknown see {other:?}: expected \"all\" or \"own\"")))
+                Err(self
+                    .error(Some(see.span()), format!("unknown see {other:?}: expected \"all\" or \"own\"")))
             }
         }
     }
@@ -535,11 +536,14 @@ impl Source<'_> {
         own_only: Option<&SpannedList<String>>,
     ) -> Result<(), PolicyError> {
         let (Some(own_only), ListKind::Deny) = (own_only, kind) else { return Ok(()) };
-        let id = |entry: &Spanned<String>| grammar::resolve_entry(crate::grammar::get(), entry.get_ref().trim());
+        let id =
+            |entry: &Spanned<String>| grammar::resolve_entry(crate::grammar::get(), entry.get_ref().trim());
         for own in own_only.get_ref() {
             let Some(own_id) = id(own) else { continue };
-            if let Some(denied) =
-                list.get_ref().iter().find(|deny| id(deny).is_some_and(|deny_id| grammar::covers(deny_id, own_id)))
+            if let Some(denied) = list
+                .get_ref()
+                .iter()
+                .find(|deny| id(deny).is_some_and(|deny_id| grammar::covers(deny_id, own_id)))
             {
                 return Err(self.error(
                     Some(own.span()),
@@ -1532,7 +1536,8 @@ deny = ["exec", "cp"]
         let config = rule_configs(&parse(&format!("{base}own_only = [\"exec\"]\n")).unwrap())[0];
         assert!(!config.has_command(node("container exec")));
         // In an allow list they are added to what the kernel admits.
-        let allow = parse("[[rule]]\nname = \"a\"\nusers = [1]\nallow = [\"ps\"]\nown_only = [\"exec\"]\n").unwrap();
+        let allow =
+            parse("[[rule]]\nname = \"a\"\nusers = [1]\nallow = [\"ps\"]\nown_only = [\"exec\"]\n").unwrap();
         assert!(allow.rules[0].commands.contains(&node("container exec")));
         assert!(rule_configs(&allow)[0].has_command(node("container exec")));
         // Errors, at the entry.
@@ -1593,5 +1598,4 @@ deny = ["exec", "cp"]
             assert!(config.has_command(node(denied)), "{denied}");
         }
     }
-
 }

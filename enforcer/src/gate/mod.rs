@@ -34,6 +34,11 @@ pub fn socket_path(rule: &str) -> PathBuf {
     serve::socket_path(&gate_dir(), rule)
 }
 
+/// dockerd's inspect answer for `container` (a name, id or id prefix), for `enforcer check`.
+pub async fn inspect_container(upstream: &Path, container: &str) -> Result<serde_json::Value> {
+    serve::inspect_container(upstream, container).await
+}
+
 /// A request the gate refused, for the denial log, `status` and the counters.
 #[derive(Debug, Clone)]
 pub struct ApiDenial {

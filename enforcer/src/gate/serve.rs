@@ -640,6 +640,13 @@ async fn container_owner(upstream: &Path, container: &str) -> Result<Facts, Refu
     Ok(Facts { id, name: name.strip_prefix('/').unwrap_or(name).to_owned(), labels })
 }
 
+/// dockerd's inspect answer for `container`, for `enforcer check --container`.
+pub(super) async fn inspect_container(upstream: &Path, container: &str) -> anyhow::Result<serde_json::Value> {
+    inspect(upstream, &format!("/containers/{}/json", encode_segment(container))).await.map_err(|refused| {
+        anyhow::anyhow!("{}", not_found_as(refused, &format!("No such container: {container}")).message)
+    })
+}
+
 /// What the gate judges a container by, as dockerd resolved it.
 struct Facts {
     /// The full id (64 hex digits).
