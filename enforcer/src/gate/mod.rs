@@ -106,18 +106,21 @@ impl RuleGate {
             && route::commands_for(endpoint, query).first().is_some_and(|path| !self.allows(path))
     }
 
-    /// The endpoint's own command (the first it lists), when the rule names it in `own_only`:
-    /// then the endpoint is admitted only on the rule's own objects (`exec` there: `POST
-    /// /containers/{name}/exec` on a container the rule created, never on gitea), whichever
-    /// command sends it. Others that use it on the way (`compose up` reads logs) do so on
-    /// their own project's containers, which the rule owns.
+    /// A command using `endpoint` that the rule names in `own_only`: then the endpoint is
+    /// admitted only on the rule's own objects (`exec` there: `POST /containers/{name}/exec`
+    /// on a container the rule created, never on gitea), whichever command sends it. Any of
+    /// the endpoint's commands is enough, not only its first: `docker container inspect` and
+    /// `docker inspect` send the same request, and `own_only = ["container inspect"]` must
+    /// not be undone by the other spelling. Others that use it on the way (`compose up`
+    /// reads logs) do so on their own project's containers, which the rule owns.
     pub fn own_only_command(&self, endpoint: &route::Endpoint, query: &str) -> Option<&'static str> {
-        if endpoint.any_command() {
+        if self.own_only.is_empty() || endpoint.any_command() {
             return None;
         }
-        let own = *route::commands_for(endpoint, query).first()?;
-        let node = grammar::node_by_path(own)?;
-        self.own_only.iter().any(|&entry| grammar::covers(entry, node)).then_some(own)
+        route::commands_for(endpoint, query).iter().copied().find(|path| {
+            grammar::node_by_path(path)
+                .is_some_and(|node| self.own_only.iter().any(|&entry| grammar::covers(entry, node)))
+        })
     }
 
     /// A command that uses `endpoint` and that the rule denies, for the refusal's message.

@@ -204,8 +204,12 @@ async fn judge_and_forward(
             format!("enforcer: API version {version} is older than the gate judges (1.24 and later)"),
         ));
     }
-    // A start takes no body from 1.24 on; one that carries a body is someone's old-API trick.
-    if route.endpoint.pattern.ends_with("/start") && has_body(request.headers()) {
+    // A container start takes no body from 1.24 on; one that carries a body is someone's
+    // old-API trick. (An exec start's body is its Detach/Tty options: streamed as it is.)
+    if route.endpoint.pattern.starts_with("/containers/")
+        && route.endpoint.pattern.ends_with("/start")
+        && has_body(request.headers())
+    {
         return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "framing",

@@ -41,6 +41,7 @@ const RM_GITEA: Step = Step::new("rm-gitea");
 const EXEC_GITEA_PREFIX: Step = Step::new("exec-gitea-prefix");
 const LOGS_GITEA_ID: Step = Step::new("logs-gitea-id");
 const EXEC_ID_GITEA: Step = Step::new("exec-id-gitea");
+const CURL_EXEC_GITEA: Step = Step::new("curl-exec-gitea");
 const RENAME_OWN: Step = Step::new("rename-own");
 const EXEC_RENAMED_OWN: Step = Step::new("exec-renamed-own");
 const ROOT_RENAME_GITEA: Step = Step::new("root-rename-gitea");
@@ -141,6 +142,8 @@ step {RM_GITEA} ai-worker {d} rm -f gitea
 step {EXEC_GITEA_PREFIX} ai-worker {d} exec $GITEA_PREFIX cat /data/secret
 step {LOGS_GITEA_ID} ai-worker {d} logs $GITEA_ID
 step {EXEC_ID_GITEA} ai-worker curl -sS --unix-socket {GATE} -H 'Content-Type: application/json' -d '{{"Detach":false,"Tty":true}}' http://d/exec/$GITEA_EXEC_ID/start
+# The exec create itself (the CLI's inspect comes first and is refused before it).
+step {CURL_EXEC_GITEA} ai-worker curl -sS --unix-socket {GATE} -H 'Content-Type: application/json' -d '{{"Cmd":["cat","/data/secret"],"AttachStdout":true}}' http://d/containers/gitea/exec
 # Renamed after creation: ownership goes with the container, not the name.
 step {RENAME_OWN} ai-worker {d} rename mine mine-renamed
 step {EXEC_RENAMED_OWN} ai-worker {d} exec mine-renamed cat /f
@@ -172,7 +175,10 @@ stop_dockerd
 }
 
 /// A refusal by the gate's ownership check: the rule, the command, the object, "no owner".
+/// The CLI's `exec` and `logs` inspect the container first, so their refusal names the
+/// inspect (`docker inspect`): the request the gate refused, the one the CLI sent.
 fn refused_not_owned(out: &str, command: &str, object: &str) -> bool {
+    let command = if matches!(command, "exec" | "logs") { "docker inspect" } else { command };
     refused_by_gate(out, RULE, object) && out.contains(command) && out.contains("no owner")
 }
 
@@ -250,6 +256,12 @@ pub(super) fn check(c: &mut Checks) {
     c.check(
         "own_only: starting root's exec instance on gitea by its id is refused (resolved to its container)",
         rc == 0 && out.contains("exec instance") && out.contains("no owner") && !out.contains(GITEA_SECRET),
+        || format!("exit {rc}: {out}"),
+    );
+    let (rc, out) = c.step(CURL_EXEC_GITEA);
+    c.check(
+        "own_only: creating an exec instance on gitea (POST /containers/gitea/exec) is refused naming docker container exec",
+        rc == 0 && out.contains("docker container exec") && out.contains("gitea") && out.contains("no owner"),
         || format!("exit {rc}: {out}"),
     );
     c.succeeded(ROOT_RENAME_GITEA);
