@@ -142,7 +142,7 @@ impl ContainerFacts {
 
 /// What the gate of `rule` would decide for `command` (a node; None: a read no rule key
 /// restricts) on the container `facts` describes, and why. Mirrors the gate's order:
-/// protect, then the command list, then own_only's owner check.
+/// protect, then the command list, then `own_only`'s owner check.
 pub fn container_decision(
     rule: &crate::policy::Rule,
     command: Option<u32>,

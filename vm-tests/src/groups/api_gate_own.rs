@@ -6,7 +6,7 @@
 //! and started by the agent, a container renamed after creation. A forged owner label at
 //! create is refused (root's works). dockerd's own log shows that the gate forwards by the
 //! full id it judged, never the name the client sent (the race defence). Then, reloaded
-//! with `protect = ["gitea"]` and `see = "own"` and no own_only: `inspect gitea` and `logs
+//! with `protect = ["gitea"]` and `see = "own"` and no `own_only`: `inspect gitea` and `logs
 //! gitea` refused as protected (root's inspect works), `docker ps` and a raw listing whose
 //! `filters` key is spelt `filter%73` list only the agent's own containers (with `see =
 //! "all"` before, gitea was listed: the control).
@@ -87,7 +87,7 @@ own_only = ["exec", "cp", "attach", "diff", "logs", "inspect", "rm", "stop", "ki
 api_clients = "any"
 "#;
 
-/// The second phase: gitea protected, listings narrowed, nothing own_only.
+/// The second phase: gitea protected, listings narrowed, nothing `own_only`.
 const PROTECT_POLICY: &str = r#"[[rule]]
 name = "ai-worker-docker"
 users = ["ai-worker"]
