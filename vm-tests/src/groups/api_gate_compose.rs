@@ -303,7 +303,9 @@ pub(super) fn check(c: &mut Checks) {
     let (rc, out) = c.step(DOWN_GITEA);
     c.check(
         "through the gate, compose down of root's gitea project is refused (the container is not the rule's)",
-        refused_by_gate(&out, "path: container") && out.contains("gitea_gitea_1"),
+        refused_by_gate(&out, "docker container stop on container")
+            && out.contains("it has no owner")
+            && out.contains("gitea_gitea_1"),
         || format!("exit {rc}: {out}"),
     );
     let (rc, out) = c.step(AFTER_DOWN_GITEA);
