@@ -10,7 +10,10 @@ use enforcer_common::{
 
 use enforcer_common::grammar;
 
-use crate::policy::{Policy, UserSpec, profile_for_path};
+use crate::{
+    gate::ContainerFacts,
+    policy::{Policy, UserSpec, profile_for_path},
+};
 
 /// Whether the policy's user entry `spec` is `user` (a name or a uid, compared as given
 /// and through the user database).
@@ -106,40 +109,6 @@ pub fn check(
     Ok(ExitCode::from(code))
 }
 
-/// What `enforcer check --container` found about a container (from dockerd's inspect).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerFacts {
-    /// dockerd's name, without the leading `/`.
-    pub name: String,
-    pub id: String,
-    pub labels: serde_json::Map<String, serde_json::Value>,
-}
-
-impl ContainerFacts {
-    /// Reads an inspect answer; an answer without a full id is refused, as the gate does.
-    pub fn from_inspect(value: &serde_json::Value) -> Result<ContainerFacts> {
-        let id = value.get("Id").and_then(|v| v.as_str()).unwrap_or("");
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            anyhow::bail!("dockerd's inspect answer has no full container id");
-        }
-        let name = value.get("Name").and_then(|v| v.as_str()).unwrap_or("");
-        let labels = match value.get("Config").and_then(|c| c.get("Labels")) {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(labels)) => labels.clone(),
-            Some(_) => anyhow::bail!("dockerd's inspect answer has labels that are not a map"),
-        };
-        Ok(ContainerFacts {
-            name: name.strip_prefix('/').unwrap_or(name).to_owned(),
-            id: id.to_owned(),
-            labels,
-        })
-    }
-
-    pub fn owner(&self) -> Option<&str> {
-        self.labels.get(crate::gate::judge::OWNER_LABEL).and_then(|o| o.as_str())
-    }
-}
-
 /// What the gate of `rule` would decide for `command` (a node; None: a read no rule key
 /// restricts) on the container `facts` describes, and why. Mirrors the gate's order:
 /// protect, then the command list, then `own_only`'s owner check.
@@ -224,11 +193,10 @@ pub fn check_container(
         None => None,
     };
     let upstream = crate::gate::upstream_of(rule);
-    let value = tokio::runtime::Builder::new_current_thread()
+    let facts = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(crate::gate::inspect_container(&upstream, container))?;
-    let facts = ContainerFacts::from_inspect(&value)?;
     let (admitted, why) = container_decision(rule, node, &facts);
     println!("container: {} ({})", facts.name, facts.id);
     println!(

@@ -34,8 +34,11 @@ pub fn socket_path(rule: &str) -> PathBuf {
     serve::socket_path(&gate_dir(), rule)
 }
 
-/// dockerd's inspect answer for `container` (a name, id or id prefix), for `enforcer check`.
-pub async fn inspect_container(upstream: &Path, container: &str) -> Result<serde_json::Value> {
+pub use serve::ContainerFacts;
+
+/// The container dockerd resolves `container` (a name, id or id prefix) to, as the gate
+/// would judge it, for `enforcer check`.
+pub async fn inspect_container(upstream: &Path, container: &str) -> Result<ContainerFacts> {
     serve::inspect_container(upstream, container).await
 }
 

@@ -306,7 +306,7 @@ async fn judge_and_forward(
             format!("container {container:?} ({})", facts.name)
         };
         check_protect(gate, command(), &shown, &facts)?;
-        let owner = facts.owner();
+        let owner = facts.owner().map(str::to_owned);
         if owned_needed && owner.as_deref() != Some(gate.name.as_str()) {
             return Err(command_owner_refusal(gate, command(), "container", container, owner));
         }
@@ -326,7 +326,7 @@ async fn judge_and_forward(
             &format!("exec instance {exec:?} of container {:?}", facts.name),
             &facts,
         )?;
-        let owner = facts.owner();
+        let owner = facts.owner().map(str::to_owned);
         if (endpoint.method != "GET" || own_only_command.is_some())
             && owner.as_deref() != Some(gate.name.as_str())
         {
@@ -621,53 +621,58 @@ async fn network_driver(upstream: &Path, network: &str) -> Result<Option<String>
     Ok(value.get("Driver").and_then(|d| d.as_str()).map(str::to_owned))
 }
 
-/// The full id and owner label of the container dockerd resolves `container` (a name, an id
-/// or an id prefix) to; a missing one is a 404 refusal in the CLI's words.
-async fn container_owner(upstream: &Path, container: &str) -> Result<Facts, Refused> {
+/// What the gate judges the container dockerd resolves `container` (a name, an id or an id
+/// prefix) to by; a missing one is a 404 refusal in the CLI's words.
+async fn container_owner(upstream: &Path, container: &str) -> Result<ContainerFacts, Refused> {
     let value = inspect(upstream, &format!("/containers/{}/json", encode_segment(container)))
         .await
         .map_err(|refused| not_found_as(refused, &format!("No such container: {container}")))?;
-    let id = full_id(&value, "Id")?;
-    let name = value.get("Name").and_then(|n| n.as_str()).unwrap_or("");
-    let labels = match value.get("Config").and_then(|c| c.get("Labels")) {
-        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-        Some(serde_json::Value::Object(labels)) => labels.clone(),
-        // Not what dockerd answers: the gate cannot say whose it is.
-        Some(_) => {
-            return Err(Refused::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream",
-                "enforcer: dockerd's answer has labels that are not a map".to_owned(),
-            ));
-        }
-    };
-    Ok(Facts { id, name: name.strip_prefix('/').unwrap_or(name).to_owned(), labels })
+    ContainerFacts::from_inspect(&value)
+        .map_err(|why| Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: {why}")))
 }
 
-/// dockerd's inspect answer for `container`, for `enforcer check --container`.
-pub(super) async fn inspect_container(upstream: &Path, container: &str) -> anyhow::Result<serde_json::Value> {
-    inspect(upstream, &format!("/containers/{}/json", encode_segment(container))).await.map_err(|refused| {
-        anyhow::anyhow!("{}", not_found_as(refused, &format!("No such container: {container}")).message)
-    })
+/// The container the gate would judge for `container`, for `enforcer check --container`.
+pub(super) async fn inspect_container(upstream: &Path, container: &str) -> anyhow::Result<ContainerFacts> {
+    container_owner(upstream, container).await.map_err(|refused| anyhow::anyhow!("{}", refused.message))
 }
 
 /// What the gate judges a container by, as dockerd resolved it.
-struct Facts {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
     /// The full id (64 hex digits).
-    id: String,
+    pub id: String,
     /// Its name without the leading `/`.
-    name: String,
-    labels: serde_json::Map<String, serde_json::Value>,
+    pub name: String,
+    pub labels: serde_json::Map<String, serde_json::Value>,
 }
 
-impl Facts {
-    fn owner(&self) -> Option<String> {
-        label_owner(Some(&serde_json::Value::Object(self.labels.clone())))
+impl ContainerFacts {
+    /// Reads dockerd's inspect answer. An answer without a full id, or with labels that are
+    /// not a map, is not what dockerd sends: the gate cannot say whose it is.
+    pub fn from_inspect(value: &serde_json::Value) -> Result<ContainerFacts, String> {
+        let id = id_of(value, "Id")?;
+        let name = value.get("Name").and_then(|n| n.as_str()).unwrap_or("");
+        let labels = match value.get("Config").and_then(|c| c.get("Labels")) {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(labels)) => labels.clone(),
+            Some(_) => return Err("dockerd's answer has labels that are not a map".to_owned()),
+        };
+        Ok(ContainerFacts { id, name: name.strip_prefix('/').unwrap_or(name).to_owned(), labels })
+    }
+
+    /// The rule that owns it (its owner label), if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.labels.get(OWNER_LABEL).and_then(|o| o.as_str())
     }
 }
 
 /// Refuses a request on a container the rule protects (`protect`): not even reads.
-fn check_protect(gate: &RuleGate, command: Option<String>, what: &str, facts: &Facts) -> Result<(), Refused> {
+fn check_protect(
+    gate: &RuleGate,
+    command: Option<String>,
+    what: &str,
+    facts: &ContainerFacts,
+) -> Result<(), Refused> {
     let Some(entry) = gate.protect.iter().find(|p| p.matches(&facts.name, &facts.labels)) else {
         return Ok(());
     };
@@ -691,7 +696,7 @@ fn check_protect(gate: &RuleGate, command: Option<String>, what: &str, facts: &F
 }
 
 /// The full id of exec instance `exec`, its container's id, and that container's owner.
-async fn exec_owner(upstream: &Path, exec: &str) -> Result<(String, String, Facts), Refused> {
+async fn exec_owner(upstream: &Path, exec: &str) -> Result<(String, String, ContainerFacts), Refused> {
     let value = inspect(upstream, &format!("/exec/{}/json", encode_segment(exec)))
         .await
         .map_err(|refused| not_found_as(refused, &format!("No such exec instance: {exec}")))?;
@@ -712,22 +717,17 @@ fn not_found_as(refused: Refused, message: &str) -> Refused {
 /// dockerd's ids are 64 lowercase hex digits; anything else in an answer is refused, never
 /// put into a path.
 fn full_id(value: &serde_json::Value, key: &str) -> Result<String, Refused> {
+    id_of(value, key)
+        .map_err(|why| Refused::new(StatusCode::BAD_GATEWAY, "upstream", format!("enforcer: {why}")))
+}
+
+fn id_of(value: &serde_json::Value, key: &str) -> Result<String, String> {
     value
         .get(key)
         .and_then(|v| v.as_str())
         .filter(|id| id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
         .map(str::to_owned)
-        .ok_or_else(|| {
-            Refused::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream",
-                format!("enforcer: dockerd's answer has no full {key} (64 hex digits)"),
-            )
-        })
-}
-
-fn label_owner(labels: Option<&serde_json::Value>) -> Option<String> {
-    labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|o| o.as_str()).map(str::to_owned)
+        .ok_or_else(|| format!("dockerd's answer has no full {key} (64 hex digits)"))
 }
 
 /// The owner label of the object at `path` (a container's `Config.Labels`, a volume's
@@ -1010,7 +1010,7 @@ mod tests {
             crate::policy::Protect::Label("tier".into(), Some("db".into())),
         ]);
         gate.name = "r".into();
-        let facts = |name: &str, labels: &str| Facts {
+        let facts = |name: &str, labels: &str| ContainerFacts {
             id: "a".repeat(64),
             name: name.into(),
             labels: serde_json::from_str(labels).unwrap(),
@@ -1028,7 +1028,7 @@ mod tests {
         assert!(refused.message.contains("protect = [\"gitea\"]"), "{}", refused.message);
         assert!(check_protect(&gate, None, "x", &facts("db1", r#"{"tier":"db"}"#)).is_err());
         assert!(check_protect(&gate, None, "x", &facts("web", r#"{"tier":"web"}"#)).is_ok());
-        assert_eq!(facts("w", r#"{"enforcer.owner":"r"}"#).owner().as_deref(), Some("r"));
+        assert_eq!(facts("w", r#"{"enforcer.owner":"r"}"#).owner(), Some("r"));
         assert_eq!(facts("w", "{}").owner(), None);
     }
 

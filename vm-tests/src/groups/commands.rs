@@ -41,7 +41,7 @@ pub(super) fn group() -> Group {
 }
 
 pub(super) fn script() -> String {
-    let default = include_str!("../../../enforcer/src/default-policy.toml");
+    let argv_only = crate::fixtures::start_enforcer_argv_only();
     format!(
         r#"
 start_mock_api
@@ -49,12 +49,8 @@ start_mock_api
 # compose client profile. (A copy of the docker CLI under that name: the kernel judges the
 # exec, whatever the program does after.)
 cp /usr/bin/docker /usr/local/bin/docker-compose
-# The default policy's argv layer alone: its gate would stand between the agent and the
-# mock, which speaks only enough of the API for `ps` (the api-gate groups test the gate).
-cat > /tmp/argv-only.toml <<'POLICY'
-{default}api_gate = false
-POLICY
-start_enforcer --config /tmp/argv-only.toml
+# The default policy's argv layer alone (the mock cannot serve its gate).
+{argv_only}
 step {DC_EXEC} ai-worker docker-compose exec web sh
 step {DC_FLAGS_CP} ai-worker docker-compose -f /tmp/x.yml cp web:/a /tmp/b
 step {DC_PLUGIN_FORM} ai-worker docker-compose compose exec web sh

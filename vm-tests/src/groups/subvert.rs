@@ -92,7 +92,7 @@ pub(super) fn group(work: &Path) -> Result<Group> {
 }
 
 pub(super) fn script() -> String {
-    let default = include_str!("../../../enforcer/src/default-policy.toml");
+    let argv_only = crate::fixtures::start_enforcer_argv_only();
     let long_arg = "x".repeat(255);
     format!(
         r#"
@@ -108,12 +108,8 @@ step {REFUSED_FRESH_STATUS} root /usr/local/sbin/enforcer status --json --limit 
 # A state file cut short by a crash: reported, moved aside, a fresh record started.
 mkdir -p /var/lib/enforcer
 printf '{{"enforcing_since": "2026' > /var/lib/enforcer/state.json
-# The default policy's argv layer alone: its gate would stand between the agent and the
-# mock, which speaks only enough of the API for `ps` (the api-gate groups test the gate).
-cat > /tmp/argv-only.toml <<'POLICY'
-{default}api_gate = false
-POLICY
-start_enforcer --config /tmp/argv-only.toml
+# The default policy's argv layer alone (the mock cannot serve its gate).
+{argv_only}
 FIRST_PID=$ENFORCER_PID
 report_file state-corrupt /var/lib/enforcer/state.json.corrupt
 # One daemon at a time.
